@@ -1,0 +1,139 @@
+# cross/cross.mk: cross-build and qemu-user settings for issue 7, to be included by the top-level Makefile
+# (`include cross/cross.mk`); also usable alone: `make -f cross/cross.mk cross-smoke`. Paths are relative to the
+# repository top (run make from there). Outputs go to build/cross/<target>/. Nothing here needs mprpc.h.
+#
+# One-time machine setup (root, idempotent): scripts/cross-setup.sh
+#
+# Targets: x86_64 (host gcc, glibc), aarch64, armhf (32-bit ARM hard-float), s390x (big-endian), musl (static,
+# x86-64). For each target T this file defines
+#   CROSS_CC_T            the compiler
+#   CROSS_RUN_T           the run prefix: empty for x86_64/musl, `qemu-<arch> -L /usr/<triplet>` for the others
+#                         (explicit qemu-user, no binfmt registration needed)
+#   CROSS_NANOPB_CFLAGS_T nanopb include flags
+#   CROSS_NANOPB_LIBS_T   nanopb runtime to link (Debian's libprotobuf-nanopb.a for T; for musl, the one that
+#                         scripts/cross-setup.sh builds from Debian's source package)
+#   CROSS_LDFLAGS_T       extra link flags (-static for musl)
+# and these shared ones
+#   CROSS_CFLAGS          -std=c11 -Wall -Wextra -Wpedantic -Werror -DMPRPC_NO_ZOOKEEPER + CROSS_OPT + CROSS_NANOPB_DEFS
+#   CROSS_NANOPB_DEFS     -DPB_ENABLE_MALLOC: the option Debian builds libprotobuf-nanopb.a with (debian/rules);
+#                         pb.h's structs do not depend on it, so defining it or not is ABI-safe either way
+#   CROSS_LDLIBS          appended last to every link (e.g. set CROSS_LDLIBS = -pthread)
+#
+# Building any C program for every target:
+#   $(call cross_program,NAME,SOURCES AND DEPS,EXTRA CFLAGS)
+# defines build/cross/<T>/NAME for every T from the .c files among SOURCES AND DEPS (other files there, such as
+# mprpc.h or generated headers, are prerequisites only); $(call cross_bins,NAME) lists the five binaries.
+# Running: $(CROSS_RUN_T) build/cross/T/NAME. Example, in the top-level Makefile:
+#   $(call cross_program,test_codec,tests/test_codec.c build/gen/x.pb.c build/gen/x.pb.h mprpc.h,-Ibuild/gen)
+#   test-cross: $(call cross_bins,test_codec)
+#   	$(foreach t,$(CROSS_TARGETS),$(CROSS_RUN_$(t)) build/cross/$(t)/test_codec;)
+# Target: cross-smoke  builds tests/cross/nanopb_smoke.c for all targets, runs each (under qemu-user where
+#         needed), compares its output with tests/cross/nanopb_smoke.hex, and prints `T: N passed, N failed`
+#         for each target.
+
+_cross_saved_default_goal := $(.DEFAULT_GOAL)
+
+CROSS_BUILD   := build/cross
+CROSS_TARGETS := x86_64 aarch64 armhf s390x musl
+CROSS_OPT     ?= -O2
+CROSS_NANOPB_DEFS ?= -DPB_ENABLE_MALLOC
+CROSS_CFLAGS   = -std=c11 -Wall -Wextra -Wpedantic -Werror -DMPRPC_NO_ZOOKEEPER $(CROSS_OPT) $(CROSS_NANOPB_DEFS)
+CROSS_LDLIBS  ?=
+NANOPB_GENERATOR ?= nanopb_generator.py
+
+# Debian triplets of the multiarch targets
+CROSS_TRIPLET_x86_64  := x86_64-linux-gnu
+CROSS_TRIPLET_aarch64 := aarch64-linux-gnu
+CROSS_TRIPLET_armhf   := arm-linux-gnueabihf
+CROSS_TRIPLET_s390x   := s390x-linux-gnu
+
+CROSS_CC_x86_64  := gcc
+CROSS_CC_aarch64 := aarch64-linux-gnu-gcc
+CROSS_CC_armhf   := arm-linux-gnueabihf-gcc
+CROSS_CC_s390x   := s390x-linux-gnu-gcc
+CROSS_CC_musl    := musl-gcc
+
+CROSS_RUN_x86_64  :=
+CROSS_RUN_aarch64 := qemu-aarch64 -L /usr/aarch64-linux-gnu
+CROSS_RUN_armhf   := qemu-arm -L /usr/arm-linux-gnueabihf
+CROSS_RUN_s390x   := qemu-s390x -L /usr/s390x-linux-gnu
+CROSS_RUN_musl    :=
+
+# Debian's cross gcc searches /usr/include after its own /usr/<triplet>/include, so the (architecture-independent,
+# Multi-Arch: same) pb*.h installed by libnanopb-dev are found with no flag. Only the .a differs per architecture.
+CROSS_NANOPB_CFLAGS_x86_64  :=
+CROSS_NANOPB_CFLAGS_aarch64 :=
+CROSS_NANOPB_CFLAGS_armhf   :=
+CROSS_NANOPB_CFLAGS_s390x   :=
+CROSS_NANOPB_CFLAGS_musl    := -I$(CROSS_BUILD)/musl/include
+
+CROSS_NANOPB_LIBS_x86_64  := /usr/lib/x86_64-linux-gnu/libprotobuf-nanopb.a
+CROSS_NANOPB_LIBS_aarch64 := /usr/lib/aarch64-linux-gnu/libprotobuf-nanopb.a
+CROSS_NANOPB_LIBS_armhf   := /usr/lib/arm-linux-gnueabihf/libprotobuf-nanopb.a
+CROSS_NANOPB_LIBS_s390x   := /usr/lib/s390x-linux-gnu/libprotobuf-nanopb.a
+CROSS_NANOPB_LIBS_musl    := $(CROSS_BUILD)/musl/lib/libprotobuf-nanopb.a
+
+CROSS_LDFLAGS_x86_64  :=
+CROSS_LDFLAGS_aarch64 :=
+CROSS_LDFLAGS_armhf   :=
+CROSS_LDFLAGS_s390x   :=
+CROSS_LDFLAGS_musl    := -static
+
+# The musl runtime is built (without root) from the Debian source package that cross-setup.sh fetched.
+$(CROSS_NANOPB_LIBS_musl):
+	scripts/cross-setup.sh --musl-lib
+
+# Missing multiarch runtime: say how to get it instead of "No rule to make target".
+$(foreach t,x86_64 aarch64 armhf s390x,$(CROSS_NANOPB_LIBS_$(t))):
+	@echo "cross.mk: $@ is missing: run scripts/cross-setup.sh as root (installs libnanopb-dev:<arch>)" >&2; exit 1
+
+# $(1)=target $(2)=program name $(3)=sources and prerequisites $(4)=extra CFLAGS
+define CROSS_PROGRAM_template
+$(CROSS_BUILD)/$(1)/$(2): $(3) $(CROSS_NANOPB_LIBS_$(1))
+	@mkdir -p $$(@D)
+	$$(CROSS_CC_$(1)) $$(CROSS_CFLAGS) $$(CROSS_NANOPB_CFLAGS_$(1)) $(4) $$(CROSS_LDFLAGS_$(1)) -o $$@ \
+	  $$(filter %.c,$$^) $$(CROSS_NANOPB_LIBS_$(1)) $$(CROSS_LDLIBS)
+endef
+cross_program = $(foreach t,$(CROSS_TARGETS),$(eval $(call CROSS_PROGRAM_template,$(t),$(1),$(2),$(3))))
+cross_bins    = $(foreach t,$(CROSS_TARGETS),$(CROSS_BUILD)/$(t)/$(1))
+
+# ---- cross-smoke: the toolchains end to end, without mprpc.h ----
+CROSS_SMOKE_GEN := $(CROSS_BUILD)/gen/smoke.pb.c $(CROSS_BUILD)/gen/smoke.pb.h
+$(CROSS_SMOKE_GEN) &: tests/cross/smoke.proto tests/cross/smoke.options
+	@mkdir -p $(CROSS_BUILD)/gen
+	cd tests/cross && $(NANOPB_GENERATOR) -q -D $(abspath $(CROSS_BUILD)/gen) smoke.proto
+
+$(call cross_program,nanopb_smoke,tests/cross/nanopb_smoke.c $(CROSS_SMOKE_GEN),-I$(CROSS_BUILD)/gen)
+
+# Recursive make on the same makefile(s), so one target's build failure is counted, not fatal to the others.
+CROSS_SUBMAKE = $(MAKE) --no-print-directory -f $(firstword $(MAKEFILE_LIST))
+
+# Three checks per target: it builds; it runs and decodes its own bytes (exit 0); its bytes equal the vector.
+.PHONY: cross-smoke
+cross-smoke: $(CROSS_SMOKE_GEN)
+	@$(foreach t,$(CROSS_TARGETS),run_$(t)='$(CROSS_RUN_$(t))';) \
+	want=$$(cat tests/cross/nanopb_smoke.hex); rc=0; \
+	for t in $(CROSS_TARGETS); do \
+	  eval "run=\$$run_$$t"; bin=$(CROSS_BUILD)/$$t/nanopb_smoke; p=0; f=0; mkdir -p $(CROSS_BUILD)/$$t; \
+	  if $(CROSS_SUBMAKE) $$bin >$(CROSS_BUILD)/$$t/smoke-build.log 2>&1; then \
+	    p=$$((p+1)); \
+	    if got=$$($$run $$bin 2>$(CROSS_BUILD)/$$t/smoke-run.log); then p=$$((p+1)); else \
+	      f=$$((f+1)); echo "cross-smoke $$t: run failed:"; cat $(CROSS_BUILD)/$$t/smoke-run.log; fi; \
+	    if [ "$$got" = "$$want" ]; then p=$$((p+1)); else \
+	      f=$$((f+1)); echo "cross-smoke $$t: bytes differ: got '$$got', want '$$want'"; fi; \
+	  else \
+	    f=$$((f+3)); echo "cross-smoke $$t: build failed:"; cat $(CROSS_BUILD)/$$t/smoke-build.log; \
+	  fi; \
+	  [ $$f -eq 0 ] || rc=1; \
+	  echo "$$t: $$p passed, $$f failed"; \
+	done; exit $$rc
+
+.PHONY: cross-setup cross-clean
+cross-setup:
+	scripts/cross-setup.sh
+cross-clean:   # keeps build/cross/src and the musl runtime (rebuilt only when the nanopb version changes)
+	rm -rf $(CROSS_BUILD)/gen $(foreach t,x86_64 aarch64 armhf s390x,$(CROSS_BUILD)/$(t)) \
+	  $(filter-out $(CROSS_BUILD)/musl/lib $(CROSS_BUILD)/musl/include $(CROSS_BUILD)/musl/obj \
+	    $(CROSS_BUILD)/musl/.version,$(wildcard $(CROSS_BUILD)/musl/*))
+
+.DEFAULT_GOAL := $(_cross_saved_default_goal)
