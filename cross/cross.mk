@@ -30,6 +30,9 @@
 # Target: cross-smoke  builds tests/cross/nanopb_smoke.c for all targets, runs each (under qemu-user where
 #         needed), compares its output with tests/cross/nanopb_smoke.hex, and prints `T: N passed, N failed`
 #         for each target.
+# Target: cross-loopback  builds tests/cross/loopback_check.c for all targets and runs tests/cross/loopback.sh:
+#         per-target syscall checks, then a server of each target against a client of each target over
+#         127.0.0.1 (25 pairs), with qemu's unimplemented-syscall log on; one `T: N passed, N failed` per target.
 
 _cross_saved_default_goal := $(.DEFAULT_GOAL)
 
@@ -127,6 +130,14 @@ cross-smoke: $(CROSS_SMOKE_GEN)
 	  [ $$f -eq 0 ] || rc=1; \
 	  echo "$$t: $$p passed, $$f failed"; \
 	done; exit $$rc
+
+# ---- cross-loopback: epoll/eventfd/timerfd/signalfd/TCP over 127.0.0.1 under qemu-user, every target pair ----
+$(call cross_program,loopback_check,tests/cross/loopback_check.c,-pthread)
+
+.PHONY: cross-loopback
+cross-loopback: $(call cross_bins,loopback_check)
+	@$(foreach t,$(CROSS_TARGETS),run_$(t)='$(CROSS_RUN_$(t))') CROSS_BUILD=$(CROSS_BUILD) \
+	  tests/cross/loopback.sh $(CROSS_TARGETS)
 
 .PHONY: cross-setup cross-clean
 cross-setup:

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC1091
 # scripts/cross-setup.sh: sets up the cross-build and qemu-user toolchain for `make cross` / `make test-cross`
 # (issue 7). Idempotent: it installs only what is missing; a second run changes nothing and says so.
 #
@@ -18,7 +19,7 @@
 #   3. A deb-src entry for the running Debian suite on the mirror the machine already uses
 #      (/etc/apt/sources.list.d/mprpc-deb-src.sources, or .list for one-line-style machines), apt-get update.
 #   4. Without root: `apt-get source nanopb=<version of the installed libnanopb-dev>` into build/cross/src/, and
-#      pb_common.c pb_encode.c pb_decode.c compiled with musl-gcc (same defines as Debian's library: none) into
+#      pb_common.c pb_encode.c pb_decode.c compiled with musl-gcc -DPB_ENABLE_MALLOC (as debian/rules does) into
 #      build/cross/musl/lib/libprotobuf-nanopb.a, headers copied to build/cross/musl/include/.
 #
 # Usage: scripts/cross-setup.sh              all of the above (root, or sudo)
@@ -129,7 +130,8 @@ build_musl_lib() {
   command -v musl-gcc >/dev/null || die "musl-gcc missing: run $0 as root first"
   ver="$(dpkg-query -W -f='${source:Version}' libnanopb-dev:amd64 2>/dev/null)" || die "libnanopb-dev not installed"
   srcdir="$build/src/nanopb-${ver%%-*}"
-  if [ -f "$lib" ] && [ -f "$build/musl/.version" ] && [ "$(cat "$build/musl/.version")" = "$ver" ]; then
+  local stamp="$ver -DPB_ENABLE_MALLOC"   # version + recipe: a change to either rebuilds
+  if [ -f "$lib" ] && [ -f "$build/musl/.version" ] && [ "$(cat "$build/musl/.version")" = "$stamp" ]; then
     say "musl nanopb runtime $ver already built: $lib"
     return 0
   fi
@@ -151,7 +153,7 @@ build_musl_lib() {
   done
   rm -f "$lib"; ar rcs "$lib" "$obj"/pb_common.o "$obj"/pb_encode.o "$obj"/pb_decode.o
   cp "$srcdir"/pb.h "$srcdir"/pb_common.h "$srcdir"/pb_encode.h "$srcdir"/pb_decode.h "$inc/"
-  echo "$ver" >"$build/musl/.version"   # also the build recipe's version: bump to force a rebuild
+  echo "$stamp" >"$build/musl/.version"
   changed=1
 }
 
@@ -169,6 +171,7 @@ need_root
 [ "$(dpkg --print-architecture)" = amd64 ] || die "host must be amd64 (is $(dpkg --print-architecture))"
 
 # 1. host packages
+# shellcheck disable=SC2086  # a list, split on purpose
 apt_install $host_pkgs
 
 # 2. foreign architectures + multiarch nanopb runtime
