@@ -1,0 +1,75 @@
+# mprpc.h — build, demo and tests. `make demo` and `make test` work on a fresh
+# Debian 12 machine as root: they install missing packages first.
+
+CC       ?= cc
+CFLAGS   ?= -O2 -g
+WARN      = -std=c11 -Wall -Wextra -Wpedantic -Werror
+BUILD     = build
+GEN       = $(BUILD)/gen
+NANOPB    = nanopb_generator.py
+INCS      = -I. -I$(GEN)
+LIBS      = -lprotobuf-nanopb -lpthread
+ZK_LIBS   = -lzookeeper_mt
+SAN      ?=
+
+.PHONY: all deps deps-test examples demo test test-asan test-tsan test-valgrind clean
+all: examples
+
+deps:
+	@scripts/deps.sh core zk
+deps-test:
+	@scripts/deps.sh core zk test
+
+# nanopb output is generated, never committed.
+$(GEN)/%.pb.c $(GEN)/%.pb.h: proto/%.proto proto/%.options
+	@mkdir -p $(GEN)
+	$(NANOPB) -q -I proto -D $(GEN) $<
+
+# The README's build line, exactly.
+$(BUILD)/provider: examples/provider.c mprpc.h $(GEN)/user.pb.c $(GEN)/user.pb.h
+	$(CC) $(WARN) $(CFLAGS) $(INCS) examples/provider.c $(GEN)/user.pb.c $(LIBS) $(ZK_LIBS) -o $@
+$(BUILD)/caller: examples/caller.c mprpc.h $(GEN)/user.pb.c $(GEN)/user.pb.h
+	$(CC) $(WARN) $(CFLAGS) $(INCS) examples/caller.c $(GEN)/user.pb.c $(LIBS) $(ZK_LIBS) -o $@
+
+examples: $(BUILD)/provider $(BUILD)/caller
+
+demo: deps
+	@$(MAKE) --no-print-directory examples
+	@scripts/demo.sh
+
+# ---- tests -----------------------------------------------------------------
+TEST_NAMES = test_config test_logger test_wire test_server test_channel
+TEST_PROTOS = $(GEN)/user.pb.c $(GEN)/testsvc.pb.c
+TBUILD = $(BUILD)/tests$(SAN)
+SANFLAGS_asan = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+SANFLAGS_tsan = -fsanitize=thread
+TEST_CFLAGS = $(WARN) -O1 -g $(SANFLAGS$(SAN)) $(INCS) -Itests
+
+$(TBUILD)/%: tests/%.c tests/test.h mprpc.h $(TEST_PROTOS) $(TEST_PROTOS:.c=.h)
+	@mkdir -p $(TBUILD)
+	$(CC) $(TEST_CFLAGS) $< $(TEST_PROTOS) $(LIBS) $(ZK_LIBS) -o $@
+
+test-build: $(addprefix $(TBUILD)/,$(TEST_NAMES))
+
+test: deps-test
+	@$(MAKE) --no-print-directory test-build examples
+	@tests/run.sh $(TBUILD)
+
+test-asan: deps-test
+	@$(MAKE) --no-print-directory test-build SAN=_asan
+	@tests/run.sh $(BUILD)/tests_asan --no-compile-checks
+
+test-tsan: deps-test
+	@$(MAKE) --no-print-directory test-build SAN=_tsan CC=clang
+	@TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" tests/run.sh $(BUILD)/tests_tsan --no-compile-checks
+
+test-valgrind: deps-test
+	@$(MAKE) --no-print-directory test-build
+	@MPRPC_TEST_WRAP="valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect" \
+	  MPRPC_TEST_SLOW=4 tests/run.sh $(TBUILD) --no-compile-checks
+
+clean:
+	rm -rf $(BUILD)
+
+-include bench/bench.mk
+-include cross/cross.mk

@@ -1,0 +1,110 @@
+/* The seed's example provider in C: UserServiceRpc (Login, Register) and
+ * FriendServiceRpc (GetFriendLists), published with mprpc.h.
+ *   ./provider -i provider.conf      (stops on SIGINT/SIGTERM) */
+#define MPRPC_IMPLEMENTATION
+#include "mprpc.h"
+#include "user.pb.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+static void set_bytes(pb_byte_t *dst, pb_size_t *len, size_t cap, const char *s)
+{
+    size_t n = strlen(s);
+    if (n > cap) n = cap;
+    memcpy(dst, s, n);
+    *len = (pb_size_t)n;
+}
+
+static void login(mprpc_call *call, const void *request, void *response, void *user)
+{
+    const fixbug_LoginRequest *rq = (const fixbug_LoginRequest *)request;
+    fixbug_LoginResponse *rs = (fixbug_LoginResponse *)response;
+    (void)call; (void)user;
+    rs->has_result = true;
+    if (rq->name.size == 0) {
+        rs->result.errcode = 1;
+        set_bytes(rs->result.errmsg.bytes, &rs->result.errmsg.size, sizeof rs->result.errmsg.bytes,
+                  "name must not be empty");
+        rs->success = false;
+        return;
+    }
+    MPRPC_LOG_INFO("Login name=%.*s", (int)rq->name.size, (const char *)rq->name.bytes);
+    rs->success = true;
+}
+
+static void register_user(mprpc_call *call, const void *request, void *response, void *user)
+{
+    const fixbug_RegisterRequest *rq = (const fixbug_RegisterRequest *)request;
+    fixbug_RegisterResponse *rs = (fixbug_RegisterResponse *)response;
+    (void)call; (void)user;
+    MPRPC_LOG_INFO("Register id=%u name=%.*s", (unsigned)rq->id, (int)rq->name.size,
+                   (const char *)rq->name.bytes);
+    rs->has_result = true;
+    rs->success = true;
+}
+
+static void get_friend_lists(mprpc_call *call, const void *request, void *response, void *user)
+{
+    static const char *const friends[] = { "gao yang", "liu hong", "wang shuo" };
+    fixbug_GetFriendListsResponse *rs = (fixbug_GetFriendListsResponse *)response;
+    size_t i;
+    (void)call; (void)request; (void)user;
+    rs->has_result = true;
+    for (i = 0; i < MPRPC_COUNTOF(friends); i++)
+        set_bytes(rs->friends[i].bytes, &rs->friends[i].size, sizeof rs->friends[i].bytes, friends[i]);
+    rs->friends_count = (pb_size_t)MPRPC_COUNTOF(friends);
+}
+
+static const mprpc_method user_methods[] = {
+    MPRPC_METHOD("Login", fixbug_LoginRequest, fixbug_LoginResponse, login),
+    MPRPC_METHOD("Register", fixbug_RegisterRequest, fixbug_RegisterResponse, register_user),
+};
+static const mprpc_method friend_methods[] = {
+    MPRPC_METHOD("GetFriendLists", fixbug_GetFriendListsRequest, fixbug_GetFriendListsResponse,
+                 get_friend_lists),
+};
+static const mprpc_service user_service = MPRPC_SERVICE("UserServiceRpc", user_methods, NULL);
+static const mprpc_service friend_service = MPRPC_SERVICE("FriendServiceRpc", friend_methods, NULL);
+
+static mprpc_server *server;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    mprpc_server_stop(server); /* async-signal-safe */
+}
+
+int main(int argc, char **argv)
+{
+    mprpc_config cfg;
+    mprpc_status st;
+    mprpc_config_init(&cfg);
+    if (mprpc_config_from_args(&cfg, argc, argv) != MPRPC_OK) {
+        fprintf(stderr, "%s\n", cfg.error);
+        return 2;
+    }
+    if (mprpc_logger_start(&cfg) != MPRPC_OK) {
+        fprintf(stderr, "logger: %s\n", cfg.error);
+        return 1;
+    }
+    if (mprpc_server_new(&server, &cfg) != MPRPC_OK ||
+        mprpc_server_add_service(server, &user_service) != MPRPC_OK ||
+        mprpc_server_add_service(server, &friend_service) != MPRPC_OK ||
+        mprpc_server_start(server) != MPRPC_OK) {
+        fprintf(stderr, "provider: %s\n", server ? mprpc_server_error(server) : "out of memory");
+        mprpc_server_free(server);
+        mprpc_logger_stop();
+        return 1;
+    }
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    printf("provider listening on %s:%d\n", cfg.rpcserver_ip, mprpc_server_port(server));
+    fflush(stdout);
+    st = mprpc_server_run(server);
+    mprpc_server_free(server);
+    mprpc_logger_stop();
+    printf("provider stopped\n");
+    return st == MPRPC_OK ? 0 : 1;
+}

@@ -1,0 +1,2991 @@
+/* mprpc.h - v0.1.0 - single-header C RPC over TCP for nanopb protobuf services.
+ * MIT licence. https://example.invalid/mprpc.h (vendor it; there is nothing to install)
+ *
+ * A provider publishes C functions as protobuf RPC methods; a caller calls them
+ * through a channel. Messages are nanopb structs; the transport is TCP with
+ * Linux epoll; the only runtime dependencies are the nanopb runtime and
+ * pthreads (plus the ZooKeeper C client when service discovery is wanted).
+ * It is the C rendering of the C++ "mprpc" course framework (RpcProvider,
+ * MprpcChannel, MprpcController, MprpcApplication, Logger, ZkClient) and
+ * speaks its wire format, so seed callers work against a C provider.
+ *
+ * USE
+ *   In exactly one .c file, before any other #include:
+ *       #define MPRPC_IMPLEMENTATION
+ *       #include "mprpc.h"
+ *   Everywhere else just #include "mprpc.h".
+ *   cc -std=c11 -O2 provider.c user.pb.c -lprotobuf-nanopb -lzookeeper_mt -lpthread
+ *   (add -DMPRPC_NO_ZOOKEEPER and drop -lzookeeper_mt for a build without discovery)
+ *
+ * QUICK START (provider)                      QUICK START (caller)
+ *   static void login(mprpc_call *call,         mprpc_config cfg;
+ *       const void *req, void *resp,            mprpc_config_init(&cfg);
+ *       void *user) {                           mprpc_config_load(&cfg, "caller.conf");
+ *     const fixbug_LoginRequest *rq = req;      mprpc_channel *ch;
+ *     fixbug_LoginResponse *rs = resp;          mprpc_channel_new(&ch, &cfg);
+ *     rs->success = rq->name.size > 0;          fixbug_LoginRequest rq = {0};
+ *     if (!rs->success)                         fixbug_LoginResponse rs = {0};
+ *       mprpc_call_fail(call, "empty name");    mprpc_controller ctl;
+ *   }                                           mprpc_controller_init(&ctl);
+ *   static const mprpc_method user_methods[] = {  MPRPC_CALL(ch, "UserServiceRpc", "Login",
+ *     MPRPC_METHOD("Login", fixbug_LoginRequest,      fixbug_LoginRequest, &rq,
+ *                  fixbug_LoginResponse, login),      fixbug_LoginResponse, &rs, &ctl);
+ *   };                                          if (mprpc_controller_failed(&ctl))
+ *   mprpc_service svc = MPRPC_SERVICE(            puts(mprpc_controller_error_text(&ctl));
+ *       "UserServiceRpc", user_methods, NULL);  mprpc_channel_free(ch);
+ *   mprpc_server *srv;
+ *   mprpc_server_new(&srv, &cfg);
+ *   mprpc_server_add_service(srv, &svc);
+ *   mprpc_server_run(srv);   // until mprpc_server_stop(srv), e.g. from SIGINT
+ *   mprpc_server_free(srv);
+ *
+ * COMPILE-TIME OPTIONS (define before including mprpc.h, in every file that includes it)
+ *   MPRPC_IMPLEMENTATION   emit the implementation (one file only)
+ *   MPRPC_STATIC           make every function static (MPRPCDEF = static)
+ *   MPRPCDEF               linkage of every public function (default extern)
+ *   MPRPC_NO_ZOOKEEPER     compile ZooKeeper discovery out; no zookeeper headers or lib needed
+ *   MPRPC_MALLOC/MPRPC_REALLOC/MPRPC_FREE   allocator hooks (define all three or none)
+ *   MPRPC_ASSERT(x)        internal invariant check (default: assert)
+ *   MPRPC_LOG_LINE_MAX     bytes per queued log line (default 512)
+ *
+ * CONTENTS (both halves follow this order)
+ *   1. version and linkage   2. status   3. config   4. logger   5. controller
+ *   6. wire (buffers, framing, headers)   7. server (provider)   8. channel (caller)
+ *   9. registry (ZooKeeper)
+ *
+ * THREADS
+ *   A server runs io_threads event-loop threads (loop 0 also accepts). Handlers run
+ *   on a loop thread; one that blocks stalls that loop's other connections, so
+ *   slow work defers the call (mprpc_call_defer) and finishes it from any thread
+ *   (mprpc_call_done). A channel may be shared by any number of threads.
+ */
+#ifndef MPRPC_H_INCLUDED
+#define MPRPC_H_INCLUDED
+
+/* The implementation needs POSIX and Linux declarations (epoll, eventfd,
+ * clock_gettime, localtime_r, getopt) even under -std=c11. */
+#if defined(MPRPC_IMPLEMENTATION) && !defined(_GNU_SOURCE)
+#  if defined(_FEATURES_H)
+#    error "mprpc.h: include mprpc.h with MPRPC_IMPLEMENTATION before any system header, or compile with -D_GNU_SOURCE"
+#  endif
+#  define _GNU_SOURCE 1
+#endif
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+#include <stdarg.h>
+#include <pb.h>
+#include <pb_encode.h>
+#include <pb_decode.h>
+
+/* ======================================================================== */
+/* == 1. version and linkage ============================================== */
+/* ======================================================================== */
+
+#define MPRPC_VERSION_MAJOR 0
+#define MPRPC_VERSION_MINOR 1
+#define MPRPC_VERSION_PATCH 0
+#define MPRPC_VERSION_STRING "0.1.0"
+#define MPRPC_VERSION_NUMBER \
+    (MPRPC_VERSION_MAJOR * 1000000 + MPRPC_VERSION_MINOR * 1000 + MPRPC_VERSION_PATCH)
+
+#ifndef MPRPCDEF
+#  ifdef MPRPC_STATIC
+#    define MPRPCDEF static
+#  else
+#    define MPRPCDEF extern
+#  endif
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#  define MPRPC_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
+#else
+#  define MPRPC_PRINTF(fmt, args)
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ======================================================================== */
+/* == 2. status =========================================================== */
+/* ======================================================================== */
+
+/* One list generates the enum, mprpc_status_name() and mprpc_status_str().
+ * The numbers travel on the wire (RpcResponseHeader.status): never renumber. */
+#define MPRPC_STATUS_LIST(X)                                                   \
+    X(OK,                   0,  "ok")                                          \
+    X(ERR_INVALID_ARGUMENT, 1,  "invalid argument")                            \
+    X(ERR_NO_MEMORY,        2,  "out of memory or over a configured bound")    \
+    X(ERR_IO,               3,  "system call failed")                          \
+    X(ERR_CONFIG,           4,  "bad configuration")                           \
+    X(ERR_CONNECT,          5,  "cannot connect to the provider")              \
+    X(ERR_TIMEOUT,          6,  "timed out")                                   \
+    X(ERR_CONNECTION_LOST,  7,  "connection lost")                             \
+    X(ERR_ENCODE,           8,  "cannot encode message")                       \
+    X(ERR_DECODE,           9,  "cannot decode message")                       \
+    X(ERR_UNKNOWN_SERVICE,  10, "unknown service")                             \
+    X(ERR_UNKNOWN_METHOD,   11, "unknown method")                              \
+    X(ERR_TOO_LARGE,        12, "message too large")                           \
+    X(ERR_APPLICATION,      13, "application failure")                         \
+    X(ERR_UNAVAILABLE,      14, "no provider available")                       \
+    X(ERR_PROTOCOL,         15, "protocol violation by the peer")              \
+    X(ERR_SHUTDOWN,         16, "shutting down")                               \
+    X(ERR_BUSY,             17, "resource limit reached")                      \
+    X(ERR_ZOOKEEPER,        18, "zookeeper error")                             \
+    X(ERR_UNSUPPORTED,      19, "not supported by this build")                 \
+    X(AGAIN,                20, "incomplete: more bytes needed")
+
+typedef enum mprpc_status {
+#define MPRPC__STATUS_ENUM(name, num, text) MPRPC_##name = num,
+    MPRPC_STATUS_LIST(MPRPC__STATUS_ENUM)
+#undef MPRPC__STATUS_ENUM
+    MPRPC_STATUS_COUNT
+} mprpc_status;
+
+/* "timed out" etc. Never NULL; unknown codes give "unknown status". */
+MPRPCDEF const char *mprpc_status_str(int status);
+/* "MPRPC_ERR_TIMEOUT" etc. Never NULL. */
+MPRPCDEF const char *mprpc_status_name(int status);
+
+/* ======================================================================== */
+/* == 3. config (the seed's MprpcApplication) ============================= */
+/* ======================================================================== */
+
+#define MPRPC_ADDR_MAX 64
+
+/* Every field has a default set by mprpc_config_init(); the config file keys
+ * have the same names as the fields (README.md has the table). The struct is
+ * plain data: copy it freely. Servers and channels copy it when created. */
+typedef struct mprpc_config {
+    char     rpcserver_ip[MPRPC_ADDR_MAX];  /* "127.0.0.1": provider listens / caller connects */
+    int      rpcserver_port;                /* 8000; a provider given 0 picks a free port */
+    char     advertise_ip[MPRPC_ADDR_MAX];  /* "": address published in ZooKeeper (default rpcserver_ip) */
+    int      io_threads;                    /* 2 event loops in a provider */
+    int      rpc_timeout_ms;                /* 5000: whole call, caller side */
+    int      connect_timeout_ms;            /* 2000 */
+    uint32_t max_message_size;              /* 4 MiB: request or response body */
+    int      max_connections;               /* 10000 open at once on a provider */
+    int      idle_timeout_ms;               /* 60000: idle or half-sent connections closed; 0 = never */
+    int      max_pipeline_depth;            /* 128 unanswered calls per connection */
+    uint32_t max_pending_output;            /* 1 MiB unsent reply bytes per connection before reading pauses */
+    int      drain_timeout_ms;              /* 5000: graceful stop waits this long for calls in flight */
+    int      channel_max_connections;       /* 64 pooled connections per channel */
+    char     zookeeper_ip[MPRPC_ADDR_MAX];  /* "": no ZooKeeper; set it (or _hosts) to use discovery */
+    int      zookeeper_port;                /* 2181 */
+    char     zookeeper_hosts[512];          /* "": "h1:p1,h2:p2" ensemble, overrides ip/port */
+    char     zookeeper_root[128];           /* "/mprpc" */
+    int      zookeeper_session_timeout_ms;  /* 10000 */
+    int      zookeeper_connect_timeout_ms;  /* 5000 */
+    int      zookeeper_seed_layout;         /* 0: also publish/resolve the seed's /Service/Method nodes */
+    char     zookeeper_auth[256];           /* "": "user:password" digest auth; nodes get ACLs */
+    char     log_dir[256];                  /* "": no log file; else YYYY-MM-DD-log.txt files there */
+    int      log_level;                     /* info: debug|info|warn|error|off */
+    int      log_stderr;                    /* 0: also copy log lines to stderr */
+    int      log_queue_size;                /* 1024 lines queued before new ones are dropped */
+    char     error[256];                    /* why the last load/set/args call failed */
+} mprpc_config;
+
+/* Fills *cfg with the documented defaults. */
+MPRPCDEF void mprpc_config_init(mprpc_config *cfg);
+/* Applies one key=value (keys as in the file, seed spellings accepted). On
+ * failure cfg is unchanged except cfg->error. */
+MPRPCDEF mprpc_status mprpc_config_set(mprpc_config *cfg, const char *key, const char *value);
+/* Reads a key=value file ('#' comments, blank lines, whitespace trimmed). All
+ * or nothing: on any error cfg is unchanged except cfg->error, which names the
+ * file, line and key. */
+MPRPCDEF mprpc_status mprpc_config_load(mprpc_config *cfg, const char *path);
+/* The seed's command line: "-i <configfile>" (getopt). Loads the file. On a
+ * missing or unknown argument returns MPRPC_ERR_CONFIG with the usage text in
+ * cfg->error; never exits. Resets getopt's optind. */
+MPRPCDEF mprpc_status mprpc_config_from_args(mprpc_config *cfg, int argc, char **argv);
+/* Checks ranges and cross-field rules; servers and channels call it too. */
+MPRPCDEF mprpc_status mprpc_config_validate(mprpc_config *cfg);
+
+/* ======================================================================== */
+/* == 4. logger (the seed's Logger + LockQueue) =========================== */
+/* ======================================================================== */
+
+typedef enum mprpc_log_level {
+    MPRPC_LOG_LEVEL_DEBUG = 0,
+    MPRPC_LOG_LEVEL_INFO  = 1,
+    MPRPC_LOG_LEVEL_WARN  = 2,
+    MPRPC_LOG_LEVEL_ERROR = 3,
+    MPRPC_LOG_LEVEL_OFF   = 4
+} mprpc_log_level;
+
+/* A sink receives each finished line (no trailing newline) on the writer
+ * thread. */
+typedef void (*mprpc_log_sink_fn)(mprpc_log_level level, const char *line, void *user);
+
+typedef struct mprpc_logger_stats {
+    uint64_t written;       /* lines handed to the file/stderr/sink */
+    uint64_t dropped;       /* lines dropped because the queue was full */
+    uint64_t write_errors;  /* lines the file refused (disk full, I/O error) */
+} mprpc_logger_stats;
+
+/* The logger is process-wide, like the seed's singleton. Until it is started
+ * every message is discarded. Callers format and enqueue; one writer thread
+ * does the I/O. When the queue is full the new line is dropped and counted:
+ * an RPC thread never waits for the disk. Uses cfg->log_dir, log_level,
+ * log_stderr and log_queue_size. Fails (MPRPC_ERR_IO, text in cfg->error)
+ * when log_dir is not writable. */
+MPRPCDEF mprpc_status mprpc_logger_start(mprpc_config *cfg);
+/* Optional extra sink, e.g. syslog. Set before mprpc_logger_start. */
+MPRPCDEF void mprpc_logger_set_sink(mprpc_log_sink_fn fn, void *user);
+/* Writes everything still queued, joins the writer, closes the file. */
+MPRPCDEF void mprpc_logger_stop(void);
+MPRPCDEF void mprpc_logger_get_stats(mprpc_logger_stats *out);
+MPRPCDEF int  mprpc_log_enabled(mprpc_log_level level);
+MPRPCDEF void mprpc_log(mprpc_log_level level, const char *file, int line, const char *fmt, ...)
+    MPRPC_PRINTF(4, 5);
+
+/* The level is checked before the arguments are formatted. */
+#define MPRPC_LOG_(lvl, ...) \
+    do { if (mprpc_log_enabled(lvl)) mprpc_log(lvl, __FILE__, __LINE__, __VA_ARGS__); } while (0)
+#define MPRPC_LOG_DEBUG(...) MPRPC_LOG_(MPRPC_LOG_LEVEL_DEBUG, __VA_ARGS__)
+#define MPRPC_LOG_INFO(...)  MPRPC_LOG_(MPRPC_LOG_LEVEL_INFO, __VA_ARGS__)
+#define MPRPC_LOG_WARN(...)  MPRPC_LOG_(MPRPC_LOG_LEVEL_WARN, __VA_ARGS__)
+#define MPRPC_LOG_ERROR(...) MPRPC_LOG_(MPRPC_LOG_LEVEL_ERROR, __VA_ARGS__)
+
+/* ======================================================================== */
+/* == 5. controller (the seed's MprpcController) ========================== */
+/* ======================================================================== */
+
+typedef struct mprpc_controller {
+    mprpc_status status;       /* MPRPC_OK or why the call failed */
+    int          timeout_ms;   /* per-call timeout; 0 = the channel's rpc_timeout_ms */
+    char         error_text[256];
+} mprpc_controller;
+
+/* Zeroes everything, including timeout_ms. */
+MPRPCDEF void mprpc_controller_init(mprpc_controller *ctl);
+/* Clears status and text for reuse; keeps timeout_ms. */
+MPRPCDEF void mprpc_controller_reset(mprpc_controller *ctl);
+MPRPCDEF int  mprpc_controller_failed(const mprpc_controller *ctl);
+MPRPCDEF const char *mprpc_controller_error_text(const mprpc_controller *ctl);
+MPRPCDEF void mprpc_controller_set_failed(mprpc_controller *ctl, mprpc_status status,
+                                          const char *fmt, ...) MPRPC_PRINTF(3, 4);
+
+/* ======================================================================== */
+/* == 6. wire: buffers, framing, headers ================================== */
+/* ======================================================================== */
+
+/* Frames (docs/PROTOCOL.md):
+ *   request  = u32le header_len | RpcHeader (header_len bytes) | body (args_size bytes)
+ *   response = u32le header_len | RpcResponseHeader            | body (body_size bytes)   (v1)
+ *   response = body, then the provider closes                                            (v0, seed) */
+#define MPRPC_FRAME_PREFIX      4
+#define MPRPC_MAX_HEADER_SIZE   1024   /* a header_len above this closes the connection */
+#define MPRPC_PROTOCOL_VERSION  1
+
+/* Generated by nanopb 0.4.7 from proto/mprpc.proto with proto/mprpc.options;
+ * tests/test_wire.c regenerates it and checks this copy. */
+/* -- begin generated -- */
+typedef PB_BYTES_ARRAY_T(128) mprpc_RpcHeader_service_name_t;
+typedef PB_BYTES_ARRAY_T(128) mprpc_RpcHeader_method_name_t;
+typedef struct _mprpc_RpcHeader {
+    mprpc_RpcHeader_service_name_t service_name;
+    mprpc_RpcHeader_method_name_t method_name;
+    uint32_t args_size;
+    uint64_t call_id;
+    uint32_t version;
+} mprpc_RpcHeader;
+
+typedef PB_BYTES_ARRAY_T(256) mprpc_RpcResponseHeader_error_text_t;
+typedef struct _mprpc_RpcResponseHeader {
+    uint64_t call_id;
+    int32_t status;
+    mprpc_RpcResponseHeader_error_text_t error_text;
+    uint32_t body_size;
+} mprpc_RpcResponseHeader;
+
+#define mprpc_RpcHeader_FIELDLIST(X, a) \
+X(a, STATIC,   SINGULAR, BYTES,    service_name,      1) \
+X(a, STATIC,   SINGULAR, BYTES,    method_name,       2) \
+X(a, STATIC,   SINGULAR, UINT32,   args_size,         3) \
+X(a, STATIC,   SINGULAR, UINT64,   call_id,           4) \
+X(a, STATIC,   SINGULAR, UINT32,   version,           5)
+#define mprpc_RpcHeader_CALLBACK NULL
+#define mprpc_RpcHeader_DEFAULT NULL
+
+#define mprpc_RpcResponseHeader_FIELDLIST(X, a) \
+X(a, STATIC,   SINGULAR, UINT64,   call_id,           1) \
+X(a, STATIC,   SINGULAR, INT32,    status,            2) \
+X(a, STATIC,   SINGULAR, BYTES,    error_text,        3) \
+X(a, STATIC,   SINGULAR, UINT32,   body_size,         4)
+#define mprpc_RpcResponseHeader_CALLBACK NULL
+#define mprpc_RpcResponseHeader_DEFAULT NULL
+
+extern const pb_msgdesc_t mprpc_RpcHeader_msg;
+extern const pb_msgdesc_t mprpc_RpcResponseHeader_msg;
+#define mprpc_RpcHeader_fields &mprpc_RpcHeader_msg
+#define mprpc_RpcResponseHeader_fields &mprpc_RpcResponseHeader_msg
+#define mprpc_RpcHeader_size                     285
+#define mprpc_RpcResponseHeader_size             287
+/* -- end generated -- */
+
+/* A growable byte window: data[pos, len) holds unread bytes, cap is the
+ * storage size. Never grows past the max given to mprpc_buf_reserve. */
+typedef struct mprpc_buf {
+    uint8_t *data;
+    size_t   pos, len, cap;
+} mprpc_buf;
+
+MPRPCDEF void   mprpc_buf_init(mprpc_buf *b);
+MPRPCDEF void   mprpc_buf_free(mprpc_buf *b);
+/* Makes room for n more bytes at data+len, compacting or growing; fails with
+ * MPRPC_ERR_TOO_LARGE if that needs more than max bytes of storage. */
+MPRPCDEF mprpc_status mprpc_buf_reserve(mprpc_buf *b, size_t n, size_t max);
+MPRPCDEF mprpc_status mprpc_buf_append(mprpc_buf *b, const void *p, size_t n, size_t max);
+MPRPCDEF void   mprpc_buf_consume(mprpc_buf *b, size_t n);
+#define mprpc_buf_readable(b) ((b)->len - (b)->pos)
+
+/* A parsed frame: header fields plus where the body lies in the input. */
+typedef struct mprpc_request_frame {
+    mprpc_RpcHeader header;
+    const uint8_t  *body;        /* header.args_size bytes */
+    size_t          frame_size;  /* bytes to consume */
+} mprpc_request_frame;
+
+typedef struct mprpc_response_frame {
+    mprpc_RpcResponseHeader header;
+    const uint8_t          *body;        /* header.body_size bytes */
+    size_t                  frame_size;
+} mprpc_response_frame;
+
+/* Appends a whole request frame (version 1) to out. */
+MPRPCDEF mprpc_status mprpc_wire_encode_request(mprpc_buf *out, size_t max_message_size,
+                                                uint64_t call_id, const char *service,
+                                                const char *method, const pb_msgdesc_t *fields,
+                                                const void *msg);
+/* Appends a whole v1 response frame; fields/msg may be NULL for an error
+ * response (status != MPRPC_OK). */
+MPRPCDEF mprpc_status mprpc_wire_encode_response(mprpc_buf *out, size_t max_message_size,
+                                                 uint64_t call_id, int status,
+                                                 const char *error_text,
+                                                 const pb_msgdesc_t *fields, const void *msg);
+/* Parses one frame from data[0, len). MPRPC_AGAIN: not all there yet.
+ * MPRPC_ERR_TOO_LARGE: header or body over the bounds (frame->header is
+ * filled when the header itself was readable). MPRPC_ERR_PROTOCOL: the header
+ * does not decode. Never reads past len. */
+MPRPCDEF mprpc_status mprpc_wire_decode_request(const uint8_t *data, size_t len,
+                                                size_t max_message_size,
+                                                mprpc_request_frame *frame);
+MPRPCDEF mprpc_status mprpc_wire_decode_response(const uint8_t *data, size_t len,
+                                                 size_t max_message_size,
+                                                 mprpc_response_frame *frame);
+
+/* Large bytes fields without copies: declare the field as a nanopb callback
+ * (FT_CALLBACK or no max_size) and point its arg at an mprpc_bytes.
+ *  - mprpc_bytes_decode stores a pointer into the received frame; valid only
+ *    until the handler returns (provider) or the decode call returns.
+ *  - mprpc_bytes_encode writes the bytes an mprpc_bytes points at. */
+typedef struct mprpc_bytes {
+    const uint8_t *data;
+    size_t         size;
+} mprpc_bytes;
+MPRPCDEF bool mprpc_bytes_decode(pb_istream_t *stream, const pb_field_t *field, void **arg);
+MPRPCDEF bool mprpc_bytes_encode(pb_ostream_t *stream, const pb_field_t *field, void *const *arg);
+/* Copying variant for callers: arg points at an mprpc_bytes_sink. */
+typedef struct mprpc_bytes_sink {
+    uint8_t *data;
+    size_t   capacity;
+    size_t   size;       /* set by the decoder */
+} mprpc_bytes_sink;
+MPRPCDEF bool mprpc_bytes_copy_decode(pb_istream_t *stream, const pb_field_t *field, void **arg);
+
+/* ======================================================================== */
+/* == 7. server (the seed's RpcProvider) ================================== */
+/* ======================================================================== */
+
+typedef struct mprpc_server mprpc_server;
+typedef struct mprpc_call   mprpc_call;
+
+/* A handler fills *response (zeroed, or prepared by the method's prepare
+ * hook) from *request. Returning finishes the call, unless it called
+ * mprpc_call_defer(), in which case mprpc_call_done() finishes it later. */
+typedef void (*mprpc_handler_fn)(mprpc_call *call, const void *request, void *response,
+                                 void *user);
+/* Optional: runs before the request is decoded, e.g. to point nanopb
+ * callback fields at mprpc_bytes_decode / mprpc_bytes_encode. */
+typedef void (*mprpc_prepare_fn)(mprpc_call *call, void *request, void *response, void *user);
+
+typedef struct mprpc_method {
+    const char         *name;
+    const pb_msgdesc_t *request_fields;
+    size_t              request_size;
+    const pb_msgdesc_t *response_fields;
+    size_t              response_size;
+    mprpc_handler_fn    handler;
+    mprpc_prepare_fn    prepare;
+} mprpc_method;
+
+/* One row per method: MPRPC_METHOD("Login", fixbug_LoginRequest, fixbug_LoginResponse, login) */
+#define MPRPC_METHOD(name, Req, Resp, fn) \
+    { (name), Req##_fields, sizeof(Req), Resp##_fields, sizeof(Resp), (fn), NULL }
+#define MPRPC_METHOD_PREPARED(name, Req, Resp, fn, prep) \
+    { (name), Req##_fields, sizeof(Req), Resp##_fields, sizeof(Resp), (fn), (prep) }
+
+typedef struct mprpc_service {
+    const char         *name;     /* the protobuf service name, e.g. "UserServiceRpc" */
+    const mprpc_method *methods;
+    size_t              method_count;
+    void               *user;     /* passed to every handler */
+} mprpc_service;
+
+#define MPRPC_COUNTOF(a) (sizeof(a) / sizeof((a)[0]))
+#define MPRPC_SERVICE(name, methods, user) { (name), (methods), MPRPC_COUNTOF(methods), (user) }
+
+typedef struct mprpc_server_stats {
+    uint64_t connections_accepted;
+    uint64_t connections_open;
+    uint64_t connections_rejected;  /* over max_connections or out of fds */
+    uint64_t calls;                 /* requests dispatched to a handler */
+    uint64_t call_errors;           /* error responses sent (any status) */
+    uint64_t protocol_errors;       /* connections closed for bad frames */
+} mprpc_server_stats;
+
+/* Creates a stopped server with a copy of cfg (validated at start). Fails only
+ * with MPRPC_ERR_INVALID_ARGUMENT or MPRPC_ERR_NO_MEMORY. */
+MPRPCDEF mprpc_status mprpc_server_new(mprpc_server **out, const mprpc_config *cfg);
+/* The seed's NotifyService. The service table and its strings must outlive the
+ * server (they are not copied). Before start only. */
+MPRPCDEF mprpc_status mprpc_server_add_service(mprpc_server *srv, const mprpc_service *svc);
+/* Binds, listens, starts io_threads loops and registers in ZooKeeper when
+ * configured; returns once calls are being served. */
+MPRPCDEF mprpc_status mprpc_server_start(mprpc_server *srv);
+/* The seed's Run: starts if needed, blocks until mprpc_server_stop, then
+ * shuts down gracefully (see mprpc_server_stop) and returns. */
+MPRPCDEF mprpc_status mprpc_server_run(mprpc_server *srv);
+/* Asks the server to stop. Async-signal-safe and callable from any thread.
+ * The stop deregisters from ZooKeeper, refuses new connections, answers every
+ * request already received (waiting at most drain_timeout_ms for deferred
+ * calls), flushes replies, closes sockets and joins the loops. */
+MPRPCDEF void mprpc_server_stop(mprpc_server *srv);
+/* Stops (if running), waits for the shutdown, frees everything. NULL is a no-op. */
+MPRPCDEF void mprpc_server_free(mprpc_server *srv);
+/* The port actually bound (useful with rpcserver_port = 0); 0 before start. */
+MPRPCDEF int  mprpc_server_port(const mprpc_server *srv);
+/* Why the last call on srv failed ("" if none). */
+MPRPCDEF const char *mprpc_server_error(const mprpc_server *srv);
+MPRPCDEF void mprpc_server_get_stats(mprpc_server *srv, mprpc_server_stats *out);
+
+/* Inside a handler (or before mprpc_call_done for a deferred call). */
+MPRPCDEF void mprpc_call_fail(mprpc_call *call, const char *fmt, ...) MPRPC_PRINTF(2, 3);
+MPRPCDEF void mprpc_call_defer(mprpc_call *call);
+/* Finishes a deferred call from any thread: the response is encoded and sent
+ * by the call's loop. Exactly once per deferred call. */
+MPRPCDEF void mprpc_call_done(mprpc_call *call);
+MPRPCDEF const char *mprpc_call_service(const mprpc_call *call);
+MPRPCDEF const char *mprpc_call_method(const mprpc_call *call);
+
+/* ======================================================================== */
+/* == 8. channel (the seed's MprpcChannel) ================================ */
+/* ======================================================================== */
+
+typedef struct mprpc_channel mprpc_channel;
+
+/* A channel calls providers at rpcserver_ip:rpcserver_port, or the providers
+ * ZooKeeper lists when zookeeper_ip/zookeeper_hosts is set. It keeps up to
+ * channel_max_connections connections open between calls and reconnects when
+ * a provider closed or restarted. Thread-safe: any number of threads may call
+ * through one channel at once (each call uses its own pooled connection). */
+MPRPCDEF mprpc_status mprpc_channel_new(mprpc_channel **out, const mprpc_config *cfg);
+MPRPCDEF void mprpc_channel_free(mprpc_channel *ch);
+/* The seed's CallMethod. Blocks until the response, an error, or the timeout
+ * (ctl->timeout_ms, else rpc_timeout_ms). The outcome is in ctl and also
+ * returned. *response is decoded only on success. */
+MPRPCDEF mprpc_status mprpc_channel_call(mprpc_channel *ch, const char *service,
+                                         const char *method,
+                                         const pb_msgdesc_t *request_fields, const void *request,
+                                         const pb_msgdesc_t *response_fields, void *response,
+                                         mprpc_controller *ctl);
+#define MPRPC_CALL(ch, service, method, Req, req, Resp, resp, ctl) \
+    mprpc_channel_call((ch), (service), (method), Req##_fields, (req), Resp##_fields, (resp), (ctl))
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* MPRPC_H_INCLUDED */
+
+/* ######################################################################## */
+/* ##                        IMPLEMENTATION                              ## */
+/* ######################################################################## */
+#ifdef MPRPC_IMPLEMENTATION
+#ifndef MPRPC_IMPLEMENTATION_DONE
+#define MPRPC_IMPLEMENTATION_DONE
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#if defined(MPRPC_MALLOC) && defined(MPRPC_REALLOC) && defined(MPRPC_FREE)
+/* all three given */
+#elif !defined(MPRPC_MALLOC) && !defined(MPRPC_REALLOC) && !defined(MPRPC_FREE)
+#  define MPRPC_MALLOC(n)     malloc(n)
+#  define MPRPC_REALLOC(p, n) realloc((p), (n))
+#  define MPRPC_FREE(p)       free(p)
+#else
+#  error "mprpc.h: define all of MPRPC_MALLOC, MPRPC_REALLOC and MPRPC_FREE, or none"
+#endif
+
+#ifndef MPRPC_ASSERT
+#  include <assert.h>
+#  define MPRPC_ASSERT(x) assert(x)
+#endif
+
+#ifndef MPRPC_LOG_LINE_MAX
+#  define MPRPC_LOG_LINE_MAX 512
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Small helpers shared by every section. */
+static uint64_t mprpc__now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* snprintf that never overflows and tolerates a NULL/empty destination. */
+static void mprpc__vfmt(char *dst, size_t cap, const char *fmt, va_list ap)
+{
+    if (!dst || cap == 0) return;
+    if (vsnprintf(dst, cap, fmt, ap) < 0) dst[0] = '\0';
+}
+
+static void mprpc__fmt(char *dst, size_t cap, const char *fmt, ...) MPRPC_PRINTF(3, 4);
+static void mprpc__fmt(char *dst, size_t cap, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    mprpc__vfmt(dst, cap, fmt, ap);
+    va_end(ap);
+}
+
+static void mprpc__copy_str(char *dst, size_t cap, const char *src)
+{
+    size_t n = strlen(src);
+    if (n >= cap) n = cap - 1;
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
+/* ======================================================================== */
+/* == 2. status =========================================================== */
+/* ======================================================================== */
+
+MPRPCDEF const char *mprpc_status_str(int status)
+{
+    switch (status) {
+#define MPRPC__STATUS_TEXT(name, num, text) case num: return text;
+    MPRPC_STATUS_LIST(MPRPC__STATUS_TEXT)
+#undef MPRPC__STATUS_TEXT
+    default: return "unknown status";
+    }
+}
+
+MPRPCDEF const char *mprpc_status_name(int status)
+{
+    switch (status) {
+#define MPRPC__STATUS_NAME(name, num, text) case num: return "MPRPC_" #name;
+    MPRPC_STATUS_LIST(MPRPC__STATUS_NAME)
+#undef MPRPC__STATUS_NAME
+    default: return "MPRPC_UNKNOWN";
+    }
+}
+
+/* ======================================================================== */
+/* == 3. config =========================================================== */
+/* ======================================================================== */
+
+enum { MPRPC__KEY_STR, MPRPC__KEY_INT, MPRPC__KEY_U32, MPRPC__KEY_BOOL, MPRPC__KEY_LEVEL };
+
+typedef struct mprpc__config_key {
+    const char *name;
+    const char *alias;   /* the seed deployments' spelling, or NULL */
+    int         type;
+    size_t      offset;
+    size_t      size;    /* for strings: capacity */
+    long long   min, max;
+} mprpc__config_key;
+
+#define MPRPC__KEY(name, alias, type, min, max) \
+    { #name, alias, MPRPC__KEY_##type, offsetof(mprpc_config, name), \
+      sizeof(((mprpc_config *)0)->name), min, max }
+
+static const mprpc__config_key mprpc__config_keys[] = {
+    MPRPC__KEY(rpcserver_ip,                 "rpcserverip",   STR,   0, 0),
+    MPRPC__KEY(rpcserver_port,               "rpcserverport", INT,   0, 65535),
+    MPRPC__KEY(advertise_ip,                 NULL,            STR,   0, 0),
+    MPRPC__KEY(io_threads,                   NULL,            INT,   1, 64),
+    MPRPC__KEY(rpc_timeout_ms,               NULL,            INT,   1, 86400000),
+    MPRPC__KEY(connect_timeout_ms,           NULL,            INT,   1, 600000),
+    MPRPC__KEY(max_message_size,             NULL,            U32,   64, 1073741824),
+    MPRPC__KEY(max_connections,              NULL,            INT,   1, 1000000),
+    MPRPC__KEY(idle_timeout_ms,              NULL,            INT,   0, 86400000),
+    MPRPC__KEY(max_pipeline_depth,           NULL,            INT,   1, 65536),
+    MPRPC__KEY(max_pending_output,           NULL,            U32,   1024, 1073741824),
+    MPRPC__KEY(drain_timeout_ms,             NULL,            INT,   0, 600000),
+    MPRPC__KEY(channel_max_connections,      NULL,            INT,   1, 65536),
+    MPRPC__KEY(zookeeper_ip,                 "zookeeperip",   STR,   0, 0),
+    MPRPC__KEY(zookeeper_port,               "zookeeperport", INT,   1, 65535),
+    MPRPC__KEY(zookeeper_hosts,              NULL,            STR,   0, 0),
+    MPRPC__KEY(zookeeper_root,               NULL,            STR,   0, 0),
+    MPRPC__KEY(zookeeper_session_timeout_ms, NULL,            INT,   1000, 600000),
+    MPRPC__KEY(zookeeper_connect_timeout_ms, NULL,            INT,   1, 600000),
+    MPRPC__KEY(zookeeper_seed_layout,        NULL,            BOOL,  0, 1),
+    MPRPC__KEY(zookeeper_auth,               NULL,            STR,   0, 0),
+    MPRPC__KEY(log_dir,                      NULL,            STR,   0, 0),
+    MPRPC__KEY(log_level,                    NULL,            LEVEL, 0, 4),
+    MPRPC__KEY(log_stderr,                   NULL,            BOOL,  0, 1),
+    MPRPC__KEY(log_queue_size,               NULL,            INT,   1, 1048576),
+};
+
+MPRPCDEF void mprpc_config_init(mprpc_config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    mprpc__copy_str(cfg->rpcserver_ip, sizeof cfg->rpcserver_ip, "127.0.0.1");
+    cfg->rpcserver_port = 8000;
+    cfg->io_threads = 2;
+    cfg->rpc_timeout_ms = 5000;
+    cfg->connect_timeout_ms = 2000;
+    cfg->max_message_size = 4u << 20;
+    cfg->max_connections = 10000;
+    cfg->idle_timeout_ms = 60000;
+    cfg->max_pipeline_depth = 128;
+    cfg->max_pending_output = 1u << 20;
+    cfg->drain_timeout_ms = 5000;
+    cfg->channel_max_connections = 64;
+    cfg->zookeeper_port = 2181;
+    mprpc__copy_str(cfg->zookeeper_root, sizeof cfg->zookeeper_root, "/mprpc");
+    cfg->zookeeper_session_timeout_ms = 10000;
+    cfg->zookeeper_connect_timeout_ms = 5000;
+    cfg->log_level = MPRPC_LOG_LEVEL_INFO;
+    cfg->log_queue_size = 1024;
+}
+
+static const mprpc__config_key *mprpc__config_find(const char *key)
+{
+    size_t i;
+    for (i = 0; i < MPRPC_COUNTOF(mprpc__config_keys); i++) {
+        const mprpc__config_key *k = &mprpc__config_keys[i];
+        if (strcmp(k->name, key) == 0 || (k->alias && strcmp(k->alias, key) == 0)) return k;
+    }
+    return NULL;
+}
+
+/* Parses a whole decimal number; rejects signs where unwanted, junk and overflow. */
+static int mprpc__parse_num(const char *s, long long min, long long max, long long *out)
+{
+    char *end;
+    long long v;
+    if (*s == '\0') return 0;
+    errno = 0;
+    v = strtoll(s, &end, 10);
+    if (errno != 0 || *end != '\0' || v < min || v > max) return 0;
+    *out = v;
+    return 1;
+}
+
+static int mprpc__parse_level(const char *s, long long *out)
+{
+    static const char *const names[] = { "debug", "info", "warn", "error", "off" };
+    size_t i;
+    for (i = 0; i < MPRPC_COUNTOF(names); i++)
+        if (strcmp(s, names[i]) == 0) { *out = (long long)i; return 1; }
+    return mprpc__parse_num(s, 0, 4, out);
+}
+
+static int mprpc__parse_bool(const char *s, long long *out)
+{
+    if (!strcmp(s, "1") || !strcmp(s, "true") || !strcmp(s, "yes") || !strcmp(s, "on")) { *out = 1; return 1; }
+    if (!strcmp(s, "0") || !strcmp(s, "false") || !strcmp(s, "no") || !strcmp(s, "off")) { *out = 0; return 1; }
+    return 0;
+}
+
+/* Applies one value; on failure writes why into err and leaves cfg alone. */
+static mprpc_status mprpc__config_apply(mprpc_config *cfg, const char *key, const char *value,
+                                        char *err, size_t errlen)
+{
+    const mprpc__config_key *k = mprpc__config_find(key);
+    char *field;
+    long long v = 0;
+    int ok;
+    if (!k) {
+        mprpc__fmt(err, errlen, "unknown key '%s'", key);
+        return MPRPC_ERR_CONFIG;
+    }
+    field = (char *)cfg + k->offset;
+    if (k->type == MPRPC__KEY_STR) {
+        if (strlen(value) >= k->size) {
+            mprpc__fmt(err, errlen, "value of '%s' is longer than %zu bytes", key, k->size - 1);
+            return MPRPC_ERR_CONFIG;
+        }
+        mprpc__copy_str(field, k->size, value);
+        return MPRPC_OK;
+    }
+    if (k->type == MPRPC__KEY_BOOL) ok = mprpc__parse_bool(value, &v);
+    else if (k->type == MPRPC__KEY_LEVEL) ok = mprpc__parse_level(value, &v);
+    else ok = mprpc__parse_num(value, k->min, k->max, &v);
+    if (!ok) {
+        mprpc__fmt(err, errlen, "bad value '%s' for '%s' (expected %s %lld..%lld)", value, key,
+                   k->type == MPRPC__KEY_BOOL ? "a boolean" :
+                   k->type == MPRPC__KEY_LEVEL ? "debug|info|warn|error|off or" : "a number",
+                   k->min, k->max);
+        return MPRPC_ERR_CONFIG;
+    }
+    if (k->type == MPRPC__KEY_U32) *(uint32_t *)(void *)field = (uint32_t)v;
+    else *(int *)(void *)field = (int)v;
+    return MPRPC_OK;
+}
+
+MPRPCDEF mprpc_status mprpc_config_set(mprpc_config *cfg, const char *key, const char *value)
+{
+    if (!cfg || !key || !value) return MPRPC_ERR_INVALID_ARGUMENT;
+    return mprpc__config_apply(cfg, key, value, cfg->error, sizeof cfg->error);
+}
+
+static char *mprpc__trim(char *s)
+{
+    char *e;
+    while (*s == ' ' || *s == '\t' || *s == '\r' || *s == '\n') s++;
+    e = s + strlen(s);
+    while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r' || e[-1] == '\n')) e--;
+    *e = '\0';
+    return s;
+}
+
+/* One line of a config file into tmp; returns 0 and fills err on failure. */
+static int mprpc__config_line(mprpc_config *tmp, char *line, char *err, size_t errlen)
+{
+    char *s = mprpc__trim(line), *eq, *key, *value;
+    char why[192];
+    if (*s == '\0' || *s == '#') return 1;
+    eq = strchr(s, '=');
+    if (!eq) {
+        mprpc__fmt(err, errlen, "expected key=value, got '%.64s'", s);
+        return 0;
+    }
+    *eq = '\0';
+    key = mprpc__trim(s);
+    value = mprpc__trim(eq + 1);
+    if (*key == '\0') {
+        mprpc__fmt(err, errlen, "missing key before '='");
+        return 0;
+    }
+    if (mprpc__config_apply(tmp, key, value, why, sizeof why) != MPRPC_OK) {
+        mprpc__fmt(err, errlen, "key '%s': %s", key, why);
+        return 0;
+    }
+    return 1;
+}
+
+MPRPCDEF mprpc_status mprpc_config_load(mprpc_config *cfg, const char *path)
+{
+    mprpc_config tmp;
+    char line[1024], why[224];
+    int lineno = 0;
+    FILE *f;
+    if (!cfg || !path) return MPRPC_ERR_INVALID_ARGUMENT;
+    f = fopen(path, "r");
+    if (!f) {
+        mprpc__fmt(cfg->error, sizeof cfg->error, "%s: cannot open: %s", path, strerror(errno));
+        return MPRPC_ERR_CONFIG;
+    }
+    tmp = *cfg;
+    while (fgets(line, sizeof line, f)) {
+        lineno++;
+        if (!strchr(line, '\n') && !feof(f)) {
+            mprpc__fmt(cfg->error, sizeof cfg->error, "%s:%d: line longer than %zu bytes",
+                       path, lineno, sizeof line - 2);
+            fclose(f);
+            return MPRPC_ERR_CONFIG;
+        }
+        if (!mprpc__config_line(&tmp, line, why, sizeof why)) {
+            mprpc__fmt(cfg->error, sizeof cfg->error, "%s:%d: %s", path, lineno, why);
+            fclose(f);
+            return MPRPC_ERR_CONFIG;
+        }
+    }
+    fclose(f);
+    if (mprpc_config_validate(&tmp) != MPRPC_OK) {
+        mprpc__fmt(cfg->error, sizeof cfg->error, "%s: %s", path, tmp.error);
+        return MPRPC_ERR_CONFIG;
+    }
+    tmp.error[0] = '\0';
+    *cfg = tmp;
+    return MPRPC_OK;
+}
+
+MPRPCDEF mprpc_status mprpc_config_validate(mprpc_config *cfg)
+{
+    struct in_addr a;
+    if (!cfg) return MPRPC_ERR_INVALID_ARGUMENT;
+    if (inet_pton(AF_INET, cfg->rpcserver_ip, &a) != 1) {
+        mprpc__fmt(cfg->error, sizeof cfg->error,
+                   "rpcserver_ip '%s' is not an IPv4 address", cfg->rpcserver_ip);
+        return MPRPC_ERR_CONFIG;
+    }
+    if (cfg->advertise_ip[0] && inet_pton(AF_INET, cfg->advertise_ip, &a) != 1) {
+        mprpc__fmt(cfg->error, sizeof cfg->error,
+                   "advertise_ip '%s' is not an IPv4 address", cfg->advertise_ip);
+        return MPRPC_ERR_CONFIG;
+    }
+    if (cfg->zookeeper_root[0] != '/') {
+        mprpc__fmt(cfg->error, sizeof cfg->error, "zookeeper_root '%s' must start with '/'",
+                   cfg->zookeeper_root);
+        return MPRPC_ERR_CONFIG;
+    }
+#ifdef MPRPC_NO_ZOOKEEPER
+    if (cfg->zookeeper_ip[0] || cfg->zookeeper_hosts[0]) {
+        mprpc__fmt(cfg->error, sizeof cfg->error,
+                   "zookeeper_ip/zookeeper_hosts set, but mprpc.h was built with MPRPC_NO_ZOOKEEPER");
+        return MPRPC_ERR_UNSUPPORTED;
+    }
+#endif
+    return MPRPC_OK;
+}
+
+MPRPCDEF mprpc_status mprpc_config_from_args(mprpc_config *cfg, int argc, char **argv)
+{
+    const char *prog = (argc > 0 && argv && argv[0]) ? argv[0] : "program";
+    const char *path = NULL;
+    int c;
+    if (!cfg) return MPRPC_ERR_INVALID_ARGUMENT;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt(argc, argv, "i:")) != -1) {
+        if (c == 'i') { path = optarg; continue; }
+        path = NULL;
+        break;
+    }
+    if (!path || optind != argc) {
+        optind = 1;
+        mprpc__fmt(cfg->error, sizeof cfg->error, "usage: %s -i <configfile>", prog);
+        return MPRPC_ERR_CONFIG;
+    }
+    optind = 1;
+    return mprpc_config_load(cfg, path);
+}
+
+/* ======================================================================== */
+/* == 4. logger =========================================================== */
+/* ======================================================================== */
+
+/* A bounded ring of fixed-size lines. Producers format on their own stack,
+ * then copy into the tail slot under the lock; the writer owns the slots in
+ * [head, head + count) while it writes them without the lock. */
+typedef struct mprpc__log_slot {
+    int    level;
+    size_t len;
+    char   text[MPRPC_LOG_LINE_MAX];
+} mprpc__log_slot;
+
+static struct {
+    pthread_mutex_t    mu;
+    pthread_cond_t     cv;
+    int                running;    /* writer thread alive */
+    int                stopping;
+    volatile int       level;      /* read without the lock: a stale value only misfilters one line */
+    mprpc__log_slot   *slots;
+    size_t             cap, head, count;
+    pthread_t          thread;
+    FILE              *file;
+    char               file_day[16];
+    char               dir[256];
+    int                to_stderr;
+    mprpc_log_sink_fn  sink;
+    void              *sink_user;
+    mprpc_logger_stats stats;
+} mprpc__log = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0,
+                 MPRPC_LOG_LEVEL_OFF, NULL, 0, 0, 0, 0, NULL, "", "", 0, NULL, NULL, {0, 0, 0} };
+
+static const char *const mprpc__level_names[] = { "DEBUG", "INFO", "WARN", "ERROR", "OFF" };
+
+/* Opens the file for today's date, switching at midnight like the seed. */
+static FILE *mprpc__log_file_for_today(char *err, size_t errlen)
+{
+    char day[16], path[320];
+    time_t now = time(NULL);
+    struct tm tm;
+    localtime_r(&now, &tm);
+    strftime(day, sizeof day, "%Y-%m-%d", &tm);
+    if (mprpc__log.file && strcmp(day, mprpc__log.file_day) == 0) return mprpc__log.file;
+    if (mprpc__log.file) fclose(mprpc__log.file);
+    mprpc__log.file = NULL;
+    mprpc__fmt(path, sizeof path, "%s/%s-log.txt", mprpc__log.dir, day);
+    mprpc__log.file = fopen(path, "a");
+    if (!mprpc__log.file) {
+        mprpc__fmt(err, errlen, "cannot open log file %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    mprpc__copy_str(mprpc__log.file_day, sizeof mprpc__log.file_day, day);
+    return mprpc__log.file;
+}
+
+/* Runs on the writer thread without the lock. */
+static void mprpc__log_write_slot(const mprpc__log_slot *s)
+{
+    int failed = 0;
+    if (mprpc__log.dir[0]) {
+        FILE *f = mprpc__log_file_for_today(NULL, 0);
+        if (!f || fwrite(s->text, 1, s->len, f) != s->len || fputc('\n', f) == EOF) failed = 1;
+    }
+    if (mprpc__log.to_stderr) fprintf(stderr, "%.*s\n", (int)s->len, s->text);
+    if (mprpc__log.sink) mprpc__log.sink((mprpc_log_level)s->level, s->text, mprpc__log.sink_user);
+    pthread_mutex_lock(&mprpc__log.mu);
+    if (failed) mprpc__log.stats.write_errors++;
+    else mprpc__log.stats.written++;
+    pthread_mutex_unlock(&mprpc__log.mu);
+}
+
+static void *mprpc__log_writer(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&mprpc__log.mu);
+    for (;;) {
+        size_t head, n, i;
+        while (mprpc__log.count == 0 && !mprpc__log.stopping)
+            pthread_cond_wait(&mprpc__log.cv, &mprpc__log.mu);
+        if (mprpc__log.count == 0) break; /* stopping and drained */
+        head = mprpc__log.head;
+        n = mprpc__log.count;
+        pthread_mutex_unlock(&mprpc__log.mu);
+        for (i = 0; i < n; i++) mprpc__log_write_slot(&mprpc__log.slots[(head + i) % mprpc__log.cap]);
+        if (mprpc__log.file && fflush(mprpc__log.file) != 0) {
+            pthread_mutex_lock(&mprpc__log.mu);
+            mprpc__log.stats.write_errors++;
+            pthread_mutex_unlock(&mprpc__log.mu);
+        }
+        pthread_mutex_lock(&mprpc__log.mu);
+        mprpc__log.head = (head + n) % mprpc__log.cap;
+        mprpc__log.count -= n;
+    }
+    pthread_mutex_unlock(&mprpc__log.mu);
+    return NULL;
+}
+
+MPRPCDEF void mprpc_logger_set_sink(mprpc_log_sink_fn fn, void *user)
+{
+    pthread_mutex_lock(&mprpc__log.mu);
+    mprpc__log.sink = fn;
+    mprpc__log.sink_user = user;
+    pthread_mutex_unlock(&mprpc__log.mu);
+}
+
+MPRPCDEF mprpc_status mprpc_logger_start(mprpc_config *cfg)
+{
+    mprpc__log_slot *slots;
+    if (!cfg || cfg->log_queue_size < 1) return MPRPC_ERR_INVALID_ARGUMENT;
+    pthread_mutex_lock(&mprpc__log.mu);
+    if (mprpc__log.running) {
+        pthread_mutex_unlock(&mprpc__log.mu);
+        mprpc__fmt(cfg->error, sizeof cfg->error, "logger already started");
+        return MPRPC_ERR_INVALID_ARGUMENT;
+    }
+    slots = (mprpc__log_slot *)MPRPC_MALLOC((size_t)cfg->log_queue_size * sizeof *slots);
+    if (!slots) {
+        pthread_mutex_unlock(&mprpc__log.mu);
+        mprpc__fmt(cfg->error, sizeof cfg->error, "no memory for %d log slots", cfg->log_queue_size);
+        return MPRPC_ERR_NO_MEMORY;
+    }
+    mprpc__copy_str(mprpc__log.dir, sizeof mprpc__log.dir, cfg->log_dir);
+    mprpc__log.file_day[0] = '\0';
+    if (mprpc__log.dir[0] && !mprpc__log_file_for_today(cfg->error, sizeof cfg->error)) {
+        mprpc__log.dir[0] = '\0';
+        pthread_mutex_unlock(&mprpc__log.mu);
+        MPRPC_FREE(slots);
+        return MPRPC_ERR_IO;
+    }
+    mprpc__log.slots = slots;
+    mprpc__log.cap = (size_t)cfg->log_queue_size;
+    mprpc__log.head = mprpc__log.count = 0;
+    mprpc__log.to_stderr = cfg->log_stderr;
+    mprpc__log.stopping = 0;
+    memset(&mprpc__log.stats, 0, sizeof mprpc__log.stats);
+    if (pthread_create(&mprpc__log.thread, NULL, mprpc__log_writer, NULL) != 0) {
+        if (mprpc__log.file) fclose(mprpc__log.file);
+        mprpc__log.file = NULL;
+        mprpc__log.slots = NULL;
+        pthread_mutex_unlock(&mprpc__log.mu);
+        MPRPC_FREE(slots);
+        mprpc__fmt(cfg->error, sizeof cfg->error, "cannot start the log writer thread");
+        return MPRPC_ERR_IO;
+    }
+    mprpc__log.running = 1;
+    mprpc__log.level = cfg->log_level;
+    pthread_mutex_unlock(&mprpc__log.mu);
+    return MPRPC_OK;
+}
+
+MPRPCDEF void mprpc_logger_stop(void)
+{
+    pthread_mutex_lock(&mprpc__log.mu);
+    if (!mprpc__log.running) {
+        pthread_mutex_unlock(&mprpc__log.mu);
+        return;
+    }
+    mprpc__log.level = MPRPC_LOG_LEVEL_OFF;
+    mprpc__log.stopping = 1;
+    pthread_cond_signal(&mprpc__log.cv);
+    pthread_mutex_unlock(&mprpc__log.mu);
+    pthread_join(mprpc__log.thread, NULL);
+    pthread_mutex_lock(&mprpc__log.mu);
+    if (mprpc__log.file) fclose(mprpc__log.file);
+    mprpc__log.file = NULL;
+    MPRPC_FREE(mprpc__log.slots);
+    mprpc__log.slots = NULL;
+    mprpc__log.running = 0;
+    pthread_mutex_unlock(&mprpc__log.mu);
+}
+
+MPRPCDEF void mprpc_logger_get_stats(mprpc_logger_stats *out)
+{
+    pthread_mutex_lock(&mprpc__log.mu);
+    *out = mprpc__log.stats;
+    pthread_mutex_unlock(&mprpc__log.mu);
+}
+
+MPRPCDEF int mprpc_log_enabled(mprpc_log_level level)
+{
+    return level < MPRPC_LOG_LEVEL_OFF && (int)level >= mprpc__log.level;
+}
+
+/* "2026-11-25 13:45:01.123 4711 INFO server.c:42 text" */
+static size_t mprpc__log_format(char *buf, size_t cap, mprpc_log_level level, const char *file,
+                                int line, const char *fmt, va_list ap)
+{
+    struct timespec ts;
+    struct tm tm;
+    time_t secs;
+    const char *base = strrchr(file, '/');
+    int n, m;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    secs = ts.tv_sec;
+    localtime_r(&secs, &tm);
+    n = snprintf(buf, cap, "%04d-%02d-%02d %02d:%02d:%02d.%03ld %ld %s %s:%d ",
+                 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+                 tm.tm_sec, (long)(ts.tv_nsec / 1000000), (long)syscall(SYS_gettid),
+                 mprpc__level_names[level], base ? base + 1 : file, line);
+    if (n < 0) return 0;
+    if ((size_t)n >= cap) return cap - 1;
+    m = vsnprintf(buf + n, cap - (size_t)n, fmt, ap);
+    if (m < 0) return (size_t)n;
+    return (size_t)n + (size_t)m >= cap ? cap - 1 : (size_t)(n + m);
+}
+
+MPRPCDEF void mprpc_log(mprpc_log_level level, const char *file, int line, const char *fmt, ...)
+{
+    char text[MPRPC_LOG_LINE_MAX];
+    size_t len;
+    va_list ap;
+    if (!mprpc_log_enabled(level)) return;
+    va_start(ap, fmt);
+    len = mprpc__log_format(text, sizeof text, level, file ? file : "?", line, fmt, ap);
+    va_end(ap);
+    pthread_mutex_lock(&mprpc__log.mu);
+    if (!mprpc__log.running || mprpc__log.stopping) {
+        pthread_mutex_unlock(&mprpc__log.mu);
+        return;
+    }
+    if (mprpc__log.count == mprpc__log.cap) {
+        mprpc__log.stats.dropped++;
+    } else {
+        mprpc__log_slot *s = &mprpc__log.slots[(mprpc__log.head + mprpc__log.count) % mprpc__log.cap];
+        s->level = (int)level;
+        s->len = len;
+        memcpy(s->text, text, len);
+        mprpc__log.count++;
+        pthread_cond_signal(&mprpc__log.cv);
+    }
+    pthread_mutex_unlock(&mprpc__log.mu);
+}
+
+/* ======================================================================== */
+/* == 5. controller ======================================================= */
+/* ======================================================================== */
+
+MPRPCDEF void mprpc_controller_init(mprpc_controller *ctl)
+{
+    memset(ctl, 0, sizeof *ctl);
+}
+
+MPRPCDEF void mprpc_controller_reset(mprpc_controller *ctl)
+{
+    ctl->status = MPRPC_OK;
+    ctl->error_text[0] = '\0';
+}
+
+MPRPCDEF int mprpc_controller_failed(const mprpc_controller *ctl)
+{
+    return ctl->status != MPRPC_OK;
+}
+
+MPRPCDEF const char *mprpc_controller_error_text(const mprpc_controller *ctl)
+{
+    return ctl->error_text;
+}
+
+MPRPCDEF void mprpc_controller_set_failed(mprpc_controller *ctl, mprpc_status status,
+                                          const char *fmt, ...)
+{
+    va_list ap;
+    ctl->status = status;
+    va_start(ap, fmt);
+    mprpc__vfmt(ctl->error_text, sizeof ctl->error_text, fmt, ap);
+    va_end(ap);
+}
+
+/* ======================================================================== */
+/* == 6. wire: buffers, framing, headers ================================== */
+/* ======================================================================== */
+
+PB_BIND(mprpc_RpcHeader, mprpc_RpcHeader, 2)
+PB_BIND(mprpc_RpcResponseHeader, mprpc_RpcResponseHeader, 2)
+
+MPRPCDEF void mprpc_buf_init(mprpc_buf *b)
+{
+    memset(b, 0, sizeof *b);
+}
+
+MPRPCDEF void mprpc_buf_free(mprpc_buf *b)
+{
+    MPRPC_FREE(b->data);
+    memset(b, 0, sizeof *b);
+}
+
+MPRPCDEF mprpc_status mprpc_buf_reserve(mprpc_buf *b, size_t n, size_t max)
+{
+    size_t need, cap;
+    uint8_t *p;
+    if (b->cap - b->len >= n) return MPRPC_OK;
+    if (b->pos > 0) { /* slide unread bytes to the front before growing */
+        memmove(b->data, b->data + b->pos, b->len - b->pos);
+        b->len -= b->pos;
+        b->pos = 0;
+        if (b->cap - b->len >= n) return MPRPC_OK;
+    }
+    if (n > max || b->len > max - n) return MPRPC_ERR_TOO_LARGE;
+    need = b->len + n;
+    cap = b->cap ? b->cap : 256;
+    while (cap < need) cap = cap > SIZE_MAX / 2 ? need : cap * 2;
+    if (cap > max) cap = max;
+    p = (uint8_t *)MPRPC_REALLOC(b->data, cap);
+    if (!p) return MPRPC_ERR_NO_MEMORY;
+    b->data = p;
+    b->cap = cap;
+    return MPRPC_OK;
+}
+
+MPRPCDEF mprpc_status mprpc_buf_append(mprpc_buf *b, const void *p, size_t n, size_t max)
+{
+    mprpc_status st = mprpc_buf_reserve(b, n, max);
+    if (st != MPRPC_OK) return st;
+    if (n) memcpy(b->data + b->len, p, n);
+    b->len += n;
+    return MPRPC_OK;
+}
+
+MPRPCDEF void mprpc_buf_consume(mprpc_buf *b, size_t n)
+{
+    b->pos += n;
+    if (b->pos >= b->len) b->pos = b->len = 0;
+}
+
+/* The length prefix is little-endian on every CPU, written byte by byte. */
+static void mprpc__put_u32le(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)(v >> 16);
+    p[3] = (uint8_t)(v >> 24);
+}
+
+static uint32_t mprpc__get_u32le(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* The largest frame a peer may make us buffer. */
+static size_t mprpc__max_frame(size_t max_message_size)
+{
+    return MPRPC_FRAME_PREFIX + MPRPC_MAX_HEADER_SIZE + max_message_size;
+}
+
+/* Appends prefix + encoded header + encoded body (msg may be NULL: no body). */
+static mprpc_status mprpc__append_frame(mprpc_buf *out, size_t max_message_size,
+                                        const uint8_t *henc, size_t hlen,
+                                        const pb_msgdesc_t *fields, const void *msg, size_t blen)
+{
+    pb_ostream_t os;
+    mprpc_status st;
+    st = mprpc_buf_reserve(out, MPRPC_FRAME_PREFIX + hlen + blen,
+                           out->len - out->pos + mprpc__max_frame(max_message_size));
+    if (st != MPRPC_OK) return st;
+    mprpc__put_u32le(out->data + out->len, (uint32_t)hlen);
+    memcpy(out->data + out->len + MPRPC_FRAME_PREFIX, henc, hlen);
+    if (msg && blen) {
+        os = pb_ostream_from_buffer(out->data + out->len + MPRPC_FRAME_PREFIX + hlen, blen);
+        if (!pb_encode(&os, fields, msg) || os.bytes_written != blen) return MPRPC_ERR_ENCODE;
+    }
+    out->len += MPRPC_FRAME_PREFIX + hlen + blen;
+    return MPRPC_OK;
+}
+
+static mprpc_status mprpc__body_size(size_t max_message_size, const pb_msgdesc_t *fields,
+                                     const void *msg, size_t *size)
+{
+    *size = 0;
+    if (!msg) return MPRPC_OK;
+    if (!pb_get_encoded_size(size, fields, msg)) return MPRPC_ERR_ENCODE;
+    return *size > max_message_size ? MPRPC_ERR_TOO_LARGE : MPRPC_OK;
+}
+
+static int mprpc__set_name(pb_byte_t *dst, pb_size_t *dlen, size_t cap, const char *s)
+{
+    size_t n = strlen(s);
+    if (n > cap) return 0;
+    memcpy(dst, s, n);
+    *dlen = (pb_size_t)n;
+    return 1;
+}
+
+MPRPCDEF mprpc_status mprpc_wire_encode_request(mprpc_buf *out, size_t max_message_size,
+                                                uint64_t call_id, const char *service,
+                                                const char *method, const pb_msgdesc_t *fields,
+                                                const void *msg)
+{
+    mprpc_RpcHeader h;
+    uint8_t henc[mprpc_RpcHeader_size];
+    pb_ostream_t os = pb_ostream_from_buffer(henc, sizeof henc);
+    size_t blen;
+    mprpc_status st;
+    if (!out || !service || !method || !fields || !msg) return MPRPC_ERR_INVALID_ARGUMENT;
+    memset(&h, 0, sizeof h);
+    if (!mprpc__set_name(h.service_name.bytes, &h.service_name.size, sizeof h.service_name.bytes, service) ||
+        !mprpc__set_name(h.method_name.bytes, &h.method_name.size, sizeof h.method_name.bytes, method))
+        return MPRPC_ERR_INVALID_ARGUMENT;
+    st = mprpc__body_size(max_message_size, fields, msg, &blen);
+    if (st != MPRPC_OK) return st;
+    h.args_size = (uint32_t)blen;
+    h.call_id = call_id;
+    h.version = MPRPC_PROTOCOL_VERSION;
+    if (!pb_encode(&os, mprpc_RpcHeader_fields, &h)) return MPRPC_ERR_ENCODE;
+    return mprpc__append_frame(out, max_message_size, henc,
+                               os.bytes_written, fields, msg, blen);
+}
+
+MPRPCDEF mprpc_status mprpc_wire_encode_response(mprpc_buf *out, size_t max_message_size,
+                                                 uint64_t call_id, int status,
+                                                 const char *error_text,
+                                                 const pb_msgdesc_t *fields, const void *msg)
+{
+    mprpc_RpcResponseHeader h;
+    uint8_t henc[mprpc_RpcResponseHeader_size];
+    pb_ostream_t os = pb_ostream_from_buffer(henc, sizeof henc);
+    size_t blen = 0, tlen;
+    mprpc_status st;
+    if (!out || (msg && !fields)) return MPRPC_ERR_INVALID_ARGUMENT;
+    memset(&h, 0, sizeof h);
+    st = mprpc__body_size(max_message_size, fields, msg, &blen);
+    if (st != MPRPC_OK) return st;
+    h.call_id = call_id;
+    h.status = status;
+    h.body_size = (uint32_t)blen;
+    if (error_text) { /* truncated to the header's bound rather than failing */
+        tlen = strlen(error_text);
+        if (tlen > sizeof h.error_text.bytes) tlen = sizeof h.error_text.bytes;
+        memcpy(h.error_text.bytes, error_text, tlen);
+        h.error_text.size = (pb_size_t)tlen;
+    }
+    if (!pb_encode(&os, mprpc_RpcResponseHeader_fields, &h)) return MPRPC_ERR_ENCODE;
+    return mprpc__append_frame(out, max_message_size, henc,
+                               os.bytes_written, fields, msg, blen);
+}
+
+/* Common framing: prefix, bounded header, decoded into hdr. Returns the
+ * header length in *hlen. */
+static mprpc_status mprpc__decode_header(const uint8_t *data, size_t len,
+                                         const pb_msgdesc_t *fields, void *hdr, size_t *hlen)
+{
+    pb_istream_t is;
+    if (len < MPRPC_FRAME_PREFIX) return MPRPC_AGAIN;
+    *hlen = mprpc__get_u32le(data);
+    if (*hlen > MPRPC_MAX_HEADER_SIZE) return MPRPC_ERR_PROTOCOL;
+    if (len - MPRPC_FRAME_PREFIX < *hlen) return MPRPC_AGAIN;
+    is = pb_istream_from_buffer(data + MPRPC_FRAME_PREFIX, *hlen);
+    if (!pb_decode(&is, fields, hdr)) return MPRPC_ERR_PROTOCOL;
+    return MPRPC_OK;
+}
+
+MPRPCDEF mprpc_status mprpc_wire_decode_request(const uint8_t *data, size_t len,
+                                                size_t max_message_size,
+                                                mprpc_request_frame *frame)
+{
+    size_t hlen = 0, body;
+    mprpc_status st;
+    memset(frame, 0, sizeof *frame);
+    st = mprpc__decode_header(data, len, mprpc_RpcHeader_fields, &frame->header, &hlen);
+    if (st != MPRPC_OK) return st;
+    body = frame->header.args_size;
+    if (body > max_message_size) return MPRPC_ERR_TOO_LARGE;
+    if (len - MPRPC_FRAME_PREFIX - hlen < body) return MPRPC_AGAIN;
+    frame->body = data + MPRPC_FRAME_PREFIX + hlen;
+    frame->frame_size = MPRPC_FRAME_PREFIX + hlen + body;
+    return MPRPC_OK;
+}
+
+MPRPCDEF mprpc_status mprpc_wire_decode_response(const uint8_t *data, size_t len,
+                                                 size_t max_message_size,
+                                                 mprpc_response_frame *frame)
+{
+    size_t hlen = 0, body;
+    mprpc_status st;
+    memset(frame, 0, sizeof *frame);
+    st = mprpc__decode_header(data, len, mprpc_RpcResponseHeader_fields, &frame->header, &hlen);
+    if (st != MPRPC_OK) return st;
+    body = frame->header.body_size;
+    if (body > max_message_size) return MPRPC_ERR_TOO_LARGE;
+    if (len - MPRPC_FRAME_PREFIX - hlen < body) return MPRPC_AGAIN;
+    frame->body = data + MPRPC_FRAME_PREFIX + hlen;
+    frame->frame_size = MPRPC_FRAME_PREFIX + hlen + body;
+    return MPRPC_OK;
+}
+
+/* Zero-copy: mprpc always decodes from a contiguous buffer, so the stream's
+ * state is the read pointer (nanopb's buffer stream keeps it there). */
+MPRPCDEF bool mprpc_bytes_decode(pb_istream_t *stream, const pb_field_t *field, void **arg)
+{
+    mprpc_bytes *b = (mprpc_bytes *)*arg;
+    (void)field;
+    if (b) {
+        b->data = (const uint8_t *)stream->state;
+        b->size = stream->bytes_left;
+    }
+    return pb_read(stream, NULL, stream->bytes_left);
+}
+
+MPRPCDEF bool mprpc_bytes_encode(pb_ostream_t *stream, const pb_field_t *field, void *const *arg)
+{
+    const mprpc_bytes *b = (const mprpc_bytes *)*arg;
+    if (!b || b->size == 0) return true; /* proto3: empty bytes are not sent */
+    return pb_encode_tag_for_field(stream, field) && pb_encode_string(stream, b->data, b->size);
+}
+
+MPRPCDEF bool mprpc_bytes_copy_decode(pb_istream_t *stream, const pb_field_t *field, void **arg)
+{
+    mprpc_bytes_sink *s = (mprpc_bytes_sink *)*arg;
+    size_t n = stream->bytes_left;
+    (void)field;
+    if (!s) return pb_read(stream, NULL, n);
+    if (n > s->capacity) PB_RETURN_ERROR(stream, "bytes larger than the sink");
+    s->size = n;
+    return pb_read(stream, s->data, n);
+}
+
+/* ======================================================================== */
+/* == 7. server: event loop, connections, dispatch ======================== */
+/* ======================================================================== */
+
+/* Registry seam (section 9): the server publishes, the channel resolves. */
+typedef struct mprpc__registry mprpc__registry;
+static int mprpc__registry_wanted(const mprpc_config *cfg);
+static mprpc_status mprpc__registry_open(mprpc__registry **out, const mprpc_config *cfg,
+                                         char *err, size_t errlen);
+static void mprpc__registry_close(mprpc__registry *r);
+static mprpc_status mprpc__registry_publish(mprpc__registry *r, const char *service,
+                                            const char *addr, const char *const *methods,
+                                            size_t method_count, char *err, size_t errlen);
+static mprpc_status mprpc__registry_resolve(mprpc__registry *r, const char *service,
+                                            const char *method, char (*addrs)[MPRPC_ADDR_MAX],
+                                            size_t max, size_t *count, char *err, size_t errlen);
+
+#define MPRPC__READ_CHUNK      (64 * 1024)  /* one read per wake-up: bounds work per event */
+#define MPRPC__ACCEPTS_PER_WAKE 64
+#define MPRPC__KEEP_BUF        (64 * 1024)  /* larger idle buffers are given back */
+
+#define MPRPC__ADD(p, v) __atomic_add_fetch((p), (v), __ATOMIC_RELAXED)
+#define MPRPC__LOAD(p)   __atomic_load_n((p), __ATOMIC_RELAXED)
+
+typedef struct mprpc__loop mprpc__loop;
+typedef struct mprpc__conn mprpc__conn;
+
+struct mprpc__conn {
+    int           fd;
+    mprpc__loop  *loop;
+    mprpc__conn  *prev, *next;        /* the loop's open list, or its dead list */
+    mprpc_buf     in;                 /* only a partial frame lives here */
+    mprpc_buf     out;                /* only what the socket did not take */
+    uint64_t      last_active_ms;
+    uint64_t      partial_since_ms;   /* 0, or when an unfinished frame began waiting */
+    int           inflight;           /* deferred calls not yet finished */
+    uint32_t      events;             /* current epoll interest */
+    unsigned      closed : 1;         /* fd closed; struct lives until inflight == 0 */
+    unsigned      eof : 1;            /* peer shut its side: answer, then close */
+    unsigned      close_after_flush : 1;
+};
+
+struct mprpc_call {
+    mprpc_call          *next;        /* free list or completion queue */
+    mprpc__loop         *loop;
+    mprpc__conn         *conn;
+    const mprpc_service *service;
+    const mprpc_method  *method;
+    uint64_t             call_id;
+    uint32_t             version;
+    int                  deferred;
+    int                  status;
+    char                 error_text[256];
+    void                *request;
+    void                *response;
+};
+
+struct mprpc__loop {
+    mprpc_server    *srv;
+    int              index;
+    int              epfd;
+    int              wakefd;
+    pthread_t        thread;
+    int              thread_started;
+    pthread_mutex_t  mu;              /* guards incoming, completed, drain_requested */
+    mprpc__conn     *incoming;        /* handed over by the acceptor */
+    mprpc_call      *completed;       /* finished deferred calls, from any thread */
+    int              drain_requested;
+    /* loop thread only below */
+    mprpc__conn     *conns;
+    mprpc__conn     *dead;
+    size_t           nconns;
+    int              outstanding;     /* deferred calls of this loop not yet finished */
+    mprpc_call      *free_calls;
+    uint8_t         *rbuf;
+    mprpc_buf        wbuf;
+    int              draining;
+    uint64_t         drain_deadline_ms;
+    uint64_t         next_sweep_ms;
+    mprpc_server_stats stats;         /* updated with relaxed atomics */
+};
+
+/* Request and response structs share one allocation with their call; 16
+ * bytes is the strictest alignment a nanopb struct can need (long double). */
+static size_t mprpc__align_up(size_t n)
+{
+    return (n + 15u) & ~(size_t)15u;
+}
+
+typedef struct mprpc__route {
+    uint64_t             hash;
+    const mprpc_service *service;
+    const mprpc_method  *method;      /* NULL: the entry names the service itself */
+} mprpc__route;
+
+struct mprpc_server {
+    mprpc_config          cfg;
+    const mprpc_service **services;
+    size_t                nservices;
+    mprpc__route         *routes;
+    size_t                route_mask;
+    size_t                call_size;    /* one call object: header + largest request + response */
+    mprpc__loop          *loops;
+    int                   nloops;
+    unsigned              next_loop;
+    int                   listen_fd;
+    int                   spare_fd;     /* given up to shed a connection when out of fds */
+    int                   stop_fd;
+    int                   port;
+    volatile sig_atomic_t stop_requested;
+    int                   started;
+    int                   shut_down;
+    uint64_t              open_conns;
+    mprpc__registry      *registry;
+    char                  error[256];
+};
+
+static void mprpc__srv_fail(mprpc_server *srv, const char *fmt, ...) MPRPC_PRINTF(2, 3);
+static void mprpc__srv_fail(mprpc_server *srv, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    mprpc__vfmt(srv->error, sizeof srv->error, fmt, ap);
+    va_end(ap);
+    MPRPC_LOG_ERROR("%s", srv->error);
+}
+
+/* ---- routing: (service, method) -> method, one hash probe per request ---- */
+
+static uint64_t mprpc__hash(const uint8_t *s, size_t n, const uint8_t *m, size_t mn)
+{
+    uint64_t h = 1469598103934665603ull;
+    size_t i;
+    for (i = 0; i < n; i++) h = (h ^ s[i]) * 1099511628211ull;
+    h = (h ^ 0xffu) * 1099511628211ull; /* separator: "ab"+"c" differs from "a"+"bc" */
+    for (i = 0; m && i < mn; i++) h = (h ^ m[i]) * 1099511628211ull;
+    return h | 1; /* 0 marks an empty slot */
+}
+
+static int mprpc__route_matches(const mprpc__route *r, const uint8_t *s, size_t n,
+                                const uint8_t *m, size_t mn)
+{
+    const char *sn = r->service->name, *mm = r->method ? r->method->name : NULL;
+    if (strlen(sn) != n || memcmp(sn, s, n) != 0) return 0;
+    if (!m) return mm == NULL;
+    return mm && strlen(mm) == mn && memcmp(mm, m, mn) == 0;
+}
+
+static const mprpc__route *mprpc__route_find(const mprpc_server *srv, const uint8_t *s, size_t n,
+                                             const uint8_t *m, size_t mn)
+{
+    uint64_t h = mprpc__hash(s, n, m, mn);
+    size_t i = (size_t)h & srv->route_mask;
+    for (;; i = (i + 1) & srv->route_mask) {
+        const mprpc__route *r = &srv->routes[i];
+        if (r->hash == 0) return NULL;
+        if (r->hash == h && mprpc__route_matches(r, s, n, m, mn)) return r;
+    }
+}
+
+static void mprpc__route_put(mprpc_server *srv, const mprpc_service *svc, const mprpc_method *m)
+{
+    const char *mn = m ? m->name : NULL;
+    uint64_t h = mprpc__hash((const uint8_t *)svc->name, strlen(svc->name), (const uint8_t *)mn,
+                             mn ? strlen(mn) : 0);
+    size_t i = (size_t)h & srv->route_mask;
+    while (srv->routes[i].hash != 0) i = (i + 1) & srv->route_mask;
+    srv->routes[i].hash = h;
+    srv->routes[i].service = svc;
+    srv->routes[i].method = m;
+}
+
+static mprpc_status mprpc__routes_build(mprpc_server *srv)
+{
+    size_t n = 0, cap = 16, i, j;
+    for (i = 0; i < srv->nservices; i++) n += 1 + srv->services[i]->method_count;
+    while (cap < 2 * n) cap *= 2; /* load factor <= 1/2 keeps probes short */
+    srv->routes = (mprpc__route *)MPRPC_MALLOC(cap * sizeof *srv->routes);
+    if (!srv->routes) return MPRPC_ERR_NO_MEMORY;
+    memset(srv->routes, 0, cap * sizeof *srv->routes);
+    srv->route_mask = cap - 1;
+    srv->call_size = mprpc__align_up(sizeof(mprpc_call));
+    for (i = 0; i < srv->nservices; i++) {
+        const mprpc_service *svc = srv->services[i];
+        mprpc__route_put(srv, svc, NULL);
+        for (j = 0; j < svc->method_count; j++) {
+            const mprpc_method *m = &svc->methods[j];
+            size_t need = mprpc__align_up(sizeof(mprpc_call)) + mprpc__align_up(m->request_size) +
+                          m->response_size;
+            mprpc__route_put(srv, svc, m);
+            if (need > srv->call_size) srv->call_size = need;
+        }
+    }
+    return MPRPC_OK;
+}
+
+static int mprpc__name_ok(const char *s, size_t max)
+{
+    return s && s[0] && strlen(s) <= max;
+}
+
+MPRPCDEF mprpc_status mprpc_server_add_service(mprpc_server *srv, const mprpc_service *svc)
+{
+    const mprpc_service **grown;
+    size_t i, j;
+    if (!srv || !svc) return MPRPC_ERR_INVALID_ARGUMENT;
+    if (srv->started) {
+        mprpc__srv_fail(srv, "add_service '%s': the server is already started", svc->name);
+        return MPRPC_ERR_INVALID_ARGUMENT;
+    }
+    if (!mprpc__name_ok(svc->name, 128) || (svc->method_count && !svc->methods)) {
+        mprpc__srv_fail(srv, "add_service: service name missing or over 128 bytes");
+        return MPRPC_ERR_INVALID_ARGUMENT;
+    }
+    for (i = 0; i < svc->method_count; i++) {
+        const mprpc_method *m = &svc->methods[i];
+        if (!mprpc__name_ok(m->name, 128) || !m->handler || !m->request_fields || !m->response_fields) {
+            mprpc__srv_fail(srv, "add_service '%s': method %zu lacks a name (<= 128 bytes), "
+                            "handler or field descriptors", svc->name, i);
+            return MPRPC_ERR_INVALID_ARGUMENT;
+        }
+        for (j = 0; j < i; j++)
+            if (strcmp(svc->methods[j].name, m->name) == 0) {
+                mprpc__srv_fail(srv, "add_service '%s': method '%s' listed twice", svc->name, m->name);
+                return MPRPC_ERR_INVALID_ARGUMENT;
+            }
+    }
+    for (i = 0; i < srv->nservices; i++)
+        if (strcmp(srv->services[i]->name, svc->name) == 0) {
+            mprpc__srv_fail(srv, "add_service: service '%s' added twice", svc->name);
+            return MPRPC_ERR_INVALID_ARGUMENT;
+        }
+    grown = (const mprpc_service **)MPRPC_REALLOC((void *)srv->services,
+                                                  (srv->nservices + 1) * sizeof *grown);
+    if (!grown) return MPRPC_ERR_NO_MEMORY;
+    srv->services = grown;
+    srv->services[srv->nservices++] = svc;
+    return MPRPC_OK;
+}
+
+/* ---- connections ---- */
+
+static void mprpc__conn_watch(mprpc__conn *c, uint32_t events)
+{
+    struct epoll_event ev;
+    if (c->closed || c->events == events) return;
+    memset(&ev, 0, sizeof ev);
+    ev.events = events;
+    ev.data.ptr = c;
+    if (epoll_ctl(c->loop->epfd, EPOLL_CTL_MOD, c->fd, &ev) == 0) c->events = events;
+}
+
+static void mprpc__list_unlink(mprpc__conn **head, mprpc__conn *c)
+{
+    if (c->prev) c->prev->next = c->next;
+    else *head = c->next;
+    if (c->next) c->next->prev = c->prev;
+    c->prev = c->next = NULL;
+}
+
+static void mprpc__list_push(mprpc__conn **head, mprpc__conn *c)
+{
+    c->prev = NULL;
+    c->next = *head;
+    if (*head) (*head)->prev = c;
+    *head = c;
+}
+
+/* Closes the socket now; the struct is freed at the end of the loop
+ * iteration (other events of this batch may still name it) and only once no
+ * deferred call refers to it. */
+static void mprpc__conn_close(mprpc__conn *c)
+{
+    mprpc__loop *l = c->loop;
+    if (c->closed) return;
+    c->closed = 1;
+    close(c->fd);
+    c->fd = -1;
+    mprpc__list_unlink(&l->conns, c);
+    l->nconns--;
+    mprpc__list_push(&l->dead, c);
+    MPRPC__ADD(&l->srv->open_conns, (uint64_t)-1);
+    MPRPC__ADD(&l->stats.connections_open, (uint64_t)-1);
+}
+
+static void mprpc__conn_free_dead(mprpc__loop *l)
+{
+    mprpc__conn *c = l->dead, *next;
+    l->dead = NULL;
+    for (; c; c = next) {
+        next = c->next;
+        if (c->inflight > 0) { /* a deferred call still points here */
+            mprpc__list_push(&l->dead, c);
+            continue;
+        }
+        mprpc_buf_free(&c->in);
+        mprpc_buf_free(&c->out);
+        MPRPC_FREE(c);
+    }
+}
+
+static void mprpc__buf_shrink(mprpc_buf *b)
+{
+    if (mprpc_buf_readable(b) == 0 && b->cap > MPRPC__KEEP_BUF) mprpc_buf_free(b);
+}
+
+/* Is the connection allowed to take more requests right now? */
+static int mprpc__conn_can_take(const mprpc__conn *c)
+{
+    const mprpc_config *cfg = &c->loop->srv->cfg;
+    return !c->closed && !c->close_after_flush && c->inflight < cfg->max_pipeline_depth &&
+           mprpc_buf_readable(&c->out) <= cfg->max_pending_output;
+}
+
+static void mprpc__conn_update_interest(mprpc__conn *c)
+{
+    uint32_t ev = 0;
+    if (c->closed) return;
+    if (!c->eof && !c->loop->draining && mprpc__conn_can_take(c)) ev |= EPOLLIN;
+    if (mprpc_buf_readable(&c->out) > 0) ev |= EPOLLOUT;
+    mprpc__conn_watch(c, ev);
+}
+
+/* Writes what it can of c->out. */
+static void mprpc__conn_flush(mprpc__conn *c)
+{
+    while (!c->closed && mprpc_buf_readable(&c->out) > 0) {
+        ssize_t n = send(c->fd, c->out.data + c->out.pos, mprpc_buf_readable(&c->out), MSG_NOSIGNAL);
+        if (n > 0) { mprpc_buf_consume(&c->out, (size_t)n); continue; }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+        mprpc__conn_close(c); /* EPIPE, ECONNRESET: the peer is gone */
+        return;
+    }
+    mprpc__buf_shrink(&c->out);
+}
+
+/* Sends the loop's staged replies for c: straight to the socket when nothing
+ * is queued before them, the rest into c->out. */
+static void mprpc__conn_send_staged(mprpc__conn *c)
+{
+    mprpc__loop *l = c->loop;
+    mprpc_buf *w = &l->wbuf;
+    if (mprpc_buf_readable(w) > 0 && !c->closed) {
+        if (mprpc_buf_readable(&c->out) == 0) {
+            while (mprpc_buf_readable(w) > 0) {
+                ssize_t n = send(c->fd, w->data + w->pos, mprpc_buf_readable(w), MSG_NOSIGNAL);
+                if (n > 0) { mprpc_buf_consume(w, (size_t)n); continue; }
+                if (n < 0 && errno == EINTR) continue;
+                if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+                mprpc__conn_close(c);
+                break;
+            }
+        }
+        /* c->out may exceed max_pending_output by one batch: reading pauses until it drains */
+        if (!c->closed && mprpc_buf_readable(w) > 0 &&
+            mprpc_buf_append(&c->out, w->data + w->pos, mprpc_buf_readable(w), SIZE_MAX) != MPRPC_OK)
+            mprpc__conn_close(c);
+    }
+    w->pos = w->len = 0;
+    mprpc__buf_shrink(w);
+    if (c->closed) return;
+    if ((c->close_after_flush || c->eof) && c->inflight == 0 && mprpc_buf_readable(&c->out) == 0) {
+        mprpc__conn_close(c);
+        return;
+    }
+    mprpc__conn_update_interest(c);
+}
+
+/* ---- calls ---- */
+
+static mprpc_call *mprpc__call_get(mprpc__loop *l)
+{
+    mprpc_call *call = l->free_calls;
+    if (call) l->free_calls = call->next;
+    else call = (mprpc_call *)MPRPC_MALLOC(l->srv->call_size);
+    return call;
+}
+
+static void mprpc__call_put(mprpc__loop *l, mprpc_call *call)
+{
+    call->next = l->free_calls;
+    l->free_calls = call;
+}
+
+static void mprpc__call_setup(mprpc_call *call, mprpc__conn *c, const mprpc__route *r,
+                              const mprpc_RpcHeader *h)
+{
+    uint8_t *base = (uint8_t *)call + mprpc__align_up(sizeof(mprpc_call));
+    call->next = NULL;
+    call->loop = c->loop;
+    call->conn = c;
+    call->service = r->service;
+    call->method = r->method;
+    call->call_id = h->call_id;
+    call->version = h->version;
+    call->deferred = 0;
+    call->status = MPRPC_OK;
+    call->error_text[0] = '\0';
+    call->request = base;
+    call->response = base + mprpc__align_up(r->method->request_size);
+    memset(call->request, 0, r->method->request_size);
+    memset(call->response, 0, r->method->response_size);
+}
+
+/* Stages an error reply (v1) or, for a seed caller that has no error channel,
+ * ends the connection after what is already queued. */
+static void mprpc__reply_error(mprpc__conn *c, uint32_t version, uint64_t call_id, int status,
+                               const char *fmt, ...) MPRPC_PRINTF(5, 6);
+static void mprpc__reply_error(mprpc__conn *c, uint32_t version, uint64_t call_id, int status,
+                               const char *fmt, ...)
+{
+    char text[256];
+    va_list ap;
+    va_start(ap, fmt);
+    mprpc__vfmt(text, sizeof text, fmt, ap);
+    va_end(ap);
+    MPRPC__ADD(&c->loop->stats.call_errors, 1);
+    MPRPC_LOG_DEBUG("fd %d: %s: %s", c->fd, mprpc_status_name(status), text);
+    if (version == 0 ||
+        mprpc_wire_encode_response(&c->loop->wbuf, 0, call_id, status, text, NULL, NULL) != MPRPC_OK)
+        c->close_after_flush = 1;
+}
+
+/* Encodes the reply of a finished call into the loop's staging buffer. */
+static void mprpc__call_stage_reply(mprpc_call *call)
+{
+    mprpc__conn *c = call->conn;
+    mprpc__loop *l = call->loop;
+    size_t max = l->srv->cfg.max_message_size;
+    const mprpc_method *m = call->method;
+    mprpc_status st;
+    if (call->version == 0) { /* seed caller: the bare message, then close */
+        size_t n = 0;
+        pb_ostream_t os;
+        c->close_after_flush = 1;
+        if (!pb_get_encoded_size(&n, m->response_fields, call->response) || n > max ||
+            mprpc_buf_reserve(&l->wbuf, n, mprpc_buf_readable(&l->wbuf) + n) != MPRPC_OK)
+            return;
+        os = pb_ostream_from_buffer(l->wbuf.data + l->wbuf.len, n);
+        if (pb_encode(&os, m->response_fields, call->response)) l->wbuf.len += n;
+        return;
+    }
+    if (call->status != MPRPC_OK) {
+        mprpc__reply_error(c, call->version, call->call_id, call->status, "%s", call->error_text);
+        return;
+    }
+    st = mprpc_wire_encode_response(&l->wbuf, max, call->call_id, MPRPC_OK, NULL,
+                                    m->response_fields, call->response);
+    if (st != MPRPC_OK)
+        mprpc__reply_error(c, call->version, call->call_id, st, "%s.%s: cannot encode the response: %s",
+                           call->service->name, m->name, mprpc_status_str(st));
+}
+
+/* Decodes the request and runs the handler; the reply is staged unless the
+ * handler deferred the call. */
+static void mprpc__dispatch(mprpc__conn *c, const mprpc_request_frame *f)
+{
+    const mprpc_RpcHeader *h = &f->header;
+    mprpc__loop *l = c->loop;
+    const mprpc__route *r;
+    mprpc_call *call;
+    pb_istream_t is;
+    r = mprpc__route_find(l->srv, h->service_name.bytes, h->service_name.size,
+                          h->method_name.bytes, h->method_name.size);
+    if (!r) {
+        if (!mprpc__route_find(l->srv, h->service_name.bytes, h->service_name.size, NULL, 0))
+            mprpc__reply_error(c, h->version, h->call_id, MPRPC_ERR_UNKNOWN_SERVICE,
+                               "unknown service '%.*s'", (int)h->service_name.size,
+                               (const char *)h->service_name.bytes);
+        else
+            mprpc__reply_error(c, h->version, h->call_id, MPRPC_ERR_UNKNOWN_METHOD,
+                               "unknown method '%.*s' in service '%.*s'", (int)h->method_name.size,
+                               (const char *)h->method_name.bytes, (int)h->service_name.size,
+                               (const char *)h->service_name.bytes);
+        return;
+    }
+    call = mprpc__call_get(l);
+    if (!call) {
+        mprpc__reply_error(c, h->version, h->call_id, MPRPC_ERR_NO_MEMORY, "provider out of memory");
+        return;
+    }
+    mprpc__call_setup(call, c, r, h);
+    if (r->method->prepare) r->method->prepare(call, call->request, call->response, r->service->user);
+    is = pb_istream_from_buffer(f->body, h->args_size);
+    if (!pb_decode(&is, r->method->request_fields, call->request)) {
+        mprpc__reply_error(c, h->version, h->call_id, MPRPC_ERR_DECODE, "%s.%s: cannot decode the request: %s",
+                           r->service->name, r->method->name, PB_GET_ERROR(&is));
+        mprpc__call_put(l, call);
+        return;
+    }
+    MPRPC__ADD(&l->stats.calls, 1);
+    r->method->handler(call, call->request, call->response, r->service->user);
+    if (call->deferred) {
+        c->inflight++;
+        l->outstanding++;
+        return;
+    }
+    mprpc__call_stage_reply(call);
+    mprpc__call_put(l, call);
+}
+
+/* Serves every complete frame in data[0, len) that the connection may take;
+ * returns the bytes consumed. Replies are staged in the loop's wbuf. */
+static size_t mprpc__conn_serve(mprpc__conn *c, const uint8_t *data, size_t len)
+{
+    size_t off = 0, max = c->loop->srv->cfg.max_message_size;
+    while (mprpc__conn_can_take(c)) {
+        mprpc_request_frame f;
+        mprpc_status st = mprpc_wire_decode_request(data + off, len - off, max, &f);
+        if (st == MPRPC_AGAIN) break;
+        if (st == MPRPC_ERR_TOO_LARGE) { /* the header is known: say why, then hang up */
+            mprpc__reply_error(c, f.header.version, f.header.call_id, st,
+                               "request of %u bytes exceeds max_message_size %zu",
+                               (unsigned)f.header.args_size, max);
+            c->close_after_flush = 1;
+            MPRPC__ADD(&c->loop->stats.protocol_errors, 1);
+            return len;
+        }
+        if (st != MPRPC_OK) { /* cannot even frame it: nothing sensible to answer */
+            MPRPC_LOG_WARN("fd %d: unparseable request header, closing", c->fd);
+            MPRPC__ADD(&c->loop->stats.protocol_errors, 1);
+            c->close_after_flush = 1;
+            return len;
+        }
+        mprpc__dispatch(c, &f);
+        off += f.frame_size;
+        if (f.header.version == 0) c->close_after_flush = 1; /* one call per seed connection */
+    }
+    return off;
+}
+
+/* Serves what sits in c->in (after a pause ends, or new bytes were appended). */
+static void mprpc__conn_serve_buffered(mprpc__conn *c)
+{
+    size_t used;
+    if (mprpc_buf_readable(&c->in) == 0) return;
+    used = mprpc__conn_serve(c, c->in.data + c->in.pos, mprpc_buf_readable(&c->in));
+    mprpc_buf_consume(&c->in, used);
+    c->partial_since_ms = mprpc_buf_readable(&c->in) ? (c->partial_since_ms ? c->partial_since_ms : mprpc__now_ms()) : 0;
+    mprpc__buf_shrink(&c->in);
+}
+
+static void mprpc__conn_on_readable(mprpc__conn *c)
+{
+    mprpc__loop *l = c->loop;
+    size_t maxframe = mprpc__max_frame(l->srv->cfg.max_message_size);
+    int buffered = mprpc_buf_readable(&c->in) > 0;
+    uint8_t *dst;
+    size_t room;
+    ssize_t n;
+    if (buffered) { /* continue the partial frame in place */
+        if (mprpc_buf_reserve(&c->in, MPRPC__READ_CHUNK < maxframe ? MPRPC__READ_CHUNK : maxframe,
+                              maxframe + MPRPC__READ_CHUNK) != MPRPC_OK) {
+            mprpc__conn_close(c);
+            return;
+        }
+        dst = c->in.data + c->in.len;
+        room = c->in.cap - c->in.len;
+    } else {
+        dst = l->rbuf;
+        room = MPRPC__READ_CHUNK;
+    }
+    do n = recv(c->fd, dst, room, 0); while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        if (errno != EAGAIN && errno != EWOULDBLOCK) mprpc__conn_close(c);
+        return;
+    }
+    c->last_active_ms = mprpc__now_ms();
+    if (n == 0) { /* the peer is done sending; it may still read our answers */
+        c->eof = 1;
+        if (mprpc_buf_readable(&c->in)) c->close_after_flush = 1; /* a half frame never completes */
+        mprpc__conn_send_staged(c);
+        return;
+    }
+    if (buffered) {
+        c->in.len += (size_t)n;
+        mprpc__conn_serve_buffered(c);
+    } else {
+        size_t used = mprpc__conn_serve(c, l->rbuf, (size_t)n);
+        if (used < (size_t)n && !c->close_after_flush) {
+            if (mprpc_buf_append(&c->in, l->rbuf + used, (size_t)n - used, maxframe + MPRPC__READ_CHUNK) != MPRPC_OK) {
+                mprpc__conn_close(c);
+                return;
+            }
+            c->partial_since_ms = c->last_active_ms;
+        }
+    }
+    mprpc__conn_send_staged(c);
+}
+
+static void mprpc__conn_on_writable(mprpc__conn *c)
+{
+    int was_blocked = !mprpc__conn_can_take(c);
+    mprpc__conn_flush(c);
+    if (c->closed) return;
+    if (was_blocked && mprpc__conn_can_take(c)) mprpc__conn_serve_buffered(c);
+    mprpc__conn_send_staged(c);
+}
+
+/* ---- cross-thread hand-offs: new connections and finished deferred calls ---- */
+
+static void mprpc__loop_wake(mprpc__loop *l)
+{
+    uint64_t one = 1;
+    ssize_t n;
+    do n = write(l->wakefd, &one, sizeof one); while (n < 0 && errno == EINTR);
+}
+
+static void mprpc__conn_attach(mprpc__loop *l, mprpc__conn *c)
+{
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof ev);
+    c->loop = l;
+    c->events = EPOLLIN;
+    ev.events = EPOLLIN;
+    ev.data.ptr = c;
+    c->last_active_ms = mprpc__now_ms();
+    mprpc__list_push(&l->conns, c);
+    l->nconns++;
+    if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, c->fd, &ev) != 0) {
+        MPRPC_LOG_WARN("epoll_ctl add fd %d: %s", c->fd, strerror(errno));
+        mprpc__conn_close(c);
+    }
+}
+
+static void mprpc__call_finish_deferred(mprpc_call *call)
+{
+    mprpc__loop *l = call->loop;
+    mprpc__conn *c = call->conn;
+    c->inflight--;
+    l->outstanding--;
+    if (!c->closed) {
+        int was_blocked = !mprpc__conn_can_take(c);
+        mprpc__call_stage_reply(call);
+        mprpc__call_put(l, call);
+        if (was_blocked && mprpc__conn_can_take(c)) mprpc__conn_serve_buffered(c);
+        mprpc__conn_send_staged(c);
+        return;
+    }
+    mprpc__call_put(l, call);
+}
+
+static void mprpc__loop_begin_drain(mprpc__loop *l);
+
+static void mprpc__loop_on_wake(mprpc__loop *l)
+{
+    uint64_t v;
+    mprpc__conn *in, *next;
+    mprpc_call *done, *cnext;
+    int drain;
+    ssize_t n;
+    do n = read(l->wakefd, &v, sizeof v); while (n < 0 && errno == EINTR);
+    pthread_mutex_lock(&l->mu);
+    in = l->incoming;
+    done = l->completed;
+    drain = l->drain_requested;
+    l->incoming = NULL;
+    l->completed = NULL;
+    pthread_mutex_unlock(&l->mu);
+    for (; in; in = next) {
+        next = in->next;
+        mprpc__conn_attach(l, in);
+    }
+    for (; done; done = cnext) {
+        cnext = done->next;
+        mprpc__call_finish_deferred(done);
+    }
+    if (drain && !l->draining) mprpc__loop_begin_drain(l);
+}
+
+/* ---- accepting (loop 0) ---- */
+
+/* Out of file descriptors: give up the spare one to accept and drop the
+ * pending connection, so it does not sit in the backlog making epoll spin. */
+static void mprpc__shed_connection(mprpc_server *srv)
+{
+    int fd;
+    if (srv->spare_fd >= 0) close(srv->spare_fd);
+    fd = accept(srv->listen_fd, NULL, NULL);
+    if (fd >= 0) close(fd);
+    srv->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    MPRPC__ADD(&srv->loops[0].stats.connections_rejected, 1);
+}
+
+static void mprpc__accept_ready(mprpc__loop *l)
+{
+    mprpc_server *srv = l->srv;
+    int i, one = 1;
+    for (i = 0; i < MPRPC__ACCEPTS_PER_WAKE && srv->listen_fd >= 0; i++) {
+        mprpc__conn *c;
+        mprpc__loop *target;
+        int fd = accept4(srv->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED) continue;
+            if (errno == EMFILE || errno == ENFILE) {
+                MPRPC_LOG_WARN("accept: %s: shedding a connection", strerror(errno));
+                mprpc__shed_connection(srv);
+                continue;
+            }
+            if (errno != EAGAIN && errno != EWOULDBLOCK) MPRPC_LOG_WARN("accept: %s", strerror(errno));
+            return;
+        }
+        if (MPRPC__LOAD(&srv->open_conns) >= (uint64_t)srv->cfg.max_connections ||
+            !(c = (mprpc__conn *)MPRPC_MALLOC(sizeof *c))) {
+            close(fd);
+            MPRPC__ADD(&l->stats.connections_rejected, 1);
+            continue;
+        }
+        memset(c, 0, sizeof *c);
+        c->fd = fd;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        MPRPC__ADD(&srv->open_conns, 1);
+        MPRPC__ADD(&l->stats.connections_accepted, 1);
+        target = &srv->loops[srv->next_loop++ % (unsigned)srv->nloops];
+        MPRPC__ADD(&target->stats.connections_open, 1);
+        if (target == l) {
+            mprpc__conn_attach(l, c);
+            continue;
+        }
+        pthread_mutex_lock(&target->mu);
+        c->next = target->incoming;
+        target->incoming = c;
+        pthread_mutex_unlock(&target->mu);
+        mprpc__loop_wake(target);
+    }
+}
+
+/* ---- timers and shutdown ---- */
+
+static void mprpc__loop_sweep(mprpc__loop *l, uint64_t now)
+{
+    int idle = l->srv->cfg.idle_timeout_ms;
+    mprpc__conn *c, *next;
+    if (idle <= 0) return;
+    for (c = l->conns; c; c = next) {
+        next = c->next;
+        if (c->inflight > 0) continue;
+        if (now - c->last_active_ms > (uint64_t)idle ||
+            (c->partial_since_ms && now - c->partial_since_ms > (uint64_t)idle)) {
+            MPRPC_LOG_DEBUG("fd %d: idle or unfinished frame for %d ms, closing", c->fd, idle);
+            mprpc__conn_close(c);
+        }
+    }
+}
+
+static void mprpc__loop_begin_drain(mprpc__loop *l)
+{
+    mprpc_server *srv = l->srv;
+    mprpc__conn *c, *next;
+    l->draining = 1;
+    l->drain_deadline_ms = mprpc__now_ms() + (uint64_t)srv->cfg.drain_timeout_ms;
+    if (l->index == 0 && srv->listen_fd >= 0) { /* refuse new connections from now on */
+        epoll_ctl(l->epfd, EPOLL_CTL_DEL, srv->listen_fd, NULL);
+        close(srv->listen_fd);
+        srv->listen_fd = -1;
+    }
+    for (c = l->conns; c; c = next) {
+        next = c->next;
+        /* requests already sent are accepted calls: read them once, answer them */
+        if (mprpc__conn_can_take(c)) mprpc__conn_on_readable(c);
+        if (c->closed) continue;
+        c->close_after_flush = 1;
+        mprpc__conn_send_staged(c);
+    }
+}
+
+/* The loop may exit once every connection is closed and no deferred call of
+ * its own is outstanding (those point into this loop). */
+static int mprpc__loop_drained(mprpc__loop *l, uint64_t now)
+{
+    if (now >= l->drain_deadline_ms) {
+        while (l->conns) mprpc__conn_close(l->conns);
+    }
+    return l->nconns == 0 && l->outstanding == 0;
+}
+
+/* The event loop: one per thread. Each iteration waits for events (at most
+ * until the next idle sweep), handles them, then frees the connections
+ * closed during the iteration. */
+static void *mprpc__loop_main(void *arg)
+{
+    mprpc__loop *l = (mprpc__loop *)arg;
+    mprpc_server *srv = l->srv;
+    struct epoll_event evs[64];
+    int tick = srv->cfg.idle_timeout_ms > 0 && srv->cfg.idle_timeout_ms < 4000
+               ? (srv->cfg.idle_timeout_ms + 3) / 4 : 1000;
+    sigset_t all;
+    sigfillset(&all); /* signals belong to the application's threads */
+    pthread_sigmask(SIG_BLOCK, &all, NULL);
+    for (;;) {
+        uint64_t now;
+        int i, n = epoll_wait(l->epfd, evs, 64, l->draining ? 20 : tick);
+        if (n < 0 && errno != EINTR) {
+            MPRPC_LOG_ERROR("loop %d: epoll_wait: %s", l->index, strerror(errno));
+            break;
+        }
+        for (i = 0; i < n; i++) {
+            void *p = evs[i].data.ptr;
+            mprpc__conn *c = (mprpc__conn *)p;
+            if (p == &l->wakefd) { mprpc__loop_on_wake(l); continue; }
+            if (p == &srv->listen_fd) { mprpc__accept_ready(l); continue; }
+            if (c->closed) continue;
+            if ((evs[i].events & (EPOLLHUP | EPOLLERR)) && !(evs[i].events & EPOLLIN)) {
+                mprpc__conn_close(c); /* both directions gone: nobody can read our replies */
+                continue;
+            }
+            if (evs[i].events & EPOLLIN) mprpc__conn_on_readable(c);
+            if (!c->closed && (evs[i].events & EPOLLOUT)) mprpc__conn_on_writable(c);
+        }
+        mprpc__conn_free_dead(l);
+        now = mprpc__now_ms();
+        if (now >= l->next_sweep_ms) {
+            mprpc__loop_sweep(l, now);
+            l->next_sweep_ms = now + (uint64_t)tick;
+        }
+        if (l->draining && mprpc__loop_drained(l, now)) break;
+    }
+    mprpc__conn_free_dead(l);
+    return NULL;
+}
+
+/* ---- server lifecycle ---- */
+
+MPRPCDEF mprpc_status mprpc_server_new(mprpc_server **out, const mprpc_config *cfg)
+{
+    mprpc_server *srv;
+    if (!out || !cfg) return MPRPC_ERR_INVALID_ARGUMENT;
+    *out = NULL;
+    srv = (mprpc_server *)MPRPC_MALLOC(sizeof *srv);
+    if (!srv) return MPRPC_ERR_NO_MEMORY;
+    memset(srv, 0, sizeof *srv);
+    srv->cfg = *cfg;
+    srv->listen_fd = srv->spare_fd = srv->stop_fd = -1;
+    *out = srv;
+    return MPRPC_OK;
+}
+
+static mprpc_status mprpc__listen(mprpc_server *srv)
+{
+    struct sockaddr_in sa;
+    socklen_t len = sizeof sa;
+    int one = 1, fd;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)srv->cfg.rpcserver_port);
+    inet_pton(AF_INET, srv->cfg.rpcserver_ip, &sa.sin_addr);
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        mprpc__srv_fail(srv, "socket: %s", strerror(errno));
+        return MPRPC_ERR_IO;
+    }
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(fd, 1024) != 0 ||
+        getsockname(fd, (struct sockaddr *)&sa, &len) != 0) {
+        mprpc__srv_fail(srv, "listen on %s:%d: %s", srv->cfg.rpcserver_ip, srv->cfg.rpcserver_port,
+                        strerror(errno));
+        close(fd);
+        return MPRPC_ERR_IO;
+    }
+    srv->listen_fd = fd;
+    srv->port = ntohs(sa.sin_port);
+    return MPRPC_OK;
+}
+
+static mprpc_status mprpc__loop_init(mprpc_server *srv, mprpc__loop *l, int index)
+{
+    struct epoll_event ev;
+    memset(l, 0, sizeof *l);
+    l->srv = srv;
+    l->index = index;
+    l->epfd = l->wakefd = -1;
+    pthread_mutex_init(&l->mu, NULL);
+    l->epfd = epoll_create1(EPOLL_CLOEXEC);
+    l->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    l->rbuf = (uint8_t *)MPRPC_MALLOC(MPRPC__READ_CHUNK);
+    if (l->epfd < 0 || l->wakefd < 0 || !l->rbuf) {
+        mprpc__srv_fail(srv, "loop %d: cannot create epoll/eventfd/buffer: %s", index, strerror(errno));
+        return MPRPC_ERR_IO;
+    }
+    memset(&ev, 0, sizeof ev);
+    ev.events = EPOLLIN;
+    ev.data.ptr = &l->wakefd;
+    if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->wakefd, &ev) != 0) goto fail;
+    if (index == 0) {
+        ev.data.ptr = &srv->listen_fd;
+        if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, srv->listen_fd, &ev) != 0) goto fail;
+    }
+    return MPRPC_OK;
+fail:
+    mprpc__srv_fail(srv, "loop %d: epoll_ctl: %s", index, strerror(errno));
+    return MPRPC_ERR_IO;
+}
+
+static void mprpc__loop_uninit(mprpc__loop *l)
+{
+    mprpc_call *call, *next;
+    while (l->conns) mprpc__conn_close(l->conns);
+    mprpc__conn_free_dead(l);
+    for (call = l->free_calls; call; call = next) {
+        next = call->next;
+        MPRPC_FREE(call);
+    }
+    l->free_calls = NULL;
+    if (l->epfd >= 0) close(l->epfd);
+    if (l->wakefd >= 0) close(l->wakefd);
+    MPRPC_FREE(l->rbuf);
+    mprpc_buf_free(&l->wbuf);
+    pthread_mutex_destroy(&l->mu);
+}
+
+/* ZooKeeper registration once calls can be served. */
+static mprpc_status mprpc__server_publish(mprpc_server *srv)
+{
+    char addr[MPRPC_ADDR_MAX + 8];
+    const char *names[64];
+    size_t i, j;
+    mprpc_status st;
+    if (!mprpc__registry_wanted(&srv->cfg)) return MPRPC_OK;
+    st = mprpc__registry_open(&srv->registry, &srv->cfg, srv->error, sizeof srv->error);
+    if (st != MPRPC_OK) return st;
+    mprpc__fmt(addr, sizeof addr, "%s:%d", srv->cfg.advertise_ip[0] ? srv->cfg.advertise_ip
+                                                                   : srv->cfg.rpcserver_ip, srv->port);
+    for (i = 0; i < srv->nservices; i++) {
+        const mprpc_service *svc = srv->services[i];
+        size_t n = svc->method_count < 64 ? svc->method_count : 64;
+        for (j = 0; j < n; j++) names[j] = svc->methods[j].name;
+        st = mprpc__registry_publish(srv->registry, svc->name, addr, names, n, srv->error,
+                                     sizeof srv->error);
+        if (st != MPRPC_OK) return st;
+    }
+    return MPRPC_OK;
+}
+
+static void mprpc__server_teardown(mprpc_server *srv);
+
+MPRPCDEF mprpc_status mprpc_server_start(mprpc_server *srv)
+{
+    mprpc_status st;
+    int i;
+    if (!srv) return MPRPC_ERR_INVALID_ARGUMENT;
+    if (srv->started) return MPRPC_OK;
+    srv->error[0] = '\0';
+    if (mprpc_config_validate(&srv->cfg) != MPRPC_OK) {
+        mprpc__srv_fail(srv, "%s", srv->cfg.error);
+        return MPRPC_ERR_CONFIG;
+    }
+    st = mprpc__routes_build(srv);
+    if (st == MPRPC_OK) st = mprpc__listen(srv);
+    if (st == MPRPC_OK) {
+        srv->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        srv->stop_fd = eventfd(0, EFD_CLOEXEC);
+        srv->nloops = srv->cfg.io_threads;
+        srv->loops = (mprpc__loop *)MPRPC_MALLOC((size_t)srv->nloops * sizeof *srv->loops);
+        if (!srv->loops || srv->stop_fd < 0) st = MPRPC_ERR_NO_MEMORY;
+        for (i = 0; st == MPRPC_OK && i < srv->nloops; i++) st = mprpc__loop_init(srv, &srv->loops[i], i);
+        if (st != MPRPC_OK) srv->nloops = i; /* only those initialised get torn down */
+    }
+    for (i = 0; st == MPRPC_OK && i < srv->nloops; i++) {
+        if (pthread_create(&srv->loops[i].thread, NULL, mprpc__loop_main, &srv->loops[i]) != 0) {
+            mprpc__srv_fail(srv, "cannot start loop thread %d", i);
+            st = MPRPC_ERR_IO;
+            break;
+        }
+        srv->loops[i].thread_started = 1;
+    }
+    srv->started = 1;
+    if (st == MPRPC_OK) st = mprpc__server_publish(srv);
+    if (st != MPRPC_OK) {
+        mprpc__server_teardown(srv);
+        srv->started = 0;
+        return st;
+    }
+    MPRPC_LOG_INFO("serving %zu service(s) on %s:%d with %d loop(s)", srv->nservices,
+                   srv->cfg.rpcserver_ip, srv->port, srv->nloops);
+    return MPRPC_OK;
+}
+
+/* Graceful stop: deregister, drain every loop, join, release everything. */
+static void mprpc__server_teardown(mprpc_server *srv)
+{
+    int i;
+    if (srv->shut_down) return;
+    srv->shut_down = 1;
+    mprpc__registry_close(srv->registry); /* callers stop picking us before we close */
+    srv->registry = NULL;
+    for (i = 0; i < srv->nloops; i++) {
+        mprpc__loop *l = &srv->loops[i];
+        pthread_mutex_lock(&l->mu);
+        l->drain_requested = 1;
+        pthread_mutex_unlock(&l->mu);
+        mprpc__loop_wake(l);
+    }
+    for (i = 0; i < srv->nloops; i++)
+        if (srv->loops[i].thread_started) pthread_join(srv->loops[i].thread, NULL);
+    for (i = 0; i < srv->nloops; i++) mprpc__loop_uninit(&srv->loops[i]);
+    MPRPC_FREE(srv->loops);
+    srv->loops = NULL;
+    srv->nloops = 0;
+    if (srv->listen_fd >= 0) close(srv->listen_fd);
+    if (srv->spare_fd >= 0) close(srv->spare_fd);
+    srv->listen_fd = srv->spare_fd = -1;
+    MPRPC_LOG_INFO("provider on port %d stopped", srv->port);
+}
+
+MPRPCDEF mprpc_status mprpc_server_run(mprpc_server *srv)
+{
+    mprpc_status st = mprpc_server_start(srv);
+    if (st != MPRPC_OK) return st;
+    while (!srv->stop_requested) {
+        uint64_t v;
+        ssize_t n = read(srv->stop_fd, &v, sizeof v);
+        if (n < 0 && errno != EINTR) break;
+    }
+    mprpc__server_teardown(srv);
+    return MPRPC_OK;
+}
+
+MPRPCDEF void mprpc_server_stop(mprpc_server *srv)
+{
+    int saved = errno; /* may run in a signal handler */
+    uint64_t one = 1;
+    if (!srv) return;
+    srv->stop_requested = 1;
+    if (srv->stop_fd >= 0 && write(srv->stop_fd, &one, sizeof one) < 0) { /* nothing to do */ }
+    errno = saved;
+}
+
+MPRPCDEF void mprpc_server_free(mprpc_server *srv)
+{
+    if (!srv) return;
+    mprpc_server_stop(srv);
+    if (srv->started) mprpc__server_teardown(srv);
+    if (srv->stop_fd >= 0) close(srv->stop_fd);
+    MPRPC_FREE(srv->routes);
+    MPRPC_FREE((void *)srv->services);
+    MPRPC_FREE(srv);
+}
+
+MPRPCDEF int mprpc_server_port(const mprpc_server *srv)
+{
+    return srv ? srv->port : 0;
+}
+
+MPRPCDEF const char *mprpc_server_error(const mprpc_server *srv)
+{
+    return srv ? srv->error : "no server";
+}
+
+MPRPCDEF void mprpc_server_get_stats(mprpc_server *srv, mprpc_server_stats *out)
+{
+    int i;
+    memset(out, 0, sizeof *out);
+    if (!srv || srv->shut_down) return;
+    for (i = 0; i < srv->nloops; i++) {
+        const mprpc_server_stats *s = &srv->loops[i].stats;
+        out->connections_accepted += MPRPC__LOAD(&s->connections_accepted);
+        out->connections_open += MPRPC__LOAD(&s->connections_open);
+        out->connections_rejected += MPRPC__LOAD(&s->connections_rejected);
+        out->calls += MPRPC__LOAD(&s->calls);
+        out->call_errors += MPRPC__LOAD(&s->call_errors);
+        out->protocol_errors += MPRPC__LOAD(&s->protocol_errors);
+    }
+}
+
+/* ---- the call object, seen from a handler ---- */
+
+MPRPCDEF void mprpc_call_fail(mprpc_call *call, const char *fmt, ...)
+{
+    va_list ap;
+    call->status = MPRPC_ERR_APPLICATION;
+    va_start(ap, fmt);
+    mprpc__vfmt(call->error_text, sizeof call->error_text, fmt, ap);
+    va_end(ap);
+}
+
+MPRPCDEF void mprpc_call_defer(mprpc_call *call)
+{
+    call->deferred = 1;
+}
+
+MPRPCDEF void mprpc_call_done(mprpc_call *call)
+{
+    mprpc__loop *l = call->loop;
+    pthread_mutex_lock(&l->mu);
+    call->next = l->completed;
+    l->completed = call;
+    pthread_mutex_unlock(&l->mu);
+    mprpc__loop_wake(l);
+}
+
+MPRPCDEF const char *mprpc_call_service(const mprpc_call *call)
+{
+    return call->service->name;
+}
+
+MPRPCDEF const char *mprpc_call_method(const mprpc_call *call)
+{
+    return call->method->name;
+}
+
+/* ======================================================================== */
+/* == 8. channel ========================================================== */
+/* ======================================================================== */
+
+#define MPRPC__MAX_PROVIDERS 32
+
+typedef struct mprpc__pconn {
+    int                  fd;
+    char                 addr[MPRPC_ADDR_MAX];
+    mprpc_buf            buf;
+    struct mprpc__pconn *next;
+} mprpc__pconn;
+
+struct mprpc_channel {
+    mprpc_config     cfg;
+    pthread_mutex_t  mu;        /* guards idle, open, registry */
+    pthread_cond_t   cv;        /* a pooled connection came back */
+    mprpc__pconn    *idle;
+    int              open;
+    uint64_t         next_call_id;
+    unsigned         next_provider;
+    mprpc__registry *registry;
+};
+
+MPRPCDEF mprpc_status mprpc_channel_new(mprpc_channel **out, const mprpc_config *cfg)
+{
+    mprpc_channel *ch;
+    if (!out || !cfg) return MPRPC_ERR_INVALID_ARGUMENT;
+    *out = NULL;
+    ch = (mprpc_channel *)MPRPC_MALLOC(sizeof *ch);
+    if (!ch) return MPRPC_ERR_NO_MEMORY;
+    memset(ch, 0, sizeof *ch);
+    ch->cfg = *cfg;
+    pthread_mutex_init(&ch->mu, NULL);
+    pthread_cond_init(&ch->cv, NULL);
+    *out = ch;
+    return MPRPC_OK;
+}
+
+static void mprpc__pconn_free(mprpc__pconn *pc)
+{
+    if (pc->fd >= 0) close(pc->fd);
+    mprpc_buf_free(&pc->buf);
+    MPRPC_FREE(pc);
+}
+
+MPRPCDEF void mprpc_channel_free(mprpc_channel *ch)
+{
+    mprpc__pconn *pc, *next;
+    if (!ch) return;
+    for (pc = ch->idle; pc; pc = next) {
+        next = pc->next;
+        mprpc__pconn_free(pc);
+    }
+    mprpc__registry_close(ch->registry);
+    pthread_cond_destroy(&ch->cv);
+    pthread_mutex_destroy(&ch->mu);
+    MPRPC_FREE(ch);
+}
+
+static int mprpc__remaining_ms(uint64_t deadline)
+{
+    uint64_t now = mprpc__now_ms();
+    return now >= deadline ? 0 : (int)(deadline - now);
+}
+
+/* Waits for fd to become ready for events, bounded by the deadline. */
+static mprpc_status mprpc__wait_fd(int fd, short events, uint64_t deadline)
+{
+    for (;;) {
+        struct pollfd p;
+        int n;
+        p.fd = fd;
+        p.events = events;
+        p.revents = 0;
+        n = poll(&p, 1, mprpc__remaining_ms(deadline));
+        if (n > 0) return MPRPC_OK;
+        if (n == 0) return MPRPC_ERR_TIMEOUT;
+        if (errno != EINTR) return MPRPC_ERR_IO;
+    }
+}
+
+static int mprpc__parse_addr(const char *addr, struct sockaddr_in *sa)
+{
+    char ip[MPRPC_ADDR_MAX];
+    const char *colon = strrchr(addr, ':');
+    long long port;
+    if (!colon || (size_t)(colon - addr) >= sizeof ip) return 0;
+    memcpy(ip, addr, (size_t)(colon - addr));
+    ip[colon - addr] = '\0';
+    memset(sa, 0, sizeof *sa);
+    sa->sin_family = AF_INET;
+    if (inet_pton(AF_INET, ip, &sa->sin_addr) != 1 || !mprpc__parse_num(colon + 1, 1, 65535, &port))
+        return 0;
+    sa->sin_port = htons((uint16_t)port);
+    return 1;
+}
+
+/* A non-blocking connect bounded by connect_timeout_ms and the call deadline. */
+static mprpc_status mprpc__connect(const mprpc_channel *ch, const char *addr, uint64_t deadline,
+                                   int *out, mprpc_controller *ctl)
+{
+    struct sockaddr_in sa;
+    uint64_t cdl = mprpc__now_ms() + (uint64_t)ch->cfg.connect_timeout_ms;
+    int fd, err = 0, one = 1;
+    socklen_t elen = sizeof err;
+    mprpc_status st;
+    if (!mprpc__parse_addr(addr, &sa)) {
+        mprpc_controller_set_failed(ctl, MPRPC_ERR_CONNECT, "bad provider address '%s'", addr);
+        return MPRPC_ERR_CONNECT;
+    }
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        mprpc_controller_set_failed(ctl, MPRPC_ERR_IO, "socket: %s", strerror(errno));
+        return MPRPC_ERR_IO;
+    }
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        if (errno != EINPROGRESS) {
+            err = errno;
+        } else {
+            st = mprpc__wait_fd(fd, POLLOUT, cdl < deadline ? cdl : deadline);
+            if (st == MPRPC_ERR_TIMEOUT) {
+                close(fd);
+                mprpc_controller_set_failed(ctl, MPRPC_ERR_TIMEOUT, "connect %s: timed out", addr);
+                return MPRPC_ERR_TIMEOUT;
+            }
+            if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) != 0) err = errno;
+        }
+    }
+    if (err) {
+        close(fd);
+        mprpc_controller_set_failed(ctl, MPRPC_ERR_CONNECT, "connect %s: %s", addr, strerror(err));
+        return MPRPC_ERR_CONNECT;
+    }
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    *out = fd;
+    return MPRPC_OK;
+}
+
+/* A pooled connection is reusable only if the provider has not closed it and
+ * sent nothing unasked: either would make it readable while idle. */
+static int mprpc__pconn_alive(const mprpc__pconn *pc)
+{
+    struct pollfd p;
+    p.fd = pc->fd;
+    p.events = POLLIN;
+    p.revents = 0;
+    return poll(&p, 1, 0) == 0;
+}
+
+/* Takes an idle connection to addr from the pool or opens one; waits for a
+ * free slot when channel_max_connections are busy. *reused tells which. */
+static mprpc_status mprpc__acquire(mprpc_channel *ch, const char *addr, uint64_t deadline,
+                                   mprpc__pconn **out, int *reused, mprpc_controller *ctl)
+{
+    mprpc__pconn *pc, **pp;
+    mprpc_status st;
+    int fd;
+    pthread_mutex_lock(&ch->mu);
+    for (;;) {
+        for (pp = &ch->idle; *pp && strcmp((*pp)->addr, addr) != 0; pp = &(*pp)->next) {}
+        if ((pc = *pp) != NULL) {
+            *pp = pc->next;
+            pthread_mutex_unlock(&ch->mu);
+            if (mprpc__pconn_alive(pc)) {
+                *out = pc;
+                *reused = 1;
+                return MPRPC_OK;
+            }
+            mprpc__pconn_free(pc); /* the provider closed or restarted: quietly dial again */
+            pthread_mutex_lock(&ch->mu);
+            ch->open--;
+            continue;
+        }
+        if (ch->open >= ch->cfg.channel_max_connections && ch->idle) { /* make room: drop an idle one to another provider */
+            pc = ch->idle;
+            ch->idle = pc->next;
+            ch->open--;
+            mprpc__pconn_free(pc);
+        }
+        if (ch->open < ch->cfg.channel_max_connections) break;
+        if (mprpc__remaining_ms(deadline) == 0) {
+            pthread_mutex_unlock(&ch->mu);
+            mprpc_controller_set_failed(ctl, MPRPC_ERR_TIMEOUT,
+                                        "all %d channel connections busy until the deadline",
+                                        ch->cfg.channel_max_connections);
+            return MPRPC_ERR_TIMEOUT;
+        }
+        {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += 10 * 1000000L; /* re-check the deadline every 10 ms */
+            if (ts.tv_nsec >= 1000000000L) { ts.tv_sec++; ts.tv_nsec -= 1000000000L; }
+            pthread_cond_timedwait(&ch->cv, &ch->mu, &ts);
+        }
+    }
+    ch->open++;
+    pthread_mutex_unlock(&ch->mu);
+    st = mprpc__connect(ch, addr, deadline, &fd, ctl);
+    pc = st == MPRPC_OK ? (mprpc__pconn *)MPRPC_MALLOC(sizeof *pc) : NULL;
+    if (!pc) {
+        if (st == MPRPC_OK) {
+            close(fd);
+            st = MPRPC_ERR_NO_MEMORY;
+            mprpc_controller_set_failed(ctl, st, "no memory for a connection");
+        }
+        pthread_mutex_lock(&ch->mu);
+        ch->open--;
+        pthread_cond_signal(&ch->cv);
+        pthread_mutex_unlock(&ch->mu);
+        return st;
+    }
+    memset(pc, 0, sizeof *pc);
+    pc->fd = fd;
+    mprpc__copy_str(pc->addr, sizeof pc->addr, addr);
+    *out = pc;
+    *reused = 0;
+    return MPRPC_OK;
+}
+
+static void mprpc__release(mprpc_channel *ch, mprpc__pconn *pc, int healthy)
+{
+    if (healthy && pc->buf.cap > MPRPC__KEEP_BUF) mprpc_buf_free(&pc->buf);
+    pthread_mutex_lock(&ch->mu);
+    if (healthy) {
+        pc->buf.pos = pc->buf.len = 0;
+        pc->next = ch->idle;
+        ch->idle = pc;
+    } else {
+        ch->open--;
+    }
+    pthread_cond_signal(&ch->cv);
+    pthread_mutex_unlock(&ch->mu);
+    if (!healthy) mprpc__pconn_free(pc);
+}
+
+/* Sends the whole frame in pc->buf. MPRPC_AGAIN: the connection died before
+ * a byte left, so the request may safely go out on another connection. */
+static mprpc_status mprpc__send_frame(mprpc__pconn *pc, uint64_t deadline, mprpc_controller *ctl)
+{
+    size_t sent = 0, total = mprpc_buf_readable(&pc->buf);
+    while (sent < total) {
+        ssize_t n = send(pc->fd, pc->buf.data + pc->buf.pos + sent, total - sent, MSG_NOSIGNAL);
+        if (n > 0) { sent += (size_t)n; continue; }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            if (mprpc__wait_fd(pc->fd, POLLOUT, deadline) == MPRPC_OK) continue;
+            mprpc_controller_set_failed(ctl, MPRPC_ERR_TIMEOUT, "sending to %s: timed out", pc->addr);
+            return MPRPC_ERR_TIMEOUT;
+        }
+        if (sent == 0) return MPRPC_AGAIN;
+        mprpc_controller_set_failed(ctl, MPRPC_ERR_CONNECTION_LOST, "sending to %s: %s", pc->addr,
+                                    strerror(errno));
+        return MPRPC_ERR_CONNECTION_LOST;
+    }
+    return MPRPC_OK;
+}
+
+/* Reads until one whole response frame is in pc->buf. */
+static mprpc_status mprpc__recv_frame(mprpc_channel *ch, mprpc__pconn *pc, uint64_t deadline,
+                                      mprpc_response_frame *f, mprpc_controller *ctl)
+{
+    size_t max = ch->cfg.max_message_size, maxframe = mprpc__max_frame(max);
+    pc->buf.pos = pc->buf.len = 0;
+    for (;;) {
+        ssize_t n;
+        mprpc_status st = mprpc_wire_decode_response(pc->buf.data, pc->buf.len, max, f);
+        if (st == MPRPC_OK) return MPRPC_OK;
+        if (st != MPRPC_AGAIN) {
+            mprpc_controller_set_failed(ctl, st, "reply from %s: %s", pc->addr,
+                                        st == MPRPC_ERR_TOO_LARGE ? "body exceeds max_message_size"
+                                                                  : "unparseable response header");
+            return st;
+        }
+        if (mprpc_buf_reserve(&pc->buf, 16384, maxframe) != MPRPC_OK &&
+            mprpc_buf_reserve(&pc->buf, 1, maxframe) != MPRPC_OK) {
+            mprpc_controller_set_failed(ctl, MPRPC_ERR_TOO_LARGE, "reply from %s exceeds max_message_size",
+                                        pc->addr);
+            return MPRPC_ERR_TOO_LARGE;
+        }
+        n = recv(pc->fd, pc->buf.data + pc->buf.len, pc->buf.cap - pc->buf.len, 0);
+        if (n > 0) { pc->buf.len += (size_t)n; continue; }
+        if (n == 0) {
+            mprpc_controller_set_failed(ctl, MPRPC_ERR_CONNECTION_LOST,
+                                        "%s closed the connection before replying", pc->addr);
+            return MPRPC_ERR_CONNECTION_LOST;
+        }
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            if (mprpc__wait_fd(pc->fd, POLLIN, deadline) == MPRPC_OK) continue;
+            mprpc_controller_set_failed(ctl, MPRPC_ERR_TIMEOUT, "no reply from %s within the timeout",
+                                        pc->addr);
+            return MPRPC_ERR_TIMEOUT;
+        }
+        mprpc_controller_set_failed(ctl, MPRPC_ERR_CONNECTION_LOST, "receiving from %s: %s", pc->addr,
+                                    strerror(errno));
+        return MPRPC_ERR_CONNECTION_LOST;
+    }
+}
+
+typedef struct mprpc__call_args {
+    const char *service, *method;
+    const pb_msgdesc_t *req_fields, *resp_fields;
+    const void *req;
+    void *resp;
+} mprpc__call_args;
+
+/* Turns a parsed reply into the controller's verdict and the response. */
+static mprpc_status mprpc__take_reply(const mprpc__pconn *pc, uint64_t call_id,
+                                      const mprpc_response_frame *f, const mprpc__call_args *a,
+                                      mprpc_controller *ctl)
+{
+    const mprpc_RpcResponseHeader *h = &f->header;
+    pb_istream_t is;
+    if (h->call_id != call_id || f->frame_size != mprpc_buf_readable(&pc->buf)) {
+        mprpc_controller_set_failed(ctl, MPRPC_ERR_PROTOCOL, "%s answered call %llu while call %llu "
+                                    "was waiting", pc->addr, (unsigned long long)h->call_id,
+                                    (unsigned long long)call_id);
+        return MPRPC_ERR_PROTOCOL;
+    }
+    if (h->status != MPRPC_OK) {
+        int known = h->status > 0 && h->status < MPRPC_AGAIN;
+        mprpc_controller_set_failed(ctl, known ? (mprpc_status)h->status : MPRPC_ERR_PROTOCOL,
+                                    "%.*s", (int)h->error_text.size, (const char *)h->error_text.bytes);
+        return MPRPC_OK; /* a clean answer: the connection stays usable */
+    }
+    is = pb_istream_from_buffer(f->body, h->body_size);
+    if (!pb_decode(&is, a->resp_fields, a->resp)) {
+        mprpc_controller_set_failed(ctl, MPRPC_ERR_DECODE, "%s.%s: cannot decode the response: %s",
+                                    a->service, a->method, PB_GET_ERROR(&is));
+    }
+    return MPRPC_OK;
+}
+
+/* One attempt on one provider. MPRPC_AGAIN: nothing was sent, try elsewhere. */
+static mprpc_status mprpc__call_once(mprpc_channel *ch, const char *addr, const mprpc__call_args *a,
+                                     uint64_t deadline, mprpc_controller *ctl)
+{
+    mprpc__pconn *pc;
+    mprpc_response_frame f;
+    uint64_t id = __atomic_add_fetch(&ch->next_call_id, 1, __ATOMIC_RELAXED);
+    int reused = 0, tries;
+    mprpc_status st;
+    for (tries = 0; tries < 2; tries++) {
+        st = mprpc__acquire(ch, addr, deadline, &pc, &reused, ctl);
+        if (st != MPRPC_OK) return st == MPRPC_ERR_CONNECT ? MPRPC_AGAIN : st;
+        pc->buf.pos = pc->buf.len = 0;
+        st = mprpc_wire_encode_request(&pc->buf, ch->cfg.max_message_size, id, a->service, a->method,
+                                       a->req_fields, a->req);
+        if (st != MPRPC_OK) {
+            mprpc__release(ch, pc, 1);
+            mprpc_controller_set_failed(ctl, st, "%s.%s: cannot encode the request: %s", a->service,
+                                        a->method, mprpc_status_str(st));
+            return st;
+        }
+        st = mprpc__send_frame(pc, deadline, ctl);
+        if (st != MPRPC_AGAIN) break;
+        mprpc__release(ch, pc, 0); /* a stale pooled connection: dial once more */
+        if (!reused) return MPRPC_AGAIN;
+    }
+    if (st == MPRPC_AGAIN) return MPRPC_AGAIN;
+    if (st == MPRPC_OK) st = mprpc__recv_frame(ch, pc, deadline, &f, ctl);
+    if (st == MPRPC_OK) st = mprpc__take_reply(pc, id, &f, a, ctl);
+    mprpc__release(ch, pc, st == MPRPC_OK);
+    return st;
+}
+
+/* Fills addrs with the providers of service: the configured address, or
+ * what ZooKeeper lists. */
+static mprpc_status mprpc__providers(mprpc_channel *ch, const char *service, const char *method,
+                                     char (*addrs)[MPRPC_ADDR_MAX], size_t *n, mprpc_controller *ctl)
+{
+    mprpc_status st = MPRPC_OK;
+    if (!mprpc__registry_wanted(&ch->cfg)) {
+        mprpc__fmt(addrs[0], MPRPC_ADDR_MAX, "%s:%d", ch->cfg.rpcserver_ip, ch->cfg.rpcserver_port);
+        *n = 1;
+        return MPRPC_OK;
+    }
+    pthread_mutex_lock(&ch->mu);
+    if (!ch->registry) /* opened on first use, retried on the next call if it failed */
+        st = mprpc__registry_open(&ch->registry, &ch->cfg, ctl->error_text, sizeof ctl->error_text);
+    pthread_mutex_unlock(&ch->mu);
+    if (st == MPRPC_OK)
+        st = mprpc__registry_resolve(ch->registry, service, method, addrs, MPRPC__MAX_PROVIDERS, n,
+                                     ctl->error_text, sizeof ctl->error_text);
+    if (st != MPRPC_OK) ctl->status = st;
+    return st;
+}
+
+MPRPCDEF mprpc_status mprpc_channel_call(mprpc_channel *ch, const char *service,
+                                         const char *method,
+                                         const pb_msgdesc_t *request_fields, const void *request,
+                                         const pb_msgdesc_t *response_fields, void *response,
+                                         mprpc_controller *ctl)
+{
+    char addrs[MPRPC__MAX_PROVIDERS][MPRPC_ADDR_MAX];
+    mprpc__call_args a;
+    size_t n = 0, i, start;
+    uint64_t deadline;
+    mprpc_status st;
+    if (!ctl) return MPRPC_ERR_INVALID_ARGUMENT;
+    mprpc_controller_reset(ctl);
+    if (!ch || !service || !method || !request_fields || !request || !response_fields || !response) {
+        mprpc_controller_set_failed(ctl, MPRPC_ERR_INVALID_ARGUMENT, "mprpc_channel_call: NULL argument");
+        return ctl->status;
+    }
+    a.service = service;
+    a.method = method;
+    a.req_fields = request_fields;
+    a.req = request;
+    a.resp_fields = response_fields;
+    a.resp = response;
+    deadline = mprpc__now_ms() + (uint64_t)(ctl->timeout_ms > 0 ? ctl->timeout_ms : ch->cfg.rpc_timeout_ms);
+    st = mprpc__providers(ch, service, method, addrs, &n, ctl);
+    if (st != MPRPC_OK) return st;
+    start = __atomic_fetch_add(&ch->next_provider, 1, __ATOMIC_RELAXED);
+    for (i = 0; i < n; i++) { /* round-robin; an unreachable provider passes the call on */
+        st = mprpc__call_once(ch, addrs[(start + i) % n], &a, deadline, ctl);
+        if (st != MPRPC_AGAIN) return ctl->status;
+        if (mprpc__remaining_ms(deadline) == 0) break;
+    }
+    if (n > 1) {
+        char last[sizeof ctl->error_text];
+        mprpc__copy_str(last, sizeof last, ctl->error_text);
+        mprpc_controller_set_failed(ctl, MPRPC_ERR_UNAVAILABLE, "no provider of '%s' reachable (%zu tried; last: %s)",
+                                    service, n, last);
+    } else if (ctl->status == MPRPC_OK) {
+        mprpc_controller_set_failed(ctl, MPRPC_ERR_CONNECTION_LOST, "%s: connection lost before sending", addrs[0]);
+    }
+    return ctl->status;
+}
+
+/* ======================================================================== */
+/* == 9. registry (ZooKeeper) ============================================= */
+/* ======================================================================== */
+
+static int mprpc__registry_wanted(const mprpc_config *cfg)
+{
+    return cfg->zookeeper_ip[0] != '\0' || cfg->zookeeper_hosts[0] != '\0';
+}
+
+/* Discovery arrives in the next step; until then a config that asks for it
+ * fails loudly instead of silently calling the wrong address. */
+static mprpc_status mprpc__registry_open(mprpc__registry **out, const mprpc_config *cfg,
+                                         char *err, size_t errlen)
+{
+    (void)cfg;
+    *out = NULL;
+    mprpc__fmt(err, errlen, "ZooKeeper discovery is not available in this build");
+    return MPRPC_ERR_UNSUPPORTED;
+}
+
+static void mprpc__registry_close(mprpc__registry *r)
+{
+    (void)r;
+}
+
+static mprpc_status mprpc__registry_publish(mprpc__registry *r, const char *service,
+                                            const char *addr, const char *const *methods,
+                                            size_t method_count, char *err, size_t errlen)
+{
+    (void)r; (void)service; (void)addr; (void)methods; (void)method_count;
+    mprpc__fmt(err, errlen, "ZooKeeper discovery is not available in this build");
+    return MPRPC_ERR_UNSUPPORTED;
+}
+
+static mprpc_status mprpc__registry_resolve(mprpc__registry *r, const char *service,
+                                            const char *method, char (*addrs)[MPRPC_ADDR_MAX],
+                                            size_t max, size_t *count, char *err, size_t errlen)
+{
+    (void)r; (void)service; (void)method; (void)addrs; (void)max;
+    *count = 0;
+    mprpc__fmt(err, errlen, "ZooKeeper discovery is not available in this build");
+    return MPRPC_ERR_UNSUPPORTED;
+}
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* MPRPC_IMPLEMENTATION_DONE */
+#endif /* MPRPC_IMPLEMENTATION */
