@@ -45,7 +45,7 @@ SANFLAGS_asan = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-saniti
 SANFLAGS_tsan = -fsanitize=thread
 TEST_CFLAGS = $(WARN) -O1 -g $(SANFLAGS$(SAN)) $(INCS) -Itests
 
-$(TBUILD)/%: tests/%.c tests/test.h mprpc.h $(TEST_PROTOS) $(TEST_PROTOS:.c=.h)
+$(TBUILD)/%: tests/%.c tests/test.h tests/support.h mprpc.h $(TEST_PROTOS) $(TEST_PROTOS:.c=.h)
 	@mkdir -p $(TBUILD)
 	$(CC) $(TEST_CFLAGS) $< $(TEST_PROTOS) $(LIBS) $(ZK_LIBS) -o $@
 
