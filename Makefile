@@ -20,7 +20,8 @@ deps:
 deps-test:
 	@scripts/deps.sh core zk test
 
-# nanopb output is generated, never committed.
+# nanopb output is generated, never committed, and kept between builds.
+.SECONDARY:
 $(GEN)/%.pb.c $(GEN)/%.pb.h: proto/%.proto proto/%.options
 	@mkdir -p $(GEN)
 	$(NANOPB) -q -I proto -D $(GEN) $<

@@ -41,7 +41,9 @@
  *
  * COMPILE-TIME OPTIONS (define before including mprpc.h, in every file that includes it)
  *   MPRPC_IMPLEMENTATION   emit the implementation (one file only)
- *   MPRPC_STATIC           make every function static (MPRPCDEF = static)
+ *   MPRPC_STATIC           make every function static (MPRPCDEF = static); the two wire
+ *                          descriptors (mprpc_RpcHeader_msg, ...) stay extern, so only one
+ *                          file per program may hold the implementation
  *   MPRPCDEF               linkage of every public function (default extern)
  *   MPRPC_NO_ZOOKEEPER     compile ZooKeeper discovery out; no zookeeper headers or lib needed
  *   MPRPC_MALLOC/MPRPC_REALLOC/MPRPC_FREE   allocator hooks (define all three or none)
@@ -91,7 +93,9 @@
     (MPRPC_VERSION_MAJOR * 1000000 + MPRPC_VERSION_MINOR * 1000 + MPRPC_VERSION_PATCH)
 
 #ifndef MPRPCDEF
-#  ifdef MPRPC_STATIC
+#  if defined(MPRPC_STATIC) && (defined(__GNUC__) || defined(__clang__))
+#    define MPRPCDEF static __attribute__((unused)) /* a file need not call them all */
+#  elif defined(MPRPC_STATIC)
 #    define MPRPCDEF static
 #  else
 #    define MPRPCDEF extern
@@ -2912,6 +2916,11 @@ MPRPCDEF mprpc_status mprpc_channel_call(mprpc_channel *ch, const char *service,
     mprpc_controller_reset(ctl);
     if (!ch || !service || !method || !request_fields || !request || !response_fields || !response) {
         mprpc_controller_set_failed(ctl, MPRPC_ERR_INVALID_ARGUMENT, "mprpc_channel_call: NULL argument");
+        return ctl->status;
+    }
+    if (strlen(service) > 128 || strlen(method) > 128) {
+        mprpc_controller_set_failed(ctl, MPRPC_ERR_INVALID_ARGUMENT,
+                                    "service and method names are limited to 128 bytes");
         return ctl->status;
     }
     a.service = service;

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Runs the test binaries in BUILD_DIR plus the checks that are not C test
+# binaries (compile matrix, protobuf cross-check, embedded code, demo), and
+# ends with one line "N passed, N failed". Exit status 1 on any failure.
+#   tests/run.sh BUILD_DIR [--no-compile-checks]
+# MPRPC_TEST_WRAP, if set, prefixes every test binary (e.g. valgrind).
+set -u
+cd "$(dirname "$0")/.."
+dir=${1:?usage: tests/run.sh BUILD_DIR [--no-compile-checks]}
+extra=1
+[ "${2:-}" = "--no-compile-checks" ] && extra=0
+passed=0
+failed=0
+log=$(mktemp -d /tmp/mprpc-tests.XXXXXX)
+
+# A named check: passes when the command exits 0.
+check() {
+  local name=$1; shift
+  if "$@" >"$log/$name.out" 2>&1; then
+    passed=$((passed + 1)); echo "ok   $name"
+  else
+    failed=$((failed + 1)); echo "FAIL $name"; tail -n 20 "$log/$name.out" | sed 's/^/     /'
+  fi
+}
+
+# Each C test binary reports its cases; a crash without a summary is one failure.
+for bin in "$dir"/test_*; do
+  [ -x "$bin" ] || continue
+  name=$(basename "$bin")
+  ${MPRPC_TEST_WRAP:-} "$bin" >"$log/$name.out" 2>&1
+  rc=$?
+  sed 's/^/  /' "$log/$name.out" | grep -v '^  SUMMARY' || true
+  summary=$(grep '^SUMMARY' "$log/$name.out" | tail -n 1)
+  if [ -n "$summary" ]; then
+    p=$(sed -n 's/.*passed=\([0-9]*\).*/\1/p' <<<"$summary")
+    f=$(sed -n 's/.*failed=\([0-9]*\).*/\1/p' <<<"$summary")
+    passed=$((passed + p)); failed=$((failed + f))
+    if [ $rc -ne 0 ] && [ "$f" -eq 0 ]; then
+      failed=$((failed + 1)); echo "FAIL $name exited $rc (sanitizer or valgrind report above)"
+    fi
+  else
+    failed=$((failed + 1)); echo "FAIL $name crashed (exit $rc)"
+  fi
+done
+
+if [ $extra -eq 1 ]; then
+  W="-Wall -Wextra -Wpedantic -Werror -I. -Ibuild/gen"
+  impl=tests/compile_impl.c
+  check compile-gcc-c11        gcc   -std=c11 $W -c $impl -o "$log/a.o"
+  check compile-gcc-c99        gcc   -std=c99 $W -c $impl -o "$log/a.o"
+  check compile-clang-c11      clang -std=c11 $W -c $impl -o "$log/a.o"
+  check compile-gxx-cpp        g++   -x c++ -std=c++11 $W -c $impl -o "$log/a.o"
+  check compile-clangxx-cpp    clang++ -x c++ -std=c++17 $W -c $impl -o "$log/a.o"
+  check compile-static         gcc   -std=c11 $W -DMPRPC_STATIC -c $impl -o "$log/a.o"
+  check compile-header-only    gcc   -std=c11 $W -x c -c mprpc.h -o "$log/h.o"
+  # without ZooKeeper: builds and links with no zookeeper headers or library
+  check build-no-zookeeper     gcc   -std=c11 $W -DMPRPC_NO_ZOOKEEPER examples/provider.c build/gen/user.pb.c \
+                                     -lprotobuf-nanopb -lpthread -o "$log/provider-nozk"
+  check embedded-nanopb-code   sh -c "nanopb_generator.py -q -I proto -D '$log' proto/mprpc.proto && /usr/bin/python3 tests/check_embedded.py '$log/mprpc.pb.h'"
+  check protobuf-crosscheck    sh -c "gcc -std=c11 $W tests/wire_tool.c build/gen/testsvc.pb.c -lprotobuf-nanopb -lpthread -o '$log/wire_tool' && /usr/bin/python3 tests/crosscheck.py '$log/wire_tool'"
+  check demo-provider-caller   scripts/demo.sh
+fi
+
+rm -rf "$log"
+echo "$passed passed, $failed failed"
+[ $failed -eq 0 ]

@@ -1,0 +1,193 @@
+/* Channel and controller (MprpcChannel / MprpcController) facing providers
+ * that are down, lie, stall or die: each gives a distinct status within the
+ * timeout, and the channel stays usable for the next call. */
+#define MPRPC_IMPLEMENTATION
+#include "mprpc.h"
+#include "test.h"
+#include "support.h"
+
+/* Calls the fake provider in `mode`, expects `want`, then checks that the same
+ * channel still works against a real provider. */
+static void check_fault(fake_mode mode, mprpc_status want, const char *want_text)
+{
+    fake_provider fp;
+    mprpc_config cfg, good;
+    mprpc_server *srv;
+    mprpc_channel *ch;
+    mprpc_controller ctl;
+    testsvc_EchoResponse rs;
+    CHECK(fake_start(&fp, mode));
+    test_config(&cfg);
+    cfg.rpcserver_port = fp.port;
+    cfg.rpc_timeout_ms = 300;
+    mprpc_channel_new(&ch, &cfg);
+    mprpc_controller_init(&ctl);
+    CHECK_STATUS(echo_call(ch, "x", 1, &ctl, &rs), want);
+    CHECK(mprpc_controller_failed(&ctl));
+    CHECK_CONTAINS(ctl.error_text, want_text);
+    /* the same fault again: the channel did not get stuck */
+    CHECK_STATUS(echo_call(ch, "x", 2, &ctl, &rs), want);
+    mprpc_channel_free(ch);
+    fake_stop(&fp);
+    /* and a channel that saw a fault still calls a good provider */
+    test_config(&good);
+    srv = start_provider(&good, 0);
+    CHECK(srv != NULL);
+    if (!srv) return;
+    cfg.rpcserver_port = good.rpcserver_port;
+    mprpc_channel_new(&ch, &cfg);
+    CHECK_STATUS(echo_call(ch, "x", 3, &ctl, &rs), MPRPC_OK);
+    mprpc_channel_free(ch);
+    mprpc_server_free(srv);
+}
+
+static void garbage_reply_is_a_protocol_error(void)       { check_fault(FAKE_GARBAGE, MPRPC_ERR_PROTOCOL, "unparseable"); }
+static void wrong_call_id_is_a_protocol_error(void)       { check_fault(FAKE_WRONG_ID, MPRPC_ERR_PROTOCOL, "answered call"); }
+static void half_a_reply_then_silence_times_out(void)     { check_fault(FAKE_HALF_THEN_STALL, MPRPC_ERR_TIMEOUT, "no reply"); }
+static void close_mid_reply_is_connection_lost(void)      { check_fault(FAKE_CLOSE_MID, MPRPC_ERR_CONNECTION_LOST, "closed the connection"); }
+static void silent_provider_times_out(void)               { check_fault(FAKE_SILENT, MPRPC_ERR_TIMEOUT, "no reply"); }
+static void close_before_reply_is_connection_lost(void)   { check_fault(FAKE_CLOSE_AT_ONCE, MPRPC_ERR_CONNECTION_LOST, "before replying"); }
+static void oversized_reply_is_refused_unread(void)       { check_fault(FAKE_HUGE, MPRPC_ERR_TOO_LARGE, "max_message_size"); }
+
+static void nobody_listening_is_a_connect_error(void)
+{
+    mprpc_config cfg;
+    mprpc_server *srv;
+    mprpc_channel *ch;
+    mprpc_controller ctl;
+    testsvc_EchoResponse rs;
+    int port;
+    test_config(&cfg);
+    srv = start_provider(&cfg, 0); /* find a free port, then free it */
+    CHECK(srv != NULL);
+    if (!srv) return;
+    port = cfg.rpcserver_port;
+    mprpc_server_free(srv);
+    mprpc_channel_new(&ch, &cfg);
+    mprpc_controller_init(&ctl);
+    CHECK_STATUS(echo_call(ch, "x", 1, &ctl, &rs), MPRPC_ERR_CONNECT);
+    {
+        char want[64];
+        snprintf(want, sizeof want, "127.0.0.1:%d", port);
+        CHECK_CONTAINS(ctl.error_text, want);
+    }
+    mprpc_channel_free(ch);
+}
+
+static void per_call_timeout_overrides_the_default(void)
+{
+    fake_provider fp;
+    mprpc_config cfg;
+    mprpc_channel *ch;
+    mprpc_controller ctl;
+    testsvc_EchoResponse rs;
+    struct timespec a, b;
+    long elapsed_ms;
+    CHECK(fake_start(&fp, FAKE_SILENT));
+    test_config(&cfg);
+    cfg.rpcserver_port = fp.port;
+    cfg.rpc_timeout_ms = 60000;
+    mprpc_channel_new(&ch, &cfg);
+    mprpc_controller_init(&ctl);
+    ctl.timeout_ms = 100;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    CHECK_STATUS(echo_call(ch, "x", 1, &ctl, &rs), MPRPC_ERR_TIMEOUT);
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    elapsed_ms = (b.tv_sec - a.tv_sec) * 1000 + (b.tv_nsec - a.tv_nsec) / 1000000;
+    /* a functional bound, not a speed test: far below the 60 s default */
+    CHECK(elapsed_ms >= 90 && elapsed_ms < 30000);
+    CHECK(ctl.timeout_ms == 100); /* reset keeps the per-call timeout */
+    mprpc_channel_free(ch);
+    fake_stop(&fp);
+}
+
+static void bad_arguments_fail_cleanly(void)
+{
+    mprpc_config cfg;
+    mprpc_channel *ch;
+    mprpc_controller ctl;
+    testsvc_EchoRequest rq = testsvc_EchoRequest_init_zero;
+    testsvc_EchoResponse rs;
+    char name[300];
+    test_config(&cfg);
+    mprpc_channel_new(&ch, &cfg);
+    mprpc_controller_init(&ctl);
+    CHECK_STATUS(mprpc_channel_call(ch, NULL, "Echo", testsvc_EchoRequest_fields, &rq, testsvc_EchoResponse_fields, &rs, &ctl),
+                 MPRPC_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(mprpc_channel_call(ch, "S", "Echo", testsvc_EchoRequest_fields, &rq, testsvc_EchoResponse_fields, &rs, NULL),
+                 MPRPC_ERR_INVALID_ARGUMENT);
+    memset(name, 'a', sizeof name - 1);
+    name[sizeof name - 1] = '\0';
+    /* checked before any connection is made (nobody listens on this port) */
+    cfg.rpcserver_port = 1;
+    mprpc_channel_free(ch);
+    mprpc_channel_new(&ch, &cfg);
+    CHECK_STATUS(mprpc_channel_call(ch, name, "Echo", testsvc_EchoRequest_fields, &rq, testsvc_EchoResponse_fields, &rs, &ctl),
+                 MPRPC_ERR_INVALID_ARGUMENT);
+    CHECK_CONTAINS(ctl.error_text, "128");
+    mprpc_channel_free(ch);
+    mprpc_channel_free(NULL);
+}
+
+/* Five deferred (slow) calls in a row; non-NULL if all came back right. */
+static void *deferred_caller(void *arg)
+{
+    mprpc_channel *ch = (mprpc_channel *)arg;
+    mprpc_controller ctl;
+    int i;
+    mprpc_controller_init(&ctl);
+    for (i = 0; i < 5; i++) {
+        testsvc_EchoRequest rq = testsvc_EchoRequest_init_zero;
+        testsvc_EchoResponse rs = testsvc_EchoResponse_init_zero;
+        rq.delay_ms = 20;
+        rq.seq = (uint64_t)i + 1;
+        if (MPRPC_CALL(ch, "TestService", "Deferred", testsvc_EchoRequest, &rq, testsvc_EchoResponse, &rs, &ctl) != MPRPC_OK ||
+            rs.seq != rq.seq)
+            return NULL;
+    }
+    return ch;
+}
+
+static void pool_bounds_connections_and_waits_for_one(void)
+{
+    mprpc_config cfg;
+    mprpc_server *srv;
+    mprpc_channel *ch;
+    mprpc_server_stats st;
+    test_config(&cfg);
+    srv = start_provider(&cfg, 0);
+    CHECK(srv != NULL);
+    if (!srv) return;
+    cfg.channel_max_connections = 2;
+    mprpc_channel_new(&ch, &cfg);
+    {
+        pthread_t t[6];
+        int i;
+        for (i = 0; i < 6; i++) pthread_create(&t[i], NULL, deferred_caller, ch);
+        for (i = 0; i < 6; i++) {
+            void *ok;
+            pthread_join(t[i], &ok);
+            CHECK(ok != NULL);
+        }
+    }
+    mprpc_server_get_stats(srv, &st);
+    CHECK(st.connections_accepted <= 2);
+    mprpc_channel_free(ch);
+    mprpc_server_free(srv);
+}
+
+int main(void)
+{
+    RUN(garbage_reply_is_a_protocol_error);
+    RUN(wrong_call_id_is_a_protocol_error);
+    RUN(half_a_reply_then_silence_times_out);
+    RUN(close_mid_reply_is_connection_lost);
+    RUN(silent_provider_times_out);
+    RUN(close_before_reply_is_connection_lost);
+    RUN(oversized_reply_is_refused_unread);
+    RUN(nobody_listening_is_a_connect_error);
+    RUN(per_call_timeout_overrides_the_default);
+    RUN(bad_arguments_fail_cleanly);
+    RUN(pool_bounds_connections_and_waits_for_one);
+    return test_summary("test_channel");
+}
