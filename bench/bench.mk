@@ -1,0 +1,94 @@
+# bench/bench.mk - benchmark build, included by the top-level Makefile
+# (paths are relative to the repository root).  Also works standalone:
+#   make -f bench/bench.mk bench-build
+#
+# Targets:
+#   bench-build   raw/gRPC echo servers and the load generators -> build/bench/
+#   bench         full matrix via bench/run.sh; writes docs/BENCHMARKS.md, docs/bench.png
+#   bench-quick   one short point per system, prints the table only
+#   bench-clean   remove build/bench/
+#
+# Set BENCH_WITH_MPRPC=1 to compile the "mprpc" protocol into mprpc_bench
+# (needs mprpc.h in the repository root).
+
+# Do not change the includer's default goal.
+bench_saved_default_goal := $(.DEFAULT_GOAL)
+
+BENCH_SRC      := bench
+BENCH_OUT      := build/bench
+BENCH_GEN      := $(BENCH_OUT)/gen
+
+BENCH_CC       ?= $(CC)
+BENCH_CXX      ?= $(CXX)
+BENCH_CFLAGS   ?= -std=c11 -O2 -g -Wall -Wextra -Wpedantic -Werror
+BENCH_CXXFLAGS ?= -std=c++17 -O2 -g -Wall -Wextra -Wpedantic -Werror
+BENCH_WITH_MPRPC ?= 0
+
+# Deferred (=) so pkg-config only runs when a gRPC object is built.
+BENCH_GRPC_CFLAGS = $(shell pkg-config --cflags grpc++ protobuf)
+BENCH_GRPC_LIBS   = $(shell pkg-config --libs grpc++ protobuf)
+BENCH_GRPC_PLUGIN = $(shell command -v grpc_cpp_plugin)
+
+ifeq ($(BENCH_WITH_MPRPC),1)
+BENCH_MPRPC_FLAGS := -DBENCH_WITH_MPRPC -I.
+BENCH_MPRPC_DEPS  := mprpc.h
+endif
+
+BENCH_BINS := $(BENCH_OUT)/raw_echo_server $(BENCH_OUT)/mprpc_bench \
+              $(BENCH_OUT)/grpc_echo_server $(BENCH_OUT)/grpc_bench
+BENCH_PB_OBJS := $(BENCH_GEN)/echo.pb.o $(BENCH_GEN)/echo.grpc.pb.o
+BENCH_MK      := $(BENCH_SRC)/bench.mk
+
+.PHONY: bench-build bench bench-quick bench-clean bench-deps
+
+bench-build: $(BENCH_BINS)
+
+bench: bench-build
+	bench/run.sh --no-build
+
+bench-quick: bench-build
+	bench/run.sh --no-build --quick
+
+bench-clean:
+	rm -rf $(BENCH_OUT)
+
+# Order-only prerequisite of every bench product: installs what is missing
+# (a no-op when everything is there) without forcing rebuilds.
+bench-deps:
+	@scripts/deps.sh bench
+
+$(BENCH_OUT)/raw_echo_server: $(BENCH_SRC)/raw_echo_server.c $(BENCH_MK) | bench-deps
+	@mkdir -p $(@D)
+	$(BENCH_CC) $(BENCH_CFLAGS) -o $@ $< -pthread
+
+$(BENCH_OUT)/mprpc_bench: $(BENCH_SRC)/mprpc_bench.c $(BENCH_SRC)/bench_common.h \
+                          $(BENCH_SRC)/hist.h $(BENCH_MPRPC_DEPS) $(BENCH_MK) | bench-deps
+	@mkdir -p $(@D)
+	$(BENCH_CC) $(BENCH_CFLAGS) $(BENCH_MPRPC_FLAGS) -o $@ $< -pthread
+
+# protoc/grpc_cpp_plugin output; a stamp stands for the four generated files.
+$(BENCH_GEN)/echo.stamp: $(BENCH_SRC)/echo.proto | bench-deps
+	@mkdir -p $(BENCH_GEN)
+	protoc -I$(BENCH_SRC) --cpp_out=$(BENCH_GEN) --grpc_out=$(BENCH_GEN) \
+	  --plugin=protoc-gen-grpc=$(BENCH_GRPC_PLUGIN) $(BENCH_SRC)/echo.proto
+	@touch $@
+
+# Generated code: no -Werror (not ours).
+$(BENCH_GEN)/%.o: $(BENCH_GEN)/echo.stamp
+	$(BENCH_CXX) -std=c++17 -O2 -g $(BENCH_GRPC_CFLAGS) -c -o $@ $(BENCH_GEN)/$*.cc
+
+$(BENCH_OUT)/grpc_echo_server: $(BENCH_SRC)/grpc_echo_server.cc $(BENCH_PB_OBJS) $(BENCH_MK)
+	$(BENCH_CXX) $(BENCH_CXXFLAGS) -isystem $(BENCH_GEN) $(BENCH_GRPC_CFLAGS) \
+	  -o $@ $< $(BENCH_PB_OBJS) $(BENCH_GRPC_LIBS) -pthread
+
+$(BENCH_OUT)/grpc_bench: $(BENCH_SRC)/grpc_bench.cc $(BENCH_SRC)/bench_common.h \
+                         $(BENCH_SRC)/hist.h $(BENCH_PB_OBJS) $(BENCH_MK)
+	$(BENCH_CXX) $(BENCH_CXXFLAGS) -isystem $(BENCH_GEN) $(BENCH_GRPC_CFLAGS) \
+	  -o $@ $< $(BENCH_PB_OBJS) $(BENCH_GRPC_LIBS) -pthread
+
+# Restore the includer's default goal; standalone, default to bench-build.
+ifeq ($(notdir $(firstword $(MAKEFILE_LIST))),bench.mk)
+.DEFAULT_GOAL := bench-build
+else
+.DEFAULT_GOAL := $(bench_saved_default_goal)
+endif

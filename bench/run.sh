@@ -1,0 +1,362 @@
+#!/usr/bin/env bash
+# bench/run.sh - runs the benchmark matrix and reports medians.
+#
+#   bench/run.sh [--quick] [--systems "raw grpc mprpc"] [--reps N]
+#                [--warmup SEC] [--duration SEC] [--no-build] [--no-docs]
+#
+# Full run: payload S in {32, 4096} x (conns C, threads T) in
+# {(1,1), (8,2), (64,2)}, depth 1, every point --reps times (default 3) for
+# every available system; prints tables of medians and writes
+# docs/BENCHMARKS.md and docs/bench.png.  --quick: one short point per
+# system, tables on stdout only.
+#
+# Systems (each needs its server and client in build/bench/):
+#   raw    raw_echo_server  + mprpc_bench --proto raw   (the physical limit)
+#   grpc   grpc_echo_server + grpc_bench
+#   mprpc  mprpc_echo_server + mprpc_bench --proto mprpc (skipped if absent)
+# A fresh server (ephemeral port) is started for every run and stopped by
+# pid, also on failure or interrupt.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+B=build/bench
+
+quick=0 build=1 docs=1 reps=3 warmup=1 duration=3 systems="raw grpc mprpc" systems_given=0
+usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; }
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) quick=1 ;;
+    --systems) systems=$2; systems_given=1; shift ;;
+    --reps) reps=$2; shift ;;
+    --warmup) warmup=$2; shift ;;
+    --duration) duration=$2; shift ;;
+    --no-build) build=0 ;;
+    --no-docs) docs=0 ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "run.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
+  esac
+  shift
+done
+
+if [ "$quick" = 1 ]; then
+  matrix="32:8:2"            # size:conns:threads
+  reps=1 warmup=0.5 duration=1 docs=0
+else
+  matrix="32:1:1 32:8:2 32:64:2 4096:1:1 4096:8:2 4096:64:2"
+fi
+
+if [ "$build" = 1 ]; then
+  make -s -f bench/bench.mk bench-build
+fi
+
+# ---- which systems can run -----------------------------------------------
+server_of() { echo "$B/${1}_echo_server"; }
+client_of() {
+  case "$1" in
+    raw)   echo "$B/mprpc_bench --proto raw" ;;
+    grpc)  echo "$B/grpc_bench" ;;
+    mprpc) echo "$B/mprpc_bench --proto mprpc" ;;
+  esac
+}
+run_systems=""
+for s in $systems; do
+  case "$s" in raw|grpc|mprpc) ;; *) echo "run.sh: unknown system '$s'" >&2; exit 2 ;; esac
+  srv=$(server_of "$s"); cli=$(client_of "$s"); cli_bin=${cli%% *}
+  ok=1
+  [ -x "$srv" ] && [ -x "$cli_bin" ] || ok=0
+  if [ "$ok" = 1 ] && [ "$s" = mprpc ] && ! "$cli_bin" --list-protos | grep -qx mprpc; then ok=0; fi
+  if [ "$ok" = 1 ]; then
+    run_systems="$run_systems $s"
+  elif [ "$systems_given" = 1 ] || [ "$s" != mprpc ]; then
+    echo "run.sh: system '$s' is not built ($srv, $cli)" >&2; exit 1
+  else
+    echo "run.sh: skipping mprpc (no $srv or mprpc_bench built without BENCH_WITH_MPRPC)"
+  fi
+done
+run_systems=${run_systems# }
+
+# ---- server lifecycle --------------------------------------------------------
+tmp=$(mktemp -d /tmp/mprpc-bench.XXXXXX)
+SERVER_PID=
+stop_server() {
+  [ -n "$SERVER_PID" ] || return 0
+  local pid=$SERVER_PID
+  SERVER_PID=
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+CLIENT_PID=
+cleanup() {
+  if [ -n "$CLIENT_PID" ]; then kill -TERM "$CLIENT_PID" 2>/dev/null || true; wait "$CLIENT_PID" 2>/dev/null || true; fi
+  stop_server
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+SERVER_PORT=
+start_server() {   # $1 = server binary
+  : >"$tmp/server.out"
+  "$1" -p 0 >"$tmp/server.out" 2>"$tmp/server.err" &
+  SERVER_PID=$!
+  for _ in $(seq 1 500); do
+    SERVER_PORT=$(awk '$1 == "PORT" { print $2; exit }' "$tmp/server.out")
+    [ -n "$SERVER_PORT" ] && return 0
+    if ! kill -0 "$SERVER_PID" 2>/dev/null; then break; fi
+    sleep 0.02
+  done
+  echo "run.sh: $1 did not report its port" >&2
+  cat "$tmp/server.err" >&2
+  stop_server
+  return 1
+}
+
+# ---- run ---------------------------------------------------------------------
+# Other load on the 2 cores skews everything: record it, warn about it.
+load_before=$(cut -d' ' -f1 /proc/loadavg)
+if awk -v l="$load_before" 'BEGIN { exit !(l > 1.0) }'; then
+  echo "run.sh: warning: 1-min load average is $load_before before the run; results will be noisy" >&2
+fi
+mkdir -p "$B"
+results=$B/results.txt
+: >"$results"
+failures=0
+npoints=$(( $(echo "$matrix" | wc -w) * $(echo "$run_systems" | wc -w) * reps ))
+echo "run.sh: systems: $run_systems; $npoints runs of ${warmup}s warm-up + ${duration}s"
+n=0
+for point in $matrix; do
+  IFS=: read -r size conns threads <<<"$point"
+  for s in $run_systems; do
+    for rep in $(seq 1 "$reps"); do
+      n=$((n + 1))
+      printf '[%d/%d] %-5s S=%-4s C=%-2s T=%s rep %s: ' "$n" "$npoints" "$s" "$size" "$conns" "$threads" "$rep"
+      if ! start_server "$(server_of "$s")"; then failures=$((failures + 1)); continue; fi
+      limit=$(awk -v w="$warmup" -v d="$duration" 'BEGIN { printf "%d", w + d + 30 }')
+      # In the background + wait, so that a signal's trap runs at once.
+      # shellcheck disable=SC2046
+      timeout "$limit" $(client_of "$s") --port "$SERVER_PORT" --conns "$conns" \
+        --threads "$threads" --size "$size" --warmup "$warmup" --duration "$duration" \
+        --system "$s" --server-pid "$SERVER_PID" >"$tmp/client.out" 2>"$tmp/client.err" &
+      CLIENT_PID=$!
+      rc=0; wait "$CLIENT_PID" || rc=$?
+      CLIENT_PID=
+      if [ "$rc" = 0 ] && line=$(grep '^RESULT ' "$tmp/client.out" | tail -1) && [ -n "$line" ]; then
+        # The client's own CPU cost (summary line, not part of RESULT) is
+        # appended so the tables can show what the load generator costs.
+        ccpu=$(awk '/client CPU/ { print $3; exit }' "$tmp/client.out")
+        echo "$line client_cpu_us_per_call=${ccpu:-0}" >>"$results"
+        echo "$line" | awk '{ for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+          printf "qps %s p50 %sus p99 %sus errors %s\n", v["qps"], v["p50_us"], v["p99_us"], v["errors"] }'
+      else
+        echo "FAILED (exit $rc)"
+        cat "$tmp/client.out" "$tmp/client.err" >&2
+        failures=$((failures + 1))
+      fi
+      stop_server
+    done
+  done
+done
+
+# ---- medians -----------------------------------------------------------------
+# summary: one line per (size, conns, threads, system), medians of each metric
+# over the reps; errors are summed.
+summary=$B/summary.txt
+awk '
+  function median(key, m,   n, i, j, t, a) {
+    n = cnt[key]
+    for (i = 1; i <= n; i++) a[i] = val[key, m, i] + 0
+    for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
+    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+  }
+  $1 == "RESULT" {
+    delete v
+    for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+    key = v["size"] " " v["conns"] " " v["threads"] " " v["system"]
+    if (!(key in cnt)) keys[++nkeys] = key
+    k = ++cnt[key]
+    split("qps p50_us p99_us p999_us server_rss_kib server_cpu_us_per_call client_cpu_us_per_call", ms, " ")
+    for (i in ms) val[key, ms[i], k] = v[ms[i]]
+    err[key] += v["errors"]
+  }
+  END {
+    for (i = 1; i <= nkeys; i++) {
+      key = keys[i]
+      printf "%s %d %.1f %.1f %.1f %d %.2f %d %d %.2f\n", key, median(key, "qps"), median(key, "p50_us"),
+        median(key, "p99_us"), median(key, "p999_us"), median(key, "server_rss_kib"),
+        median(key, "server_cpu_us_per_call"), err[key], cnt[key], median(key, "client_cpu_us_per_call")
+    }
+  }' "$results" >"$summary"
+# fields: size conns threads system qps p50 p99 p999 rss cpu errors reps client_cpu
+
+tables=$B/tables.md
+awk -v order="$run_systems" '
+  BEGIN { ns = split(order, sys, " ") }
+  {
+    cfg = $1 " " $2 " " $3
+    if (!(cfg in seen)) { seen[cfg] = 1; cfgs[++ncfg] = cfg }
+    for (i = 5; i <= 13; i++) d[cfg, $4, i] = $i
+    have[cfg, $4] = 1
+  }
+  function ratio(cfg, a, b, f) {
+    if (!have[cfg, a] || !have[cfg, b] || d[cfg, b, f] == 0) return "-"
+    return sprintf("%.2f", d[cfg, a, f] / d[cfg, b, f])
+  }
+  END {
+    print "| S (B) | C | T | system | QPS | p50 (us) | p99 (us) | p999 (us) | errors | server RSS (KiB) | server CPU (us/call) | client CPU (us/call) |"
+    print "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    for (c = 1; c <= ncfg; c++) {
+      split(cfgs[c], x, " ")
+      for (i = 1; i <= ns; i++) {
+        s = sys[i]
+        if (!have[cfgs[c], s]) continue
+        printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", x[1], x[2], x[3], s,
+          d[cfgs[c], s, 5], d[cfgs[c], s, 6], d[cfgs[c], s, 7], d[cfgs[c], s, 8],
+          d[cfgs[c], s, 11], d[cfgs[c], s, 9], d[cfgs[c], s, 10], d[cfgs[c], s, 13]
+      }
+    }
+    has_m = index(" " order " ", " mprpc ") > 0
+    has_g = index(" " order " ", " grpc ") > 0
+    has_r = index(" " order " ", " raw ") > 0
+    hdr = "| S (B) | C | T |"; sep = "|---:|---:|---:|"; ncol = 0
+    if (has_m && has_r) { hdr = hdr " mprpc/raw QPS | mprpc/raw p99 |"; sep = sep "---:|---:|"; ncol++ }
+    if (has_m && has_g) { hdr = hdr " mprpc/grpc QPS | mprpc/grpc p99 |"; sep = sep "---:|---:|"; ncol++ }
+    if (has_g && has_r) { hdr = hdr " grpc/raw QPS | grpc/raw p99 |"; sep = sep "---:|---:|"; ncol++ }
+    if (ncol == 0) exit
+    print ""
+    print "Ratios of medians (QPS: higher is better for the first system; p99: lower is better):"
+    print ""
+    print hdr
+    print sep
+    for (c = 1; c <= ncfg; c++) {
+      split(cfgs[c], x, " ")
+      line = "| " x[1] " | " x[2] " | " x[3] " |"
+      if (has_m && has_r) line = line " " ratio(cfgs[c], "mprpc", "raw", 5) " | " ratio(cfgs[c], "mprpc", "raw", 7) " |"
+      if (has_m && has_g) line = line " " ratio(cfgs[c], "mprpc", "grpc", 5) " | " ratio(cfgs[c], "mprpc", "grpc", 7) " |"
+      if (has_g && has_r) line = line " " ratio(cfgs[c], "grpc", "raw", 5) " | " ratio(cfgs[c], "grpc", "raw", 7) " |"
+      print line
+    }
+  }' "$summary" >"$tables"
+
+echo
+echo "Medians of $reps run(s) per point, ${warmup}s warm-up + ${duration}s measured, depth 1:"
+echo
+cat "$tables"
+
+# ---- docs --------------------------------------------------------------------
+if [ "$docs" = 1 ]; then
+  mkdir -p docs
+  # gnuplot data: one row per configuration, one column per system.
+  for metric in qps:5 p99:7; do
+    name=${metric%%:*} col=${metric##*:}
+    awk -v order="$run_systems" -v col="$col" '
+      BEGIN { ns = split(order, sys, " ") }
+      { cfg = "S=" $1 " C=" $2 " T=" $3; if (!(cfg in seen)) { seen[cfg] = 1; cfgs[++n] = cfg }
+        v[cfg, $4] = $col }
+      END {
+        printf "config"; for (i = 1; i <= ns; i++) printf " %s", sys[i]; printf "\n"
+        for (c = 1; c <= n; c++) {
+          printf "\"%s\"", cfgs[c]
+          for (i = 1; i <= ns; i++) printf " %s", ((cfgs[c], sys[i]) in v) ? v[cfgs[c], sys[i]] : "NaN"
+          printf "\n"
+        }
+      }' "$summary" >"$B/$name.dat"
+  done
+  nsys=$(echo "$run_systems" | wc -w)
+  gnuplot <<EOF
+set terminal pngcairo size 1200,900 font "sans,10"
+set output "docs/bench.png"
+set multiplot layout 2,1 title "mprpc benchmarks: unary echo, depth 1, medians of $reps runs (client and server share $(nproc) cores)"
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.85 border -1
+set boxwidth 0.9
+set key top left
+set grid ytics
+set xtics nomirror
+set title "Throughput"
+set ylabel "calls/s"
+set yrange [0:*]
+plot for [i=2:$((nsys + 1))] "$B/qps.dat" using i:xtic(1) title columnheader(i)
+set title "p99 latency (log scale)"
+set ylabel "p99 (us)"
+set logscale y
+set yrange [*:*]
+plot for [i=2:$((nsys + 1))] "$B/p99.dat" using i:xtic(1) title columnheader(i)
+unset multiplot
+EOF
+
+  cpu_model=$(lscpu | awk -F: '/^Model name/ { gsub(/^ +/, "", $2); print $2; exit }')
+  hv=$(lscpu | awk -F: '/^Hypervisor vendor/ { gsub(/^ +/, "", $2); print " (" $2 " guest)"; exit }')
+  mem=$(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)
+  {
+    echo "# Benchmarks"
+    echo
+    echo "Generated by \`bench/run.sh\` (\`make bench\`) on $(date -u '+%Y-%m-%d %H:%M UTC')."
+    echo
+    echo "## Machine"
+    echo
+    echo "- CPU: $cpu_model$hv, $(nproc) CPUs (nproc)"
+    # shellcheck disable=SC1091
+    echo "- Memory: $mem; kernel $(uname -r); $(. /etc/os-release && echo "$PRETTY_NAME")"
+    echo "- 1-min load average: $load_before before the run, $(cut -d' ' -f1 /proc/loadavg) after"
+    echo "- Compilers: $(gcc --version | head -1); gRPC $(pkg-config --modversion grpc++), protobuf $(pkg-config --modversion protobuf)"
+    echo
+    echo "**Server and client run on the same machine and share its $(nproc) cores**, over"
+    echo "loopback TCP: every figure includes the load generator's own CPU use, and"
+    echo "a heavier client (gRPC's) takes CPU away from its server."
+    echo
+    echo "## Method"
+    echo
+    echo "- Unary echo: the client sends S payload bytes, the server returns them"
+    echo "  unchanged; every reply is compared with what was sent (mismatches and"
+    echo "  failed calls count as errors)."
+    echo "- Systems: **raw** = \`bench/raw_echo_server.c\`, a minimal epoll echo"
+    echo "  server for 4-byte-length-prefixed frames (2 event-loop threads), the"
+    echo "  physical limit of this machine; **grpc** = gRPC C++ sync server"
+    echo "  (\`bench/grpc_echo_server.cc\`, default thread settings, insecure"
+    echo "  credentials); **mprpc** = an mprpc.h echo server."
+    echo "- Load: closed loop, C connections spread over T client threads, each"
+    echo "  connection with one call in flight (depth 1). raw/mprpc are driven by"
+    echo "  \`bench/mprpc_bench.c\` (epoll, one loop per thread), gRPC by"
+    echo "  \`bench/grpc_bench.cc\` (async completion queue per thread, one channel"
+    echo "  = one TCP connection per connection)."
+    echo "- Each point: ${warmup} s warm-up, then ${duration} s measured; a fresh server"
+    echo "  per run; $reps runs per point, the table shows the median of each metric"
+    echo "  (errors: sum)."
+    echo "- Latency: per call, from enqueueing the request to parsing the reply,"
+    echo "  in a log-linear histogram (\`bench/hist.h\`, < 1.6 % relative error),"
+    echo "  shared by both load generators."
+    echo "- Server RSS: VmRSS of the server at the end of the measured window;"
+    echo "  server CPU: (utime + stime) of the server over the measured window"
+    echo "  divided by the calls completed in it.  Client CPU: the same for the"
+    echo "  load generator (getrusage), to show what the client takes from the"
+    echo "  shared cores."
+    echo "- Noise: this is a VM whose idle vCPUs halt; a wake-up across cores costs"
+    echo "  tens of microseconds.  With C=1 the result is bimodal depending on where"
+    echo "  the scheduler puts the client and server threads (raw: p50 ~16 us on one"
+    echo "  core, ~55 us across cores), so compare C=1 figures with care."
+    echo
+    echo "## Results"
+    echo
+    cat "$tables"
+    echo
+    echo "![QPS and p99 per configuration](bench.png)"
+    echo
+    echo "Reproduce: \`make bench\` (or \`bench/run.sh\`); one quick point per system:"
+    echo "\`bench/run.sh --quick\`. Raw RESULT lines of this run: \`$results\`."
+  } >docs/BENCHMARKS.md
+  echo
+  echo "wrote docs/BENCHMARKS.md and docs/bench.png"
+fi
+
+if [ "$failures" -gt 0 ]; then
+  echo "run.sh: $failures run(s) failed" >&2
+  exit 1
+fi
+if awk '$11 > 0 { bad = 1 } END { exit !bad }' "$summary"; then
+  echo "run.sh: some runs reported errors" >&2
+  exit 1
+fi
