@@ -1520,7 +1520,7 @@ struct mprpc_server {
     int                   spare_fd;     /* given up to shed a connection when out of fds */
     int                   stop_fd;
     int                   port;
-    volatile sig_atomic_t stop_requested;
+    int                   stop_requested; /* atomic: set from signal handlers and other threads */
     int                   started;
     int                   shut_down;
     uint64_t              open_conns;
@@ -2420,7 +2420,7 @@ MPRPCDEF mprpc_status mprpc_server_run(mprpc_server *srv)
 {
     mprpc_status st = mprpc_server_start(srv);
     if (st != MPRPC_OK) return st;
-    while (!srv->stop_requested) {
+    while (!__atomic_load_n(&srv->stop_requested, __ATOMIC_SEQ_CST)) {
         uint64_t v;
         ssize_t n = read(srv->stop_fd, &v, sizeof v);
         if (n < 0 && errno != EINTR) break;
@@ -2434,7 +2434,7 @@ MPRPCDEF void mprpc_server_stop(mprpc_server *srv)
     int saved = errno; /* may run in a signal handler */
     uint64_t one = 1;
     if (!srv) return;
-    srv->stop_requested = 1;
+    __atomic_store_n(&srv->stop_requested, 1, __ATOMIC_SEQ_CST); /* lock-free: signal-safe */
     if (srv->stop_fd >= 0 && write(srv->stop_fd, &one, sizeof one) < 0) { /* nothing to do */ }
     errno = saved;
 }

@@ -29,8 +29,8 @@ for bin in "$dir"/test_*; do
   name=$(basename "$bin")
   ${MPRPC_TEST_WRAP:-} "$bin" >"$log/$name.out" 2>&1
   rc=$?
-  sed 's/^/  /' "$log/$name.out" | grep -v '^  SUMMARY' || true
-  summary=$(grep '^SUMMARY' "$log/$name.out" | tail -n 1)
+  sed 's/^/  /' "$log/$name.out" | grep -v '^  MPRPC-TEST-SUMMARY' || true
+  summary=$(grep '^MPRPC-TEST-SUMMARY' "$log/$name.out" | tail -n 1)
   if [ -n "$summary" ]; then
     p=$(sed -n 's/.*passed=\([0-9]*\).*/\1/p' <<<"$summary")
     f=$(sed -n 's/.*failed=\([0-9]*\).*/\1/p' <<<"$summary")

@@ -286,7 +286,7 @@ typedef struct fake_provider {
     int listen_fd;
     int port;
     fake_mode mode;
-    volatile int stop;
+    int stop; /* atomic */
     pthread_t thread;
 } fake_provider;
 
@@ -338,7 +338,7 @@ static void fake_answer(fake_provider *fp, int fd, const mprpc_request_frame *f)
 static void *fake_main(void *arg)
 {
     fake_provider *fp = (fake_provider *)arg;
-    while (!fp->stop) {
+    while (!__atomic_load_n(&fp->stop, __ATOMIC_RELAXED)) {
         struct pollfd pf;
         int fd;
         mprpc_buf in;
@@ -348,7 +348,7 @@ static void *fake_main(void *arg)
         fd = accept(fp->listen_fd, NULL, NULL);
         if (fd < 0) continue;
         mprpc_buf_init(&in);
-        while (!fp->stop) {
+        while (!__atomic_load_n(&fp->stop, __ATOMIC_RELAXED)) {
             mprpc_request_frame f;
             uint8_t tmp[4096];
             ssize_t k;
@@ -389,7 +389,7 @@ static int fake_start(fake_provider *fp, fake_mode mode)
 
 static void fake_stop(fake_provider *fp)
 {
-    fp->stop = 1;
+    __atomic_store_n(&fp->stop, 1, __ATOMIC_RELAXED);
     pthread_join(fp->thread, NULL);
     close(fp->listen_fd);
 }

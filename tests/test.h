@@ -49,7 +49,7 @@ static int test_cases_passed, test_cases_failed, test_case_failures;
 
 static int test_summary(const char *name)
 {
-    printf("SUMMARY %s passed=%d failed=%d\n", name, test_cases_passed, test_cases_failed);
+    printf("MPRPC-TEST-SUMMARY %s passed=%d failed=%d\n", name, test_cases_passed, test_cases_failed);
     return test_cases_failed ? 1 : 0;
 }
 
