@@ -3,13 +3,14 @@
 #   make -f bench/bench.mk bench-build
 #
 # Targets:
-#   bench-build   raw/gRPC echo servers and the load generators -> build/bench/
+#   bench-build   raw/mprpc/gRPC echo servers and the load generators -> build/bench/
 #   bench         full matrix via bench/run.sh; writes docs/BENCHMARKS.md, docs/bench.png
 #   bench-quick   one short point per system, prints the table only
 #   bench-clean   remove build/bench/
+#   bench-idle    10,000 idle connections against the mprpc provider
 #
-# Set BENCH_WITH_MPRPC=1 to compile the "mprpc" protocol into mprpc_bench
-# (needs mprpc.h in the repository root).
+# The mprpc programs are built like the README's example (cc -std=c11 -O2,
+# nanopb runtime, pthreads), without ZooKeeper (-DMPRPC_NO_ZOOKEEPER).
 
 # Do not change the includer's default goal.
 bench_saved_default_goal := $(.DEFAULT_GOAL)
@@ -17,29 +18,30 @@ bench_saved_default_goal := $(.DEFAULT_GOAL)
 BENCH_SRC      := bench
 BENCH_OUT      := build/bench
 BENCH_GEN      := $(BENCH_OUT)/gen
+BENCH_NPB      := $(BENCH_OUT)/nanopb
 
 BENCH_CC       ?= $(CC)
 BENCH_CXX      ?= $(CXX)
 BENCH_CFLAGS   ?= -std=c11 -O2 -g -Wall -Wextra -Wpedantic -Werror
 BENCH_CXXFLAGS ?= -std=c++17 -O2 -g -Wall -Wextra -Wpedantic -Werror
-BENCH_WITH_MPRPC ?= 0
+BENCH_NANOPB   ?= nanopb_generator.py
 
 # Deferred (=) so pkg-config only runs when a gRPC object is built.
 BENCH_GRPC_CFLAGS = $(shell pkg-config --cflags grpc++ protobuf)
 BENCH_GRPC_LIBS   = $(shell pkg-config --libs grpc++ protobuf)
 BENCH_GRPC_PLUGIN = $(shell command -v grpc_cpp_plugin)
 
-ifeq ($(BENCH_WITH_MPRPC),1)
-BENCH_MPRPC_FLAGS := -DBENCH_WITH_MPRPC -I.
-BENCH_MPRPC_DEPS  := mprpc.h
-endif
+BENCH_MPRPC_FLAGS := -DMPRPC_NO_ZOOKEEPER -I. -I$(BENCH_NPB)
+BENCH_MPRPC_LIBS  := -lprotobuf-nanopb -lpthread
+BENCH_MPRPC_DEPS  := mprpc.h $(BENCH_NPB)/echo.pb.c $(BENCH_NPB)/echo.pb.h
 
 BENCH_BINS := $(BENCH_OUT)/raw_echo_server $(BENCH_OUT)/mprpc_bench \
+              $(BENCH_OUT)/mprpc_echo_server $(BENCH_OUT)/idle_conns \
               $(BENCH_OUT)/grpc_echo_server $(BENCH_OUT)/grpc_bench
 BENCH_PB_OBJS := $(BENCH_GEN)/echo.pb.o $(BENCH_GEN)/echo.grpc.pb.o
 BENCH_MK      := $(BENCH_SRC)/bench.mk
 
-.PHONY: bench-build bench bench-quick bench-clean bench-deps
+.PHONY: bench-build bench bench-quick bench-clean bench-deps bench-idle
 
 bench-build: $(BENCH_BINS)
 
@@ -48,6 +50,9 @@ bench: bench-build
 
 bench-quick: bench-build
 	bench/run.sh --no-build --quick
+
+bench-idle: bench-build
+	bench/idle.sh
 
 bench-clean:
 	rm -rf $(BENCH_OUT)
@@ -61,10 +66,25 @@ $(BENCH_OUT)/raw_echo_server: $(BENCH_SRC)/raw_echo_server.c $(BENCH_MK) | bench
 	@mkdir -p $(@D)
 	$(BENCH_CC) $(BENCH_CFLAGS) -o $@ $< -pthread
 
+# nanopb code for bench/echo.proto + bench/echo.options (kept apart from
+# protoc's C++ echo.pb.h in $(BENCH_GEN)).
+$(BENCH_NPB)/echo.pb.c $(BENCH_NPB)/echo.pb.h &: $(BENCH_SRC)/echo.proto $(BENCH_SRC)/echo.options | bench-deps
+	@mkdir -p $(BENCH_NPB)
+	$(BENCH_NANOPB) -q -I $(BENCH_SRC) -D $(BENCH_NPB) $(BENCH_SRC)/echo.proto
+
+$(BENCH_OUT)/mprpc_echo_server: $(BENCH_SRC)/mprpc_echo_server.c $(BENCH_MPRPC_DEPS) $(BENCH_MK) | bench-deps
+	@mkdir -p $(@D)
+	$(BENCH_CC) $(BENCH_CFLAGS) $(BENCH_MPRPC_FLAGS) -o $@ $< $(BENCH_NPB)/echo.pb.c $(BENCH_MPRPC_LIBS)
+
 $(BENCH_OUT)/mprpc_bench: $(BENCH_SRC)/mprpc_bench.c $(BENCH_SRC)/bench_common.h \
                           $(BENCH_SRC)/hist.h $(BENCH_MPRPC_DEPS) $(BENCH_MK) | bench-deps
 	@mkdir -p $(@D)
-	$(BENCH_CC) $(BENCH_CFLAGS) $(BENCH_MPRPC_FLAGS) -o $@ $< -pthread
+	$(BENCH_CC) $(BENCH_CFLAGS) $(BENCH_MPRPC_FLAGS) -o $@ $< $(BENCH_NPB)/echo.pb.c $(BENCH_MPRPC_LIBS)
+
+$(BENCH_OUT)/idle_conns: $(BENCH_SRC)/idle_conns.c $(BENCH_SRC)/bench_common.h \
+                         $(BENCH_SRC)/hist.h $(BENCH_MPRPC_DEPS) $(BENCH_MK) | bench-deps
+	@mkdir -p $(@D)
+	$(BENCH_CC) $(BENCH_CFLAGS) $(BENCH_MPRPC_FLAGS) -o $@ $< $(BENCH_NPB)/echo.pb.c $(BENCH_MPRPC_LIBS)
 
 # protoc/grpc_cpp_plugin output; a stamp stands for the four generated files.
 $(BENCH_GEN)/echo.stamp: $(BENCH_SRC)/echo.proto | bench-deps

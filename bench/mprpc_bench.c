@@ -9,7 +9,13 @@
  * The wire format is a plug-in (struct bench_proto): one function builds a
  * request frame, one tries to parse a response frame from the bytes
  * received so far.  "raw" = 4-byte LE length + payload (raw_echo_server);
- * "mprpc" = mprpc.h framing, compiled only with -DBENCH_WITH_MPRPC.
+ * "mprpc" = mprpc.h framing (mprpc_wire_encode_request /
+ * mprpc_wire_decode_response) calling EchoService.Echo, replies matched by
+ * call id, so D > 1 may be answered in any order.
+ *
+ * "mprpc-channel" (--proto mprpc-channel or --system mprpc-channel) is not a
+ * plug-in but what an application does: C threads, each with its own
+ * mprpc_channel, calling MPRPC_CALL in a loop (depth 1, -t ignored).
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -26,6 +32,11 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#define MPRPC_IMPLEMENTATION
+#define MPRPC_STATIC
+#include "mprpc.h"
+#include "echo.pb.h"
 
 #include "bench_common.h"
 
@@ -94,31 +105,84 @@ static int raw_decode_response(const uint8_t *buf, size_t len, size_t *consumed,
     return PROTO_OK;
 }
 
-/* ---- mprpc: mprpc.h wire framing (phase 2) --------------------------- */
+/* ---- mprpc: mprpc.h framing (mprpc_wire_*), EchoService.Echo -------- */
 
-#ifdef BENCH_WITH_MPRPC
-#include "mprpc.h"
+/* Bounds for a client: replies up to 64 MiB (the largest -s is 16 MiB). */
+#define MPRPC_BENCH_MAX_MESSAGE (64u << 20)
 
-/* TODO(phase 2): implement these three with mprpc.h's public framing
- * functions (request: service/method "mprpcbench.EchoService/Echo" or its
- * id, call id = call_id, body = payload; response: return the call id
- * from the frame so out-of-order replies are matched).  Keep them free of
- * allocation; they run once per call. */
-#error "BENCH_WITH_MPRPC: wire mprpc_max_request_size/encode/decode to mprpc.h first"
+#ifdef mprpcbench_EchoRequest_size
+#error "bench/echo.options must declare the payload FT_CALLBACK (mprpc_bench encodes without copies)"
+#endif
 
-static size_t mprpc_max_request_size(size_t len);
+static size_t mprpc_max_request_size(size_t len)
+{
+    /* prefix + the largest RpcHeader + tag + varint length + payload */
+    return MPRPC_FRAME_PREFIX + mprpc_RpcHeader_size + 1 + 10 + len;
+}
+
+/* The frame is built in place: buf (cap >= mprpc_max_request_size) is
+ * wrapped in an mprpc_buf that already has the room, so mprpc_buf_reserve
+ * never reallocates it, and the payload goes out through
+ * mprpc_bytes_encode without an intermediate copy. */
 static size_t mprpc_encode_request(uint8_t *buf, size_t cap, uint32_t call_id,
-                                   const uint8_t *payload, size_t len);
+                                   const uint8_t *payload, size_t len)
+{
+    mprpc_buf b;
+    mprpc_bytes bytes;
+    mprpcbench_EchoRequest rq = mprpcbench_EchoRequest_init_zero;
+    if (cap < mprpc_max_request_size(len))
+        return 0;
+    b.data = buf;
+    b.pos = b.len = 0;
+    b.cap = cap;
+    bytes.data = payload;
+    bytes.size = len;
+    rq.payload.funcs.encode = mprpc_bytes_encode;
+    rq.payload.arg = &bytes;
+    if (mprpc_wire_encode_request(&b, MPRPC_BENCH_MAX_MESSAGE, call_id, "EchoService", "Echo",
+                                  mprpcbench_EchoRequest_fields, &rq) != MPRPC_OK)
+        return 0;
+    if (b.data != buf) {   /* cannot happen: the room was there */
+        fprintf(stderr, "mprpc_encode_request: buffer was reallocated\n");
+        abort();
+    }
+    return b.len;
+}
+
+/* An error reply (status != OK) or an undecodable body is returned as a
+ * reply with no payload, which the caller counts as an error. */
 static int mprpc_decode_response(const uint8_t *buf, size_t len, size_t *consumed,
                                  uint32_t *call_id, const uint8_t **payload,
-                                 size_t *payload_len);
-#endif
+                                 size_t *payload_len)
+{
+    mprpc_response_frame f;
+    mprpc_bytes bytes = {NULL, 0};
+    mprpcbench_EchoResponse rs = mprpcbench_EchoResponse_init_zero;
+    pb_istream_t is;
+    mprpc_status st = mprpc_wire_decode_response(buf, len, MPRPC_BENCH_MAX_MESSAGE, &f);
+    if (st == MPRPC_AGAIN)
+        return PROTO_NEED_MORE;
+    if (st != MPRPC_OK)
+        return PROTO_ERROR;
+    *consumed = f.frame_size;
+    *call_id = (uint32_t)f.header.call_id;
+    *payload = NULL;
+    *payload_len = SIZE_MAX;
+    if (f.header.status != MPRPC_OK)
+        return PROTO_OK;
+    rs.payload.funcs.decode = mprpc_bytes_decode;
+    rs.payload.arg = &bytes;
+    is = pb_istream_from_buffer(f.body, f.header.body_size);
+    if (!pb_decode(&is, mprpcbench_EchoResponse_fields, &rs))
+        return PROTO_OK;
+    *payload = bytes.data;
+    *payload_len = bytes.size;
+    return PROTO_OK;
+}
 
 static const bench_proto protos[] = {
     {"raw", raw_max_request_size, raw_encode_request, raw_decode_response},
-#ifdef BENCH_WITH_MPRPC
     {"mprpc", mprpc_max_request_size, mprpc_encode_request, mprpc_decode_response},
-#endif
 };
 
 #define NPROTOS (sizeof protos / sizeof protos[0])
@@ -378,6 +442,113 @@ static conn *conn_open(const struct sockaddr_in *addr)
     return c;
 }
 
+/* ======================================================================
+ * mprpc-channel: the public blocking API, one thread + channel per connection
+ * ====================================================================== */
+
+typedef struct chan_worker {
+    pthread_t th;
+    int index;
+    mprpc_config cfg;
+    uint64_t errors;
+    hist h;
+} chan_worker;
+
+static void *chan_worker_main(void *arg)
+{
+    chan_worker *w = (chan_worker *)arg;
+    mprpc_channel *ch;
+    mprpc_controller ctl;
+    uint8_t *sink_buf = (uint8_t *)xmalloc(opts.size + 1);
+    uint32_t id = (uint32_t)w->index * 7919u;
+
+    if (mprpc_channel_new(&ch, &w->cfg) != MPRPC_OK) {
+        fprintf(stderr, "mprpc_channel_new failed\n");
+        exit(1);
+    }
+    mprpc_controller_init(&ctl);
+    while (bench_phase_get(&phase) != BENCH_STOP) {
+        mprpcbench_EchoRequest rq = mprpcbench_EchoRequest_init_zero;
+        mprpcbench_EchoResponse rs = mprpcbench_EchoResponse_init_zero;
+        mprpc_bytes out;
+        mprpc_bytes_sink in;
+        const uint8_t *payload = bench_payload(pattern, id);
+        uint64_t t0, t1;
+
+        out.data = payload;
+        out.size = opts.size;
+        rq.payload.funcs.encode = mprpc_bytes_encode;
+        rq.payload.arg = &out;
+        in.data = sink_buf;
+        in.capacity = opts.size + 1;
+        in.size = 0;
+        rs.payload.funcs.decode = mprpc_bytes_copy_decode;
+        rs.payload.arg = &in;
+        t0 = bench_now_ns();
+        MPRPC_CALL(ch, "EchoService", "Echo", mprpcbench_EchoRequest, &rq,
+                   mprpcbench_EchoResponse, &rs, &ctl);
+        t1 = bench_now_ns();
+        if (mprpc_controller_failed(&ctl)) {
+            if (w->errors++ < 5)
+                fprintf(stderr, "call failed: %s: %s\n", mprpc_status_name(ctl.status),
+                        mprpc_controller_error_text(&ctl));
+        } else if (in.size != opts.size || memcmp(sink_buf, payload, in.size) != 0) {
+            w->errors++;
+        } else if (bench_phase_get(&phase) == BENCH_MEASURE) {
+            hist_record(&w->h, t1 - t0);
+        }
+        id++;
+    }
+    mprpc_channel_free(ch);
+    free(sink_buf);
+    return NULL;
+}
+
+static int run_channel(void)
+{
+    chan_worker *ws;
+    hist *total;
+    uint64_t errors = 0;
+    bench_window win;
+    char port[16];
+    int t;
+
+    opts.threads = opts.conns;      /* one thread (and channel) per connection */
+    if (opts.depth != 1) {
+        fprintf(stderr, "mprpc-channel: the blocking channel has one call in flight (-q 1)\n");
+        return 2;
+    }
+    ws = (chan_worker *)calloc((size_t)opts.conns, sizeof *ws);
+    if (!ws)
+        die("calloc");
+    snprintf(port, sizeof port, "%d", opts.port);
+    for (t = 0; t < opts.conns; t++) {
+        chan_worker *w = &ws[t];
+        w->index = t;
+        hist_init(&w->h);
+        mprpc_config_init(&w->cfg);
+        if (mprpc_config_set(&w->cfg, "rpcserver_ip", opts.host) != MPRPC_OK ||
+            mprpc_config_set(&w->cfg, "rpcserver_port", port) != MPRPC_OK) {
+            fprintf(stderr, "mprpc-channel: %s\n", w->cfg.error);
+            return 2;
+        }
+        w->cfg.max_message_size = MPRPC_BENCH_MAX_MESSAGE;
+        w->cfg.channel_max_connections = 1;
+        if (pthread_create(&w->th, NULL, chan_worker_main, w) != 0)
+            die("pthread_create");
+    }
+    bench_run_window(&opts, &phase, &win);
+    total = (hist *)xmalloc(sizeof *total);
+    hist_init(total);
+    for (t = 0; t < opts.conns; t++) {
+        pthread_join(ws[t].th, NULL);
+        hist_merge(total, &ws[t].h);
+        errors += ws[t].errors;
+    }
+    bench_report(&opts, total, errors, &win);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     struct sockaddr_in addr;
@@ -392,7 +563,13 @@ int main(int argc, char **argv)
     if (opts.list_protos) {
         for (i = 0; i < NPROTOS; i++)
             printf("%s\n", protos[i].name);
+        printf("mprpc-channel\n");
         return 0;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    if (strcmp(opts.proto, "mprpc-channel") == 0 || strcmp(opts.system, "mprpc-channel") == 0) {
+        pattern = bench_pattern_new(opts.size);
+        return run_channel();
     }
     for (i = 0; i < NPROTOS; i++)
         if (strcmp(protos[i].name, opts.proto) == 0)
