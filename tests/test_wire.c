@@ -246,6 +246,134 @@ static void status_names_and_texts_come_from_one_list(void)
     }
 }
 
+/* The headers are hand-coded (mprpc.h section 6): the encoders must write
+ * pb_encode's bytes, and the decoders must agree with pb_decode on every
+ * input, canonical (their fast path) or not (the nanopb fallback).
+ * Deterministic pseudo-random cases plus hand-picked non-canonical ones. */
+static uint64_t hdr_rng = 0x9e3779b97f4a7c15ull;
+static uint64_t hdr_rand(void)
+{
+    hdr_rng ^= hdr_rng << 13;
+    hdr_rng ^= hdr_rng >> 7;
+    hdr_rng ^= hdr_rng << 17;
+    return hdr_rng;
+}
+static uint64_t hdr_value(void)
+{
+    switch (hdr_rand() % 6) {
+    case 0: return 0;
+    case 1: return hdr_rand() % 128;
+    case 2: return hdr_rand() % 70000;
+    case 3: return (uint32_t)hdr_rand();
+    case 4: return hdr_rand();
+    default: return (uint64_t)-(int64_t)(hdr_rand() % 1000);
+    }
+}
+
+/* Decodes hdr[0, n) both ways; 1 if mprpc and nanopb agree. */
+static int headers_agree(const uint8_t *hdr, size_t n)
+{
+    uint8_t frame[600];
+    mprpc_request_frame rf;
+    mprpc_response_frame sf;
+    mprpc_RpcHeader rq;
+    mprpc_RpcResponseHeader rs;
+    pb_istream_t is;
+    int ok;
+    mprpc_status st;
+    frame[0] = (uint8_t)n;
+    frame[1] = frame[2] = frame[3] = 0;
+    memcpy(frame + 4, hdr, n);
+    memset(&rq, 0, sizeof rq);
+    is = pb_istream_from_buffer(hdr, n);
+    ok = pb_decode(&is, mprpc_RpcHeader_fields, &rq);
+    st = mprpc_wire_decode_request(frame, 4 + n, (size_t)1 << 40, &rf);
+    if (ok != (st != MPRPC_ERR_PROTOCOL) || (ok && memcmp(&rq, &rf.header, sizeof rq) != 0)) return 0;
+    memset(&rs, 0, sizeof rs);
+    is = pb_istream_from_buffer(hdr, n);
+    ok = pb_decode(&is, mprpc_RpcResponseHeader_fields, &rs);
+    st = mprpc_wire_decode_response(frame, 4 + n, (size_t)1 << 40, &sf);
+    return ok == (st != MPRPC_ERR_PROTOCOL) && (!ok || memcmp(&rs, &sf.header, sizeof rs) == 0);
+}
+
+static void hand_coded_headers_match_nanopb(void)
+{
+    static const uint8_t odd[][12] = {
+        { 0x28, 0x01, 0x20, 0x07 },             /* fields out of order */
+        { 0x20, 0x07, 0x20, 0x09 },             /* a field twice: the last wins */
+        { 0x8a, 0x00, 0x01, 'x' },              /* field 1 with a two-byte tag */
+        { 0x30, 0x05, 0x08, 0x01 },             /* unknown field 6, then 1 */
+        { 0x18, 0x80, 0x80, 0x80, 0x80, 0x10 }, /* uint32 field over 32 bits */
+        { 0x10, 0xff, 0xff, 0xff, 0xff, 0x0f }, /* int32 -1 in five bytes */
+        { 0x0a, 0x05, 'a' },                    /* bytes longer than the header */
+        { 0x08 },                               /* varint cut short */
+    };
+    static const size_t odd_len[] = { 4, 4, 4, 4, 6, 6, 3, 1 };
+    uint8_t enc[600], ref[600];
+    size_t i, k;
+    for (i = 0; i < MPRPC_COUNTOF(odd); i++) CHECK(headers_agree(odd[i], odd_len[i]));
+    for (i = 0; i < 20000; i++) {
+        mprpc_buf b;
+        mprpc_RpcHeader h;
+        mprpc_RpcResponseHeader r;
+        pb_ostream_t os;
+        char sv[130], me[130], et[300];
+        size_t sl = hdr_rand() % 129, ml = hdr_rand() % 129, tl = hdr_rand() % 300, n, j;
+        uint64_t id = hdr_value();
+        int status = (int)hdr_value();
+        for (k = 0; k < sl; k++) sv[k] = (char)('a' + hdr_rand() % 26);
+        for (k = 0; k < ml; k++) me[k] = (char)('A' + hdr_rand() % 26);
+        for (k = 0; k < tl; k++) et[k] = (char)('0' + hdr_rand() % 10);
+        sv[sl] = me[ml] = et[tl] = '\0';
+        /* request: the body is an empty message, so args_size = 0 */
+        mprpc_buf_init(&b);
+        memset(&h, 0, sizeof h);
+        CHECK_STATUS(mprpc_wire_encode_request(&b, 1024, id, sv, me, mprpc_RpcHeader_fields, &h), MPRPC_OK);
+        memcpy(h.service_name.bytes, sv, sl);
+        h.service_name.size = (pb_size_t)sl;
+        memcpy(h.method_name.bytes, me, ml);
+        h.method_name.size = (pb_size_t)ml;
+        h.call_id = id;
+        h.version = MPRPC_PROTOCOL_VERSION;
+        os = pb_ostream_from_buffer(ref, sizeof ref);
+        CHECK(pb_encode(&os, mprpc_RpcHeader_fields, &h));
+        CHECK(b.len == 4 + os.bytes_written && memcmp(b.data + 4, ref, os.bytes_written) == 0);
+        mprpc_buf_free(&b);
+        /* error response */
+        mprpc_buf_init(&b);
+        CHECK_STATUS(mprpc_wire_encode_response(&b, 1024, id, status, (i % 3) ? et : NULL, NULL, NULL), MPRPC_OK);
+        memset(&r, 0, sizeof r);
+        r.call_id = id;
+        r.status = status;
+        if (i % 3) {
+            r.error_text.size = (pb_size_t)(tl < sizeof r.error_text.bytes ? tl : sizeof r.error_text.bytes);
+            memcpy(r.error_text.bytes, et, r.error_text.size);
+        }
+        os = pb_ostream_from_buffer(ref, sizeof ref);
+        CHECK(pb_encode(&os, mprpc_RpcResponseHeader_fields, &r));
+        CHECK(b.len == 4 + os.bytes_written && memcmp(b.data + 4, ref, os.bytes_written) == 0);
+        mprpc_buf_free(&b);
+        /* decoding: a small valid header with a few bits flipped and maybe cut, or noise */
+        if (i % 2) {
+            memset(&h, 0, sizeof h);
+            h.service_name.size = (pb_size_t)(hdr_rand() % 4);
+            h.call_id = hdr_value();
+            h.args_size = (uint32_t)hdr_value();
+            h.version = (uint32_t)hdr_value();
+            os = pb_ostream_from_buffer(enc, sizeof enc);
+            CHECK(pb_encode(&os, mprpc_RpcHeader_fields, &h));
+            n = os.bytes_written;
+            for (j = hdr_rand() % 3; j > 0 && n; j--) enc[hdr_rand() % n] ^= (uint8_t)(1u << (hdr_rand() % 8));
+            if (hdr_rand() % 4 == 0 && n) n = hdr_rand() % n;
+        } else {
+            n = hdr_rand() % 40;
+            for (j = 0; j < n; j++)
+                enc[j] = (uint8_t)(hdr_rand() % 3 == 0 ? hdr_rand() : (hdr_rand() % 6) * 8 + hdr_rand() % 3);
+        }
+        CHECK(headers_agree(enc, n));
+    }
+}
+
 int main(void)
 {
     RUN(request_encodes_to_the_exact_bytes);
@@ -260,5 +388,6 @@ int main(void)
     RUN(buffers_never_grow_past_their_bound);
     RUN(error_text_is_truncated_to_the_header_bound);
     RUN(status_names_and_texts_come_from_one_list);
+    RUN(hand_coded_headers_match_nanopb);
     return test_summary("test_wire");
 }
