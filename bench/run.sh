@@ -1,19 +1,23 @@
 #!/usr/bin/env bash
 # bench/run.sh - runs the benchmark matrix and reports medians.
 #
-#   bench/run.sh [--quick] [--systems "raw grpc mprpc"] [--reps N]
-#                [--warmup SEC] [--duration SEC] [--no-build] [--no-docs]
+#   bench/run.sh [--quick] [--systems "raw mprpc mprpc-channel grpc"] [--reps N]
+#                [--warmup SEC] [--duration SEC] [--no-build] [--no-docs] [--no-idle]
 #
 # Full run: payload S in {32, 4096} x (conns C, threads T) in
-# {(1,1), (8,2), (64,2)}, depth 1, every point --reps times (default 3) for
-# every available system; prints tables of medians and writes
-# docs/BENCHMARKS.md and docs/bench.png.  --quick: one short point per
-# system, tables on stdout only.
+# {(1,1), (8,2), (64,2)}, depth 1, every point --reps times (default 5;
+# 0.5 s warm-up + 2 s measured, --warmup/--duration) for
+# every available system (runs interleaved: point, rep, system); prints
+# tables of medians, ratios and the issue's targets, runs the 10,000 idle
+# connections test (bench/idle.sh) and writes docs/BENCHMARKS.md and
+# docs/bench.png.  --quick: one short point per system, tables on stdout only.
 #
 # Systems (each needs its server and client in build/bench/):
 #   raw    raw_echo_server  + mprpc_bench --proto raw   (the physical limit)
 #   grpc   grpc_echo_server + grpc_bench
-#   mprpc  mprpc_echo_server + mprpc_bench --proto mprpc (skipped if absent)
+#   mprpc  mprpc_echo_server + mprpc_bench --proto mprpc (mprpc.h framing, epoll client)
+#   mprpc-channel  mprpc_echo_server + mprpc_bench --proto mprpc-channel
+#          (the public blocking mprpc_channel_call, one thread per connection)
 # A fresh server (ephemeral port) is started for every run and stopped by
 # pid, also on failure or interrupt.
 set -euo pipefail
@@ -22,8 +26,8 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 B=build/bench
 
-quick=0 build=1 docs=1 reps=3 warmup=1 duration=3 systems="raw grpc mprpc" systems_given=0
-usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; }
+quick=0 build=1 docs=1 idle=1 reps=5 warmup=0.5 duration=2 systems="raw mprpc mprpc-channel grpc" systems_given=0
+usage() { sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1 ;;
@@ -33,6 +37,7 @@ while [ $# -gt 0 ]; do
     --duration) duration=$2; shift ;;
     --no-build) build=0 ;;
     --no-docs) docs=0 ;;
+    --no-idle) idle=0 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "run.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
   esac
@@ -41,7 +46,7 @@ done
 
 if [ "$quick" = 1 ]; then
   matrix="32:8:2"            # size:conns:threads
-  reps=1 warmup=0.5 duration=1 docs=0
+  reps=1 warmup=0.5 duration=1 docs=0 idle=0
 else
   matrix="32:1:1 32:8:2 32:64:2 4096:1:1 4096:8:2 4096:64:2"
 fi
@@ -51,27 +56,26 @@ if [ "$build" = 1 ]; then
 fi
 
 # ---- which systems can run -----------------------------------------------
-server_of() { echo "$B/${1}_echo_server"; }
+server_of() { case "$1" in mprpc-channel) echo "$B/mprpc_echo_server" ;; *) echo "$B/${1}_echo_server" ;; esac; }
 client_of() {
   case "$1" in
     raw)   echo "$B/mprpc_bench --proto raw" ;;
     grpc)  echo "$B/grpc_bench" ;;
     mprpc) echo "$B/mprpc_bench --proto mprpc" ;;
+    mprpc-channel) echo "$B/mprpc_bench --proto mprpc-channel" ;;
   esac
 }
 run_systems=""
 for s in $systems; do
-  case "$s" in raw|grpc|mprpc) ;; *) echo "run.sh: unknown system '$s'" >&2; exit 2 ;; esac
+  case "$s" in raw|grpc|mprpc|mprpc-channel) ;; *) echo "run.sh: unknown system '$s'" >&2; exit 2 ;; esac
   srv=$(server_of "$s"); cli=$(client_of "$s"); cli_bin=${cli%% *}
   ok=1
   [ -x "$srv" ] && [ -x "$cli_bin" ] || ok=0
-  if [ "$ok" = 1 ] && [ "$s" = mprpc ] && ! "$cli_bin" --list-protos | grep -qx mprpc; then ok=0; fi
+  if [ "$ok" = 1 ] && [ "${s#mprpc}" != "$s" ] && ! "$cli_bin" --list-protos | grep -qx "$s"; then ok=0; fi
   if [ "$ok" = 1 ]; then
     run_systems="$run_systems $s"
-  elif [ "$systems_given" = 1 ] || [ "$s" != mprpc ]; then
-    echo "run.sh: system '$s' is not built ($srv, $cli)" >&2; exit 1
   else
-    echo "run.sh: skipping mprpc (no $srv or mprpc_bench built without BENCH_WITH_MPRPC)"
+    echo "run.sh: system '$s' is not built ($srv, $cli)" >&2; exit 1
   fi
 done
 run_systems=${run_systems# }
@@ -129,10 +133,10 @@ echo "run.sh: systems: $run_systems; $npoints runs of ${warmup}s warm-up + ${dur
 n=0
 for point in $matrix; do
   IFS=: read -r size conns threads <<<"$point"
-  for s in $run_systems; do
-    for rep in $(seq 1 "$reps"); do
+  for rep in $(seq 1 "$reps"); do
+    for s in $run_systems; do
       n=$((n + 1))
-      printf '[%d/%d] %-5s S=%-4s C=%-2s T=%s rep %s: ' "$n" "$npoints" "$s" "$size" "$conns" "$threads" "$rep"
+      printf '[%d/%d] %-13s S=%-4s C=%-2s T=%s rep %s: ' "$n" "$npoints" "$s" "$size" "$conns" "$threads" "$rep"
       if ! start_server "$(server_of "$s")"; then failures=$((failures + 1)); continue; fi
       limit=$(awk -v w="$warmup" -v d="$duration" 'BEGIN { printf "%d", w + d + 30 }')
       # In the background + wait, so that a signal's trap runs at once.
@@ -147,7 +151,8 @@ for point in $matrix; do
         # The client's own CPU cost (summary line, not part of RESULT) is
         # appended so the tables can show what the load generator costs.
         ccpu=$(awk '/client CPU/ { print $3; exit }' "$tmp/client.out")
-        echo "$line client_cpu_us_per_call=${ccpu:-0}" >>"$results"
+        # cfg_threads: the T of the matrix point (mprpc-channel runs C threads).
+        echo "$line client_cpu_us_per_call=${ccpu:-0} cfg_threads=$threads" >>"$results"
         echo "$line" | awk '{ for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
           printf "qps %s p50 %sus p99 %sus errors %s\n", v["qps"], v["p50_us"], v["p99_us"], v["errors"] }'
       else
@@ -174,7 +179,7 @@ awk '
   $1 == "RESULT" {
     delete v
     for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
-    key = v["size"] " " v["conns"] " " v["threads"] " " v["system"]
+    key = v["size"] " " v["conns"] " " ("cfg_threads" in v ? v["cfg_threads"] : v["threads"]) " " v["system"]
     if (!(key in cnt)) keys[++nkeys] = key
     k = ++cnt[key]
     split("qps p50_us p99_us p999_us server_rss_kib server_cpu_us_per_call client_cpu_us_per_call", ms, " ")
@@ -192,7 +197,9 @@ awk '
 # fields: size conns threads system qps p50 p99 p999 rss cpu errors reps client_cpu
 
 tables=$B/tables.md
-awk -v order="$run_systems" '
+targets=$B/targets.md
+: >"$targets"
+awk -v order="$run_systems" -v tables="$tables" -v targets="$targets" '
   BEGIN { ns = split(order, sys, " ") }
   {
     cfg = $1 " " $2 " " $3
@@ -200,50 +207,98 @@ awk -v order="$run_systems" '
     for (i = 5; i <= 13; i++) d[cfg, $4, i] = $i
     have[cfg, $4] = 1
   }
-  function ratio(cfg, a, b, f) {
-    if (!have[cfg, a] || !have[cfg, b] || d[cfg, b, f] == 0) return "-"
-    return sprintf("%.2f", d[cfg, a, f] / d[cfg, b, f])
+  function r(cfg, a, b, f) {
+    if (!have[cfg, a] || !have[cfg, b] || d[cfg, b, f] == 0) return ""
+    return d[cfg, a, f] / d[cfg, b, f]
+  }
+  function fmt(x) { return x == "" ? "-" : sprintf("%.2f", x) }
+  # One target check: appends a row to the targets table.
+  function check(what, cfg, value, op, limit,   ok, x) {
+    split(cfg, x, " ")
+    if (value == "") { status = "not measured" }
+    else {
+      ok = (op == ">=") ? value >= limit : value <= limit
+      status = ok ? "met" : "**missed**"
+      if (ok) nmet++; else nmiss++
+    }
+    printf "| %s | S=%s C=%s | %s | %s %s | %s |\n", what, x[1], x[2],
+      (value == "" ? "-" : sprintf(what ~ /RSS/ ? "%d KiB" : "%.2f", value)), op, limit, status >> targets
   }
   END {
-    print "| S (B) | C | T | system | QPS | p50 (us) | p99 (us) | p999 (us) | errors | server RSS (KiB) | server CPU (us/call) | client CPU (us/call) |"
-    print "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    print "| S (B) | C | T | system | QPS | p50 (us) | p99 (us) | p999 (us) | errors | server RSS (KiB) | server CPU (us/call) | client CPU (us/call) |" > tables
+    print "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|" >> tables
     for (c = 1; c <= ncfg; c++) {
       split(cfgs[c], x, " ")
       for (i = 1; i <= ns; i++) {
         s = sys[i]
         if (!have[cfgs[c], s]) continue
-        printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", x[1], x[2], x[3], s,
+        printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", x[1], x[2],
+          (s == "mprpc-channel" ? x[2] : x[3]), s,
           d[cfgs[c], s, 5], d[cfgs[c], s, 6], d[cfgs[c], s, 7], d[cfgs[c], s, 8],
-          d[cfgs[c], s, 11], d[cfgs[c], s, 9], d[cfgs[c], s, 10], d[cfgs[c], s, 13]
+          d[cfgs[c], s, 11], d[cfgs[c], s, 9], d[cfgs[c], s, 10], d[cfgs[c], s, 13] >> tables
       }
     }
     has_m = index(" " order " ", " mprpc ") > 0
+    has_c = index(" " order " ", " mprpc-channel ") > 0
     has_g = index(" " order " ", " grpc ") > 0
     has_r = index(" " order " ", " raw ") > 0
     hdr = "| S (B) | C | T |"; sep = "|---:|---:|---:|"; ncol = 0
-    if (has_m && has_r) { hdr = hdr " mprpc/raw QPS | mprpc/raw p99 |"; sep = sep "---:|---:|"; ncol++ }
+    if (has_m && has_r) { hdr = hdr " mprpc/raw QPS | mprpc/raw p50 | mprpc/raw p99 | mprpc/raw CPU |"; sep = sep "---:|---:|---:|---:|"; ncol++ }
     if (has_m && has_g) { hdr = hdr " mprpc/grpc QPS | mprpc/grpc p99 |"; sep = sep "---:|---:|"; ncol++ }
-    if (has_g && has_r) { hdr = hdr " grpc/raw QPS | grpc/raw p99 |"; sep = sep "---:|---:|"; ncol++ }
+    if (has_c && has_r) { hdr = hdr " channel/raw QPS |"; sep = sep "---:|"; ncol++ }
+    if (has_c && has_g) { hdr = hdr " channel/grpc QPS |"; sep = sep "---:|"; ncol++ }
+    if (has_g && has_r) { hdr = hdr " grpc/raw QPS |"; sep = sep "---:|"; ncol++ }
     if (ncol == 0) exit
-    print ""
-    print "Ratios of medians (QPS: higher is better for the first system; p99: lower is better):"
-    print ""
-    print hdr
-    print sep
+    print "" >> tables
+    print "Ratios of the medians above (QPS: higher is better for mprpc; latency and CPU: lower is better). \"channel\" = mprpc-channel." >> tables
+    print "" >> tables
+    print hdr >> tables
+    print sep >> tables
     for (c = 1; c <= ncfg; c++) {
-      split(cfgs[c], x, " ")
+      cf = cfgs[c]
+      split(cf, x, " ")
       line = "| " x[1] " | " x[2] " | " x[3] " |"
-      if (has_m && has_r) line = line " " ratio(cfgs[c], "mprpc", "raw", 5) " | " ratio(cfgs[c], "mprpc", "raw", 7) " |"
-      if (has_m && has_g) line = line " " ratio(cfgs[c], "mprpc", "grpc", 5) " | " ratio(cfgs[c], "mprpc", "grpc", 7) " |"
-      if (has_g && has_r) line = line " " ratio(cfgs[c], "grpc", "raw", 5) " | " ratio(cfgs[c], "grpc", "raw", 7) " |"
-      print line
+      if (has_m && has_r) line = line " " fmt(r(cf, "mprpc", "raw", 5)) " | " fmt(r(cf, "mprpc", "raw", 6)) " | " fmt(r(cf, "mprpc", "raw", 7)) " | " fmt(r(cf, "mprpc", "raw", 10)) " |"
+      if (has_m && has_g) line = line " " fmt(r(cf, "mprpc", "grpc", 5)) " | " fmt(r(cf, "mprpc", "grpc", 7)) " |"
+      if (has_c && has_r) line = line " " fmt(r(cf, "mprpc-channel", "raw", 5)) " |"
+      if (has_c && has_g) line = line " " fmt(r(cf, "mprpc-channel", "grpc", 5)) " |"
+      if (has_g && has_r) line = line " " fmt(r(cf, "grpc", "raw", 5)) " |"
+      print line >> tables
     }
-  }' "$summary" >"$tables"
+    # The issue-5 targets, from the same run.
+    if (!has_m) exit
+    print "| target | point | measured | limit | verdict |" > targets
+    print "|---|---|---:|---|---|" >> targets
+    for (c = 1; c <= ncfg; c++) { split(cfgs[c], x, " "); if (x[2] >= 8 && has_r) check("QPS mprpc/raw", cfgs[c], r(cfgs[c], "mprpc", "raw", 5), ">=", 0.85) }
+    for (c = 1; c <= ncfg; c++) { split(cfgs[c], x, " "); if (x[2] >= 8 && has_g) check("QPS mprpc/grpc", cfgs[c], r(cfgs[c], "mprpc", "grpc", 5), ">=", 3) }
+    for (c = 1; c <= ncfg; c++) { split(cfgs[c], x, " "); if (x[2] == 64 && has_r) check("p99 mprpc/raw", cfgs[c], r(cfgs[c], "mprpc", "raw", 7), "<=", 1.5) }
+    for (c = 1; c <= ncfg; c++) { split(cfgs[c], x, " "); if (x[2] == 1 && has_r) check("p50 mprpc/raw", cfgs[c], r(cfgs[c], "mprpc", "raw", 6), "<=", 1.2) }
+    for (c = 1; c <= ncfg; c++) { if (has_r) check("server CPU/call mprpc/raw", cfgs[c], r(cfgs[c], "mprpc", "raw", 10), "<=", 1.3) }
+    for (c = 1; c <= ncfg; c++) { split(cfgs[c], x, " "); if (x[2] == 64) check("provider RSS", cfgs[c], have[cfgs[c], "mprpc"] ? d[cfgs[c], "mprpc", 9] : "", "<=", 4096) }
+    printf "\n%d met, %d missed\n", nmet, nmiss >> targets
+  }' "$summary"
 
 echo
 echo "Medians of $reps run(s) per point, ${warmup}s warm-up + ${duration}s measured, depth 1:"
 echo
 cat "$tables"
+if [ -s "$targets" ]; then
+  echo
+  echo "Targets (issue 5), from the medians of this run:"
+  echo
+  cat "$targets"
+fi
+
+# ---- 10,000 idle connections --------------------------------------------------
+idle_out=$B/idle.txt
+: >"$idle_out"
+if [ "$idle" = 1 ]; then
+  echo
+  echo "10,000 idle connections (bench/idle.sh):"
+  if bench/idle.sh -n 10000 -k 1000 >"$idle_out" 2>&1; then cat "$idle_out"; else
+    cat "$idle_out"; echo "run.sh: the idle-connections test failed" >&2; failures=$((failures + 1)); fi
+fi
+load_after=$(cut -d' ' -f1 /proc/loadavg)
 
 # ---- docs --------------------------------------------------------------------
 if [ "$docs" = 1 ]; then
@@ -301,7 +356,7 @@ EOF
     echo "- CPU: $cpu_model$hv, $(nproc) CPUs (nproc)"
     # shellcheck disable=SC1091
     echo "- Memory: $mem; kernel $(uname -r); $(. /etc/os-release && echo "$PRETTY_NAME")"
-    echo "- 1-min load average: $load_before before the run, $(cut -d' ' -f1 /proc/loadavg) after"
+    echo "- 1-min load average: $load_before before the run, $load_after after (other work on the machine shares the cores too)"
     echo "- Compilers: $(gcc --version | head -1); gRPC $(pkg-config --modversion grpc++), protobuf $(pkg-config --modversion protobuf)"
     echo
     echo "**Server and client run on the same machine and share its $(nproc) cores**, over"
@@ -317,12 +372,21 @@ EOF
     echo "  server for 4-byte-length-prefixed frames (2 event-loop threads), the"
     echo "  physical limit of this machine; **grpc** = gRPC C++ sync server"
     echo "  (\`bench/grpc_echo_server.cc\`, default thread settings, insecure"
-    echo "  credentials); **mprpc** = an mprpc.h echo server."
+    echo "  credentials); **mprpc** = \`bench/mprpc_echo_server.c\`, the mprpc.h"
+    echo "  provider (example style, \`io_threads\` = 2, EchoService.Echo with the"
+    echo "  payload as a zero-copy callback field), driven by the same epoll client"
+    echo "  as raw using mprpc.h's framing (\`mprpc_wire_encode_request\`,"
+    echo "  \`mprpc_wire_decode_response\`); **mprpc-channel** = the same provider"
+    echo "  called through the public blocking API (\`MPRPC_CALL\`), one thread and"
+    echo "  one channel per connection (so T = C), as an application would."
     echo "- Load: closed loop, C connections spread over T client threads, each"
     echo "  connection with one call in flight (depth 1). raw/mprpc are driven by"
     echo "  \`bench/mprpc_bench.c\` (epoll, one loop per thread), gRPC by"
     echo "  \`bench/grpc_bench.cc\` (async completion queue per thread, one channel"
     echo "  = one TCP connection per connection)."
+    echo "- Order: for each point, the reps are interleaved across systems"
+    echo "  (raw, mprpc, ..., raw, mprpc, ...), so slow drifts in background load"
+    echo "  hit every system alike."
     echo "- Each point: ${warmup} s warm-up, then ${duration} s measured; a fresh server"
     echo "  per run; $reps runs per point, the table shows the median of each metric"
     echo "  (errors: sum)."
@@ -344,6 +408,33 @@ EOF
     cat "$tables"
     echo
     echo "![QPS and p99 per configuration](bench.png)"
+    if [ -s "$targets" ]; then
+      echo
+      echo "## Targets (issue 5)"
+      echo
+      echo "Each from the medians of this run (ratios of figures measured minutes apart"
+      echo "on the same machine)."
+      echo
+      cat "$targets"
+    fi
+    if [ -s "$idle_out" ]; then
+      echo
+      echo "## 10,000 idle connections"
+      echo
+      echo "\`make bench-idle\` (\`bench/idle.sh\` + \`bench/idle_conns.c\`): the provider"
+      echo "(\`mprpc_echo_server -i 0\`: idle timeout off, fd limit raised at start) gets"
+      echo "10,000 TCP connections that never send a byte; a fresh caller (new"
+      echo "channel) makes 1,000 calls of 32 B before, while and after they are open."
+      echo "Target: RSS growth <= 4 KiB per idle connection, normal latency."
+      echo
+      echo '\`\`\`'
+      cat "$idle_out"
+      echo '\`\`\`'
+    fi
+    if [ -f bench/notes.md ]; then
+      echo
+      cat bench/notes.md
+    fi
     echo
     echo "Reproduce: \`make bench\` (or \`bench/run.sh\`); one quick point per system:"
     echo "\`bench/run.sh --quick\`. Raw RESULT lines of this run: \`$results\`."
