@@ -212,6 +212,13 @@ awk -v order="$run_systems" -v tables="$tables" -v targets="$targets" '
     return d[cfg, a, f] / d[cfg, b, f]
   }
   function fmt(x) { return x == "" ? "-" : sprintf("%.2f", x) }
+  # Calls per CPU-second of server + client: less sensitive to other load
+  # on the machine than QPS (which depends on how much CPU we were given).
+  function eff(cfg, a, b,   ca, cb) {
+    if (!have[cfg, a] || !have[cfg, b]) return ""
+    ca = d[cfg, a, 10] + d[cfg, a, 13]; cb = d[cfg, b, 10] + d[cfg, b, 13]
+    return (ca > 0 && cb > 0) ? cb / ca : ""
+  }
   # One target check: appends a row to the targets table.
   function check(what, cfg, value, op, limit,   ok, x) {
     split(cfg, x, " ")
@@ -243,14 +250,14 @@ awk -v order="$run_systems" -v tables="$tables" -v targets="$targets" '
     has_g = index(" " order " ", " grpc ") > 0
     has_r = index(" " order " ", " raw ") > 0
     hdr = "| S (B) | C | T |"; sep = "|---:|---:|---:|"; ncol = 0
-    if (has_m && has_r) { hdr = hdr " mprpc/raw QPS | mprpc/raw p50 | mprpc/raw p99 | mprpc/raw CPU |"; sep = sep "---:|---:|---:|---:|"; ncol++ }
+    if (has_m && has_r) { hdr = hdr " mprpc/raw QPS | mprpc/raw p50 | mprpc/raw p99 | mprpc/raw server CPU | mprpc/raw calls per CPU-s |"; sep = sep "---:|---:|---:|---:|---:|"; ncol++ }
     if (has_m && has_g) { hdr = hdr " mprpc/grpc QPS | mprpc/grpc p99 |"; sep = sep "---:|---:|"; ncol++ }
     if (has_c && has_r) { hdr = hdr " channel/raw QPS |"; sep = sep "---:|"; ncol++ }
     if (has_c && has_g) { hdr = hdr " channel/grpc QPS |"; sep = sep "---:|"; ncol++ }
     if (has_g && has_r) { hdr = hdr " grpc/raw QPS |"; sep = sep "---:|"; ncol++ }
     if (ncol == 0) exit
     print "" >> tables
-    print "Ratios of the medians above (QPS: higher is better for mprpc; latency and CPU: lower is better). \"channel\" = mprpc-channel." >> tables
+    print "Ratios of the medians above (QPS: higher is better for mprpc; latency and CPU: lower is better). \"channel\" = mprpc-channel. \"calls per CPU-s\" = 1 / (server + client CPU per call), mprpc over raw: the QPS ratio when both get the same CPU time (less sensitive to other load on the machine)." >> tables
     print "" >> tables
     print hdr >> tables
     print sep >> tables
@@ -258,7 +265,7 @@ awk -v order="$run_systems" -v tables="$tables" -v targets="$targets" '
       cf = cfgs[c]
       split(cf, x, " ")
       line = "| " x[1] " | " x[2] " | " x[3] " |"
-      if (has_m && has_r) line = line " " fmt(r(cf, "mprpc", "raw", 5)) " | " fmt(r(cf, "mprpc", "raw", 6)) " | " fmt(r(cf, "mprpc", "raw", 7)) " | " fmt(r(cf, "mprpc", "raw", 10)) " |"
+      if (has_m && has_r) line = line " " fmt(r(cf, "mprpc", "raw", 5)) " | " fmt(r(cf, "mprpc", "raw", 6)) " | " fmt(r(cf, "mprpc", "raw", 7)) " | " fmt(r(cf, "mprpc", "raw", 10)) " | " fmt(eff(cf, "mprpc", "raw")) " |"
       if (has_m && has_g) line = line " " fmt(r(cf, "mprpc", "grpc", 5)) " | " fmt(r(cf, "mprpc", "grpc", 7)) " |"
       if (has_c && has_r) line = line " " fmt(r(cf, "mprpc-channel", "raw", 5)) " |"
       if (has_c && has_g) line = line " " fmt(r(cf, "mprpc-channel", "grpc", 5)) " |"
