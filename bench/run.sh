@@ -430,8 +430,10 @@ EOF
       echo
       echo "\`make bench-idle\` (\`bench/idle.sh\` + \`bench/idle_conns.c\`): the provider"
       echo "(\`mprpc_echo_server -i 0\`: idle timeout off, fd limit raised at start) gets"
-      echo "10,000 TCP connections that never send a byte; a fresh caller (new"
-      echo "channel) makes 1,000 calls of 32 B before, while and after they are open."
+      echo "10,000 TCP connections that never send a byte (RSS sampled 2 s after the"
+      echo "last was accepted); three fresh callers (a new channel each) make 1,000"
+      echo "calls of 32 B each before, while and after they are open; the medians of"
+      echo "their p50 and p99 are shown."
       echo "Target: RSS growth <= 4 KiB per idle connection, normal latency."
       echo
       echo '\`\`\`'
