@@ -262,7 +262,26 @@ typedef struct bench_window {
     uint64_t t0_ns, t1_ns;
     bench_proc before, after;
     double client_cpu_s;        /* this process, over the measured window */
+    unsigned long long busy0, busy1, all0, all1;   /* /proc/stat ticks, whole machine */
 } bench_window;
+
+/* Busy (not idle/iowait) and total ticks of all CPUs, from /proc/stat. */
+static void bench_machine_ticks(unsigned long long *busy, unsigned long long *all)
+{
+    unsigned long long v[10] = {0};
+    FILE *f = fopen("/proc/stat", "r");
+    int i;
+    *busy = *all = 0;
+    if (!f)
+        return;
+    if (fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2],
+               &v[3], &v[4], &v[5], &v[6], &v[7], &v[8], &v[9]) >= 8) {
+        for (i = 0; i < 8; i++)     /* guest time is already in user */
+            *all += v[i];
+        *busy = *all - v[3] - v[4];
+    }
+    fclose(f);
+}
 
 static double bench_self_cpu_s(void)
 {
@@ -276,6 +295,7 @@ static void bench_run_window(const bench_opts *o, int *phase, bench_window *w)
 {
     bench_sleep_s(o->warmup_s);
     bench_proc_sample(o->server_pid, &w->before);
+    bench_machine_ticks(&w->busy0, &w->all0);
     w->client_cpu_s = bench_self_cpu_s();
     w->t0_ns = bench_now_ns();
     bench_phase_set(phase, BENCH_MEASURE);
@@ -283,6 +303,7 @@ static void bench_run_window(const bench_opts *o, int *phase, bench_window *w)
     bench_phase_set(phase, BENCH_STOP);
     w->t1_ns = bench_now_ns();
     w->client_cpu_s = bench_self_cpu_s() - w->client_cpu_s;
+    bench_machine_ticks(&w->busy1, &w->all1);
     bench_proc_sample(o->server_pid, &w->after);
 }
 
@@ -324,6 +345,16 @@ static void bench_report(const bench_opts *o, const hist *h, uint64_t errors,
     if (w->before.ok && w->after.ok)
         printf("  server pid %ld: VmRSS %ld KiB, CPU %.2f us/call\n", o->server_pid, rss,
                cpu_us_per_call);
+    /* CPU used by other processes on the machine during the window, as a
+     * share of all CPUs: the benchmark is only as good as this is small. */
+    if (w->all1 > w->all0 && w->before.ok && w->after.ok) {
+        long hz = sysconf(_SC_CLK_TCK);
+        double busy = (double)(w->busy1 - w->busy0);
+        double ours = (double)(w->after.cpu_ticks - w->before.cpu_ticks) +
+                      (hz > 0 ? w->client_cpu_s * (double)hz : 0.0);
+        double pct = 100.0 * (busy - ours) / (double)(w->all1 - w->all0);
+        printf("  foreign CPU %.1f %% of the machine\n", pct < 0.0 ? 0.0 : pct);
+    }
     printf("RESULT system=%s conns=%d threads=%d size=%zu qps=%.0f p50_us=%.1f p99_us=%.1f "
            "p999_us=%.1f errors=%llu server_rss_kib=%ld server_cpu_us_per_call=%.2f\n",
            o->system, o->conns, o->threads, o->size, qps, p50, p99, p999,

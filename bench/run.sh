@@ -3,6 +3,7 @@
 #
 #   bench/run.sh [--quick] [--systems "raw mprpc mprpc-channel grpc"] [--reps N]
 #                [--warmup SEC] [--duration SEC] [--no-build] [--no-docs] [--no-idle]
+#                [--max-foreign PCT] [--retries N]
 #
 # Full run: payload S in {32, 4096} x (conns C, threads T) in
 # {(1,1), (8,2), (64,2)}, depth 1, every point --reps times (default 5;
@@ -11,6 +12,9 @@
 # tables of medians, ratios and the issue's targets, runs the 10,000 idle
 # connections test (bench/idle.sh) and writes docs/BENCHMARKS.md and
 # docs/bench.png.  --quick: one short point per system, tables on stdout only.
+# A run during which other processes used more than --max-foreign % (10) of
+# the machine's CPU is repeated up to --retries (2) times (30 in all at
+# most); the quietest try is kept and its foreign share is reported.
 #
 # Systems (each needs its server and client in build/bench/):
 #   raw    raw_echo_server  + mprpc_bench --proto raw   (the physical limit)
@@ -27,7 +31,8 @@ cd "$ROOT"
 B=build/bench
 
 quick=0 build=1 docs=1 idle=1 reps=5 warmup=0.5 duration=2 systems="raw mprpc mprpc-channel grpc" systems_given=0
-usage() { sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; }
+max_foreign=10 retries=2 max_retries_total=30
+usage() { sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1 ;;
@@ -38,6 +43,8 @@ while [ $# -gt 0 ]; do
     --no-build) build=0 ;;
     --no-docs) docs=0 ;;
     --no-idle) idle=0 ;;
+    --max-foreign) max_foreign=$2; shift ;;
+    --retries) retries=$2; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "run.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
   esac
@@ -131,36 +138,71 @@ failures=0
 npoints=$(( $(echo "$matrix" | wc -w) * $(echo "$run_systems" | wc -w) * reps ))
 echo "run.sh: systems: $run_systems; $npoints runs of ${warmup}s warm-up + ${duration}s"
 n=0
+# One run of system $1 at the current point; on success sets RUN_LINE (the
+# RESULT line plus run.sh's fields) and RUN_FOREIGN (CPU % other processes
+# used during the measured window).
+run_once() {
+  local s=$1 rc line ccpu
+  RUN_LINE= RUN_FOREIGN=
+  start_server "$(server_of "$s")" || return 1
+  limit=$(awk -v w="$warmup" -v d="$duration" 'BEGIN { printf "%d", w + d + 30 }')
+  # In the background + wait, so that a signal's trap runs at once.
+  # shellcheck disable=SC2046
+  timeout "$limit" $(client_of "$s") --port "$SERVER_PORT" --conns "$conns" \
+    --threads "$threads" --size "$size" --warmup "$warmup" --duration "$duration" \
+    --system "$s" --server-pid "$SERVER_PID" >"$tmp/client.out" 2>"$tmp/client.err" &
+  CLIENT_PID=$!
+  rc=0; wait "$CLIENT_PID" || rc=$?
+  CLIENT_PID=
+  stop_server
+  if [ "$rc" = 0 ] && line=$(grep '^RESULT ' "$tmp/client.out" | tail -1) && [ -n "$line" ]; then
+    # The client's own CPU cost and the foreign CPU share (summary lines, not
+    # part of RESULT) are appended; cfg_threads = T of the matrix point
+    # (mprpc-channel runs C threads).
+    ccpu=$(awk '/client CPU/ { print $3; exit }' "$tmp/client.out")
+    RUN_FOREIGN=$(awk '/foreign CPU/ { print $3; exit }' "$tmp/client.out")
+    RUN_FOREIGN=${RUN_FOREIGN:-0}
+    RUN_LINE="$line client_cpu_us_per_call=${ccpu:-0} foreign_cpu_pct=$RUN_FOREIGN cfg_threads=$threads"
+    return 0
+  fi
+  echo "FAILED (exit $rc)"
+  cat "$tmp/client.out" "$tmp/client.err" >&2
+  return 1
+}
+
+retried=0
 for point in $matrix; do
   IFS=: read -r size conns threads <<<"$point"
   for rep in $(seq 1 "$reps"); do
     for s in $run_systems; do
       n=$((n + 1))
       printf '[%d/%d] %-13s S=%-4s C=%-2s T=%s rep %s: ' "$n" "$npoints" "$s" "$size" "$conns" "$threads" "$rep"
-      if ! start_server "$(server_of "$s")"; then failures=$((failures + 1)); continue; fi
-      limit=$(awk -v w="$warmup" -v d="$duration" 'BEGIN { printf "%d", w + d + 30 }')
-      # In the background + wait, so that a signal's trap runs at once.
-      # shellcheck disable=SC2046
-      timeout "$limit" $(client_of "$s") --port "$SERVER_PORT" --conns "$conns" \
-        --threads "$threads" --size "$size" --warmup "$warmup" --duration "$duration" \
-        --system "$s" --server-pid "$SERVER_PID" >"$tmp/client.out" 2>"$tmp/client.err" &
-      CLIENT_PID=$!
-      rc=0; wait "$CLIENT_PID" || rc=$?
-      CLIENT_PID=
-      if [ "$rc" = 0 ] && line=$(grep '^RESULT ' "$tmp/client.out" | tail -1) && [ -n "$line" ]; then
-        # The client's own CPU cost (summary line, not part of RESULT) is
-        # appended so the tables can show what the load generator costs.
-        ccpu=$(awk '/client CPU/ { print $3; exit }' "$tmp/client.out")
-        # cfg_threads: the T of the matrix point (mprpc-channel runs C threads).
-        echo "$line client_cpu_us_per_call=${ccpu:-0} cfg_threads=$threads" >>"$results"
-        echo "$line" | awk '{ for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
-          printf "qps %s p50 %sus p99 %sus errors %s\n", v["qps"], v["p50_us"], v["p99_us"], v["errors"] }'
+      # Other processes on the shared cores distort a run: retry while they
+      # took more than --max-foreign % of the machine, keep the quietest try.
+      best= best_f= try=0 ok=0
+      while :; do
+        try=$((try + 1))
+        if run_once "$s"; then
+          ok=1
+          if [ -z "$best" ] || awk -v a="$RUN_FOREIGN" -v b="$best_f" 'BEGIN { exit !(a < b) }'; then
+            best=$RUN_LINE best_f=$RUN_FOREIGN
+          fi
+          awk -v f="$best_f" -v m="$max_foreign" 'BEGIN { exit !(f <= m) }' && break
+          [ "$try" -le "$retries" ] && [ "$retried" -lt "$max_retries_total" ] || break
+          retried=$((retried + 1))
+          printf '(foreign CPU %s%%, again) ' "$RUN_FOREIGN"
+          sleep 1
+        else
+          break
+        fi
+      done
+      if [ "$ok" = 1 ]; then
+        echo "$best" >>"$results"
+        echo "$best" | awk '{ for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+          printf "qps %s p50 %sus p99 %sus errors %s foreign %s%%\n", v["qps"], v["p50_us"], v["p99_us"], v["errors"], v["foreign_cpu_pct"] }'
       else
-        echo "FAILED (exit $rc)"
-        cat "$tmp/client.out" "$tmp/client.err" >&2
         failures=$((failures + 1))
       fi
-      stop_server
     done
   done
 done
@@ -182,19 +224,20 @@ awk '
     key = v["size"] " " v["conns"] " " ("cfg_threads" in v ? v["cfg_threads"] : v["threads"]) " " v["system"]
     if (!(key in cnt)) keys[++nkeys] = key
     k = ++cnt[key]
-    split("qps p50_us p99_us p999_us server_rss_kib server_cpu_us_per_call client_cpu_us_per_call", ms, " ")
+    split("qps p50_us p99_us p999_us server_rss_kib server_cpu_us_per_call client_cpu_us_per_call foreign_cpu_pct", ms, " ")
     for (i in ms) val[key, ms[i], k] = v[ms[i]]
     err[key] += v["errors"]
   }
   END {
     for (i = 1; i <= nkeys; i++) {
       key = keys[i]
-      printf "%s %d %.1f %.1f %.1f %d %.2f %d %d %.2f\n", key, median(key, "qps"), median(key, "p50_us"),
+      printf "%s %d %.1f %.1f %.1f %d %.2f %d %d %.2f %.1f\n", key, median(key, "qps"), median(key, "p50_us"),
         median(key, "p99_us"), median(key, "p999_us"), median(key, "server_rss_kib"),
-        median(key, "server_cpu_us_per_call"), err[key], cnt[key], median(key, "client_cpu_us_per_call")
+        median(key, "server_cpu_us_per_call"), err[key], cnt[key], median(key, "client_cpu_us_per_call"),
+        median(key, "foreign_cpu_pct")
     }
   }' "$results" >"$summary"
-# fields: size conns threads system qps p50 p99 p999 rss cpu errors reps client_cpu
+# fields: size conns threads system qps p50 p99 p999 rss cpu errors reps client_cpu foreign
 
 tables=$B/tables.md
 targets=$B/targets.md
@@ -204,7 +247,7 @@ awk -v order="$run_systems" -v tables="$tables" -v targets="$targets" '
   {
     cfg = $1 " " $2 " " $3
     if (!(cfg in seen)) { seen[cfg] = 1; cfgs[++ncfg] = cfg }
-    for (i = 5; i <= 13; i++) d[cfg, $4, i] = $i
+    for (i = 5; i <= 14; i++) d[cfg, $4, i] = $i
     have[cfg, $4] = 1
   }
   function r(cfg, a, b, f) {
@@ -232,17 +275,17 @@ awk -v order="$run_systems" -v tables="$tables" -v targets="$targets" '
       (value == "" ? "-" : sprintf(what ~ /RSS/ ? "%d KiB" : "%.2f", value)), op, limit, status >> targets
   }
   END {
-    print "| S (B) | C | T | system | QPS | p50 (us) | p99 (us) | p999 (us) | errors | server RSS (KiB) | server CPU (us/call) | client CPU (us/call) |" > tables
-    print "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|" >> tables
+    print "| S (B) | C | T | system | QPS | p50 (us) | p99 (us) | p999 (us) | errors | server RSS (KiB) | server CPU (us/call) | client CPU (us/call) | foreign CPU (%) |" > tables
+    print "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|" >> tables
     for (c = 1; c <= ncfg; c++) {
       split(cfgs[c], x, " ")
       for (i = 1; i <= ns; i++) {
         s = sys[i]
         if (!have[cfgs[c], s]) continue
-        printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", x[1], x[2],
+        printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", x[1], x[2],
           (s == "mprpc-channel" ? x[2] : x[3]), s,
           d[cfgs[c], s, 5], d[cfgs[c], s, 6], d[cfgs[c], s, 7], d[cfgs[c], s, 8],
-          d[cfgs[c], s, 11], d[cfgs[c], s, 9], d[cfgs[c], s, 10], d[cfgs[c], s, 13] >> tables
+          d[cfgs[c], s, 11], d[cfgs[c], s, 9], d[cfgs[c], s, 10], d[cfgs[c], s, 13], d[cfgs[c], s, 14] >> tables
       }
     }
     has_m = index(" " order " ", " mprpc ") > 0
@@ -397,6 +440,11 @@ EOF
     echo "- Each point: ${warmup} s warm-up, then ${duration} s measured; a fresh server"
     echo "  per run; $reps runs per point, the table shows the median of each metric"
     echo "  (errors: sum)."
+    echo "- Foreign load: the load generator also measures how much of the"
+    echo "  machine's CPU other processes used during the measured window"
+    echo "  (/proc/stat busy time minus server and client CPU). A run above"
+    echo "  ${max_foreign} % was repeated (up to ${retries} times; the quietest try kept);"
+    echo "  this run repeated $retried. The \"foreign CPU\" column is the median share."
     echo "- Latency: per call, from enqueueing the request to parsing the reply,"
     echo "  in a log-linear histogram (\`bench/hist.h\`, < 1.6 % relative error),"
     echo "  shared by both load generators."
