@@ -444,7 +444,7 @@ EOF
     echo "  machine's CPU other processes used during the measured window"
     echo "  (/proc/stat busy time minus server and client CPU). A run above"
     echo "  ${max_foreign} % was repeated (up to ${retries} times; the quietest try kept);"
-    echo "  this run repeated $retried. The \"foreign CPU\" column is the median share."
+    echo "  runs repeated in this report: $retried. The \"foreign CPU\" column is the median share."
     echo "- Latency: per call, from enqueueing the request to parsing the reply,"
     echo "  in a log-linear histogram (\`bench/hist.h\`, < 1.6 % relative error),"
     echo "  shared by both load generators."
@@ -484,9 +484,9 @@ EOF
       echo "their p50 and p99 are shown."
       echo "Target: RSS growth <= 4 KiB per idle connection, normal latency."
       echo
-      echo '\`\`\`'
+      echo '```'
       cat "$idle_out"
-      echo '\`\`\`'
+      echo '```'
     fi
     if [ -f bench/notes.md ]; then
       echo
