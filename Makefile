@@ -67,7 +67,7 @@ test-tsan: deps-test
 test-valgrind: deps-test
 	@$(MAKE) --no-print-directory test-build
 	@MPRPC_TEST_WRAP="valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect" \
-	  MPRPC_TEST_SLOW=4 tests/run.sh $(TBUILD) --no-compile-checks
+	  tests/run.sh $(TBUILD) --no-compile-checks
 
 clean:
 	rm -rf $(BUILD)
