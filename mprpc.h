@@ -590,6 +590,14 @@ static void mprpc__fmt(char *dst, size_t cap, const char *fmt, ...)
     va_end(ap);
 }
 
+/* Every object starts zeroed. */
+static void *mprpc__zalloc(size_t n)
+{
+    void *p = MPRPC_MALLOC(n);
+    if (p) memset(p, 0, n);
+    return p;
+}
+
 static void mprpc__copy_str(char *dst, size_t cap, const char *src)
 {
     size_t n = strlen(src);
@@ -1331,18 +1339,26 @@ MPRPCDEF mprpc_status mprpc_wire_encode_response(mprpc_buf *out, size_t max_mess
                                os.bytes_written, fields, msg, blen);
 }
 
-/* Common framing: prefix, bounded header, decoded into hdr. Returns the
- * header length in *hlen. */
-static mprpc_status mprpc__decode_header(const uint8_t *data, size_t len,
-                                         const pb_msgdesc_t *fields, void *hdr, size_t *hlen)
+/* Both frame kinds: u32le prefix, a bounded protobuf header decoded into hdr,
+ * then the body whose size the header announces in *body_size (a field of
+ * hdr, filled by the decode). */
+static mprpc_status mprpc__decode_frame(const uint8_t *data, size_t len, size_t max_message_size,
+                                        const pb_msgdesc_t *fields, void *hdr,
+                                        const uint32_t *body_size, const uint8_t **body,
+                                        size_t *frame_size)
 {
     pb_istream_t is;
+    size_t hlen;
     if (len < MPRPC_FRAME_PREFIX) return MPRPC_AGAIN;
-    *hlen = mprpc__get_u32le(data);
-    if (*hlen > MPRPC_MAX_HEADER_SIZE) return MPRPC_ERR_PROTOCOL;
-    if (len - MPRPC_FRAME_PREFIX < *hlen) return MPRPC_AGAIN;
-    is = pb_istream_from_buffer(data + MPRPC_FRAME_PREFIX, *hlen);
+    hlen = mprpc__get_u32le(data);
+    if (hlen > MPRPC_MAX_HEADER_SIZE) return MPRPC_ERR_PROTOCOL;
+    if (len - MPRPC_FRAME_PREFIX < hlen) return MPRPC_AGAIN;
+    is = pb_istream_from_buffer(data + MPRPC_FRAME_PREFIX, hlen);
     if (!pb_decode(&is, fields, hdr)) return MPRPC_ERR_PROTOCOL;
+    if (*body_size > max_message_size) return MPRPC_ERR_TOO_LARGE;
+    if (len - MPRPC_FRAME_PREFIX - hlen < *body_size) return MPRPC_AGAIN;
+    *body = data + MPRPC_FRAME_PREFIX + hlen;
+    *frame_size = MPRPC_FRAME_PREFIX + hlen + *body_size;
     return MPRPC_OK;
 }
 
@@ -1350,34 +1366,19 @@ MPRPCDEF mprpc_status mprpc_wire_decode_request(const uint8_t *data, size_t len,
                                                 size_t max_message_size,
                                                 mprpc_request_frame *frame)
 {
-    size_t hlen = 0, body;
-    mprpc_status st;
     memset(frame, 0, sizeof *frame);
-    st = mprpc__decode_header(data, len, mprpc_RpcHeader_fields, &frame->header, &hlen);
-    if (st != MPRPC_OK) return st;
-    body = frame->header.args_size;
-    if (body > max_message_size) return MPRPC_ERR_TOO_LARGE;
-    if (len - MPRPC_FRAME_PREFIX - hlen < body) return MPRPC_AGAIN;
-    frame->body = data + MPRPC_FRAME_PREFIX + hlen;
-    frame->frame_size = MPRPC_FRAME_PREFIX + hlen + body;
-    return MPRPC_OK;
+    return mprpc__decode_frame(data, len, max_message_size, mprpc_RpcHeader_fields, &frame->header,
+                               &frame->header.args_size, &frame->body, &frame->frame_size);
 }
 
 MPRPCDEF mprpc_status mprpc_wire_decode_response(const uint8_t *data, size_t len,
                                                  size_t max_message_size,
                                                  mprpc_response_frame *frame)
 {
-    size_t hlen = 0, body;
-    mprpc_status st;
     memset(frame, 0, sizeof *frame);
-    st = mprpc__decode_header(data, len, mprpc_RpcResponseHeader_fields, &frame->header, &hlen);
-    if (st != MPRPC_OK) return st;
-    body = frame->header.body_size;
-    if (body > max_message_size) return MPRPC_ERR_TOO_LARGE;
-    if (len - MPRPC_FRAME_PREFIX - hlen < body) return MPRPC_AGAIN;
-    frame->body = data + MPRPC_FRAME_PREFIX + hlen;
-    frame->frame_size = MPRPC_FRAME_PREFIX + hlen + body;
-    return MPRPC_OK;
+    return mprpc__decode_frame(data, len, max_message_size, mprpc_RpcResponseHeader_fields,
+                               &frame->header, &frame->header.body_size, &frame->body,
+                               &frame->frame_size);
 }
 
 /* Zero-copy: mprpc always decodes from a contiguous buffer, so the stream's
@@ -1588,9 +1589,8 @@ static mprpc_status mprpc__routes_build(mprpc_server *srv)
     size_t n = 0, cap = 16, i, j;
     for (i = 0; i < srv->nservices; i++) n += 1 + srv->services[i]->method_count;
     while (cap < 2 * n) cap *= 2; /* load factor <= 1/2 keeps probes short */
-    srv->routes = (mprpc__route *)MPRPC_MALLOC(cap * sizeof *srv->routes);
+    srv->routes = (mprpc__route *)mprpc__zalloc(cap * sizeof *srv->routes);
     if (!srv->routes) return MPRPC_ERR_NO_MEMORY;
-    memset(srv->routes, 0, cap * sizeof *srv->routes);
     srv->route_mask = cap - 1;
     srv->call_size = mprpc__align_up(sizeof(mprpc_call));
     for (i = 0; i < srv->nservices; i++) {
@@ -2115,12 +2115,11 @@ static void mprpc__accept_ready(mprpc__loop *l)
             return;
         }
         if (MPRPC__LOAD(&srv->open_conns) >= (uint64_t)srv->cfg.max_connections ||
-            !(c = (mprpc__conn *)MPRPC_MALLOC(sizeof *c))) {
+            !(c = (mprpc__conn *)mprpc__zalloc(sizeof *c))) {
             close(fd);
             MPRPC__ADD(&l->stats.connections_rejected, 1);
             continue;
         }
-        memset(c, 0, sizeof *c);
         c->fd = fd;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         MPRPC__ADD(&srv->open_conns, 1);
@@ -2240,9 +2239,8 @@ MPRPCDEF mprpc_status mprpc_server_new(mprpc_server **out, const mprpc_config *c
     mprpc_server *srv;
     if (!out || !cfg) return MPRPC_ERR_INVALID_ARGUMENT;
     *out = NULL;
-    srv = (mprpc_server *)MPRPC_MALLOC(sizeof *srv);
+    srv = (mprpc_server *)mprpc__zalloc(sizeof *srv);
     if (!srv) return MPRPC_ERR_NO_MEMORY;
-    memset(srv, 0, sizeof *srv);
     srv->cfg = *cfg;
     srv->listen_fd = srv->spare_fd = srv->stop_fd = -1;
     *out = srv;
@@ -2541,9 +2539,8 @@ MPRPCDEF mprpc_status mprpc_channel_new(mprpc_channel **out, const mprpc_config 
     mprpc_channel *ch;
     if (!out || !cfg) return MPRPC_ERR_INVALID_ARGUMENT;
     *out = NULL;
-    ch = (mprpc_channel *)MPRPC_MALLOC(sizeof *ch);
+    ch = (mprpc_channel *)mprpc__zalloc(sizeof *ch);
     if (!ch) return MPRPC_ERR_NO_MEMORY;
-    memset(ch, 0, sizeof *ch);
     ch->cfg = *cfg;
     pthread_mutex_init(&ch->mu, NULL);
     pthread_cond_init(&ch->cv, NULL);
@@ -2711,7 +2708,7 @@ static mprpc_status mprpc__acquire(mprpc_channel *ch, const char *addr, uint64_t
     ch->open++;
     pthread_mutex_unlock(&ch->mu);
     st = mprpc__connect(ch, addr, deadline, &fd, ctl);
-    pc = st == MPRPC_OK ? (mprpc__pconn *)MPRPC_MALLOC(sizeof *pc) : NULL;
+    pc = st == MPRPC_OK ? (mprpc__pconn *)mprpc__zalloc(sizeof *pc) : NULL;
     if (!pc) {
         if (st == MPRPC_OK) {
             close(fd);
@@ -2724,7 +2721,6 @@ static mprpc_status mprpc__acquire(mprpc_channel *ch, const char *addr, uint64_t
         pthread_mutex_unlock(&ch->mu);
         return st;
     }
-    memset(pc, 0, sizeof *pc);
     pc->fd = fd;
     mprpc__copy_str(pc->addr, sizeof pc->addr, addr);
     *out = pc;

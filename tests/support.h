@@ -170,6 +170,26 @@ static void test_config(mprpc_config *cfg)
     cfg->log_level = MPRPC_LOG_LEVEL_OFF;
 }
 
+/* The usual start of a test: a provider on a free port, a channel to it and a
+ * fresh controller. Returns 0 (after recording a failure) if the provider
+ * could not start. */
+static int setup(mprpc_config *cfg, mprpc_server **srv, mprpc_channel **ch, mprpc_controller *ctl)
+{
+    test_config(cfg);
+    *srv = start_provider(cfg, 0);
+    CHECK(*srv != NULL);
+    if (!*srv) return 0;
+    CHECK(mprpc_channel_new(ch, cfg) == MPRPC_OK);
+    mprpc_controller_init(ctl);
+    return 1;
+}
+
+static void teardown(mprpc_server *srv, mprpc_channel *ch)
+{
+    mprpc_channel_free(ch);
+    mprpc_server_free(srv);
+}
+
 static void set_payload(testsvc_EchoRequest *rq, const char *s)
 {
     rq->payload.size = (pb_size_t)strlen(s);
