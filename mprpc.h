@@ -458,7 +458,8 @@ MPRPCDEF mprpc_status mprpc_server_new(mprpc_server **out, const mprpc_config *c
  * server (they are not copied). Before start only. */
 MPRPCDEF mprpc_status mprpc_server_add_service(mprpc_server *srv, const mprpc_service *svc);
 /* Binds, listens, starts io_threads loops and registers in ZooKeeper when
- * configured; returns once calls are being served. */
+ * configured; returns once calls are being served. A server that failed to
+ * start, or has stopped, cannot be started again: free it and make another. */
 MPRPCDEF mprpc_status mprpc_server_start(mprpc_server *srv);
 /* The seed's Run: starts if needed, blocks until mprpc_server_stop, then
  * shuts down gracefully (see mprpc_server_stop) and returns. */
@@ -2351,6 +2352,10 @@ MPRPCDEF mprpc_status mprpc_server_start(mprpc_server *srv)
     int i;
     if (!srv) return MPRPC_ERR_INVALID_ARGUMENT;
     if (srv->started) return MPRPC_OK;
+    if (srv->shut_down) { /* its loops and sockets are gone: start again with a new server */
+        mprpc__srv_fail(srv, "this server has stopped (or failed to start); create a new one");
+        return MPRPC_ERR_INVALID_ARGUMENT;
+    }
     srv->error[0] = '\0';
     if (mprpc_config_validate(&srv->cfg) != MPRPC_OK) {
         mprpc__srv_fail(srv, "%s", srv->cfg.error);

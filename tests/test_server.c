@@ -500,6 +500,9 @@ static void bad_setup_is_reported_not_crashed(void)
     CHECK_STATUS(mprpc_server_new(&b, &cfg), MPRPC_OK);
     CHECK_STATUS(mprpc_server_start(b), MPRPC_ERR_IO);
     CHECK_CONTAINS(mprpc_server_error(b), "Address already in use");
+    /* a server that failed to start is not half-alive: it says to make a new one */
+    CHECK_STATUS(mprpc_server_start(b), MPRPC_ERR_INVALID_ARGUMENT);
+    CHECK_CONTAINS(mprpc_server_error(b), "create a new one");
     mprpc_server_free(b);
     /* a method without a handler, a duplicate service, adding after start */
     bad.handler = NULL;
