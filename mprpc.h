@@ -481,7 +481,9 @@ MPRPCDEF void mprpc_server_get_stats(mprpc_server *srv, mprpc_server_stats *out)
 MPRPCDEF void mprpc_call_fail(mprpc_call *call, const char *fmt, ...) MPRPC_PRINTF(2, 3);
 MPRPCDEF void mprpc_call_defer(mprpc_call *call);
 /* Finishes a deferred call from any thread: the response is encoded and sent
- * by the call's loop. Exactly once per deferred call. */
+ * by the call's loop. Exactly once per deferred call, also while the server
+ * stops: mprpc_server_run/free wait until every deferred call is done (after
+ * drain_timeout_ms its connection is closed and the answer discarded). */
 MPRPCDEF void mprpc_call_done(mprpc_call *call);
 MPRPCDEF const char *mprpc_call_service(const mprpc_call *call);
 MPRPCDEF const char *mprpc_call_method(const mprpc_call *call);
@@ -2173,7 +2175,7 @@ static void mprpc__loop_begin_drain(mprpc__loop *l)
         /* requests already sent are accepted calls: read them once, answer them */
         if (mprpc__conn_can_take(c)) mprpc__conn_on_readable(c);
         if (c->closed) continue;
-        c->close_after_flush = 1;
+        c->eof = 1; /* read no more; answer what is buffered, then close */
         mprpc__conn_send_staged(c);
     }
 }
