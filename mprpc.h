@@ -2634,9 +2634,12 @@ static mprpc_status mprpc__connect(const mprpc_channel *ch, const char *addr, ui
         } else {
             st = mprpc__wait_fd(fd, POLLOUT, cdl < deadline ? cdl : deadline);
             if (st == MPRPC_ERR_TIMEOUT) {
+                /* within the call's time, a provider that does not answer is one we cannot reach:
+                 * MPRPC_ERR_CONNECT lets the call move on to the next provider */
+                st = cdl < deadline ? MPRPC_ERR_CONNECT : MPRPC_ERR_TIMEOUT;
                 close(fd);
-                mprpc_controller_set_failed(ctl, MPRPC_ERR_TIMEOUT, "connect %s: timed out", addr);
-                return MPRPC_ERR_TIMEOUT;
+                mprpc_controller_set_failed(ctl, st, "connect %s: timed out", addr);
+                return st;
             }
             if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) != 0) err = errno;
         }
@@ -2934,11 +2937,12 @@ MPRPCDEF mprpc_status mprpc_channel_call(mprpc_channel *ch, const char *service,
     if (st != MPRPC_OK) return st;
     start = __atomic_fetch_add(&ch->next_provider, 1, __ATOMIC_RELAXED);
     for (i = 0; i < n; i++) { /* round-robin; an unreachable provider passes the call on */
+        mprpc_controller_reset(ctl); /* a failed connect to the previous one is not this call's verdict */
         st = mprpc__call_once(ch, addrs[(start + i) % n], &a, deadline, ctl);
         if (st != MPRPC_AGAIN) return ctl->status;
         if (mprpc__remaining_ms(deadline) == 0) break;
     }
-    if (n > 1) {
+    if (n > 1 || mprpc__registry_wanted(&ch->cfg)) { /* every provider discovery named failed */
         char last[sizeof ctl->error_text];
         mprpc__copy_str(last, sizeof last, ctl->error_text);
         mprpc_controller_set_failed(ctl, MPRPC_ERR_UNAVAILABLE, "no provider of '%s' reachable (%zu tried; last: %s)",
