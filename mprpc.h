@@ -2308,8 +2308,15 @@ fail:
 static void mprpc__loop_uninit(mprpc__loop *l)
 {
     mprpc_call *call, *next;
+    mprpc__conn *c, *cnext;
     while (l->conns) mprpc__conn_close(l->conns);
     mprpc__conn_free_dead(l);
+    for (c = l->incoming; c; c = cnext) { /* accepted for this loop after it had stopped */
+        cnext = c->next;
+        close(c->fd);
+        MPRPC_FREE(c);
+    }
+    l->incoming = NULL;
     for (call = l->free_calls; call; call = next) {
         next = call->next;
         MPRPC_FREE(call);
