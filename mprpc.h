@@ -2998,6 +2998,9 @@ static int mprpc__registry_wanted(const mprpc_config *cfg)
 
 #ifdef MPRPC_NO_ZOOKEEPER
 
+static const char mprpc__reg_compiled_out[] =
+    "ZooKeeper discovery is not available: mprpc.h was built with MPRPC_NO_ZOOKEEPER";
+
 /* Compiled out: mprpc_config_validate already refuses a config that names ZooKeeper, so these only
  * answer a caller that skipped validation. */
 static mprpc_status mprpc__registry_open(mprpc__registry **out, const mprpc_config *cfg, char *err,
@@ -3005,7 +3008,7 @@ static mprpc_status mprpc__registry_open(mprpc__registry **out, const mprpc_conf
 {
     (void)cfg;
     *out = NULL;
-    mprpc__fmt(err, errlen, "ZooKeeper discovery is not available: mprpc.h was built with MPRPC_NO_ZOOKEEPER");
+    mprpc__fmt(err, errlen, "%s", mprpc__reg_compiled_out);
     return MPRPC_ERR_UNSUPPORTED;
 }
 
@@ -3019,7 +3022,7 @@ static mprpc_status mprpc__registry_publish(mprpc__registry *r, const char *serv
                                             size_t errlen)
 {
     (void)r; (void)service; (void)addr; (void)methods; (void)method_count;
-    mprpc__fmt(err, errlen, "ZooKeeper discovery is not available: mprpc.h was built with MPRPC_NO_ZOOKEEPER");
+    mprpc__fmt(err, errlen, "%s", mprpc__reg_compiled_out);
     return MPRPC_ERR_UNSUPPORTED;
 }
 
@@ -3029,7 +3032,7 @@ static mprpc_status mprpc__registry_resolve(mprpc__registry *r, const char *serv
 {
     (void)r; (void)service; (void)method; (void)addrs; (void)max;
     *count = 0;
-    mprpc__fmt(err, errlen, "ZooKeeper discovery is not available: mprpc.h was built with MPRPC_NO_ZOOKEEPER");
+    mprpc__fmt(err, errlen, "%s", mprpc__reg_compiled_out);
     return MPRPC_ERR_UNSUPPORTED;
 }
 
