@@ -12,7 +12,7 @@ LIBS      = -lprotobuf-nanopb -lpthread
 ZK_LIBS   = -lzookeeper_mt
 SAN      ?=
 
-.PHONY: all deps deps-test examples demo test test-asan test-tsan test-valgrind clean
+.PHONY: all deps deps-test examples demo demo-zk test test-asan test-tsan test-valgrind clean
 all: examples
 
 deps:
@@ -38,8 +38,13 @@ demo: deps
 	@$(MAKE) --no-print-directory examples
 	@scripts/demo.sh
 
+# Two providers and the caller meeting through a local ZooKeeper server.
+demo-zk: deps
+	@$(MAKE) --no-print-directory examples
+	@scripts/demo-zk.sh
+
 # ---- tests -----------------------------------------------------------------
-TEST_NAMES = test_config test_logger test_wire test_server test_channel
+TEST_NAMES = test_config test_logger test_wire test_server test_channel test_registry
 TEST_PROTOS = $(GEN)/user.pb.c $(GEN)/testsvc.pb.c
 TBUILD = $(BUILD)/tests$(SAN)
 SANFLAGS_asan = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
@@ -62,7 +67,7 @@ test-asan: deps-test
 
 test-tsan: deps-test
 	@$(MAKE) --no-print-directory test-build SAN=_tsan CC=clang
-	@TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" tests/run.sh $(BUILD)/tests_tsan --no-compile-checks
+	@TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$(CURDIR)/tests/tsan.supp" tests/run.sh $(BUILD)/tests_tsan --no-compile-checks
 
 test-valgrind: deps-test
 	@$(MAKE) --no-print-directory test-build
