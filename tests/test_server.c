@@ -539,7 +539,7 @@ static void bad_setup_is_reported_not_crashed(void)
     /* the same port twice: the bind error is reported */
     CHECK_STATUS(mprpc_server_new(&b, &cfg), MPRPC_OK);
     CHECK_STATUS(mprpc_server_start(b), MPRPC_ERR_IO);
-    CHECK_CONTAINS(mprpc_server_error(b), "Address already in use");
+    CHECK_CONTAINS(mprpc_server_error(b), strerror(EADDRINUSE)); /* glibc and musl word it differently */
     mprpc_server_free(b);
     /* a method without a handler, a duplicate service, adding after start */
     bad.handler = NULL;
