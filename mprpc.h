@@ -1234,9 +1234,11 @@ static uint32_t mprpc__get_u32le(const uint8_t *p)
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
-/* The largest frame a peer may make us buffer. */
+/* The largest frame a peer may make us buffer (saturating: a wire-API caller
+ * may pass SIZE_MAX as "no limit", which must not wrap to a tiny bound). */
 static size_t mprpc__max_frame(size_t max_message_size)
 {
+    if (max_message_size > SIZE_MAX - MPRPC_FRAME_PREFIX - MPRPC_MAX_HEADER_SIZE) return SIZE_MAX;
     return MPRPC_FRAME_PREFIX + MPRPC_MAX_HEADER_SIZE + max_message_size;
 }
 
@@ -1266,7 +1268,8 @@ static mprpc_status mprpc__body_size(size_t max_message_size, const pb_msgdesc_t
     *size = 0;
     if (!msg) return MPRPC_OK;
     if (!pb_get_encoded_size(size, fields, msg)) return MPRPC_ERR_ENCODE;
-    return *size > max_message_size ? MPRPC_ERR_TOO_LARGE : MPRPC_OK;
+    /* args_size/body_size are uint32 on the wire: a bigger body cannot be framed */
+    return *size > max_message_size || *size > UINT32_MAX ? MPRPC_ERR_TOO_LARGE : MPRPC_OK;
 }
 
 static int mprpc__set_name(pb_byte_t *dst, pb_size_t *dlen, size_t cap, const char *s)
