@@ -183,8 +183,9 @@ test-cross:
 	@$(CROSS_SUBMAKE) -k cross >$(CROSS_BUILD)/cross-build.log 2>&1 || \
 	  { echo "make cross failed for some target (log: $(CROSS_BUILD)/cross-build.log):"; \
 	    grep -E 'error|Error' $(CROSS_BUILD)/cross-build.log | head -20; }
-	@$(foreach t,$(CROSS_TARGETS),run_$(t)='$(CROSS_RUN_$(t))') CROSS_BUILD=$(CROSS_BUILD) \
-	  CROSS_TESTS='$(CROSS_TESTS)' tests/cross/test-cross.sh $(CROSS_TARGETS)
+	@$(foreach t,$(CROSS_TARGETS),run_$(t)='$(CROSS_RUN_$(t))' cc_$(t)='$(CROSS_CC_$(t)) $(CROSS_NANOPB_CFLAGS_$(t))') \
+	  CROSS_BUILD=$(CROSS_BUILD) CROSS_CFLAGS='$(CROSS_CFLAGS)' CROSS_TESTS='$(CROSS_TESTS)' \
+	  tests/cross/test-cross.sh $(CROSS_TARGETS)
 
 .PHONY: cross-setup cross-clean
 cross-setup:

@@ -10,7 +10,10 @@
 #   3. interop over 127.0.0.1: T's example provider answers the x86-64 example caller, and T's example caller
 #      gets its answers from the x86-64 provider (for x86_64 itself: provider and caller both x86-64).
 # Ends with one line per target: `T: N passed, N failed`; exit 1 if anything failed.
-# Env: CROSS_BUILD (default build/cross), CROSS_TESTS (test names expected per target),
+#   4. compile checks: armhf builds the implementation with -D_TIME_BITS=64 (counted); every target reports its
+#      -Wconversion -Wsign-conversion warnings (information only, not counted).
+# Env: CROSS_BUILD (default build/cross), CROSS_TESTS (test names expected per target), cc_T and CROSS_CFLAGS
+#      (compiler and flags of target T, for the compile checks),
 #      CROSS_JOBS (targets run at once, default 1; 2 cores run 2 targets in about half the time).
 set -u
 cd "$(dirname "$0")/../.."
@@ -58,8 +61,8 @@ interop() {  # interop PROVIDER_TARGET CALLER_TARGET OUTDIR
 }
 
 one_target() {  # one_target T: prints its report, last line "T: N passed, N failed"
-  local t=$1 runv="run_$1" run p=0 f=0 n line d="$tmp/$1"
-  run=${!runv-}
+  local t=$1 runv="run_$1" ccv="cc_$1" run cc p=0 f=0 n line d="$tmp/$1"
+  run=${!runv-}; cc=${!ccv-}
   mkdir -p "$d"
   echo "== $t${run:+ ($run)}"
   for n in ${CROSS_TESTS:-}; do
@@ -81,6 +84,22 @@ one_target() {  # one_target T: prints its report, last line "T: N passed, N fai
   else
     f=$((f + 1)); echo "FAIL wire-vector"; cat "$d/wire.err" 2>/dev/null
     diff "$d/wire.out" tests/cross/wire_vector.hex 2>/dev/null | sed 's/^/  /'
+  fi
+  # 32-bit: the implementation also builds warning-free with a 64-bit time_t and off_t (glibc >= 2.34
+  # -D_TIME_BITS=64, the Y2038-safe ABI); -Wconversion -Wsign-conversion findings are listed, not counted.
+  if [ "$t" = armhf ]; then
+    if $cc $CROSS_CFLAGS -D_TIME_BITS=64 -D_FILE_OFFSET_BITS=64 -I. -c tests/compile_impl.c -o "$d/t64.o" \
+         2>"$d/t64.err"; then
+      p=$((p + 1)); echo "ok   compile-time64 (-D_TIME_BITS=64 -D_FILE_OFFSET_BITS=64)"
+    else
+      f=$((f + 1)); echo "FAIL compile-time64"; cat "$d/t64.err"
+    fi
+  fi
+  if [ -n "$cc" ]; then
+    $cc ${CROSS_CFLAGS/-Werror/} -Wconversion -Wsign-conversion -I. -c tests/compile_impl.c -o "$d/conv.o" \
+      2>"$d/conv.err"
+    echo "info -Wconversion -Wsign-conversion: $(grep -c 'warning:' "$d/conv.err") warnings in mprpc.h's implementation"
+    grep 'warning:' "$d/conv.err" | sed 's/^/     /'
   fi
   if interop "$t" "$ref" "$d/i1"; then p=$((p + 1)); else f=$((f + 1)); fi
   if [ "$t" != "$ref" ]; then
