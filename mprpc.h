@@ -49,6 +49,7 @@
  *   MPRPC_MALLOC/MPRPC_REALLOC/MPRPC_FREE   allocator hooks (define all three or none)
  *   MPRPC_ASSERT(x)        internal invariant check (default: assert)
  *   MPRPC_LOG_LINE_MAX     bytes per queued log line (default 512)
+ *   MPRPC_READ_CHUNK       bytes of each provider loop's receive buffer (default 65536)
  *
  * CONTENTS (both halves follow this order)
  *   1. version and linkage   2. status   3. config   4. logger   5. controller
@@ -1431,7 +1432,17 @@ static mprpc_status mprpc__registry_resolve(mprpc__registry *r, const char *serv
                                             const char *method, char (*addrs)[MPRPC_ADDR_MAX],
                                             size_t max, size_t *count, char *err, size_t errlen);
 
-#define MPRPC__READ_CHUNK      (64 * 1024)  /* one read per wake-up: bounds work per event */
+/* Footprint knob (docs/FOOTPRINT.md): MPRPC_READ_CHUNK bytes is each loop's
+ * receive buffer, allocated once per loop; one read per wake-up, so it also
+ * bounds the work per event. Frames larger than it still arrive whole (they
+ * collect in the connection's own buffer). Small providers can use 4096. */
+#ifndef MPRPC_READ_CHUNK
+#  define MPRPC_READ_CHUNK (64 * 1024)
+#endif
+#if MPRPC_READ_CHUNK < 256
+#  error "mprpc.h: MPRPC_READ_CHUNK must be at least 256 bytes"
+#endif
+#define MPRPC__READ_CHUNK      ((size_t)(MPRPC_READ_CHUNK))
 #define MPRPC__ACCEPTS_PER_WAKE 64
 #define MPRPC__KEEP_BUF        (64 * 1024)  /* larger idle buffers are given back */
 
