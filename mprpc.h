@@ -50,6 +50,7 @@
  *   MPRPC_ASSERT(x)        internal invariant check (default: assert)
  *   MPRPC_LOG_LINE_MAX     bytes per queued log line (default 512)
  *   MPRPC_READ_CHUNK       bytes of each provider loop's receive buffer (default 65536)
+ *   MPRPC_THREAD_STACK_SIZE  stack bytes of the library's threads (default 0 = system default)
  *
  * CONTENTS (both halves follow this order)
  *   1. version and linkage   2. status   3. config   4. logger   5. controller
@@ -568,6 +569,30 @@ extern "C" {
 #endif
 
 /* Small helpers shared by every section. */
+
+/* Every thread the library starts (event loops, log writer) goes through here.
+ * MPRPC_THREAD_STACK_SIZE, in bytes, sizes their stacks (0 = the system default,
+ * usually RLIMIT_STACK, 8 MiB of address space each); docs/FOOTPRINT.md has the
+ * measured use. Values under PTHREAD_STACK_MIN are raised to it. */
+#ifndef MPRPC_THREAD_STACK_SIZE
+#  define MPRPC_THREAD_STACK_SIZE 0
+#endif
+static int mprpc__thread_start(pthread_t *t, void *(*fn)(void *), void *arg)
+{
+#if MPRPC_THREAD_STACK_SIZE > 0
+    pthread_attr_t attr;
+    size_t size = (size_t)(MPRPC_THREAD_STACK_SIZE);
+    int rc;
+    if (size < (size_t)PTHREAD_STACK_MIN) size = (size_t)PTHREAD_STACK_MIN;
+    if (pthread_attr_init(&attr) != 0) return -1;
+    rc = pthread_attr_setstacksize(&attr, size);
+    if (rc == 0) rc = pthread_create(t, &attr, fn, arg);
+    pthread_attr_destroy(&attr);
+    return rc;
+#else
+    return pthread_create(t, NULL, fn, arg);
+#endif
+}
 static uint64_t mprpc__now_ms(void)
 {
     struct timespec ts;
@@ -1032,7 +1057,7 @@ MPRPCDEF mprpc_status mprpc_logger_start(mprpc_config *cfg)
     mprpc__log.to_stderr = cfg->log_stderr;
     mprpc__log.stopping = 0;
     memset(&mprpc__log.stats, 0, sizeof mprpc__log.stats);
-    if (pthread_create(&mprpc__log.thread, NULL, mprpc__log_writer, NULL) != 0) {
+    if (mprpc__thread_start(&mprpc__log.thread, mprpc__log_writer, NULL) != 0) {
         if (mprpc__log.file) fclose(mprpc__log.file);
         mprpc__log.file = NULL;
         mprpc__log.slots = NULL;
@@ -2384,7 +2409,7 @@ MPRPCDEF mprpc_status mprpc_server_start(mprpc_server *srv)
         if (st != MPRPC_OK) srv->nloops = i; /* only those initialised get torn down */
     }
     for (i = 0; st == MPRPC_OK && i < srv->nloops; i++) {
-        if (pthread_create(&srv->loops[i].thread, NULL, mprpc__loop_main, &srv->loops[i]) != 0) {
+        if (mprpc__thread_start(&srv->loops[i].thread, mprpc__loop_main, &srv->loops[i]) != 0) {
             mprpc__srv_fail(srv, "cannot start loop thread %d", i);
             st = MPRPC_ERR_IO;
             break;
