@@ -161,6 +161,10 @@ CROSS_MPRPC_CFLAGS := -I. -Itests -I$(CROSS_BUILD)/gen -pthread
 CROSS_TEST_DEPS := mprpc.h tests/test.h tests/support.h $(CROSS_BUILD)/gen/user.pb.c $(CROSS_BUILD)/gen/user.pb.h \
   $(CROSS_BUILD)/gen/testsvc.pb.c $(CROSS_BUILD)/gen/testsvc.pb.h
 $(foreach n,$(CROSS_TESTS),$(call cross_program,tests/$(n),tests/$(n).c $(CROSS_TEST_DEPS),$(CROSS_MPRPC_CFLAGS)))
+# The provider tests again as the small build of docs/FOOTPRINT.md: 4 KiB receive buffer, 64 KiB thread stacks.
+$(call cross_program,tests/test_server_small,tests/test_server.c $(CROSS_TEST_DEPS),$(CROSS_MPRPC_CFLAGS) \
+  -DMPRPC_READ_CHUNK=4096 -DMPRPC_THREAD_STACK_SIZE=65536)
+CROSS_TESTS += test_server_small
 $(foreach n,provider caller,$(call cross_program,$(n),examples/$(n).c mprpc.h $(CROSS_BUILD)/gen/user.pb.c \
   $(CROSS_BUILD)/gen/user.pb.h,$(CROSS_MPRPC_CFLAGS)))
 # The wire vector: the same frames encoded on every CPU, compared with tests/cross/wire_vector.hex.
@@ -186,6 +190,11 @@ test-cross:
 	@$(foreach t,$(CROSS_TARGETS),run_$(t)='$(CROSS_RUN_$(t))' cc_$(t)='$(CROSS_CC_$(t)) $(CROSS_NANOPB_CFLAGS_$(t))') \
 	  CROSS_BUILD=$(CROSS_BUILD) CROSS_CFLAGS='$(CROSS_CFLAGS)' CROSS_TESTS='$(CROSS_TESTS)' \
 	  tests/cross/test-cross.sh $(CROSS_TARGETS)
+
+# ---- footprint: docs/FOOTPRINT.md (sizes for x86-64/armhf/musl, threads, RSS, painted stack use) ----
+.PHONY: footprint
+footprint: $(CROSS_GEN) $(CROSS_NANOPB_LIBS_musl)
+	@/usr/bin/python3 scripts/footprint.py
 
 .PHONY: cross-setup cross-clean
 cross-setup:
