@@ -49,6 +49,8 @@
  *   MPRPC_MALLOC/MPRPC_REALLOC/MPRPC_FREE   allocator hooks (define all three or none)
  *   MPRPC_ASSERT(x)        internal invariant check (default: assert)
  *   MPRPC_LOG_LINE_MAX     bytes per queued log line (default 512)
+ *   MPRPC_READ_CHUNK       bytes of each provider loop's receive buffer (default 65536)
+ *   MPRPC_THREAD_STACK_SIZE  stack bytes of the library's threads (default 0 = system default)
  *
  * CONTENTS (both halves follow this order)
  *   1. version and linkage   2. status   3. config   4. logger   5. controller
@@ -570,6 +572,30 @@ extern "C" {
 #endif
 
 /* Small helpers shared by every section. */
+
+/* Every thread the library starts (event loops, log writer) goes through here.
+ * MPRPC_THREAD_STACK_SIZE, in bytes, sizes their stacks (0 = the system default,
+ * usually RLIMIT_STACK, 8 MiB of address space each); docs/FOOTPRINT.md has the
+ * measured use. Values under PTHREAD_STACK_MIN are raised to it. */
+#ifndef MPRPC_THREAD_STACK_SIZE
+#  define MPRPC_THREAD_STACK_SIZE 0
+#endif
+static int mprpc__thread_start(pthread_t *t, void *(*fn)(void *), void *arg)
+{
+#if MPRPC_THREAD_STACK_SIZE > 0
+    pthread_attr_t attr;
+    size_t size = (size_t)(MPRPC_THREAD_STACK_SIZE);
+    int rc;
+    if (size < (size_t)PTHREAD_STACK_MIN) size = (size_t)PTHREAD_STACK_MIN;
+    if (pthread_attr_init(&attr) != 0) return -1;
+    rc = pthread_attr_setstacksize(&attr, size);
+    if (rc == 0) rc = pthread_create(t, &attr, fn, arg);
+    pthread_attr_destroy(&attr);
+    return rc;
+#else
+    return pthread_create(t, NULL, fn, arg);
+#endif
+}
 static uint64_t mprpc__now_ms(void)
 {
     struct timespec ts;
@@ -1042,7 +1068,7 @@ MPRPCDEF mprpc_status mprpc_logger_start(mprpc_config *cfg)
     mprpc__log.to_stderr = cfg->log_stderr;
     mprpc__log.stopping = 0;
     memset(&mprpc__log.stats, 0, sizeof mprpc__log.stats);
-    if (pthread_create(&mprpc__log.thread, NULL, mprpc__log_writer, NULL) != 0) {
+    if (mprpc__thread_start(&mprpc__log.thread, mprpc__log_writer, NULL) != 0) {
         if (mprpc__log.file) fclose(mprpc__log.file);
         mprpc__log.file = NULL;
         mprpc__log.slots = NULL;
@@ -1245,9 +1271,11 @@ static uint32_t mprpc__get_u32le(const uint8_t *p)
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
-/* The largest frame a peer may make us buffer. */
+/* The largest frame a peer may make us buffer (saturating: a wire-API caller
+ * may pass SIZE_MAX as "no limit", which must not wrap to a tiny bound). */
 static size_t mprpc__max_frame(size_t max_message_size)
 {
+    if (max_message_size > SIZE_MAX - MPRPC_FRAME_PREFIX - MPRPC_MAX_HEADER_SIZE) return SIZE_MAX;
     return MPRPC_FRAME_PREFIX + MPRPC_MAX_HEADER_SIZE + max_message_size;
 }
 
@@ -1277,7 +1305,8 @@ static mprpc_status mprpc__body_size(size_t max_message_size, const pb_msgdesc_t
     *size = 0;
     if (!msg) return MPRPC_OK;
     if (!pb_get_encoded_size(size, fields, msg)) return MPRPC_ERR_ENCODE;
-    return *size > max_message_size ? MPRPC_ERR_TOO_LARGE : MPRPC_OK;
+    /* args_size/body_size are uint32 on the wire: a bigger body cannot be framed */
+    return *size > max_message_size || *size > UINT32_MAX ? MPRPC_ERR_TOO_LARGE : MPRPC_OK;
 }
 
 static int mprpc__set_name(pb_byte_t *dst, pb_size_t *dlen, size_t cap, const char *s)
@@ -1432,7 +1461,17 @@ static mprpc_status mprpc__registry_resolve(mprpc__registry *r, const char *serv
                                             const char *method, char (*addrs)[MPRPC_ADDR_MAX],
                                             size_t max, size_t *count, char *err, size_t errlen);
 
-#define MPRPC__READ_CHUNK      (64 * 1024)  /* one read per wake-up: bounds work per event */
+/* Footprint knob (docs/FOOTPRINT.md): MPRPC_READ_CHUNK bytes is each loop's
+ * receive buffer, allocated once per loop; one read per wake-up, so it also
+ * bounds the work per event. Frames larger than it still arrive whole (they
+ * collect in the connection's own buffer). Small providers can use 4096. */
+#ifndef MPRPC_READ_CHUNK
+#  define MPRPC_READ_CHUNK (64 * 1024)
+#endif
+#if MPRPC_READ_CHUNK < 256
+#  error "mprpc.h: MPRPC_READ_CHUNK must be at least 256 bytes"
+#endif
+#define MPRPC__READ_CHUNK      ((size_t)(MPRPC_READ_CHUNK))
 #define MPRPC__ACCEPTS_PER_WAKE 64
 #define MPRPC__KEEP_BUF        (64 * 1024)  /* larger idle buffers are given back */
 
@@ -2382,7 +2421,7 @@ MPRPCDEF mprpc_status mprpc_server_start(mprpc_server *srv)
         if (st != MPRPC_OK) srv->nloops = i; /* only those initialised get torn down */
     }
     for (i = 0; st == MPRPC_OK && i < srv->nloops; i++) {
-        if (pthread_create(&srv->loops[i].thread, NULL, mprpc__loop_main, &srv->loops[i]) != 0) {
+        if (mprpc__thread_start(&srv->loops[i].thread, mprpc__loop_main, &srv->loops[i]) != 0) {
             mprpc__srv_fail(srv, "cannot start loop thread %d", i);
             st = MPRPC_ERR_IO;
             break;

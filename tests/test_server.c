@@ -499,7 +499,7 @@ static void bad_setup_is_reported_not_crashed(void)
     /* the same port twice: the bind error is reported */
     CHECK_STATUS(mprpc_server_new(&b, &cfg), MPRPC_OK);
     CHECK_STATUS(mprpc_server_start(b), MPRPC_ERR_IO);
-    CHECK_CONTAINS(mprpc_server_error(b), "Address already in use");
+    CHECK_CONTAINS(mprpc_server_error(b), strerror(EADDRINUSE)); /* glibc and musl word it differently */
     /* a server that failed to start is not half-alive: it says to make a new one */
     CHECK_STATUS(mprpc_server_start(b), MPRPC_ERR_INVALID_ARGUMENT);
     CHECK_CONTAINS(mprpc_server_error(b), "create a new one");
