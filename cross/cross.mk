@@ -34,7 +34,7 @@
 # Target: cross-loopback  builds tests/cross/loopback_check.c for all targets and runs tests/cross/loopback.sh:
 #         per-target syscall checks, then a server of each target against a client of each target over
 #         127.0.0.1 (25 pairs), with qemu's unimplemented-syscall log on; one `T: N passed, N failed` per target.
-# Target: cross  builds mprpc.h's C tests (tests/test_*.c but test_zk*), the examples and tests/cross/wire_vector.c
+# Target: cross  builds mprpc.h's C tests (tests/test_*.c but test_registry), the examples and tests/cross/wire_vector.c
 #         for every target with -DMPRPC_NO_ZOOKEEPER and -Werror; nanopb code from the host generator in
 #         build/cross/gen. Binaries: build/cross/<T>/{tests/test_*,provider,caller,wire_vector}.
 # Target: test-cross  cross-setup (idempotent), cross (-k), then tests/cross/test-cross.sh: per target the test
@@ -148,14 +148,14 @@ cross-loopback: $(call cross_bins,loopback_check)
 
 # ---- cross / test-cross: mprpc.h's own tests and examples for every target (issue 7, phase 2) ----
 # nanopb code for proto/*.proto comes from the host generator, once, into build/cross/gen (architecture-neutral C).
-# Tests that need ZooKeeper (tests/test_zk*.c) are left out; everything is built with -DMPRPC_NO_ZOOKEEPER.
+# Tests that need ZooKeeper (tests/test_registry.c) are left out; everything is built with -DMPRPC_NO_ZOOKEEPER.
 CROSS_GEN_PROTOS := $(notdir $(basename $(wildcard proto/*.proto)))
 CROSS_GEN        := $(foreach p,$(CROSS_GEN_PROTOS),$(CROSS_BUILD)/gen/$(p).pb.c $(CROSS_BUILD)/gen/$(p).pb.h)
 $(CROSS_BUILD)/gen/%.pb.c $(CROSS_BUILD)/gen/%.pb.h &: proto/%.proto proto/%.options
 	@mkdir -p $(CROSS_BUILD)/gen
 	$(NANOPB_GENERATOR) -q -I proto -D $(CROSS_BUILD)/gen $<
 
-CROSS_TEST_EXCLUDE ?= $(filter test_zk%,$(notdir $(basename $(wildcard tests/test_*.c))))
+CROSS_TEST_EXCLUDE ?= $(filter test_registry%,$(notdir $(basename $(wildcard tests/test_*.c))))
 CROSS_TESTS := $(filter-out $(CROSS_TEST_EXCLUDE),$(notdir $(basename $(wildcard tests/test_*.c))))
 CROSS_MPRPC_CFLAGS := -I. -Itests -I$(CROSS_BUILD)/gen -pthread
 CROSS_TEST_DEPS := mprpc.h tests/test.h tests/support.h $(CROSS_BUILD)/gen/user.pb.c $(CROSS_BUILD)/gen/user.pb.h \
