@@ -808,34 +808,26 @@ static int mprpc__config_line(mprpc_config *tmp, char *line, char *err, size_t e
     return 1;
 }
 
-MPRPCDEF mprpc_status mprpc_config_load(mprpc_config *cfg, const char *path)
+/* The parser behind mprpc_config_load, on an open stream (the fuzz target
+ * tests/fuzz/fuzz_config.c feeds it from memory). All or nothing. */
+static mprpc_status mprpc__config_parse(mprpc_config *cfg, FILE *f, const char *path)
 {
     mprpc_config tmp;
     char line[1024], why[224];
     int lineno = 0;
-    FILE *f;
-    if (!cfg || !path) return MPRPC_ERR_INVALID_ARGUMENT;
-    f = fopen(path, "r");
-    if (!f) {
-        mprpc__fmt(cfg->error, sizeof cfg->error, "%s: cannot open: %s", path, strerror(errno));
-        return MPRPC_ERR_CONFIG;
-    }
     tmp = *cfg;
     while (fgets(line, sizeof line, f)) {
         lineno++;
         if (!strchr(line, '\n') && !feof(f)) {
             mprpc__fmt(cfg->error, sizeof cfg->error, "%s:%d: line longer than %zu bytes",
                        path, lineno, sizeof line - 2);
-            fclose(f);
             return MPRPC_ERR_CONFIG;
         }
         if (!mprpc__config_line(&tmp, line, why, sizeof why)) {
             mprpc__fmt(cfg->error, sizeof cfg->error, "%s:%d: %s", path, lineno, why);
-            fclose(f);
             return MPRPC_ERR_CONFIG;
         }
     }
-    fclose(f);
     if (mprpc_config_validate(&tmp) != MPRPC_OK) {
         mprpc__fmt(cfg->error, sizeof cfg->error, "%s: %s", path, tmp.error);
         return MPRPC_ERR_CONFIG;
@@ -843,6 +835,21 @@ MPRPCDEF mprpc_status mprpc_config_load(mprpc_config *cfg, const char *path)
     tmp.error[0] = '\0';
     *cfg = tmp;
     return MPRPC_OK;
+}
+
+MPRPCDEF mprpc_status mprpc_config_load(mprpc_config *cfg, const char *path)
+{
+    mprpc_status st;
+    FILE *f;
+    if (!cfg || !path) return MPRPC_ERR_INVALID_ARGUMENT;
+    f = fopen(path, "r");
+    if (!f) {
+        mprpc__fmt(cfg->error, sizeof cfg->error, "%s: cannot open: %s", path, strerror(errno));
+        return MPRPC_ERR_CONFIG;
+    }
+    st = mprpc__config_parse(cfg, f, path);
+    fclose(f);
+    return st;
 }
 
 MPRPCDEF mprpc_status mprpc_config_validate(mprpc_config *cfg)
@@ -1954,31 +1961,36 @@ static void mprpc__conn_serve_buffered(mprpc__conn *c)
     mprpc__buf_shrink(&c->in);
 }
 
-static void mprpc__conn_on_readable(mprpc__conn *c)
+/* Where the next read lands: the tail of c->in when a partial frame waits
+ * there (continued in place), else the loop's read buffer. 0 if the
+ * connection had to be closed. */
+static int mprpc__conn_read_target(mprpc__conn *c, uint8_t **dst, size_t *room, int *buffered)
 {
     mprpc__loop *l = c->loop;
     size_t maxframe = mprpc__max_frame(l->srv->cfg.max_message_size);
-    int buffered = mprpc_buf_readable(&c->in) > 0;
-    uint8_t *dst;
-    size_t room;
-    ssize_t n;
-    if (buffered) { /* continue the partial frame in place */
+    *buffered = mprpc_buf_readable(&c->in) > 0;
+    if (*buffered) {
         if (mprpc_buf_reserve(&c->in, MPRPC__READ_CHUNK < maxframe ? MPRPC__READ_CHUNK : maxframe,
                               maxframe + MPRPC__READ_CHUNK) != MPRPC_OK) {
             mprpc__conn_close(c);
-            return;
+            return 0;
         }
-        dst = c->in.data + c->in.len;
-        room = c->in.cap - c->in.len;
+        *dst = c->in.data + c->in.len;
+        *room = c->in.cap - c->in.len;
     } else {
-        dst = l->rbuf;
-        room = MPRPC__READ_CHUNK;
+        *dst = l->rbuf;
+        *room = MPRPC__READ_CHUNK;
     }
-    do n = recv(c->fd, dst, room, 0); while (n < 0 && errno == EINTR);
-    if (n < 0) {
-        if (errno != EAGAIN && errno != EWOULDBLOCK) mprpc__conn_close(c);
-        return;
-    }
+    return 1;
+}
+
+/* Handles n bytes that just landed at the read target (n == 0: the peer
+ * shut its side). Everything a peer sends passes through here; the fuzz
+ * target tests/fuzz/fuzz_provider.c drives it without a socket. */
+static void mprpc__conn_received(mprpc__conn *c, int buffered, size_t n)
+{
+    mprpc__loop *l = c->loop;
+    size_t maxframe = mprpc__max_frame(l->srv->cfg.max_message_size);
     c->last_active_ms = mprpc__now_ms();
     if (n == 0) { /* the peer is done sending; it may still read our answers */
         c->eof = 1;
@@ -1987,12 +1999,12 @@ static void mprpc__conn_on_readable(mprpc__conn *c)
         return;
     }
     if (buffered) {
-        c->in.len += (size_t)n;
+        c->in.len += n;
         mprpc__conn_serve_buffered(c);
     } else {
-        size_t used = mprpc__conn_serve(c, l->rbuf, (size_t)n);
-        if (used < (size_t)n && !c->close_after_flush) {
-            if (mprpc_buf_append(&c->in, l->rbuf + used, (size_t)n - used, maxframe + MPRPC__READ_CHUNK) != MPRPC_OK) {
+        size_t used = mprpc__conn_serve(c, l->rbuf, n);
+        if (used < n && !c->close_after_flush) {
+            if (mprpc_buf_append(&c->in, l->rbuf + used, n - used, maxframe + MPRPC__READ_CHUNK) != MPRPC_OK) {
                 mprpc__conn_close(c);
                 return;
             }
@@ -2000,6 +2012,21 @@ static void mprpc__conn_on_readable(mprpc__conn *c)
         }
     }
     mprpc__conn_send_staged(c);
+}
+
+static void mprpc__conn_on_readable(mprpc__conn *c)
+{
+    uint8_t *dst;
+    size_t room;
+    int buffered;
+    ssize_t n;
+    if (!mprpc__conn_read_target(c, &dst, &room, &buffered)) return;
+    do n = recv(c->fd, dst, room, 0); while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        if (errno != EAGAIN && errno != EWOULDBLOCK) mprpc__conn_close(c);
+        return;
+    }
+    mprpc__conn_received(c, buffered, (size_t)n);
 }
 
 static void mprpc__conn_on_writable(mprpc__conn *c)
