@@ -39,7 +39,7 @@ demo: deps
 	@scripts/demo.sh
 
 # ---- tests -----------------------------------------------------------------
-TEST_NAMES = test_config test_logger test_wire test_server test_channel
+TEST_NAMES = test_config test_logger test_wire test_server test_channel test_hostile
 TEST_PROTOS = $(GEN)/user.pb.c $(GEN)/testsvc.pb.c
 TBUILD = $(BUILD)/tests$(SAN)
 SANFLAGS_asan = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all

@@ -449,6 +449,9 @@ typedef struct mprpc_server_stats {
     uint64_t calls;                 /* requests dispatched to a handler */
     uint64_t call_errors;           /* error responses sent (any status) */
     uint64_t protocol_errors;       /* connections closed for bad frames */
+    uint64_t buffer_bytes;          /* now held by connection input/output buffers: bounded per
+                                     * connection by about max_pending_output + max_message_size
+                                     * + 64 KiB */
 } mprpc_server_stats;
 
 /* Creates a stopped server with a copy of cfg (validated at start). Fails only
@@ -1455,9 +1458,11 @@ struct mprpc__conn {
     uint64_t      partial_since_ms;   /* 0, or when an unfinished frame began waiting */
     int           inflight;           /* deferred calls not yet finished */
     uint32_t      events;             /* current epoll interest */
+    size_t        accounted;          /* in.cap + out.cap as counted in stats.buffer_bytes */
     unsigned      closed : 1;         /* fd closed; struct lives until inflight == 0 */
     unsigned      eof : 1;            /* peer shut its side: answer, then close */
     unsigned      close_after_flush : 1;
+    unsigned      paused : 1;         /* serving stopped at a limit; c->in may hold whole requests */
 };
 
 struct mprpc_call {
@@ -1686,6 +1691,16 @@ static void mprpc__list_push(mprpc__conn **head, mprpc__conn *c)
     *head = c;
 }
 
+/* Keeps stats.buffer_bytes equal to what connection buffers hold. */
+static void mprpc__conn_account(mprpc__conn *c)
+{
+    size_t held = c->in.cap + c->out.cap;
+    if (held != c->accounted) {
+        MPRPC__ADD(&c->loop->stats.buffer_bytes, (uint64_t)held - (uint64_t)c->accounted);
+        c->accounted = held;
+    }
+}
+
 /* Closes the socket now; the struct is freed at the end of the loop
  * iteration (other events of this batch may still name it) and only once no
  * deferred call refers to it. */
@@ -1715,6 +1730,7 @@ static void mprpc__conn_free_dead(mprpc__loop *l)
         }
         mprpc_buf_free(&c->in);
         mprpc_buf_free(&c->out);
+        mprpc__conn_account(c);
         MPRPC_FREE(c);
     }
 }
@@ -1724,12 +1740,17 @@ static void mprpc__buf_shrink(mprpc_buf *b)
     if (mprpc_buf_readable(b) == 0 && b->cap > MPRPC__KEEP_BUF) mprpc_buf_free(b);
 }
 
-/* Is the connection allowed to take more requests right now? */
+
+/* Is the connection allowed to take more requests right now? Replies
+ * staged in the loop's wbuf count as pending output too: they are this
+ * connection's (wbuf is flushed to one connection before the next is
+ * served), and one read can hold hundreds of small requests with large
+ * replies. */
 static int mprpc__conn_can_take(const mprpc__conn *c)
 {
     const mprpc_config *cfg = &c->loop->srv->cfg;
     return !c->closed && !c->close_after_flush && c->inflight < cfg->max_pipeline_depth &&
-           mprpc_buf_readable(&c->out) <= cfg->max_pending_output;
+           mprpc_buf_readable(&c->out) + mprpc_buf_readable(&c->loop->wbuf) <= cfg->max_pending_output;
 }
 
 static void mprpc__conn_update_interest(mprpc__conn *c)
@@ -1746,7 +1767,11 @@ static void mprpc__conn_flush(mprpc__conn *c)
 {
     while (!c->closed && mprpc_buf_readable(&c->out) > 0) {
         ssize_t n = send(c->fd, c->out.data + c->out.pos, mprpc_buf_readable(&c->out), MSG_NOSIGNAL);
-        if (n > 0) { mprpc_buf_consume(&c->out, (size_t)n); continue; }
+        if (n > 0) { /* a peer reading a large reply slowly is not idle */
+            mprpc_buf_consume(&c->out, (size_t)n);
+            c->last_active_ms = mprpc__now_ms();
+            continue;
+        }
         if (n < 0 && errno == EINTR) continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
         mprpc__conn_close(c); /* EPIPE, ECONNRESET: the peer is gone */
@@ -1757,12 +1782,14 @@ static void mprpc__conn_flush(mprpc__conn *c)
 
 /* Sends the loop's staged replies for c: straight to the socket when nothing
  * is queued before them, the rest into c->out. */
+static void mprpc__conn_serve_buffered(mprpc__conn *c);
+
 static void mprpc__conn_send_staged(mprpc__conn *c)
 {
     mprpc__loop *l = c->loop;
     mprpc_buf *w = &l->wbuf;
-    if (mprpc_buf_readable(w) > 0 && !c->closed) {
-        if (mprpc_buf_readable(&c->out) == 0) {
+    for (;;) {
+        if (mprpc_buf_readable(w) > 0 && !c->closed && mprpc_buf_readable(&c->out) == 0) {
             while (mprpc_buf_readable(w) > 0) {
                 ssize_t n = send(c->fd, w->data + w->pos, mprpc_buf_readable(w), MSG_NOSIGNAL);
                 if (n > 0) { mprpc_buf_consume(w, (size_t)n); continue; }
@@ -1772,13 +1799,19 @@ static void mprpc__conn_send_staged(mprpc__conn *c)
                 break;
             }
         }
-        /* c->out may exceed max_pending_output by one batch: reading pauses until it drains */
+        /* c->out may exceed max_pending_output by one reply: reading pauses until it drains */
         if (!c->closed && mprpc_buf_readable(w) > 0 &&
             mprpc_buf_append(&c->out, w->data + w->pos, mprpc_buf_readable(w), SIZE_MAX) != MPRPC_OK)
             mprpc__conn_close(c);
+        w->pos = w->len = 0;
+        /* A pause that ends here (the staged replies went out, a deferred call
+         * finished) resumes the requests already read: no new byte may ever
+         * come to trigger it. */
+        if (c->closed || !c->paused || !mprpc__conn_can_take(c)) break;
+        mprpc__conn_serve_buffered(c);
     }
-    w->pos = w->len = 0;
     mprpc__buf_shrink(w);
+    mprpc__conn_account(c);
     if (c->closed) return;
     if ((c->close_after_flush || c->eof) && c->inflight == 0 && mprpc_buf_readable(&c->out) == 0) {
         mprpc__conn_close(c);
@@ -1947,6 +1980,7 @@ static size_t mprpc__conn_serve(mprpc__conn *c, const uint8_t *data, size_t len)
         off += f.frame_size;
         if (f.header.version == 0) c->close_after_flush = 1; /* one call per seed connection */
     }
+    c->paused = off < len && !mprpc__conn_can_take(c);
     return off;
 }
 
@@ -1957,7 +1991,10 @@ static void mprpc__conn_serve_buffered(mprpc__conn *c)
     if (mprpc_buf_readable(&c->in) == 0) return;
     used = mprpc__conn_serve(c, c->in.data + c->in.pos, mprpc_buf_readable(&c->in));
     mprpc_buf_consume(&c->in, used);
-    c->partial_since_ms = mprpc_buf_readable(&c->in) ? (c->partial_since_ms ? c->partial_since_ms : mprpc__now_ms()) : 0;
+    /* the unfinished-frame clock restarts with each frame served: a busy
+     * pipeliner whose reads always end mid-frame is not half-finished */
+    if (mprpc_buf_readable(&c->in) == 0) c->partial_since_ms = 0;
+    else if (used > 0 || c->partial_since_ms == 0) c->partial_since_ms = mprpc__now_ms();
     mprpc__buf_shrink(&c->in);
 }
 
@@ -2031,11 +2068,9 @@ static void mprpc__conn_on_readable(mprpc__conn *c)
 
 static void mprpc__conn_on_writable(mprpc__conn *c)
 {
-    int was_blocked = !mprpc__conn_can_take(c);
     mprpc__conn_flush(c);
     if (c->closed) return;
-    if (was_blocked && mprpc__conn_can_take(c)) mprpc__conn_serve_buffered(c);
-    mprpc__conn_send_staged(c);
+    mprpc__conn_send_staged(c); /* resumes serving if the flush ended a pause */
 }
 
 /* ---- cross-thread hand-offs: new connections and finished deferred calls ---- */
@@ -2071,11 +2106,9 @@ static void mprpc__call_finish_deferred(mprpc_call *call)
     c->inflight--;
     l->outstanding--;
     if (!c->closed) {
-        int was_blocked = !mprpc__conn_can_take(c);
         mprpc__call_stage_reply(call);
         mprpc__call_put(l, call);
-        if (was_blocked && mprpc__conn_can_take(c)) mprpc__conn_serve_buffered(c);
-        mprpc__conn_send_staged(c);
+        mprpc__conn_send_staged(c); /* resumes serving if this call ended a pause */
         return;
     }
     mprpc__call_put(l, call);
@@ -2143,8 +2176,8 @@ static void mprpc__accept_ready(mprpc__loop *l)
         }
         if (MPRPC__LOAD(&srv->open_conns) >= (uint64_t)srv->cfg.max_connections ||
             !(c = (mprpc__conn *)MPRPC_MALLOC(sizeof *c))) {
+            MPRPC__ADD(&l->stats.connections_rejected, 1); /* counted before the peer can see it */
             close(fd);
-            MPRPC__ADD(&l->stats.connections_rejected, 1);
             continue;
         }
         memset(c, 0, sizeof *c);
@@ -2500,6 +2533,7 @@ MPRPCDEF void mprpc_server_get_stats(mprpc_server *srv, mprpc_server_stats *out)
         out->calls += MPRPC__LOAD(&s->calls);
         out->call_errors += MPRPC__LOAD(&s->call_errors);
         out->protocol_errors += MPRPC__LOAD(&s->protocol_errors);
+        out->buffer_bytes += MPRPC__LOAD(&s->buffer_bytes);
     }
 }
 

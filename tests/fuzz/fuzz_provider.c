@@ -11,7 +11,9 @@
  *
  * Invariants checked (abort() = a finding): the partial-frame buffer stays
  * within its bound; a connection is never left paused with nothing that
- * could wake it (no pending output, no call in flight, not closed). */
+ * could wake it (no pending output, no call in flight, not closed); a
+ * connection that may take requests has no whole request left unserved in
+ * its buffer (the peer may have sent its last byte). */
 #define MPRPC_IMPLEMENTATION
 #include "mprpc.h"
 #include <stdio.h>
@@ -117,6 +119,15 @@ static void fz_check(const mprpc__conn *c)
     if (!(c->events & (EPOLLIN | EPOLLOUT)) && c->inflight == 0 && npending == 0 && !c->eof) {
         fprintf(stderr, "connection stalled: paused with nothing that could resume it\n");
         abort();
+    }
+    if (npending == 0 && mprpc__conn_can_take(c) && mprpc_buf_readable(&c->in) > 0) {
+        mprpc_request_frame f;
+        if (mprpc_wire_decode_request(c->in.data + c->in.pos, mprpc_buf_readable(&c->in),
+                                      srv->cfg.max_message_size, &f) != MPRPC_AGAIN) {
+            /* no new byte may ever come: what is buffered must be served now */
+            fprintf(stderr, "connection stalled: a buffered request waits although the connection may take it\n");
+            abort();
+        }
     }
 }
 
