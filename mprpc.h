@@ -961,13 +961,15 @@ static FILE *mprpc__log_file_for_today(char *err, size_t errlen)
     return mprpc__log.file;
 }
 
-/* Runs on the writer thread without the lock. */
-static void mprpc__log_write_slot(const mprpc__log_slot *s)
+/* Runs on the writer thread without the lock. Returns 1 if the line went
+ * into the file's buffer (a later fflush may still refuse it). */
+static int mprpc__log_write_slot(const mprpc__log_slot *s)
 {
     int failed = 0;
     if (mprpc__log.dir[0]) {
         FILE *f = mprpc__log_file_for_today(NULL, 0);
         if (!f || fwrite(s->text, 1, s->len, f) != s->len || fputc('\n', f) == EOF) failed = 1;
+        if (f && failed) clearerr(f); /* the disk may recover: try the next line */
     }
     if (mprpc__log.to_stderr) fprintf(stderr, "%.*s\n", (int)s->len, s->text);
     if (mprpc__log.sink) mprpc__log.sink((mprpc_log_level)s->level, s->text, mprpc__log.sink_user);
@@ -975,6 +977,7 @@ static void mprpc__log_write_slot(const mprpc__log_slot *s)
     if (failed) mprpc__log.stats.write_errors++;
     else mprpc__log.stats.written++;
     pthread_mutex_unlock(&mprpc__log.mu);
+    return mprpc__log.dir[0] && !failed;
 }
 
 static void *mprpc__log_writer(void *arg)
@@ -983,16 +986,21 @@ static void *mprpc__log_writer(void *arg)
     pthread_mutex_lock(&mprpc__log.mu);
     for (;;) {
         size_t head, n, i;
+        uint64_t filed = 0;
         while (mprpc__log.count == 0 && !mprpc__log.stopping)
             pthread_cond_wait(&mprpc__log.cv, &mprpc__log.mu);
         if (mprpc__log.count == 0) break; /* stopping and drained */
         head = mprpc__log.head;
         n = mprpc__log.count;
         pthread_mutex_unlock(&mprpc__log.mu);
-        for (i = 0; i < n; i++) mprpc__log_write_slot(&mprpc__log.slots[(head + i) % mprpc__log.cap]);
+        for (i = 0; i < n; i++) filed += (uint64_t)mprpc__log_write_slot(&mprpc__log.slots[(head + i) % mprpc__log.cap]);
         if (mprpc__log.file && fflush(mprpc__log.file) != 0) {
+            /* the lines buffered since the last flush did not reach the disk:
+             * each line stays counted once, as written or as a write error */
+            clearerr(mprpc__log.file);
             pthread_mutex_lock(&mprpc__log.mu);
-            mprpc__log.stats.write_errors++;
+            mprpc__log.stats.written -= filed;
+            mprpc__log.stats.write_errors += filed;
             pthread_mutex_unlock(&mprpc__log.mu);
         }
         pthread_mutex_lock(&mprpc__log.mu);
@@ -2480,7 +2488,7 @@ MPRPCDEF mprpc_status mprpc_server_run(mprpc_server *srv)
 {
     mprpc_status st = mprpc_server_start(srv);
     if (st != MPRPC_OK) return st;
-    while (!srv->stop_requested) {
+    while (!__atomic_load_n(&srv->stop_requested, __ATOMIC_ACQUIRE)) {
         uint64_t v;
         ssize_t n = read(srv->stop_fd, &v, sizeof v);
         if (n < 0 && errno != EINTR) break;
@@ -2494,7 +2502,9 @@ MPRPCDEF void mprpc_server_stop(mprpc_server *srv)
     int saved = errno; /* may run in a signal handler */
     uint64_t one = 1;
     if (!srv) return;
-    srv->stop_requested = 1;
+    /* lock-free atomic: safe in a signal handler and across threads (a plain
+     * volatile store is a data race when another thread calls stop) */
+    __atomic_store_n(&srv->stop_requested, 1, __ATOMIC_RELEASE);
     if (srv->stop_fd >= 0 && write(srv->stop_fd, &one, sizeof one) < 0) { /* nothing to do */ }
     errno = saved;
 }

@@ -30,7 +30,8 @@ for bin in "$dir"/test_*; do
   ${MPRPC_TEST_WRAP:-} "$bin" >"$log/$name.out" 2>&1
   rc=$?
   sed 's/^/  /' "$log/$name.out" | grep -v '^  SUMMARY' || true
-  summary=$(grep '^SUMMARY' "$log/$name.out" | tail -n 1)
+  # (not ASan's own "SUMMARY: AddressSanitizer: ..." line)
+  summary=$(grep -E '^SUMMARY [A-Za-z0-9_]+ passed=[0-9]+ failed=[0-9]+' "$log/$name.out" | tail -n 1)
   if [ -n "$summary" ]; then
     p=$(sed -n 's/.*passed=\([0-9]*\).*/\1/p' <<<"$summary")
     f=$(sed -n 's/.*failed=\([0-9]*\).*/\1/p' <<<"$summary")

@@ -97,23 +97,31 @@ static void big_prepare(mprpc_call *call, void *request, void *response, void *u
     rq->data.arg = &st.in;
 }
 
+/* Each loop thread keeps its reply buffer; freed when the thread exits. */
+static pthread_key_t big_key;
+static pthread_once_t big_once = PTHREAD_ONCE_INIT;
+static void big_key_make(void) { pthread_key_create(&big_key, free); }
+
 static void big(mprpc_call *call, const void *request, void *response, void *user)
 {
     const testsvc_BigRequest *rq = (const testsvc_BigRequest *)request;
     testsvc_BigResponse *rs = (testsvc_BigResponse *)response;
     const mprpc_bytes *in = (const mprpc_bytes *)rq->data.arg;
     static _Thread_local mprpc_bytes out;
-    static _Thread_local uint8_t *outbuf;
     static _Thread_local size_t outcap;
+    uint8_t *outbuf;
     uint32_t sum = 0;
     size_t i;
     (void)user;
     for (i = 0; i < in->size; i++) sum += in->data[i];
     rs->sum = sum;
+    pthread_once(&big_once, big_key_make);
+    outbuf = (uint8_t *)pthread_getspecific(big_key);
     if (rq->size > outcap) {
         free(outbuf);
         outbuf = (uint8_t *)malloc(rq->size);
         outcap = outbuf ? rq->size : 0;
+        pthread_setspecific(big_key, outbuf);
     }
     if (rq->size && !outbuf) {
         mprpc_call_fail(call, "no memory");
@@ -286,7 +294,7 @@ typedef struct fake_provider {
     int listen_fd;
     int port;
     fake_mode mode;
-    volatile int stop;
+    int stop; /* atomic */
     pthread_t thread;
 } fake_provider;
 
@@ -338,7 +346,7 @@ static void fake_answer(fake_provider *fp, int fd, const mprpc_request_frame *f)
 static void *fake_main(void *arg)
 {
     fake_provider *fp = (fake_provider *)arg;
-    while (!fp->stop) {
+    while (!__atomic_load_n(&fp->stop, __ATOMIC_ACQUIRE)) {
         struct pollfd pf;
         int fd;
         mprpc_buf in;
@@ -348,7 +356,7 @@ static void *fake_main(void *arg)
         fd = accept(fp->listen_fd, NULL, NULL);
         if (fd < 0) continue;
         mprpc_buf_init(&in);
-        while (!fp->stop) {
+        while (!__atomic_load_n(&fp->stop, __ATOMIC_ACQUIRE)) {
             mprpc_request_frame f;
             uint8_t tmp[4096];
             ssize_t k;
@@ -389,7 +397,7 @@ static int fake_start(fake_provider *fp, fake_mode mode)
 
 static void fake_stop(fake_provider *fp)
 {
-    fp->stop = 1;
+    __atomic_store_n(&fp->stop, 1, __ATOMIC_RELEASE);
     pthread_join(fp->thread, NULL);
     close(fp->listen_fd);
 }
