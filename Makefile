@@ -93,6 +93,15 @@ fuzz: deps-test
 	@$(MAKE) --no-print-directory fuzz-build
 	@FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_JOBS=$(FUZZ_JOBS) scripts/fuzz.sh $(FBUILD) $(FUZZ_TARGETS)
 
+# Mixed load for SOAK_MINUTES against provider processes; RSS/fd growth or a failed call fails it.
+SOAK_MINUTES ?= 10
+$(BUILD)/soak: tests/soak.c tests/test.h tests/support.h mprpc.h $(TEST_PROTOS) $(TEST_PROTOS:.c=.h)
+	$(CC) $(WARN) -O2 -g $(INCS) -Itests $< $(TEST_PROTOS) $(LIBS) -o $@
+
+soak: deps-test
+	@$(MAKE) --no-print-directory $(BUILD)/soak
+	@SOAK_MINUTES=$(SOAK_MINUTES) scripts/soak.sh $(BUILD)
+
 # Regenerates the seed inputs in tests/fuzz/corpus/ (crash-* inputs are kept).
 fuzz-corpus: $(TEST_PROTOS) $(TEST_PROTOS:.c=.h)
 	@mkdir -p $(BUILD) tests/fuzz/corpus/provider tests/fuzz/corpus/channel tests/fuzz/corpus/config
