@@ -171,9 +171,11 @@ typedef struct mprpc_config {
     int      connect_timeout_ms;            /* 2000 */
     uint32_t max_message_size;              /* 4 MiB: request or response body */
     int      max_connections;               /* 10000 open at once on a provider */
-    int      idle_timeout_ms;               /* 60000: idle or half-sent connections closed; 0 = never */
+    int      idle_timeout_ms;               /* 60000: a connection with no read or write progress, or a
+                                               frame unfinished, for this long is closed; 0 = never */
     int      max_pipeline_depth;            /* 128 unanswered calls per connection */
-    uint32_t max_pending_output;            /* 1 MiB unsent reply bytes per connection before reading pauses */
+    uint32_t max_pending_output;            /* 1 MiB unsent reply bytes per connection before reading
+                                               pauses (exceeded by at most one reply) */
     int      drain_timeout_ms;              /* 5000: graceful stop waits this long for calls in flight */
     int      channel_max_connections;       /* 64 pooled connections per channel */
     char     zookeeper_ip[MPRPC_ADDR_MAX];  /* "": no ZooKeeper; set it (or _hosts) to use discovery */
