@@ -173,9 +173,11 @@ typedef struct mprpc_config {
     int      connect_timeout_ms;            /* 2000 */
     uint32_t max_message_size;              /* 4 MiB: request or response body */
     int      max_connections;               /* 10000 open at once on a provider */
-    int      idle_timeout_ms;               /* 60000: idle or half-sent connections closed; 0 = never */
+    int      idle_timeout_ms;               /* 60000: a connection with no read or write progress, or a
+                                               frame unfinished, for this long is closed; 0 = never */
     int      max_pipeline_depth;            /* 128 unanswered calls per connection */
-    uint32_t max_pending_output;            /* 1 MiB unsent reply bytes per connection before reading pauses */
+    uint32_t max_pending_output;            /* 1 MiB unsent reply bytes per connection before reading
+                                               pauses (exceeded by at most one reply) */
     int      drain_timeout_ms;              /* 5000: graceful stop waits this long for calls in flight */
     int      channel_max_connections;       /* 64 pooled connections per channel */
     char     zookeeper_ip[MPRPC_ADDR_MAX];  /* "": no ZooKeeper; set it (or _hosts) to use discovery */
@@ -451,6 +453,9 @@ typedef struct mprpc_server_stats {
     uint64_t calls;                 /* requests dispatched to a handler */
     uint64_t call_errors;           /* error responses sent (any status) */
     uint64_t protocol_errors;       /* connections closed for bad frames */
+    uint64_t buffer_bytes;          /* now held by connection input/output buffers: bounded per
+                                     * connection by about max_pending_output + max_message_size
+                                     * + 64 KiB */
 } mprpc_server_stats;
 
 /* Creates a stopped server with a copy of cfg (validated at start). Fails only
@@ -845,34 +850,26 @@ static int mprpc__config_line(mprpc_config *tmp, char *line, char *err, size_t e
     return 1;
 }
 
-MPRPCDEF mprpc_status mprpc_config_load(mprpc_config *cfg, const char *path)
+/* The parser behind mprpc_config_load, on an open stream (the fuzz target
+ * tests/fuzz/fuzz_config.c feeds it from memory). All or nothing. */
+static mprpc_status mprpc__config_parse(mprpc_config *cfg, FILE *f, const char *path)
 {
     mprpc_config tmp;
     char line[1024], why[224];
     int lineno = 0;
-    FILE *f;
-    if (!cfg || !path) return MPRPC_ERR_INVALID_ARGUMENT;
-    f = fopen(path, "r");
-    if (!f) {
-        mprpc__fmt(cfg->error, sizeof cfg->error, "%s: cannot open: %s", path, strerror(errno));
-        return MPRPC_ERR_CONFIG;
-    }
     tmp = *cfg;
     while (fgets(line, sizeof line, f)) {
         lineno++;
         if (!strchr(line, '\n') && !feof(f)) {
             mprpc__fmt(cfg->error, sizeof cfg->error, "%s:%d: line longer than %zu bytes",
                        path, lineno, sizeof line - 2);
-            fclose(f);
             return MPRPC_ERR_CONFIG;
         }
         if (!mprpc__config_line(&tmp, line, why, sizeof why)) {
             mprpc__fmt(cfg->error, sizeof cfg->error, "%s:%d: %s", path, lineno, why);
-            fclose(f);
             return MPRPC_ERR_CONFIG;
         }
     }
-    fclose(f);
     if (mprpc_config_validate(&tmp) != MPRPC_OK) {
         mprpc__fmt(cfg->error, sizeof cfg->error, "%s: %s", path, tmp.error);
         return MPRPC_ERR_CONFIG;
@@ -880,6 +877,21 @@ MPRPCDEF mprpc_status mprpc_config_load(mprpc_config *cfg, const char *path)
     tmp.error[0] = '\0';
     *cfg = tmp;
     return MPRPC_OK;
+}
+
+MPRPCDEF mprpc_status mprpc_config_load(mprpc_config *cfg, const char *path)
+{
+    mprpc_status st;
+    FILE *f;
+    if (!cfg || !path) return MPRPC_ERR_INVALID_ARGUMENT;
+    f = fopen(path, "r");
+    if (!f) {
+        mprpc__fmt(cfg->error, sizeof cfg->error, "%s: cannot open: %s", path, strerror(errno));
+        return MPRPC_ERR_CONFIG;
+    }
+    st = mprpc__config_parse(cfg, f, path);
+    fclose(f);
+    return st;
 }
 
 MPRPCDEF mprpc_status mprpc_config_validate(mprpc_config *cfg)
@@ -988,13 +1000,15 @@ static FILE *mprpc__log_file_for_today(char *err, size_t errlen)
     return mprpc__log.file;
 }
 
-/* Runs on the writer thread without the lock. */
-static void mprpc__log_write_slot(const mprpc__log_slot *s)
+/* Runs on the writer thread without the lock. Returns 1 if the line went
+ * into the file's buffer (a later fflush may still refuse it). */
+static int mprpc__log_write_slot(const mprpc__log_slot *s)
 {
     int failed = 0;
     if (mprpc__log.dir[0]) {
         FILE *f = mprpc__log_file_for_today(NULL, 0);
         if (!f || fwrite(s->text, 1, s->len, f) != s->len || fputc('\n', f) == EOF) failed = 1;
+        if (f && failed) clearerr(f); /* the disk may recover: try the next line */
     }
     if (mprpc__log.to_stderr) fprintf(stderr, "%.*s\n", (int)s->len, s->text);
     if (mprpc__log.sink) mprpc__log.sink((mprpc_log_level)s->level, s->text, mprpc__log.sink_user);
@@ -1002,6 +1016,7 @@ static void mprpc__log_write_slot(const mprpc__log_slot *s)
     if (failed) mprpc__log.stats.write_errors++;
     else mprpc__log.stats.written++;
     pthread_mutex_unlock(&mprpc__log.mu);
+    return mprpc__log.dir[0] && !failed;
 }
 
 static void *mprpc__log_writer(void *arg)
@@ -1010,16 +1025,21 @@ static void *mprpc__log_writer(void *arg)
     pthread_mutex_lock(&mprpc__log.mu);
     for (;;) {
         size_t head, n, i;
+        uint64_t filed = 0;
         while (mprpc__log.count == 0 && !mprpc__log.stopping)
             pthread_cond_wait(&mprpc__log.cv, &mprpc__log.mu);
         if (mprpc__log.count == 0) break; /* stopping and drained */
         head = mprpc__log.head;
         n = mprpc__log.count;
         pthread_mutex_unlock(&mprpc__log.mu);
-        for (i = 0; i < n; i++) mprpc__log_write_slot(&mprpc__log.slots[(head + i) % mprpc__log.cap]);
+        for (i = 0; i < n; i++) filed += (uint64_t)mprpc__log_write_slot(&mprpc__log.slots[(head + i) % mprpc__log.cap]);
         if (mprpc__log.file && fflush(mprpc__log.file) != 0) {
+            /* the lines buffered since the last flush did not reach the disk:
+             * each line stays counted once, as written or as a write error */
+            clearerr(mprpc__log.file);
             pthread_mutex_lock(&mprpc__log.mu);
-            mprpc__log.stats.write_errors++;
+            mprpc__log.stats.written -= filed;
+            mprpc__log.stats.write_errors += filed;
             pthread_mutex_unlock(&mprpc__log.mu);
         }
         pthread_mutex_lock(&mprpc__log.mu);
@@ -1491,9 +1511,11 @@ struct mprpc__conn {
     uint64_t      partial_since_ms;   /* 0, or when an unfinished frame began waiting */
     int           inflight;           /* deferred calls not yet finished */
     uint32_t      events;             /* current epoll interest */
+    size_t        accounted;          /* in.cap + out.cap as counted in stats.buffer_bytes */
     unsigned      closed : 1;         /* fd closed; struct lives until inflight == 0 */
     unsigned      eof : 1;            /* peer shut its side: answer, then close */
     unsigned      close_after_flush : 1;
+    unsigned      paused : 1;         /* serving stopped at a limit; c->in may hold whole requests */
 };
 
 struct mprpc_call {
@@ -1721,6 +1743,16 @@ static void mprpc__list_push(mprpc__conn **head, mprpc__conn *c)
     *head = c;
 }
 
+/* Keeps stats.buffer_bytes equal to what connection buffers hold. */
+static void mprpc__conn_account(mprpc__conn *c)
+{
+    size_t held = c->in.cap + c->out.cap;
+    if (held != c->accounted) {
+        MPRPC__ADD(&c->loop->stats.buffer_bytes, (uint64_t)held - (uint64_t)c->accounted);
+        c->accounted = held;
+    }
+}
+
 /* Closes the socket now; the struct is freed at the end of the loop
  * iteration (other events of this batch may still name it) and only once no
  * deferred call refers to it. */
@@ -1750,6 +1782,7 @@ static void mprpc__conn_free_dead(mprpc__loop *l)
         }
         mprpc_buf_free(&c->in);
         mprpc_buf_free(&c->out);
+        mprpc__conn_account(c);
         MPRPC_FREE(c);
     }
 }
@@ -1759,12 +1792,17 @@ static void mprpc__buf_shrink(mprpc_buf *b)
     if (mprpc_buf_readable(b) == 0 && b->cap > MPRPC__KEEP_BUF) mprpc_buf_free(b);
 }
 
-/* Is the connection allowed to take more requests right now? */
+
+/* Is the connection allowed to take more requests right now? Replies
+ * staged in the loop's wbuf count as pending output too: they are this
+ * connection's (wbuf is flushed to one connection before the next is
+ * served), and one read can hold hundreds of small requests with large
+ * replies. */
 static int mprpc__conn_can_take(const mprpc__conn *c)
 {
     const mprpc_config *cfg = &c->loop->srv->cfg;
     return !c->closed && !c->close_after_flush && c->inflight < cfg->max_pipeline_depth &&
-           mprpc_buf_readable(&c->out) <= cfg->max_pending_output;
+           mprpc_buf_readable(&c->out) + mprpc_buf_readable(&c->loop->wbuf) <= cfg->max_pending_output;
 }
 
 static void mprpc__conn_update_interest(mprpc__conn *c)
@@ -1781,7 +1819,11 @@ static void mprpc__conn_flush(mprpc__conn *c)
 {
     while (!c->closed && mprpc_buf_readable(&c->out) > 0) {
         ssize_t n = send(c->fd, c->out.data + c->out.pos, mprpc_buf_readable(&c->out), MSG_NOSIGNAL);
-        if (n > 0) { mprpc_buf_consume(&c->out, (size_t)n); continue; }
+        if (n > 0) { /* a peer reading a large reply slowly is not idle */
+            mprpc_buf_consume(&c->out, (size_t)n);
+            c->last_active_ms = mprpc__now_ms();
+            continue;
+        }
         if (n < 0 && errno == EINTR) continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
         mprpc__conn_close(c); /* EPIPE, ECONNRESET: the peer is gone */
@@ -1792,12 +1834,14 @@ static void mprpc__conn_flush(mprpc__conn *c)
 
 /* Sends the loop's staged replies for c: straight to the socket when nothing
  * is queued before them, the rest into c->out. */
+static void mprpc__conn_serve_buffered(mprpc__conn *c);
+
 static void mprpc__conn_send_staged(mprpc__conn *c)
 {
     mprpc__loop *l = c->loop;
     mprpc_buf *w = &l->wbuf;
-    if (mprpc_buf_readable(w) > 0 && !c->closed) {
-        if (mprpc_buf_readable(&c->out) == 0) {
+    for (;;) {
+        if (mprpc_buf_readable(w) > 0 && !c->closed && mprpc_buf_readable(&c->out) == 0) {
             while (mprpc_buf_readable(w) > 0) {
                 ssize_t n = send(c->fd, w->data + w->pos, mprpc_buf_readable(w), MSG_NOSIGNAL);
                 if (n > 0) { mprpc_buf_consume(w, (size_t)n); continue; }
@@ -1807,13 +1851,19 @@ static void mprpc__conn_send_staged(mprpc__conn *c)
                 break;
             }
         }
-        /* c->out may exceed max_pending_output by one batch: reading pauses until it drains */
+        /* c->out may exceed max_pending_output by one reply: reading pauses until it drains */
         if (!c->closed && mprpc_buf_readable(w) > 0 &&
             mprpc_buf_append(&c->out, w->data + w->pos, mprpc_buf_readable(w), SIZE_MAX) != MPRPC_OK)
             mprpc__conn_close(c);
+        w->pos = w->len = 0;
+        /* A pause that ends here (the staged replies went out, a deferred call
+         * finished) resumes the requests already read: no new byte may ever
+         * come to trigger it. */
+        if (c->closed || !c->paused || !mprpc__conn_can_take(c)) break;
+        mprpc__conn_serve_buffered(c);
     }
-    w->pos = w->len = 0;
     mprpc__buf_shrink(w);
+    mprpc__conn_account(c);
     if (c->closed) return;
     if ((c->close_after_flush || c->eof) && c->inflight == 0 && mprpc_buf_readable(&c->out) == 0) {
         mprpc__conn_close(c);
@@ -1982,6 +2032,7 @@ static size_t mprpc__conn_serve(mprpc__conn *c, const uint8_t *data, size_t len)
         off += f.frame_size;
         if (f.header.version == 0) c->close_after_flush = 1; /* one call per seed connection */
     }
+    c->paused = off < len && !mprpc__conn_can_take(c);
     return off;
 }
 
@@ -1992,35 +2043,43 @@ static void mprpc__conn_serve_buffered(mprpc__conn *c)
     if (mprpc_buf_readable(&c->in) == 0) return;
     used = mprpc__conn_serve(c, c->in.data + c->in.pos, mprpc_buf_readable(&c->in));
     mprpc_buf_consume(&c->in, used);
-    c->partial_since_ms = mprpc_buf_readable(&c->in) ? (c->partial_since_ms ? c->partial_since_ms : mprpc__now_ms()) : 0;
+    /* the unfinished-frame clock restarts with each frame served: a busy
+     * pipeliner whose reads always end mid-frame is not half-finished */
+    if (mprpc_buf_readable(&c->in) == 0) c->partial_since_ms = 0;
+    else if (used > 0 || c->partial_since_ms == 0) c->partial_since_ms = mprpc__now_ms();
     mprpc__buf_shrink(&c->in);
 }
 
-static void mprpc__conn_on_readable(mprpc__conn *c)
+/* Where the next read lands: the tail of c->in when a partial frame waits
+ * there (continued in place), else the loop's read buffer. 0 if the
+ * connection had to be closed. */
+static int mprpc__conn_read_target(mprpc__conn *c, uint8_t **dst, size_t *room, int *buffered)
 {
     mprpc__loop *l = c->loop;
     size_t maxframe = mprpc__max_frame(l->srv->cfg.max_message_size);
-    int buffered = mprpc_buf_readable(&c->in) > 0;
-    uint8_t *dst;
-    size_t room;
-    ssize_t n;
-    if (buffered) { /* continue the partial frame in place */
+    *buffered = mprpc_buf_readable(&c->in) > 0;
+    if (*buffered) {
         if (mprpc_buf_reserve(&c->in, MPRPC__READ_CHUNK < maxframe ? MPRPC__READ_CHUNK : maxframe,
                               maxframe + MPRPC__READ_CHUNK) != MPRPC_OK) {
             mprpc__conn_close(c);
-            return;
+            return 0;
         }
-        dst = c->in.data + c->in.len;
-        room = c->in.cap - c->in.len;
+        *dst = c->in.data + c->in.len;
+        *room = c->in.cap - c->in.len;
     } else {
-        dst = l->rbuf;
-        room = MPRPC__READ_CHUNK;
+        *dst = l->rbuf;
+        *room = MPRPC__READ_CHUNK;
     }
-    do n = recv(c->fd, dst, room, 0); while (n < 0 && errno == EINTR);
-    if (n < 0) {
-        if (errno != EAGAIN && errno != EWOULDBLOCK) mprpc__conn_close(c);
-        return;
-    }
+    return 1;
+}
+
+/* Handles n bytes that just landed at the read target (n == 0: the peer
+ * shut its side). Everything a peer sends passes through here; the fuzz
+ * target tests/fuzz/fuzz_provider.c drives it without a socket. */
+static void mprpc__conn_received(mprpc__conn *c, int buffered, size_t n)
+{
+    mprpc__loop *l = c->loop;
+    size_t maxframe = mprpc__max_frame(l->srv->cfg.max_message_size);
     c->last_active_ms = mprpc__now_ms();
     if (n == 0) { /* the peer is done sending; it may still read our answers */
         c->eof = 1;
@@ -2029,12 +2088,12 @@ static void mprpc__conn_on_readable(mprpc__conn *c)
         return;
     }
     if (buffered) {
-        c->in.len += (size_t)n;
+        c->in.len += n;
         mprpc__conn_serve_buffered(c);
     } else {
-        size_t used = mprpc__conn_serve(c, l->rbuf, (size_t)n);
-        if (used < (size_t)n && !c->close_after_flush) {
-            if (mprpc_buf_append(&c->in, l->rbuf + used, (size_t)n - used, maxframe + MPRPC__READ_CHUNK) != MPRPC_OK) {
+        size_t used = mprpc__conn_serve(c, l->rbuf, n);
+        if (used < n && !c->close_after_flush) {
+            if (mprpc_buf_append(&c->in, l->rbuf + used, n - used, maxframe + MPRPC__READ_CHUNK) != MPRPC_OK) {
                 mprpc__conn_close(c);
                 return;
             }
@@ -2044,13 +2103,26 @@ static void mprpc__conn_on_readable(mprpc__conn *c)
     mprpc__conn_send_staged(c);
 }
 
+static void mprpc__conn_on_readable(mprpc__conn *c)
+{
+    uint8_t *dst;
+    size_t room;
+    int buffered;
+    ssize_t n;
+    if (!mprpc__conn_read_target(c, &dst, &room, &buffered)) return;
+    do n = recv(c->fd, dst, room, 0); while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        if (errno != EAGAIN && errno != EWOULDBLOCK) mprpc__conn_close(c);
+        return;
+    }
+    mprpc__conn_received(c, buffered, (size_t)n);
+}
+
 static void mprpc__conn_on_writable(mprpc__conn *c)
 {
-    int was_blocked = !mprpc__conn_can_take(c);
     mprpc__conn_flush(c);
     if (c->closed) return;
-    if (was_blocked && mprpc__conn_can_take(c)) mprpc__conn_serve_buffered(c);
-    mprpc__conn_send_staged(c);
+    mprpc__conn_send_staged(c); /* resumes serving if the flush ended a pause */
 }
 
 /* ---- cross-thread hand-offs: new connections and finished deferred calls ---- */
@@ -2086,11 +2158,9 @@ static void mprpc__call_finish_deferred(mprpc_call *call)
     c->inflight--;
     l->outstanding--;
     if (!c->closed) {
-        int was_blocked = !mprpc__conn_can_take(c);
         mprpc__call_stage_reply(call);
         mprpc__call_put(l, call);
-        if (was_blocked && mprpc__conn_can_take(c)) mprpc__conn_serve_buffered(c);
-        mprpc__conn_send_staged(c);
+        mprpc__conn_send_staged(c); /* resumes serving if this call ended a pause */
         return;
     }
     mprpc__call_put(l, call);
@@ -2158,8 +2228,8 @@ static void mprpc__accept_ready(mprpc__loop *l)
         }
         if (MPRPC__LOAD(&srv->open_conns) >= (uint64_t)srv->cfg.max_connections ||
             !(c = (mprpc__conn *)mprpc__zalloc(sizeof *c))) {
+            MPRPC__ADD(&l->stats.connections_rejected, 1); /* counted before the peer can see it */
             close(fd);
-            MPRPC__ADD(&l->stats.connections_rejected, 1);
             continue;
         }
         c->fd = fd;
@@ -2524,6 +2594,7 @@ MPRPCDEF void mprpc_server_get_stats(mprpc_server *srv, mprpc_server_stats *out)
         out->calls += MPRPC__LOAD(&s->calls);
         out->call_errors += MPRPC__LOAD(&s->call_errors);
         out->protocol_errors += MPRPC__LOAD(&s->protocol_errors);
+        out->buffer_bytes += MPRPC__LOAD(&s->buffer_bytes);
     }
 }
 

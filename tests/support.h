@@ -8,6 +8,8 @@
 /* Not every test file uses every fixture. */
 #pragma GCC diagnostic ignored "-Wunused-function"
 
+#include "test.h"
+
 #include "testsvc.pb.h"
 #include "user.pb.h"
 
