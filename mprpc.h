@@ -49,6 +49,8 @@
  *   MPRPC_MALLOC/MPRPC_REALLOC/MPRPC_FREE   allocator hooks (define all three or none)
  *   MPRPC_ASSERT(x)        internal invariant check (default: assert)
  *   MPRPC_LOG_LINE_MAX     bytes per queued log line (default 512)
+ *   MPRPC_READ_CHUNK       bytes of each provider loop's receive buffer (default 65536)
+ *   MPRPC_THREAD_STACK_SIZE  stack bytes of the library's threads (default 0 = system default)
  *
  * CONTENTS (both halves follow this order)
  *   1. version and linkage   2. status   3. config   4. logger   5. controller
@@ -171,9 +173,11 @@ typedef struct mprpc_config {
     int      connect_timeout_ms;            /* 2000 */
     uint32_t max_message_size;              /* 4 MiB: request or response body */
     int      max_connections;               /* 10000 open at once on a provider */
-    int      idle_timeout_ms;               /* 60000: idle or half-sent connections closed; 0 = never */
+    int      idle_timeout_ms;               /* 60000: a connection with no read or write progress, or a
+                                               frame unfinished, for this long is closed; 0 = never */
     int      max_pipeline_depth;            /* 128 unanswered calls per connection */
-    uint32_t max_pending_output;            /* 1 MiB unsent reply bytes per connection before reading pauses */
+    uint32_t max_pending_output;            /* 1 MiB unsent reply bytes per connection before reading
+                                               pauses (exceeded by at most one reply) */
     int      drain_timeout_ms;              /* 5000: graceful stop waits this long for calls in flight */
     int      channel_max_connections;       /* 64 pooled connections per channel */
     char     zookeeper_ip[MPRPC_ADDR_MAX];  /* "": no ZooKeeper; set it (or _hosts) to use discovery */
@@ -449,6 +453,9 @@ typedef struct mprpc_server_stats {
     uint64_t calls;                 /* requests dispatched to a handler */
     uint64_t call_errors;           /* error responses sent (any status) */
     uint64_t protocol_errors;       /* connections closed for bad frames */
+    uint64_t buffer_bytes;          /* now held by connection input/output buffers: bounded per
+                                     * connection by about max_pending_output + max_message_size
+                                     * + 64 KiB */
 } mprpc_server_stats;
 
 /* Creates a stopped server with a copy of cfg (validated at start). Fails only
@@ -458,7 +465,8 @@ MPRPCDEF mprpc_status mprpc_server_new(mprpc_server **out, const mprpc_config *c
  * server (they are not copied). Before start only. */
 MPRPCDEF mprpc_status mprpc_server_add_service(mprpc_server *srv, const mprpc_service *svc);
 /* Binds, listens, starts io_threads loops and registers in ZooKeeper when
- * configured; returns once calls are being served. */
+ * configured; returns once calls are being served. A server that failed to
+ * start, or has stopped, cannot be started again: free it and make another. */
 MPRPCDEF mprpc_status mprpc_server_start(mprpc_server *srv);
 /* The seed's Run: starts if needed, blocks until mprpc_server_stop, then
  * shuts down gracefully (see mprpc_server_stop) and returns. */
@@ -480,7 +488,9 @@ MPRPCDEF void mprpc_server_get_stats(mprpc_server *srv, mprpc_server_stats *out)
 MPRPCDEF void mprpc_call_fail(mprpc_call *call, const char *fmt, ...) MPRPC_PRINTF(2, 3);
 MPRPCDEF void mprpc_call_defer(mprpc_call *call);
 /* Finishes a deferred call from any thread: the response is encoded and sent
- * by the call's loop. Exactly once per deferred call. */
+ * by the call's loop. Exactly once per deferred call, also while the server
+ * stops: mprpc_server_run/free wait until every deferred call is done (after
+ * drain_timeout_ms its connection is closed and the answer discarded). */
 MPRPCDEF void mprpc_call_done(mprpc_call *call);
 MPRPCDEF const char *mprpc_call_service(const mprpc_call *call);
 MPRPCDEF const char *mprpc_call_method(const mprpc_call *call);
@@ -567,6 +577,30 @@ extern "C" {
 #endif
 
 /* Small helpers shared by every section. */
+
+/* Every thread the library starts (event loops, log writer) goes through here.
+ * MPRPC_THREAD_STACK_SIZE, in bytes, sizes their stacks (0 = the system default,
+ * usually RLIMIT_STACK, 8 MiB of address space each); docs/FOOTPRINT.md has the
+ * measured use. Values under PTHREAD_STACK_MIN are raised to it. */
+#ifndef MPRPC_THREAD_STACK_SIZE
+#  define MPRPC_THREAD_STACK_SIZE 0
+#endif
+static int mprpc__thread_start(pthread_t *t, void *(*fn)(void *), void *arg)
+{
+#if MPRPC_THREAD_STACK_SIZE > 0
+    pthread_attr_t attr;
+    size_t size = (size_t)(MPRPC_THREAD_STACK_SIZE);
+    int rc;
+    if (size < (size_t)PTHREAD_STACK_MIN) size = (size_t)PTHREAD_STACK_MIN;
+    if (pthread_attr_init(&attr) != 0) return -1;
+    rc = pthread_attr_setstacksize(&attr, size);
+    if (rc == 0) rc = pthread_create(t, &attr, fn, arg);
+    pthread_attr_destroy(&attr);
+    return rc;
+#else
+    return pthread_create(t, NULL, fn, arg);
+#endif
+}
 static uint64_t mprpc__now_ms(void)
 {
     struct timespec ts;
@@ -588,6 +622,14 @@ static void mprpc__fmt(char *dst, size_t cap, const char *fmt, ...)
     va_start(ap, fmt);
     mprpc__vfmt(dst, cap, fmt, ap);
     va_end(ap);
+}
+
+/* Every object starts zeroed. */
+static void *mprpc__zalloc(size_t n)
+{
+    void *p = MPRPC_MALLOC(n);
+    if (p) memset(p, 0, n);
+    return p;
 }
 
 static void mprpc__copy_str(char *dst, size_t cap, const char *src)
@@ -808,34 +850,26 @@ static int mprpc__config_line(mprpc_config *tmp, char *line, char *err, size_t e
     return 1;
 }
 
-MPRPCDEF mprpc_status mprpc_config_load(mprpc_config *cfg, const char *path)
+/* The parser behind mprpc_config_load, on an open stream (the fuzz target
+ * tests/fuzz/fuzz_config.c feeds it from memory). All or nothing. */
+static mprpc_status mprpc__config_parse(mprpc_config *cfg, FILE *f, const char *path)
 {
     mprpc_config tmp;
     char line[1024], why[224];
     int lineno = 0;
-    FILE *f;
-    if (!cfg || !path) return MPRPC_ERR_INVALID_ARGUMENT;
-    f = fopen(path, "r");
-    if (!f) {
-        mprpc__fmt(cfg->error, sizeof cfg->error, "%s: cannot open: %s", path, strerror(errno));
-        return MPRPC_ERR_CONFIG;
-    }
     tmp = *cfg;
     while (fgets(line, sizeof line, f)) {
         lineno++;
         if (!strchr(line, '\n') && !feof(f)) {
             mprpc__fmt(cfg->error, sizeof cfg->error, "%s:%d: line longer than %zu bytes",
                        path, lineno, sizeof line - 2);
-            fclose(f);
             return MPRPC_ERR_CONFIG;
         }
         if (!mprpc__config_line(&tmp, line, why, sizeof why)) {
             mprpc__fmt(cfg->error, sizeof cfg->error, "%s:%d: %s", path, lineno, why);
-            fclose(f);
             return MPRPC_ERR_CONFIG;
         }
     }
-    fclose(f);
     if (mprpc_config_validate(&tmp) != MPRPC_OK) {
         mprpc__fmt(cfg->error, sizeof cfg->error, "%s: %s", path, tmp.error);
         return MPRPC_ERR_CONFIG;
@@ -843,6 +877,21 @@ MPRPCDEF mprpc_status mprpc_config_load(mprpc_config *cfg, const char *path)
     tmp.error[0] = '\0';
     *cfg = tmp;
     return MPRPC_OK;
+}
+
+MPRPCDEF mprpc_status mprpc_config_load(mprpc_config *cfg, const char *path)
+{
+    mprpc_status st;
+    FILE *f;
+    if (!cfg || !path) return MPRPC_ERR_INVALID_ARGUMENT;
+    f = fopen(path, "r");
+    if (!f) {
+        mprpc__fmt(cfg->error, sizeof cfg->error, "%s: cannot open: %s", path, strerror(errno));
+        return MPRPC_ERR_CONFIG;
+    }
+    st = mprpc__config_parse(cfg, f, path);
+    fclose(f);
+    return st;
 }
 
 MPRPCDEF mprpc_status mprpc_config_validate(mprpc_config *cfg)
@@ -951,13 +1000,15 @@ static FILE *mprpc__log_file_for_today(char *err, size_t errlen)
     return mprpc__log.file;
 }
 
-/* Runs on the writer thread without the lock. */
-static void mprpc__log_write_slot(const mprpc__log_slot *s)
+/* Runs on the writer thread without the lock. Returns 1 if the line went
+ * into the file's buffer (a later fflush may still refuse it). */
+static int mprpc__log_write_slot(const mprpc__log_slot *s)
 {
     int failed = 0;
     if (mprpc__log.dir[0]) {
         FILE *f = mprpc__log_file_for_today(NULL, 0);
         if (!f || fwrite(s->text, 1, s->len, f) != s->len || fputc('\n', f) == EOF) failed = 1;
+        if (f && failed) clearerr(f); /* the disk may recover: try the next line */
     }
     if (mprpc__log.to_stderr) fprintf(stderr, "%.*s\n", (int)s->len, s->text);
     if (mprpc__log.sink) mprpc__log.sink((mprpc_log_level)s->level, s->text, mprpc__log.sink_user);
@@ -965,6 +1016,7 @@ static void mprpc__log_write_slot(const mprpc__log_slot *s)
     if (failed) mprpc__log.stats.write_errors++;
     else mprpc__log.stats.written++;
     pthread_mutex_unlock(&mprpc__log.mu);
+    return mprpc__log.dir[0] && !failed;
 }
 
 static void *mprpc__log_writer(void *arg)
@@ -973,16 +1025,21 @@ static void *mprpc__log_writer(void *arg)
     pthread_mutex_lock(&mprpc__log.mu);
     for (;;) {
         size_t head, n, i;
+        uint64_t filed = 0;
         while (mprpc__log.count == 0 && !mprpc__log.stopping)
             pthread_cond_wait(&mprpc__log.cv, &mprpc__log.mu);
         if (mprpc__log.count == 0) break; /* stopping and drained */
         head = mprpc__log.head;
         n = mprpc__log.count;
         pthread_mutex_unlock(&mprpc__log.mu);
-        for (i = 0; i < n; i++) mprpc__log_write_slot(&mprpc__log.slots[(head + i) % mprpc__log.cap]);
+        for (i = 0; i < n; i++) filed += (uint64_t)mprpc__log_write_slot(&mprpc__log.slots[(head + i) % mprpc__log.cap]);
         if (mprpc__log.file && fflush(mprpc__log.file) != 0) {
+            /* the lines buffered since the last flush did not reach the disk:
+             * each line stays counted once, as written or as a write error */
+            clearerr(mprpc__log.file);
             pthread_mutex_lock(&mprpc__log.mu);
-            mprpc__log.stats.write_errors++;
+            mprpc__log.stats.written -= filed;
+            mprpc__log.stats.write_errors += filed;
             pthread_mutex_unlock(&mprpc__log.mu);
         }
         pthread_mutex_lock(&mprpc__log.mu);
@@ -1031,7 +1088,7 @@ MPRPCDEF mprpc_status mprpc_logger_start(mprpc_config *cfg)
     mprpc__log.to_stderr = cfg->log_stderr;
     mprpc__log.stopping = 0;
     memset(&mprpc__log.stats, 0, sizeof mprpc__log.stats);
-    if (pthread_create(&mprpc__log.thread, NULL, mprpc__log_writer, NULL) != 0) {
+    if (mprpc__thread_start(&mprpc__log.thread, mprpc__log_writer, NULL) != 0) {
         if (mprpc__log.file) fclose(mprpc__log.file);
         mprpc__log.file = NULL;
         mprpc__log.slots = NULL;
@@ -1234,9 +1291,11 @@ static uint32_t mprpc__get_u32le(const uint8_t *p)
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
-/* The largest frame a peer may make us buffer. */
+/* The largest frame a peer may make us buffer (saturating: a wire-API caller
+ * may pass SIZE_MAX as "no limit", which must not wrap to a tiny bound). */
 static size_t mprpc__max_frame(size_t max_message_size)
 {
+    if (max_message_size > SIZE_MAX - MPRPC_FRAME_PREFIX - MPRPC_MAX_HEADER_SIZE) return SIZE_MAX;
     return MPRPC_FRAME_PREFIX + MPRPC_MAX_HEADER_SIZE + max_message_size;
 }
 
@@ -1266,7 +1325,8 @@ static mprpc_status mprpc__body_size(size_t max_message_size, const pb_msgdesc_t
     *size = 0;
     if (!msg) return MPRPC_OK;
     if (!pb_get_encoded_size(size, fields, msg)) return MPRPC_ERR_ENCODE;
-    return *size > max_message_size ? MPRPC_ERR_TOO_LARGE : MPRPC_OK;
+    /* args_size/body_size are uint32 on the wire: a bigger body cannot be framed */
+    return *size > max_message_size || *size > UINT32_MAX ? MPRPC_ERR_TOO_LARGE : MPRPC_OK;
 }
 
 /* ---- the two frame headers, hand-coded ----
@@ -1436,23 +1496,33 @@ MPRPCDEF mprpc_status mprpc_wire_encode_response(mprpc_buf *out, size_t max_mess
     return mprpc__append_frame(out, max_message_size, henc, (size_t)(p - henc), fields, msg, blen);
 }
 
-/* Common framing: prefix, bounded header, decoded into hdr. Returns the
- * header length in *hlen. */
-static mprpc_status mprpc__decode_header(const uint8_t *data, size_t len,
-                                         const pb_msgdesc_t *fields, void *hdr, size_t *hlen)
+/* Both frame kinds: u32le prefix, a bounded protobuf header decoded into hdr,
+ * then the body whose size the header announces in *body_size (a field of
+ * hdr, filled by the decode). */
+static mprpc_status mprpc__decode_frame(const uint8_t *data, size_t len, size_t max_message_size,
+                                        const pb_msgdesc_t *fields, void *hdr,
+                                        const uint32_t *body_size, const uint8_t **body,
+                                        size_t *frame_size)
 {
     pb_istream_t is;
+    size_t hlen;
     if (len < MPRPC_FRAME_PREFIX) return MPRPC_AGAIN;
-    *hlen = mprpc__get_u32le(data);
-    if (*hlen > MPRPC_MAX_HEADER_SIZE) return MPRPC_ERR_PROTOCOL;
-    if (len - MPRPC_FRAME_PREFIX < *hlen) return MPRPC_AGAIN;
+    hlen = mprpc__get_u32le(data);
+    if (hlen > MPRPC_MAX_HEADER_SIZE) return MPRPC_ERR_PROTOCOL;
+    if (len - MPRPC_FRAME_PREFIX < hlen) return MPRPC_AGAIN;
+    /* hdr is zeroed by the callers; the canonical form is decoded directly,
+     * anything else by nanopb (see mprpc__fast_decode_request_header) */
     if (fields == mprpc_RpcHeader_fields
-            ? mprpc__fast_decode_request_header(data + MPRPC_FRAME_PREFIX, *hlen, (mprpc_RpcHeader *)hdr)
-            : mprpc__fast_decode_response_header(data + MPRPC_FRAME_PREFIX, *hlen,
-                                                 (mprpc_RpcResponseHeader *)hdr))
-        return MPRPC_OK;
-    is = pb_istream_from_buffer(data + MPRPC_FRAME_PREFIX, *hlen);
-    if (!pb_decode(&is, fields, hdr)) return MPRPC_ERR_PROTOCOL;
+            ? !mprpc__fast_decode_request_header(data + MPRPC_FRAME_PREFIX, hlen, (mprpc_RpcHeader *)hdr)
+            : !mprpc__fast_decode_response_header(data + MPRPC_FRAME_PREFIX, hlen,
+                                                  (mprpc_RpcResponseHeader *)hdr)) {
+        is = pb_istream_from_buffer(data + MPRPC_FRAME_PREFIX, hlen);
+        if (!pb_decode(&is, fields, hdr)) return MPRPC_ERR_PROTOCOL;
+    }
+    if (*body_size > max_message_size) return MPRPC_ERR_TOO_LARGE;
+    if (len - MPRPC_FRAME_PREFIX - hlen < *body_size) return MPRPC_AGAIN;
+    *body = data + MPRPC_FRAME_PREFIX + hlen;
+    *frame_size = MPRPC_FRAME_PREFIX + hlen + *body_size;
     return MPRPC_OK;
 }
 
@@ -1460,34 +1530,19 @@ MPRPCDEF mprpc_status mprpc_wire_decode_request(const uint8_t *data, size_t len,
                                                 size_t max_message_size,
                                                 mprpc_request_frame *frame)
 {
-    size_t hlen = 0, body;
-    mprpc_status st;
     memset(frame, 0, sizeof *frame);
-    st = mprpc__decode_header(data, len, mprpc_RpcHeader_fields, &frame->header, &hlen);
-    if (st != MPRPC_OK) return st;
-    body = frame->header.args_size;
-    if (body > max_message_size) return MPRPC_ERR_TOO_LARGE;
-    if (len - MPRPC_FRAME_PREFIX - hlen < body) return MPRPC_AGAIN;
-    frame->body = data + MPRPC_FRAME_PREFIX + hlen;
-    frame->frame_size = MPRPC_FRAME_PREFIX + hlen + body;
-    return MPRPC_OK;
+    return mprpc__decode_frame(data, len, max_message_size, mprpc_RpcHeader_fields, &frame->header,
+                               &frame->header.args_size, &frame->body, &frame->frame_size);
 }
 
 MPRPCDEF mprpc_status mprpc_wire_decode_response(const uint8_t *data, size_t len,
                                                  size_t max_message_size,
                                                  mprpc_response_frame *frame)
 {
-    size_t hlen = 0, body;
-    mprpc_status st;
     memset(frame, 0, sizeof *frame);
-    st = mprpc__decode_header(data, len, mprpc_RpcResponseHeader_fields, &frame->header, &hlen);
-    if (st != MPRPC_OK) return st;
-    body = frame->header.body_size;
-    if (body > max_message_size) return MPRPC_ERR_TOO_LARGE;
-    if (len - MPRPC_FRAME_PREFIX - hlen < body) return MPRPC_AGAIN;
-    frame->body = data + MPRPC_FRAME_PREFIX + hlen;
-    frame->frame_size = MPRPC_FRAME_PREFIX + hlen + body;
-    return MPRPC_OK;
+    return mprpc__decode_frame(data, len, max_message_size, mprpc_RpcResponseHeader_fields,
+                               &frame->header, &frame->header.body_size, &frame->body,
+                               &frame->frame_size);
 }
 
 /* Zero-copy: mprpc always decodes from a contiguous buffer, so the stream's
@@ -1538,7 +1593,17 @@ static mprpc_status mprpc__registry_resolve(mprpc__registry *r, const char *serv
                                             const char *method, char (*addrs)[MPRPC_ADDR_MAX],
                                             size_t max, size_t *count, char *err, size_t errlen);
 
-#define MPRPC__READ_CHUNK      (64 * 1024)  /* one read per wake-up: bounds work per event */
+/* Footprint knob (docs/FOOTPRINT.md): MPRPC_READ_CHUNK bytes is each loop's
+ * receive buffer, allocated once per loop; one read per wake-up, so it also
+ * bounds the work per event. Frames larger than it still arrive whole (they
+ * collect in the connection's own buffer). Small providers can use 4096. */
+#ifndef MPRPC_READ_CHUNK
+#  define MPRPC_READ_CHUNK (64 * 1024)
+#endif
+#if MPRPC_READ_CHUNK < 256
+#  error "mprpc.h: MPRPC_READ_CHUNK must be at least 256 bytes"
+#endif
+#define MPRPC__READ_CHUNK      ((size_t)(MPRPC_READ_CHUNK))
 #define MPRPC__ACCEPTS_PER_WAKE 64
 #define MPRPC__KEEP_BUF        (64 * 1024)  /* larger idle buffers are given back */
 
@@ -1558,9 +1623,11 @@ struct mprpc__conn {
     uint64_t      partial_since_ms;   /* 0, or when an unfinished frame began waiting */
     int           inflight;           /* deferred calls not yet finished */
     uint32_t      events;             /* current epoll interest */
+    size_t        accounted;          /* in.cap + out.cap as counted in stats.buffer_bytes */
     unsigned      closed : 1;         /* fd closed; struct lives until inflight == 0 */
     unsigned      eof : 1;            /* peer shut its side: answer, then close */
     unsigned      close_after_flush : 1;
+    unsigned      paused : 1;         /* serving stopped at a limit; c->in may hold whole requests */
 };
 
 struct mprpc_call {
@@ -1698,9 +1765,8 @@ static mprpc_status mprpc__routes_build(mprpc_server *srv)
     size_t n = 0, cap = 16, i, j;
     for (i = 0; i < srv->nservices; i++) n += 1 + srv->services[i]->method_count;
     while (cap < 2 * n) cap *= 2; /* load factor <= 1/2 keeps probes short */
-    srv->routes = (mprpc__route *)MPRPC_MALLOC(cap * sizeof *srv->routes);
+    srv->routes = (mprpc__route *)mprpc__zalloc(cap * sizeof *srv->routes);
     if (!srv->routes) return MPRPC_ERR_NO_MEMORY;
-    memset(srv->routes, 0, cap * sizeof *srv->routes);
     srv->route_mask = cap - 1;
     srv->call_size = mprpc__align_up(sizeof(mprpc_call));
     for (i = 0; i < srv->nservices; i++) {
@@ -1789,6 +1855,16 @@ static void mprpc__list_push(mprpc__conn **head, mprpc__conn *c)
     *head = c;
 }
 
+/* Keeps stats.buffer_bytes equal to what connection buffers hold. */
+static void mprpc__conn_account(mprpc__conn *c)
+{
+    size_t held = c->in.cap + c->out.cap;
+    if (held != c->accounted) {
+        MPRPC__ADD(&c->loop->stats.buffer_bytes, (uint64_t)held - (uint64_t)c->accounted);
+        c->accounted = held;
+    }
+}
+
 /* Closes the socket now; the struct is freed at the end of the loop
  * iteration (other events of this batch may still name it) and only once no
  * deferred call refers to it. */
@@ -1818,6 +1894,7 @@ static void mprpc__conn_free_dead(mprpc__loop *l)
         }
         mprpc_buf_free(&c->in);
         mprpc_buf_free(&c->out);
+        mprpc__conn_account(c);
         MPRPC_FREE(c);
     }
 }
@@ -1827,12 +1904,17 @@ static void mprpc__buf_shrink(mprpc_buf *b)
     if (mprpc_buf_readable(b) == 0 && b->cap > MPRPC__KEEP_BUF) mprpc_buf_free(b);
 }
 
-/* Is the connection allowed to take more requests right now? */
+
+/* Is the connection allowed to take more requests right now? Replies
+ * staged in the loop's wbuf count as pending output too: they are this
+ * connection's (wbuf is flushed to one connection before the next is
+ * served), and one read can hold hundreds of small requests with large
+ * replies. */
 static int mprpc__conn_can_take(const mprpc__conn *c)
 {
     const mprpc_config *cfg = &c->loop->srv->cfg;
     return !c->closed && !c->close_after_flush && c->inflight < cfg->max_pipeline_depth &&
-           mprpc_buf_readable(&c->out) <= cfg->max_pending_output;
+           mprpc_buf_readable(&c->out) + mprpc_buf_readable(&c->loop->wbuf) <= cfg->max_pending_output;
 }
 
 static void mprpc__conn_update_interest(mprpc__conn *c)
@@ -1849,7 +1931,11 @@ static void mprpc__conn_flush(mprpc__conn *c)
 {
     while (!c->closed && mprpc_buf_readable(&c->out) > 0) {
         ssize_t n = send(c->fd, c->out.data + c->out.pos, mprpc_buf_readable(&c->out), MSG_NOSIGNAL);
-        if (n > 0) { mprpc_buf_consume(&c->out, (size_t)n); continue; }
+        if (n > 0) { /* a peer reading a large reply slowly is not idle */
+            mprpc_buf_consume(&c->out, (size_t)n);
+            c->last_active_ms = mprpc__now_ms();
+            continue;
+        }
         if (n < 0 && errno == EINTR) continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
         mprpc__conn_close(c); /* EPIPE, ECONNRESET: the peer is gone */
@@ -1860,12 +1946,14 @@ static void mprpc__conn_flush(mprpc__conn *c)
 
 /* Sends the loop's staged replies for c: straight to the socket when nothing
  * is queued before them, the rest into c->out. */
+static void mprpc__conn_serve_buffered(mprpc__conn *c);
+
 static void mprpc__conn_send_staged(mprpc__conn *c)
 {
     mprpc__loop *l = c->loop;
     mprpc_buf *w = &l->wbuf;
-    if (mprpc_buf_readable(w) > 0 && !c->closed) {
-        if (mprpc_buf_readable(&c->out) == 0) {
+    for (;;) {
+        if (mprpc_buf_readable(w) > 0 && !c->closed && mprpc_buf_readable(&c->out) == 0) {
             while (mprpc_buf_readable(w) > 0) {
                 ssize_t n = send(c->fd, w->data + w->pos, mprpc_buf_readable(w), MSG_NOSIGNAL);
                 if (n > 0) { mprpc_buf_consume(w, (size_t)n); continue; }
@@ -1875,13 +1963,19 @@ static void mprpc__conn_send_staged(mprpc__conn *c)
                 break;
             }
         }
-        /* c->out may exceed max_pending_output by one batch: reading pauses until it drains */
+        /* c->out may exceed max_pending_output by one reply: reading pauses until it drains */
         if (!c->closed && mprpc_buf_readable(w) > 0 &&
             mprpc_buf_append(&c->out, w->data + w->pos, mprpc_buf_readable(w), SIZE_MAX) != MPRPC_OK)
             mprpc__conn_close(c);
+        w->pos = w->len = 0;
+        /* A pause that ends here (the staged replies went out, a deferred call
+         * finished) resumes the requests already read: no new byte may ever
+         * come to trigger it. */
+        if (c->closed || !c->paused || !mprpc__conn_can_take(c)) break;
+        mprpc__conn_serve_buffered(c);
     }
-    w->pos = w->len = 0;
     mprpc__buf_shrink(w);
+    mprpc__conn_account(c);
     if (c->closed) return;
     if ((c->close_after_flush || c->eof) && c->inflight == 0 && mprpc_buf_readable(&c->out) == 0) {
         mprpc__conn_close(c);
@@ -2050,6 +2144,7 @@ static size_t mprpc__conn_serve(mprpc__conn *c, const uint8_t *data, size_t len)
         off += f.frame_size;
         if (f.header.version == 0) c->close_after_flush = 1; /* one call per seed connection */
     }
+    c->paused = off < len && !mprpc__conn_can_take(c);
     return off;
 }
 
@@ -2060,35 +2155,43 @@ static void mprpc__conn_serve_buffered(mprpc__conn *c)
     if (mprpc_buf_readable(&c->in) == 0) return;
     used = mprpc__conn_serve(c, c->in.data + c->in.pos, mprpc_buf_readable(&c->in));
     mprpc_buf_consume(&c->in, used);
-    c->partial_since_ms = mprpc_buf_readable(&c->in) ? (c->partial_since_ms ? c->partial_since_ms : mprpc__now_ms()) : 0;
+    /* the unfinished-frame clock restarts with each frame served: a busy
+     * pipeliner whose reads always end mid-frame is not half-finished */
+    if (mprpc_buf_readable(&c->in) == 0) c->partial_since_ms = 0;
+    else if (used > 0 || c->partial_since_ms == 0) c->partial_since_ms = mprpc__now_ms();
     mprpc__buf_shrink(&c->in);
 }
 
-static void mprpc__conn_on_readable(mprpc__conn *c)
+/* Where the next read lands: the tail of c->in when a partial frame waits
+ * there (continued in place), else the loop's read buffer. 0 if the
+ * connection had to be closed. */
+static int mprpc__conn_read_target(mprpc__conn *c, uint8_t **dst, size_t *room, int *buffered)
 {
     mprpc__loop *l = c->loop;
     size_t maxframe = mprpc__max_frame(l->srv->cfg.max_message_size);
-    int buffered = mprpc_buf_readable(&c->in) > 0;
-    uint8_t *dst;
-    size_t room;
-    ssize_t n;
-    if (buffered) { /* continue the partial frame in place */
+    *buffered = mprpc_buf_readable(&c->in) > 0;
+    if (*buffered) {
         if (mprpc_buf_reserve(&c->in, MPRPC__READ_CHUNK < maxframe ? MPRPC__READ_CHUNK : maxframe,
                               maxframe + MPRPC__READ_CHUNK) != MPRPC_OK) {
             mprpc__conn_close(c);
-            return;
+            return 0;
         }
-        dst = c->in.data + c->in.len;
-        room = c->in.cap - c->in.len;
+        *dst = c->in.data + c->in.len;
+        *room = c->in.cap - c->in.len;
     } else {
-        dst = l->rbuf;
-        room = MPRPC__READ_CHUNK;
+        *dst = l->rbuf;
+        *room = MPRPC__READ_CHUNK;
     }
-    do n = recv(c->fd, dst, room, 0); while (n < 0 && errno == EINTR);
-    if (n < 0) {
-        if (errno != EAGAIN && errno != EWOULDBLOCK) mprpc__conn_close(c);
-        return;
-    }
+    return 1;
+}
+
+/* Handles n bytes that just landed at the read target (n == 0: the peer
+ * shut its side). Everything a peer sends passes through here; the fuzz
+ * target tests/fuzz/fuzz_provider.c drives it without a socket. */
+static void mprpc__conn_received(mprpc__conn *c, int buffered, size_t n)
+{
+    mprpc__loop *l = c->loop;
+    size_t maxframe = mprpc__max_frame(l->srv->cfg.max_message_size);
     c->last_active_ms = mprpc__now_ms();
     if (n == 0) { /* the peer is done sending; it may still read our answers */
         c->eof = 1;
@@ -2097,12 +2200,12 @@ static void mprpc__conn_on_readable(mprpc__conn *c)
         return;
     }
     if (buffered) {
-        c->in.len += (size_t)n;
+        c->in.len += n;
         mprpc__conn_serve_buffered(c);
     } else {
-        size_t used = mprpc__conn_serve(c, l->rbuf, (size_t)n);
-        if (used < (size_t)n && !c->close_after_flush) {
-            if (mprpc_buf_append(&c->in, l->rbuf + used, (size_t)n - used, maxframe + MPRPC__READ_CHUNK) != MPRPC_OK) {
+        size_t used = mprpc__conn_serve(c, l->rbuf, n);
+        if (used < n && !c->close_after_flush) {
+            if (mprpc_buf_append(&c->in, l->rbuf + used, n - used, maxframe + MPRPC__READ_CHUNK) != MPRPC_OK) {
                 mprpc__conn_close(c);
                 return;
             }
@@ -2112,13 +2215,26 @@ static void mprpc__conn_on_readable(mprpc__conn *c)
     mprpc__conn_send_staged(c);
 }
 
+static void mprpc__conn_on_readable(mprpc__conn *c)
+{
+    uint8_t *dst;
+    size_t room;
+    int buffered;
+    ssize_t n;
+    if (!mprpc__conn_read_target(c, &dst, &room, &buffered)) return;
+    do n = recv(c->fd, dst, room, 0); while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        if (errno != EAGAIN && errno != EWOULDBLOCK) mprpc__conn_close(c);
+        return;
+    }
+    mprpc__conn_received(c, buffered, (size_t)n);
+}
+
 static void mprpc__conn_on_writable(mprpc__conn *c)
 {
-    int was_blocked = !mprpc__conn_can_take(c);
     mprpc__conn_flush(c);
     if (c->closed) return;
-    if (was_blocked && mprpc__conn_can_take(c)) mprpc__conn_serve_buffered(c);
-    mprpc__conn_send_staged(c);
+    mprpc__conn_send_staged(c); /* resumes serving if the flush ended a pause */
 }
 
 /* ---- cross-thread hand-offs: new connections and finished deferred calls ---- */
@@ -2154,11 +2270,9 @@ static void mprpc__call_finish_deferred(mprpc_call *call)
     c->inflight--;
     l->outstanding--;
     if (!c->closed) {
-        int was_blocked = !mprpc__conn_can_take(c);
         mprpc__call_stage_reply(call);
         mprpc__call_put(l, call);
-        if (was_blocked && mprpc__conn_can_take(c)) mprpc__conn_serve_buffered(c);
-        mprpc__conn_send_staged(c);
+        mprpc__conn_send_staged(c); /* resumes serving if this call ended a pause */
         return;
     }
     mprpc__call_put(l, call);
@@ -2225,12 +2339,11 @@ static void mprpc__accept_ready(mprpc__loop *l)
             return;
         }
         if (MPRPC__LOAD(&srv->open_conns) >= (uint64_t)srv->cfg.max_connections ||
-            !(c = (mprpc__conn *)MPRPC_MALLOC(sizeof *c))) {
+            !(c = (mprpc__conn *)mprpc__zalloc(sizeof *c))) {
+            MPRPC__ADD(&l->stats.connections_rejected, 1); /* counted before the peer can see it */
             close(fd);
-            MPRPC__ADD(&l->stats.connections_rejected, 1);
             continue;
         }
-        memset(c, 0, sizeof *c);
         c->fd = fd;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         MPRPC__ADD(&srv->open_conns, 1);
@@ -2283,7 +2396,7 @@ static void mprpc__loop_begin_drain(mprpc__loop *l)
         /* requests already sent are accepted calls: read them once, answer them */
         if (mprpc__conn_can_take(c)) mprpc__conn_on_readable(c);
         if (c->closed) continue;
-        c->close_after_flush = 1;
+        c->eof = 1; /* read no more; answer what is buffered, then close */
         mprpc__conn_send_staged(c);
     }
 }
@@ -2350,9 +2463,8 @@ MPRPCDEF mprpc_status mprpc_server_new(mprpc_server **out, const mprpc_config *c
     mprpc_server *srv;
     if (!out || !cfg) return MPRPC_ERR_INVALID_ARGUMENT;
     *out = NULL;
-    srv = (mprpc_server *)MPRPC_MALLOC(sizeof *srv);
+    srv = (mprpc_server *)mprpc__zalloc(sizeof *srv);
     if (!srv) return MPRPC_ERR_NO_MEMORY;
-    memset(srv, 0, sizeof *srv);
     srv->cfg = *cfg;
     srv->listen_fd = srv->spare_fd = srv->stop_fd = -1;
     *out = srv;
@@ -2418,8 +2530,15 @@ fail:
 static void mprpc__loop_uninit(mprpc__loop *l)
 {
     mprpc_call *call, *next;
+    mprpc__conn *c, *cnext;
     while (l->conns) mprpc__conn_close(l->conns);
     mprpc__conn_free_dead(l);
+    for (c = l->incoming; c; c = cnext) { /* accepted for this loop after it had stopped */
+        cnext = c->next;
+        close(c->fd);
+        MPRPC_FREE(c);
+    }
+    l->incoming = NULL;
     for (call = l->free_calls; call; call = next) {
         next = call->next;
         MPRPC_FREE(call);
@@ -2463,6 +2582,10 @@ MPRPCDEF mprpc_status mprpc_server_start(mprpc_server *srv)
     int i;
     if (!srv) return MPRPC_ERR_INVALID_ARGUMENT;
     if (srv->started) return MPRPC_OK;
+    if (srv->shut_down) { /* its loops and sockets are gone: start again with a new server */
+        mprpc__srv_fail(srv, "this server has stopped (or failed to start); create a new one");
+        return MPRPC_ERR_INVALID_ARGUMENT;
+    }
     srv->error[0] = '\0';
     if (mprpc_config_validate(&srv->cfg) != MPRPC_OK) {
         mprpc__srv_fail(srv, "%s", srv->cfg.error);
@@ -2480,7 +2603,7 @@ MPRPCDEF mprpc_status mprpc_server_start(mprpc_server *srv)
         if (st != MPRPC_OK) srv->nloops = i; /* only those initialised get torn down */
     }
     for (i = 0; st == MPRPC_OK && i < srv->nloops; i++) {
-        if (pthread_create(&srv->loops[i].thread, NULL, mprpc__loop_main, &srv->loops[i]) != 0) {
+        if (mprpc__thread_start(&srv->loops[i].thread, mprpc__loop_main, &srv->loops[i]) != 0) {
             mprpc__srv_fail(srv, "cannot start loop thread %d", i);
             st = MPRPC_ERR_IO;
             break;
@@ -2583,6 +2706,7 @@ MPRPCDEF void mprpc_server_get_stats(mprpc_server *srv, mprpc_server_stats *out)
         out->calls += MPRPC__LOAD(&s->calls);
         out->call_errors += MPRPC__LOAD(&s->call_errors);
         out->protocol_errors += MPRPC__LOAD(&s->protocol_errors);
+        out->buffer_bytes += MPRPC__LOAD(&s->buffer_bytes);
     }
 }
 
@@ -2651,9 +2775,8 @@ MPRPCDEF mprpc_status mprpc_channel_new(mprpc_channel **out, const mprpc_config 
     mprpc_channel *ch;
     if (!out || !cfg) return MPRPC_ERR_INVALID_ARGUMENT;
     *out = NULL;
-    ch = (mprpc_channel *)MPRPC_MALLOC(sizeof *ch);
+    ch = (mprpc_channel *)mprpc__zalloc(sizeof *ch);
     if (!ch) return MPRPC_ERR_NO_MEMORY;
-    memset(ch, 0, sizeof *ch);
     ch->cfg = *cfg;
     pthread_mutex_init(&ch->mu, NULL);
     pthread_cond_init(&ch->cv, NULL);
@@ -2744,9 +2867,12 @@ static mprpc_status mprpc__connect(const mprpc_channel *ch, const char *addr, ui
         } else {
             st = mprpc__wait_fd(fd, POLLOUT, cdl < deadline ? cdl : deadline);
             if (st == MPRPC_ERR_TIMEOUT) {
+                /* within the call's time, a provider that does not answer is one we cannot reach:
+                 * MPRPC_ERR_CONNECT lets the call move on to the next provider */
+                st = cdl < deadline ? MPRPC_ERR_CONNECT : MPRPC_ERR_TIMEOUT;
                 close(fd);
-                mprpc_controller_set_failed(ctl, MPRPC_ERR_TIMEOUT, "connect %s: timed out", addr);
-                return MPRPC_ERR_TIMEOUT;
+                mprpc_controller_set_failed(ctl, st, "connect %s: timed out", addr);
+                return st;
             }
             if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) != 0) err = errno;
         }
@@ -2821,7 +2947,7 @@ static mprpc_status mprpc__acquire(mprpc_channel *ch, const char *addr, uint64_t
     ch->open++;
     pthread_mutex_unlock(&ch->mu);
     st = mprpc__connect(ch, addr, deadline, &fd, ctl);
-    pc = st == MPRPC_OK ? (mprpc__pconn *)MPRPC_MALLOC(sizeof *pc) : NULL;
+    pc = st == MPRPC_OK ? (mprpc__pconn *)mprpc__zalloc(sizeof *pc) : NULL;
     if (!pc) {
         if (st == MPRPC_OK) {
             close(fd);
@@ -2834,7 +2960,6 @@ static mprpc_status mprpc__acquire(mprpc_channel *ch, const char *addr, uint64_t
         pthread_mutex_unlock(&ch->mu);
         return st;
     }
-    memset(pc, 0, sizeof *pc);
     pc->fd = fd;
     mprpc__copy_str(pc->addr, sizeof pc->addr, addr);
     *out = pc;
@@ -3044,11 +3169,12 @@ MPRPCDEF mprpc_status mprpc_channel_call(mprpc_channel *ch, const char *service,
     if (st != MPRPC_OK) return st;
     start = __atomic_fetch_add(&ch->next_provider, 1, __ATOMIC_RELAXED);
     for (i = 0; i < n; i++) { /* round-robin; an unreachable provider passes the call on */
+        mprpc_controller_reset(ctl); /* a failed connect to the previous one is not this call's verdict */
         st = mprpc__call_once(ch, addrs[(start + i) % n], &a, deadline, ctl);
         if (st != MPRPC_AGAIN) return ctl->status;
         if (mprpc__remaining_ms(deadline) == 0) break;
     }
-    if (n > 1) {
+    if (n > 1 || mprpc__registry_wanted(&ch->cfg)) { /* every provider discovery named failed */
         char last[sizeof ctl->error_text];
         mprpc__copy_str(last, sizeof last, ctl->error_text);
         mprpc_controller_set_failed(ctl, MPRPC_ERR_UNAVAILABLE, "no provider of '%s' reachable (%zu tried; last: %s)",
@@ -3063,19 +3189,51 @@ MPRPCDEF mprpc_status mprpc_channel_call(mprpc_channel *ch, const char *service,
 /* == 9. registry (ZooKeeper) ============================================= */
 /* ======================================================================== */
 
+/* Layout (default):  <root>/<Service>            persistent
+ *                     <root>/<Service>/<ip:port>  ephemeral, data "ip:port\nMethod1\nMethod2..."
+ * Seed layout (zookeeper_seed_layout = 1, written as the seed C++ framework writes it, besides the above):
+ *                     /<Service>                  persistent, empty data
+ *                     /<Service>/<Method>         ephemeral, data "ip:port" (the first instance owns it;
+ *                                                 the others watch it and take over when it disappears)
+ *
+ * Threads. The ZooKeeper client runs an I/O thread and a completion thread; the global watcher (and so
+ * every watch: all are armed on the global watcher) runs on the latter. The watcher never blocks and never
+ * calls ZooKeeper: it records the session state and marks cache entries and published nodes "dirty" under
+ * r->mu, then signals r->cv. The registry's own worker thread does the follow-up work: re-reads dirty
+ * entries (which re-arms their watches), re-creates dirty published nodes, and replaces the session after
+ * it expired. Caller threads (publish, the first resolve of a service) talk to ZooKeeper themselves. Every
+ * request is issued asynchronously and awaited with a deadline, so no call waits longer than its bound.
+ *
+ * Locks. r->mu guards all registry state (cache, published list, session state, r->zh). r->hlock is held
+ * for reading by any thread that uses r->zh outside r->mu, and for writing (briefly, never while calling
+ * ZooKeeper) by the worker when it swaps in a new handle, so nobody uses a handle being closed. Order:
+ * hlock before mu. The watcher takes only mu.
+ *
+ * Security. With zookeeper_auth = "user:password" (or "file:PATH", the first line of PATH) the session
+ * authenticates with the digest scheme and every node it creates gets the ACL {auth ALL, world READ}: the
+ * server turns the "auth" entry into the creator's digest identity, so nothing is hashed here. Others can
+ * read the registry but not change or delete it. The persistent parents get the same ACL, so every
+ * instance of a service must use the same credentials (they share <root>/<Service>). The password never
+ * reaches a log line or an error text. */
+
 static int mprpc__registry_wanted(const mprpc_config *cfg)
 {
     return cfg->zookeeper_ip[0] != '\0' || cfg->zookeeper_hosts[0] != '\0';
 }
 
-/* Discovery arrives in the next step; until then a config that asks for it
- * fails loudly instead of silently calling the wrong address. */
-static mprpc_status mprpc__registry_open(mprpc__registry **out, const mprpc_config *cfg,
-                                         char *err, size_t errlen)
+#ifdef MPRPC_NO_ZOOKEEPER
+
+static const char mprpc__reg_compiled_out[] =
+    "ZooKeeper discovery is not available: mprpc.h was built with MPRPC_NO_ZOOKEEPER";
+
+/* Compiled out: mprpc_config_validate already refuses a config that names ZooKeeper, so these only
+ * answer a caller that skipped validation. */
+static mprpc_status mprpc__registry_open(mprpc__registry **out, const mprpc_config *cfg, char *err,
+                                         size_t errlen)
 {
     (void)cfg;
     *out = NULL;
-    mprpc__fmt(err, errlen, "ZooKeeper discovery is not available in this build");
+    mprpc__fmt(err, errlen, "%s", mprpc__reg_compiled_out);
     return MPRPC_ERR_UNSUPPORTED;
 }
 
@@ -3084,24 +3242,1206 @@ static void mprpc__registry_close(mprpc__registry *r)
     (void)r;
 }
 
-static mprpc_status mprpc__registry_publish(mprpc__registry *r, const char *service,
-                                            const char *addr, const char *const *methods,
-                                            size_t method_count, char *err, size_t errlen)
+static mprpc_status mprpc__registry_publish(mprpc__registry *r, const char *service, const char *addr,
+                                            const char *const *methods, size_t method_count, char *err,
+                                            size_t errlen)
 {
     (void)r; (void)service; (void)addr; (void)methods; (void)method_count;
-    mprpc__fmt(err, errlen, "ZooKeeper discovery is not available in this build");
+    mprpc__fmt(err, errlen, "%s", mprpc__reg_compiled_out);
     return MPRPC_ERR_UNSUPPORTED;
 }
 
-static mprpc_status mprpc__registry_resolve(mprpc__registry *r, const char *service,
-                                            const char *method, char (*addrs)[MPRPC_ADDR_MAX],
-                                            size_t max, size_t *count, char *err, size_t errlen)
+static mprpc_status mprpc__registry_resolve(mprpc__registry *r, const char *service, const char *method,
+                                            char (*addrs)[MPRPC_ADDR_MAX], size_t max, size_t *count,
+                                            char *err, size_t errlen)
 {
     (void)r; (void)service; (void)method; (void)addrs; (void)max;
     *count = 0;
-    mprpc__fmt(err, errlen, "ZooKeeper discovery is not available in this build");
+    mprpc__fmt(err, errlen, "%s", mprpc__reg_compiled_out);
     return MPRPC_ERR_UNSUPPORTED;
 }
+
+#else /* ZooKeeper */
+
+#ifndef THREADED
+#  define THREADED /* zookeeper_mt: the client runs its own I/O and completion threads */
+#endif
+#include <zookeeper/zookeeper.h>
+
+#define MPRPC__REG_RETRY_MS 500 /* worker: pause before retrying a failed re-read or re-creation */
+
+/* One ZooKeeper request in flight. Two references: the waiter's and the completion's, so that a waiter
+ * that gives up at its deadline never frees what a late completion still writes to. */
+typedef struct mprpc__zkop {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int refs, done, rc;
+    struct Stat stat;
+    char **strs; /* children (strings completion) */
+    int nstrs;
+    char *data; /* node data (data completion); datalen -1 means the node has no data */
+    int datalen;
+} mprpc__zkop;
+
+/* A node this registry published and keeps alive across sessions. */
+typedef struct mprpc__reg_pub {
+    struct mprpc__reg_pub *next;
+    char *path; /* immutable once listed */
+    char *data; /* guarded by r->mu */
+    int datalen;
+    int exclusive; /* 1: our address, replace a node left by an earlier session; 0: seed method node */
+    int dirty;     /* needs (re-)creation or an ownership check */
+    int owned;     /* our session owns it right now */
+} mprpc__reg_pub;
+
+/* A cache entry: the providers of one service (children of <root>/<Service>) or, in the seed layout,
+ * the data of /<Service>/<Method>. Entries live until the registry closes. */
+typedef struct mprpc__reg_watch {
+    struct mprpc__reg_watch *next;
+    char *path;  /* immutable */
+    char *name;  /* for logs: "Service" or "Service/Method" */
+    int is_data; /* seed layout: one node's data is the address */
+    char (*addrs)[MPRPC_ADDR_MAX];
+    size_t count;
+    int fetched;  /* addrs is valid (possibly empty) */
+    int fetching; /* some thread is reading it from ZooKeeper right now */
+    int dirty;    /* a watch fired or the session changed: read again */
+} mprpc__reg_watch;
+
+struct mprpc__registry {
+    char hosts[512];
+    char root[128];
+    char auth[256];
+    int session_timeout_ms, connect_timeout_ms, seed_layout;
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* session state changed, a fetch finished, work for the worker, closing */
+    pthread_rwlock_t hlock;
+    zhandle_t *zh;
+    int state;   /* last session state seen on zh (0 until the first event) */
+    int lost;    /* connection lost, not yet back */
+    int expired; /* session expired: the worker must open a new one */
+    int closing;
+    long long session_id;
+    mprpc__reg_pub *pubs;
+    mprpc__reg_watch *watches;
+    unsigned long caller_fetches; /* reads done by resolve callers (tests check warm calls add none) */
+    unsigned long sessions;       /* sessions opened so far */
+    pthread_t worker;
+    int worker_started;
+    struct ACL acl_entries[2];
+    struct ACL_vector acl;
+    char acl_auth[8], acl_empty[1], acl_world[8], acl_anyone[8];
+};
+
+/* Waits on cv (created with CLOCK_MONOTONIC) until deadline_ms; returns ETIMEDOUT when it passed. */
+static int mprpc__reg_wait_until(pthread_cond_t *cv, pthread_mutex_t *mu, uint64_t deadline_ms)
+{
+    struct timespec ts;
+    ts.tv_sec = (time_t)(deadline_ms / 1000);
+    ts.tv_nsec = (long)(deadline_ms % 1000) * 1000000L;
+    return pthread_cond_timedwait(cv, mu, &ts);
+}
+
+static int mprpc__reg_cond_init(pthread_cond_t *cv)
+{
+    pthread_condattr_t ca;
+    int rc;
+    if (pthread_condattr_init(&ca) != 0) return -1;
+    rc = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    if (rc == 0) rc = pthread_cond_init(cv, &ca);
+    pthread_condattr_destroy(&ca);
+    return rc;
+}
+
+static char *mprpc__reg_strdup(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *p = (char *)MPRPC_MALLOC(n);
+    if (p) memcpy(p, s, n);
+    return p;
+}
+
+/* ---- one bounded ZooKeeper request ---- */
+
+static mprpc__zkop *mprpc__zkop_new(void)
+{
+    mprpc__zkop *op = (mprpc__zkop *)MPRPC_MALLOC(sizeof *op);
+    if (!op) return NULL;
+    memset(op, 0, sizeof *op);
+    if (pthread_mutex_init(&op->mu, NULL) != 0) {
+        MPRPC_FREE(op);
+        return NULL;
+    }
+    if (mprpc__reg_cond_init(&op->cv) != 0) {
+        pthread_mutex_destroy(&op->mu);
+        MPRPC_FREE(op);
+        return NULL;
+    }
+    op->refs = 2;
+    op->datalen = -1;
+    return op;
+}
+
+static void mprpc__zkop_unref(mprpc__zkop *op)
+{
+    int left, i;
+    pthread_mutex_lock(&op->mu);
+    left = --op->refs;
+    pthread_mutex_unlock(&op->mu);
+    if (left > 0) return;
+    for (i = 0; i < op->nstrs; i++) MPRPC_FREE(op->strs[i]);
+    MPRPC_FREE(op->strs);
+    MPRPC_FREE(op->data);
+    pthread_cond_destroy(&op->cv);
+    pthread_mutex_destroy(&op->mu);
+    MPRPC_FREE(op);
+}
+
+/* Completion side: record rc, wake the waiter, drop the completion's reference. */
+static void mprpc__zkop_finish(mprpc__zkop *op, int rc)
+{
+    pthread_mutex_lock(&op->mu);
+    op->rc = rc;
+    op->done = 1;
+    pthread_cond_signal(&op->cv);
+    pthread_mutex_unlock(&op->mu);
+    mprpc__zkop_unref(op);
+}
+
+static void mprpc__zkop_void_cb(int rc, const void *data)
+{
+    mprpc__zkop_finish((mprpc__zkop *)data, rc);
+}
+
+static void mprpc__zkop_string_cb(int rc, const char *value, const void *data)
+{
+    (void)value;
+    mprpc__zkop_finish((mprpc__zkop *)data, rc);
+}
+
+static void mprpc__zkop_stat_cb(int rc, const struct Stat *stat, const void *data)
+{
+    mprpc__zkop *op = (mprpc__zkop *)data;
+    if (rc == ZOK && stat) op->stat = *stat; /* the waiter reads it only after done, under op->mu */
+    mprpc__zkop_finish(op, rc);
+}
+
+static void mprpc__zkop_data_cb(int rc, const char *value, int value_len, const struct Stat *stat,
+                                const void *data)
+{
+    mprpc__zkop *op = (mprpc__zkop *)data;
+    if (rc == ZOK) {
+        if (stat) op->stat = *stat;
+        if (value && value_len >= 0) {
+            op->data = (char *)MPRPC_MALLOC((size_t)value_len + 1);
+            if (!op->data) {
+                rc = ZSYSTEMERROR;
+            } else {
+                memcpy(op->data, value, (size_t)value_len);
+                op->data[value_len] = '\0';
+                op->datalen = value_len;
+            }
+        }
+    }
+    mprpc__zkop_finish(op, rc);
+}
+
+static void mprpc__zkop_strings_cb(int rc, const struct String_vector *strings, const void *data)
+{
+    mprpc__zkop *op = (mprpc__zkop *)data;
+    int i;
+    if (rc == ZOK && strings && strings->count > 0) {
+        op->strs = (char **)MPRPC_MALLOC(sizeof(char *) * (size_t)strings->count);
+        if (!op->strs) {
+            rc = ZSYSTEMERROR;
+        } else {
+            for (i = 0; i < strings->count; i++) {
+                op->strs[i] = mprpc__reg_strdup(strings->data[i]);
+                if (!op->strs[i]) {
+                    rc = ZSYSTEMERROR;
+                    break;
+                }
+                op->nstrs = i + 1;
+            }
+        }
+    }
+    mprpc__zkop_finish(op, rc);
+}
+
+/* qrc is what the zoo_a* call returned. Waits for the completion until deadline_ms. Returns the
+ * request's rc, or ZOPERATIONTIMEOUT when the deadline passed first. The caller still owns one
+ * reference to op and drops it with mprpc__zkop_unref. */
+static int mprpc__zkop_wait(mprpc__zkop *op, int qrc, uint64_t deadline_ms)
+{
+    int rc;
+    if (qrc != ZOK) {          /* not queued: the completion never runs */
+        mprpc__zkop_unref(op); /* drops the completion's reference, the caller's stays */
+        return qrc;
+    }
+    pthread_mutex_lock(&op->mu);
+    while (!op->done && mprpc__now_ms() < deadline_ms) mprpc__reg_wait_until(&op->cv, &op->mu, deadline_ms);
+    rc = op->done ? op->rc : ZOPERATIONTIMEOUT;
+    pthread_mutex_unlock(&op->mu);
+    return rc;
+}
+
+static int mprpc__zk_create(zhandle_t *zh, const char *path, const char *data, int datalen,
+                            const struct ACL_vector *acl, int mode, uint64_t deadline_ms)
+{
+    int rc;
+    mprpc__zkop *op = mprpc__zkop_new();
+    if (!op) return ZSYSTEMERROR;
+    rc = mprpc__zkop_wait(op, zoo_acreate(zh, path, data, datalen, acl, mode, mprpc__zkop_string_cb, op),
+                          deadline_ms);
+    mprpc__zkop_unref(op);
+    return rc;
+}
+
+static int mprpc__zk_delete(zhandle_t *zh, const char *path, uint64_t deadline_ms)
+{
+    int rc;
+    mprpc__zkop *op = mprpc__zkop_new();
+    if (!op) return ZSYSTEMERROR;
+    rc = mprpc__zkop_wait(op, zoo_adelete(zh, path, -1, mprpc__zkop_void_cb, op), deadline_ms);
+    mprpc__zkop_unref(op);
+    return rc;
+}
+
+/* zoo_aexists; with watch, the global watcher hears of the node's creation, change or deletion. */
+static int mprpc__zk_exists(zhandle_t *zh, const char *path, int watch, struct Stat *stat,
+                            uint64_t deadline_ms)
+{
+    int rc;
+    mprpc__zkop *op = mprpc__zkop_new();
+    if (!op) return ZSYSTEMERROR;
+    rc = mprpc__zkop_wait(op, zoo_aexists(zh, path, watch, mprpc__zkop_stat_cb, op), deadline_ms);
+    if (rc == ZOK && stat) *stat = op->stat;
+    mprpc__zkop_unref(op);
+    return rc;
+}
+
+/* On ZOK the caller owns *out (an op whose strs/data hold the answer) and unrefs it. */
+static int mprpc__zk_read(zhandle_t *zh, const char *path, int children, mprpc__zkop **out,
+                          uint64_t deadline_ms)
+{
+    int rc, qrc;
+    mprpc__zkop *op = mprpc__zkop_new();
+    *out = NULL;
+    if (!op) return ZSYSTEMERROR;
+    if (children)
+        qrc = zoo_aget_children(zh, path, 1, mprpc__zkop_strings_cb, op);
+    else
+        qrc = zoo_aget(zh, path, 1, mprpc__zkop_data_cb, op);
+    rc = mprpc__zkop_wait(op, qrc, deadline_ms);
+    if (rc == ZOK)
+        *out = op;
+    else
+        mprpc__zkop_unref(op);
+    return rc;
+}
+
+/* ---- session ---- */
+
+/* The ZooKeeper client's own log lines go to the debug level of mprpc's logger, not to stderr. */
+static void mprpc__reg_zklog(const char *message)
+{
+    MPRPC_LOG_DEBUG("zookeeper client: %s", message);
+}
+
+static const char *mprpc__reg_state_name(int state)
+{
+    if (state == ZOO_CONNECTED_STATE) return "connected";
+    if (state == ZOO_CONNECTING_STATE) return "connecting";
+    if (state == ZOO_ASSOCIATING_STATE) return "associating";
+    if (state == ZOO_EXPIRED_SESSION_STATE) return "session expired";
+    if (state == ZOO_AUTH_FAILED_STATE) return "authentication failed";
+    if (state == ZOO_READONLY_STATE) return "read-only";
+    if (state == ZOO_NOTCONNECTED_STATE) return "not connected";
+    return "unknown";
+}
+
+static void mprpc__reg_mark_all_dirty(mprpc__registry *r)
+{
+    mprpc__reg_pub *p;
+    mprpc__reg_watch *w;
+    for (p = r->pubs; p; p = p->next) p->dirty = 1;
+    for (w = r->watches; w; w = w->next) w->dirty = 1;
+}
+
+/* The global watcher: runs on the client's completion thread. Records and delegates, never blocks. */
+static void mprpc__reg_watcher(zhandle_t *zh, int type, int state, const char *path, void *ctx)
+{
+    mprpc__registry *r = (mprpc__registry *)ctx;
+    mprpc__reg_pub *p;
+    mprpc__reg_watch *w;
+    pthread_mutex_lock(&r->mu);
+    if (zh != r->zh || r->closing) { /* an old handle being closed, or we are closing */
+        pthread_mutex_unlock(&r->mu);
+        return;
+    }
+    if (type == ZOO_SESSION_EVENT) {
+        MPRPC_LOG_DEBUG("registry: ZooKeeper session event: %s", mprpc__reg_state_name(state));
+        if (state == ZOO_CONNECTED_STATE) {
+            const clientid_t *id = zoo_client_id(zh);
+            long long sid = id ? (long long)id->client_id : 0;
+            if (r->lost)
+                MPRPC_LOG_INFO("registry: connection to ZooKeeper recovered (session 0x%llx)",
+                               (unsigned long long)sid);
+            if (r->session_id == 0 && r->sessions > 1) {
+                size_t np = 0, nw = 0;
+                for (p = r->pubs; p; p = p->next) np++;
+                for (w = r->watches; w; w = w->next) nw++;
+                MPRPC_LOG_INFO(
+                    "registry: new ZooKeeper session 0x%llx established; re-registering %zu node(s), "
+                    "re-reading %zu watched path(s)",
+                    (unsigned long long)sid, np, nw);
+            }
+            /* The client re-arms its watches by itself after a reconnect; re-reading everything
+             * anyway costs little and catches whatever changed while we were away. */
+            if (r->lost || r->session_id != sid) mprpc__reg_mark_all_dirty(r);
+            r->lost = 0;
+            r->session_id = sid;
+        } else if (state == ZOO_CONNECTING_STATE) {
+            if (!r->lost && r->state == ZOO_CONNECTED_STATE)
+                MPRPC_LOG_WARN("registry: connection to ZooKeeper lost; serving from the cache while the "
+                               "client reconnects");
+            r->lost = 1;
+        } else if (state == ZOO_EXPIRED_SESSION_STATE) {
+            MPRPC_LOG_WARN("registry: ZooKeeper session 0x%llx expired; opening a new session",
+                           (unsigned long long)r->session_id);
+            r->expired = 1;
+        } else if (state == ZOO_AUTH_FAILED_STATE) {
+            MPRPC_LOG_ERROR("registry: ZooKeeper rejected the credentials of zookeeper_auth");
+        }
+        r->state = state;
+    } else if (path) {
+        for (w = r->watches; w; w = w->next)
+            if (strcmp(w->path, path) == 0) w->dirty = 1;
+        for (p = r->pubs; p; p = p->next)
+            if (strcmp(p->path, path) == 0)
+                p->dirty = 1; /* deleted, changed, or (not ours) released: check it, re-arm the watch */
+        MPRPC_LOG_DEBUG("registry: watch fired on %s (type %d)", path, type);
+    }
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+}
+
+static void mprpc__reg_auth_cb(int rc, const void *data)
+{
+    (void)data;
+    if (rc != ZOK) MPRPC_LOG_ERROR("registry: ZooKeeper digest authentication failed: %s", zerror(rc));
+}
+
+/* Creates a handle and stores it in r->zh (under r->mu, so the watcher can compare). The digest
+ * credentials are queued at once: the client sends them before any request on every connection. */
+static mprpc_status mprpc__reg_new_handle(mprpc__registry *r, char *err, size_t errlen)
+{
+    zhandle_t *zh;
+    int rc;
+    pthread_mutex_lock(&r->mu);
+    errno = 0;
+    zh = zookeeper_init2(r->hosts, mprpc__reg_watcher, r->session_timeout_ms, NULL, r, 0, mprpc__reg_zklog);
+    r->zh = zh;
+    r->state = 0;
+    r->lost = 0;
+    r->expired = 0;
+    r->session_id = 0;
+    if (zh) r->sessions++;
+    pthread_mutex_unlock(&r->mu);
+    if (!zh) {
+        int e = errno;
+        mprpc__fmt(err, errlen, "zookeeper_init(\"%s\") failed: %s", r->hosts,
+                   e ? strerror(e) : "invalid host list");
+        return e == EINVAL || e == 0 ? MPRPC_ERR_CONFIG : MPRPC_ERR_ZOOKEEPER;
+    }
+    if (r->auth[0]) {
+        rc = zoo_add_auth(zh, "digest", r->auth, (int)strlen(r->auth), mprpc__reg_auth_cb, NULL);
+        if (rc != ZOK) {
+            mprpc__fmt(err, errlen, "zoo_add_auth(digest) failed: %s", zerror(rc));
+            return MPRPC_ERR_ZOOKEEPER;
+        }
+    }
+    return MPRPC_OK;
+}
+
+/* Worker: replaces an expired session. The new handle is swapped in under hlock (no thread is using
+ * the old one then), and the old one is closed outside every lock. Everything is marked dirty, so the
+ * worker re-creates every published node and re-reads (re-arms) every watched path once connected. */
+static int mprpc__reg_renew_session(mprpc__registry *r)
+{
+    zhandle_t *old;
+    char err[256];
+    int ok = 1;
+    pthread_rwlock_wrlock(&r->hlock);
+    pthread_mutex_lock(&r->mu);
+    old = r->zh;
+    r->zh = NULL;
+    mprpc__reg_mark_all_dirty(r);
+    pthread_mutex_unlock(&r->mu);
+    if (mprpc__reg_new_handle(r, err, sizeof err) != MPRPC_OK) {
+        MPRPC_LOG_ERROR("registry: cannot open a new ZooKeeper session: %s (retrying)", err);
+        pthread_mutex_lock(&r->mu);
+        r->expired = 1; /* try again later */
+        pthread_mutex_unlock(&r->mu);
+        ok = 0;
+    }
+    pthread_rwlock_unlock(&r->hlock);
+    if (old) zookeeper_close(old);
+    return ok;
+}
+
+/* Creates the persistent ancestors of path (not path itself). */
+static int mprpc__reg_ensure_parents(mprpc__registry *r, zhandle_t *zh, const char *path, uint64_t deadline)
+{
+    char buf[512];
+    size_t i, n = strlen(path);
+    int rc;
+    if (n >= sizeof buf) return ZBADARGUMENTS;
+    memcpy(buf, path, n + 1);
+    for (i = 1; i < n; i++) {
+        if (buf[i] != '/') continue;
+        buf[i] = '\0';
+        rc = mprpc__zk_create(zh, buf, NULL, 0, &r->acl, 0, deadline); /* empty data, as the seed */
+        buf[i] = '/';
+        if (rc != ZOK && rc != ZNODEEXISTS) return rc;
+    }
+    return ZOK;
+}
+
+/* Makes sure the ephemeral node path exists with our session as owner, and arms an exists watch on it
+ * so that its deletion (or, for a seed node owned by another instance, its release) comes back to us.
+ * Returns ZOK also when a non-exclusive node is owned by someone else (*owned = 0 then). */
+static int mprpc__reg_ensure_pub(mprpc__registry *r, zhandle_t *zh, const char *path, const char *data,
+                                 int datalen, int exclusive, int *owned, uint64_t deadline)
+{
+    struct Stat st;
+    int attempt, rc;
+    const clientid_t *id = zoo_client_id(zh);
+    long long me = id ? (long long)id->client_id : 0;
+    *owned = 0;
+    rc = mprpc__reg_ensure_parents(r, zh, path, deadline);
+    if (rc != ZOK) return rc;
+    for (attempt = 0; attempt < 4; attempt++) {
+        rc = mprpc__zk_create(zh, path, data, datalen, &r->acl, ZOO_EPHEMERAL, deadline);
+        if (rc == ZOK) {
+            MPRPC_LOG_INFO("registry: registered %s (session 0x%llx)", path, (unsigned long long)me);
+            *owned = 1;
+            rc = mprpc__zk_exists(zh, path, 1, &st, deadline);
+            return rc == ZNONODE ? ZOK : rc; /* ZNONODE: the watch is armed anyway, the event follows */
+        }
+        if (rc == ZNONODE) { /* a parent vanished meanwhile */
+            rc = mprpc__reg_ensure_parents(r, zh, path, deadline);
+            if (rc != ZOK) return rc;
+            continue;
+        }
+        if (rc != ZNODEEXISTS) return rc;
+        rc = mprpc__zk_exists(zh, path, 1, &st, deadline);
+        if (rc == ZNONODE) continue;
+        if (rc != ZOK) return rc;
+        if ((long long)st.ephemeralOwner == me) {
+            *owned = 1; /* ours already (a retried create that had gone through) */
+            return ZOK;
+        }
+        if (!exclusive) {
+            MPRPC_LOG_INFO("registry: %s is owned by another instance (session 0x%llx); carrying on", path,
+                           (unsigned long long)st.ephemeralOwner);
+            return ZOK;
+        }
+        MPRPC_LOG_WARN("registry: %s was left by an earlier session 0x%llx; replacing it", path,
+                       (unsigned long long)st.ephemeralOwner);
+        rc = mprpc__zk_delete(zh, path, deadline);
+        if (rc != ZOK && rc != ZNONODE) return rc;
+    }
+    return ZNODEEXISTS;
+}
+
+static int mprpc__reg_addr_cmp(const void *a, const void *b)
+{
+    return strcmp((const char *)a, (const char *)b);
+}
+
+/* Reads w's path (arming its watch) and stores the result in w. The caller has set w->fetching.
+ * ZNONODE counts as "no providers" once an exists watch is armed, so the creation is noticed. */
+static int mprpc__reg_fetch(mprpc__registry *r, zhandle_t *zh, mprpc__reg_watch *w, uint64_t deadline)
+{
+    mprpc__zkop *op = NULL;
+    char(*list)[MPRPC_ADDR_MAX] = NULL;
+    size_t n = 0, i, j;
+    int rc, attempt;
+    char diff[512];
+    size_t dl = 0;
+
+    for (attempt = 0; attempt < 3; attempt++) {
+        rc = mprpc__zk_read(zh, w->path, !w->is_data, &op, deadline);
+        if (rc != ZNONODE) break;
+        rc = mprpc__zk_exists(zh, w->path, 1, NULL, deadline);
+        if (rc == ZNONODE) { /* absent, and now watched */
+            rc = ZOK;
+            break;
+        }
+        if (rc != ZOK) break;
+        rc = ZNONODE; /* created meanwhile: read again */
+    }
+    if (rc != ZOK) return rc;
+    if (op) {
+        size_t cap = w->is_data ? 1 : (size_t)op->nstrs;
+        if (cap > 0) {
+            list = (char(*)[MPRPC_ADDR_MAX])MPRPC_MALLOC(cap * MPRPC_ADDR_MAX);
+            if (!list) {
+                mprpc__zkop_unref(op);
+                return ZSYSTEMERROR;
+            }
+        }
+        if (w->is_data) {
+            if (op->data && op->datalen > 0) {
+                /* the seed writes "ip:port"; tolerate a method list after a newline */
+                size_t len = strcspn(op->data, "\n");
+                if (len < MPRPC_ADDR_MAX) {
+                    memcpy(list[0], op->data, len);
+                    list[0][len] = '\0';
+                    n = 1;
+                }
+            }
+        } else {
+            for (i = 0; i < (size_t)op->nstrs; i++) {
+                if (strlen(op->strs[i]) >= MPRPC_ADDR_MAX) {
+                    MPRPC_LOG_WARN("registry: ignoring over-long provider name under %s", w->path);
+                    continue;
+                }
+                strcpy(list[n++], op->strs[i]);
+            }
+            if (n > 1) qsort(list, n, MPRPC_ADDR_MAX, mprpc__reg_addr_cmp);
+        }
+        mprpc__zkop_unref(op);
+    }
+
+    /* Describe the change for the log: "+a -b". Both lists are sorted (seed: at most one). */
+    diff[0] = '\0';
+    for (i = 0; i < n; i++) {
+        for (j = 0; j < w->count && strcmp(w->addrs[j], list[i]) != 0; j++) {}
+        if (j == w->count && dl < sizeof diff)
+            dl += (size_t)snprintf(diff + dl, sizeof diff - dl, " +%s", list[i]);
+    }
+    pthread_mutex_lock(&r->mu);
+    for (j = 0; j < w->count; j++) {
+        for (i = 0; i < n && strcmp(w->addrs[j], list[i]) != 0; i++) {}
+        if (i == n && dl < sizeof diff)
+            dl += (size_t)snprintf(diff + dl, sizeof diff - dl, " -%s", w->addrs[j]);
+    }
+    if (!w->fetched)
+        MPRPC_LOG_INFO("registry: %s has %zu provider(s):%s", w->name, n, n ? diff : " none");
+    else if (diff[0])
+        MPRPC_LOG_INFO("registry: providers of %s changed, now %zu:%s", w->name, n, diff);
+    MPRPC_FREE(w->addrs);
+    w->addrs = list;
+    w->count = n;
+    w->fetched = 1;
+    pthread_mutex_unlock(&r->mu);
+    return ZOK;
+}
+
+/* After a request failed for want of a connection: pauses briefly (the session event may not have been
+ * delivered yet), then waits until the session is connected again or the deadline passes. Returns 1
+ * when it is worth trying again. */
+static int mprpc__reg_wait_connected(mprpc__registry *r, uint64_t deadline)
+{
+    uint64_t pause = mprpc__now_ms() + 50;
+    int ok;
+    pthread_mutex_lock(&r->mu);
+    if (pause > deadline) pause = deadline;
+    while (!r->closing && mprpc__now_ms() < pause) mprpc__reg_wait_until(&r->cv, &r->mu, pause);
+    while (r->state != ZOO_CONNECTED_STATE && !r->closing && mprpc__now_ms() < deadline)
+        mprpc__reg_wait_until(&r->cv, &r->mu, deadline);
+    ok = r->state == ZOO_CONNECTED_STATE && !r->closing && mprpc__now_ms() < deadline;
+    pthread_mutex_unlock(&r->mu);
+    return ok;
+}
+
+/* Failures worth retrying once the session is (re)connected. */
+static int mprpc__reg_retryable(int rc)
+{
+    return rc == ZCONNECTIONLOSS || rc == ZINVALIDSTATE || rc == ZSESSIONEXPIRED || rc == ZSESSIONMOVED;
+}
+
+/* ---- worker thread ---- */
+
+/* Re-creates or re-checks one dirty published node. */
+static int mprpc__reg_work_pub(mprpc__registry *r, mprpc__reg_pub *p, uint64_t deadline)
+{
+    char *data;
+    int datalen, owned = 0, rc;
+    pthread_mutex_lock(&r->mu);
+    datalen = p->datalen;
+    data = (char *)MPRPC_MALLOC((size_t)datalen + 1);
+    if (data) memcpy(data, p->data, (size_t)datalen + 1);
+    pthread_mutex_unlock(&r->mu);
+    if (!data) return ZSYSTEMERROR;
+    pthread_rwlock_rdlock(&r->hlock);
+    rc = r->zh ? mprpc__reg_ensure_pub(r, r->zh, p->path, data, datalen, p->exclusive, &owned, deadline)
+               : ZINVALIDSTATE;
+    pthread_rwlock_unlock(&r->hlock);
+    MPRPC_FREE(data);
+    pthread_mutex_lock(&r->mu);
+    p->owned = owned;
+    pthread_mutex_unlock(&r->mu);
+    return rc;
+}
+
+static int mprpc__reg_work_watch(mprpc__registry *r, mprpc__reg_watch *w, uint64_t deadline)
+{
+    int rc;
+    pthread_rwlock_rdlock(&r->hlock);
+    rc = r->zh ? mprpc__reg_fetch(r, r->zh, w, deadline) : ZINVALIDSTATE;
+    pthread_rwlock_unlock(&r->hlock);
+    return rc;
+}
+
+static void *mprpc__reg_worker(void *arg)
+{
+    mprpc__registry *r = (mprpc__registry *)arg;
+    uint64_t retry_at = 0, renew_at = 0;
+    pthread_mutex_lock(&r->mu);
+    while (!r->closing) {
+        mprpc__reg_pub *p = NULL;
+        mprpc__reg_watch *w = NULL;
+        uint64_t now = mprpc__now_ms();
+        int rc;
+        if (r->expired && now >= renew_at) {
+            pthread_mutex_unlock(&r->mu);
+            rc = mprpc__reg_renew_session(r);
+            pthread_mutex_lock(&r->mu);
+            if (!rc) renew_at = mprpc__now_ms() + MPRPC__REG_RETRY_MS;
+            retry_at = 0;
+            continue;
+        }
+        if (r->state == ZOO_CONNECTED_STATE && now >= retry_at) {
+            for (p = r->pubs; p && !p->dirty; p = p->next) {}
+            if (!p)
+                for (w = r->watches; w && !(w->dirty && !w->fetching); w = w->next) {}
+        }
+        if (!p && !w) {
+            uint64_t until = now + 1000;
+            if (retry_at > now && retry_at < until) until = retry_at;
+            if (r->expired && renew_at > now && renew_at < until) until = renew_at;
+            mprpc__reg_wait_until(&r->cv, &r->mu, until);
+            continue;
+        }
+        if (p) {
+            p->dirty = 0;
+            pthread_mutex_unlock(&r->mu);
+            rc = mprpc__reg_work_pub(r, p, mprpc__now_ms() + r->connect_timeout_ms);
+            pthread_mutex_lock(&r->mu);
+            if (rc != ZOK) {
+                MPRPC_LOG_WARN("registry: cannot re-register %s: %s (retrying)", p->path, zerror(rc));
+                p->dirty = 1;
+            }
+        } else {
+            w->dirty = 0;
+            w->fetching = 1;
+            pthread_mutex_unlock(&r->mu);
+            rc = mprpc__reg_work_watch(r, w, mprpc__now_ms() + r->connect_timeout_ms);
+            pthread_mutex_lock(&r->mu);
+            w->fetching = 0;
+            pthread_cond_broadcast(&r->cv);
+            if (rc != ZOK) {
+                MPRPC_LOG_WARN("registry: cannot re-read %s: %s (retrying)", w->path, zerror(rc));
+                w->dirty = 1;
+            }
+        }
+        if (rc != ZOK) retry_at = mprpc__now_ms() + MPRPC__REG_RETRY_MS;
+    }
+    pthread_mutex_unlock(&r->mu);
+    return NULL;
+}
+
+/* ---- interface ---- */
+
+static void mprpc__registry_free(mprpc__registry *r)
+{
+    while (r->pubs) {
+        mprpc__reg_pub *p = r->pubs;
+        r->pubs = p->next;
+        MPRPC_FREE(p->path);
+        MPRPC_FREE(p->data);
+        MPRPC_FREE(p);
+    }
+    while (r->watches) {
+        mprpc__reg_watch *w = r->watches;
+        r->watches = w->next;
+        MPRPC_FREE(w->path);
+        MPRPC_FREE(w->name);
+        MPRPC_FREE(w->addrs);
+        MPRPC_FREE(w);
+    }
+    pthread_rwlock_destroy(&r->hlock);
+    pthread_cond_destroy(&r->cv);
+    pthread_mutex_destroy(&r->mu);
+    memset(r->auth, 0, sizeof r->auth); /* no password left behind in freed memory */
+    MPRPC_FREE(r);
+}
+
+/* zookeeper_auth is "user:password", or "file:PATH" whose first line is that (so the secret can stay
+ * out of the config file). Error texts name the file, never its content. */
+static mprpc_status mprpc__reg_load_auth(mprpc__registry *r, const char *spec, char *err, size_t errlen)
+{
+    const char *colon;
+    if (strncmp(spec, "file:", 5) == 0) {
+        FILE *f = fopen(spec + 5, "r");
+        int ok = f && fgets(r->auth, sizeof r->auth, f) != NULL;
+        if (f) fclose(f);
+        if (!ok) {
+            mprpc__fmt(err, errlen, "zookeeper_auth: cannot read %s: %s", spec + 5,
+                       f ? "empty file" : strerror(errno));
+            return MPRPC_ERR_CONFIG;
+        }
+        r->auth[strcspn(r->auth, "\r\n")] = '\0';
+    } else {
+        mprpc__copy_str(r->auth, sizeof r->auth, spec);
+    }
+    colon = strchr(r->auth, ':');
+    if (!colon || colon == r->auth || colon[1] == '\0') {
+        memset(r->auth, 0, sizeof r->auth);
+        mprpc__fmt(err, errlen, "zookeeper_auth must be \"user:password\" or \"file:PATH\" naming a file "
+                                "whose first line is that");
+        return MPRPC_ERR_CONFIG;
+    }
+    return MPRPC_OK;
+}
+
+/* ACL of every node we create: open, or {creator ALL, world READ} under digest auth. */
+static void mprpc__reg_init_acl(mprpc__registry *r)
+{
+    if (!r->auth[0]) {
+        r->acl = ZOO_OPEN_ACL_UNSAFE;
+        return;
+    }
+    mprpc__copy_str(r->acl_auth, sizeof r->acl_auth, "auth");
+    mprpc__copy_str(r->acl_world, sizeof r->acl_world, "world");
+    mprpc__copy_str(r->acl_anyone, sizeof r->acl_anyone, "anyone");
+    r->acl_entries[0].perms = ZOO_PERM_ALL;
+    r->acl_entries[0].id.scheme = r->acl_auth;
+    r->acl_entries[0].id.id = r->acl_empty;
+    r->acl_entries[1].perms = ZOO_PERM_READ;
+    r->acl_entries[1].id.scheme = r->acl_world;
+    r->acl_entries[1].id.id = r->acl_anyone;
+    r->acl.count = 2;
+    r->acl.data = r->acl_entries;
+}
+
+/* Copies what the registry needs from the config. */
+static mprpc_status mprpc__reg_configure(mprpc__registry *r, const mprpc_config *cfg, char *err,
+                                         size_t errlen)
+{
+    size_t n = strlen(cfg->zookeeper_root);
+    if (cfg->zookeeper_hosts[0])
+        mprpc__copy_str(r->hosts, sizeof r->hosts, cfg->zookeeper_hosts);
+    else
+        mprpc__fmt(r->hosts, sizeof r->hosts, "%s:%d", cfg->zookeeper_ip, cfg->zookeeper_port);
+    while (n > 1 && cfg->zookeeper_root[n - 1] == '/') n--; /* "/mprpc/" means "/mprpc" */
+    if (cfg->zookeeper_root[0] != '/' || n < 2 || n >= sizeof r->root) {
+        mprpc__fmt(err, errlen, "zookeeper_root \"%s\" must be an absolute path below / such as /mprpc",
+                   cfg->zookeeper_root);
+        return MPRPC_ERR_CONFIG;
+    }
+    memcpy(r->root, cfg->zookeeper_root, n);
+    r->root[n] = '\0';
+    r->session_timeout_ms = cfg->zookeeper_session_timeout_ms;
+    r->connect_timeout_ms = cfg->zookeeper_connect_timeout_ms;
+    r->seed_layout = cfg->zookeeper_seed_layout != 0;
+    if (cfg->zookeeper_auth[0] && mprpc__reg_load_auth(r, cfg->zookeeper_auth, err, errlen) != MPRPC_OK)
+        return MPRPC_ERR_CONFIG;
+    mprpc__reg_init_acl(r);
+    return MPRPC_OK;
+}
+
+/* A registry whose locks are initialised and nothing else; NULL when out of memory. */
+static mprpc__registry *mprpc__reg_alloc(void)
+{
+    mprpc__registry *r = (mprpc__registry *)MPRPC_MALLOC(sizeof *r);
+    if (!r) return NULL;
+    memset(r, 0, sizeof *r);
+    if (pthread_mutex_init(&r->mu, NULL) != 0) {
+        MPRPC_FREE(r);
+        return NULL;
+    }
+    if (mprpc__reg_cond_init(&r->cv) != 0) {
+        pthread_mutex_destroy(&r->mu);
+        MPRPC_FREE(r);
+        return NULL;
+    }
+    if (pthread_rwlock_init(&r->hlock, NULL) != 0) {
+        pthread_cond_destroy(&r->cv);
+        pthread_mutex_destroy(&r->mu);
+        MPRPC_FREE(r);
+        return NULL;
+    }
+    return r;
+}
+
+/* Waits, bounded by zookeeper_connect_timeout_ms, for the first session. */
+static mprpc_status mprpc__reg_await_session(mprpc__registry *r, char *err, size_t errlen)
+{
+    uint64_t deadline = mprpc__now_ms() + (uint64_t)r->connect_timeout_ms;
+    int state;
+    pthread_mutex_lock(&r->mu);
+    while (r->state != ZOO_CONNECTED_STATE && r->state != ZOO_AUTH_FAILED_STATE &&
+           r->state != ZOO_EXPIRED_SESSION_STATE && mprpc__now_ms() < deadline)
+        mprpc__reg_wait_until(&r->cv, &r->mu, deadline);
+    state = r->state;
+    pthread_mutex_unlock(&r->mu);
+    if (state == ZOO_CONNECTED_STATE) return MPRPC_OK;
+    if (state == ZOO_AUTH_FAILED_STATE) {
+        mprpc__fmt(err, errlen, "ZooKeeper at %s rejected the credentials of zookeeper_auth", r->hosts);
+        return MPRPC_ERR_ZOOKEEPER;
+    }
+    mprpc__fmt(err, errlen, "ZooKeeper at %s not reachable within %d ms (zookeeper_connect_timeout_ms)",
+               r->hosts, r->connect_timeout_ms);
+    return MPRPC_ERR_TIMEOUT;
+}
+
+static void mprpc__reg_log_connected(mprpc__registry *r)
+{
+    long long sid;
+    int user_len = (int)strcspn(r->auth, ":"); /* the user name only: the password is never logged */
+    pthread_mutex_lock(&r->mu);
+    sid = r->session_id;
+    pthread_mutex_unlock(&r->mu);
+    MPRPC_LOG_INFO("registry: connected to ZooKeeper at %s (session 0x%llx, timeout %d ms, root %s%s%.*s%s)",
+                   r->hosts, (unsigned long long)sid, zoo_recv_timeout(r->zh), r->root,
+                   r->auth[0] ? ", digest auth as \"" : "", user_len, r->auth, r->auth[0] ? "\"" : "");
+}
+
+/* Connects, bounded by zookeeper_connect_timeout_ms: ZooKeeper unreachable gives MPRPC_ERR_TIMEOUT with a
+ * text naming the hosts. Starts the worker that keeps registrations and the cache current. */
+static mprpc_status mprpc__registry_open(mprpc__registry **out, const mprpc_config *cfg, char *err,
+                                         size_t errlen)
+{
+    mprpc__registry *r;
+    mprpc_status st;
+    *out = NULL;
+    r = mprpc__reg_alloc();
+    if (!r) {
+        mprpc__fmt(err, errlen, "registry: out of memory or locks");
+        return MPRPC_ERR_NO_MEMORY;
+    }
+    st = mprpc__reg_configure(r, cfg, err, errlen);
+    if (st == MPRPC_OK) st = mprpc__reg_new_handle(r, err, errlen);
+    if (st == MPRPC_OK) st = mprpc__reg_await_session(r, err, errlen);
+    if (st == MPRPC_OK && pthread_create(&r->worker, NULL, mprpc__reg_worker, r) != 0) {
+        mprpc__fmt(err, errlen, "registry: cannot start its thread");
+        st = MPRPC_ERR_NO_MEMORY;
+    }
+    if (st != MPRPC_OK) {
+        MPRPC_LOG_ERROR("registry: %s", err ? err : mprpc_status_str(st));
+        if (r->zh) zookeeper_close(r->zh);
+        mprpc__registry_free(r);
+        return st;
+    }
+    r->worker_started = 1;
+    mprpc__reg_log_connected(r);
+    *out = r;
+    return MPRPC_OK;
+}
+
+/* Closes the session (ephemeral nodes vanish at once) and frees everything. NULL is a no-op. */
+static void mprpc__registry_close(mprpc__registry *r)
+{
+    uint64_t deadline;
+    if (!r) return;
+    /* Only a connected session can be closed at once (so that its ephemeral nodes vanish now rather
+     * than after the session timeout): a provider whose connection is down waits for it, bounded. */
+    pthread_mutex_lock(&r->mu);
+    if (r->pubs && r->state != ZOO_CONNECTED_STATE && !r->expired) {
+        MPRPC_LOG_INFO("registry: waiting up to %d ms for ZooKeeper to deregister", r->connect_timeout_ms);
+        deadline = mprpc__now_ms() + r->connect_timeout_ms;
+        while (r->state != ZOO_CONNECTED_STATE && !r->expired && mprpc__now_ms() < deadline)
+            mprpc__reg_wait_until(&r->cv, &r->mu, deadline);
+    }
+    r->closing = 1;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    if (r->worker_started) pthread_join(r->worker, NULL);
+    if (r->zh) {
+        int rc = zookeeper_close(r->zh);
+        if (rc != ZOK)
+            MPRPC_LOG_WARN("registry: closing the ZooKeeper session: %s", zerror(rc));
+        else
+            MPRPC_LOG_INFO("registry: ZooKeeper session 0x%llx closed", (unsigned long long)r->session_id);
+    }
+    mprpc__registry_free(r);
+}
+
+static int mprpc__reg_valid_name(const char *s)
+{
+    return s && s[0] && !strchr(s, '/') && !strchr(s, '\n') && strcmp(s, ".") != 0 && strcmp(s, "..") != 0;
+}
+
+/* Adds (or updates) a published node in r->pubs; returns it, or NULL when out of memory. */
+static mprpc__reg_pub *mprpc__reg_add_pub(mprpc__registry *r, const char *path, const char *data,
+                                          int exclusive, int *was_new)
+{
+    mprpc__reg_pub *p;
+    char *d = mprpc__reg_strdup(data);
+    if (!d) return NULL;
+    pthread_mutex_lock(&r->mu);
+    for (p = r->pubs; p && strcmp(p->path, path) != 0; p = p->next) {}
+    *was_new = p == NULL;
+    if (!p) {
+        p = (mprpc__reg_pub *)MPRPC_MALLOC(sizeof *p);
+        if (p) {
+            memset(p, 0, sizeof *p);
+            p->path = mprpc__reg_strdup(path);
+            if (!p->path) {
+                MPRPC_FREE(p);
+                p = NULL;
+            }
+        }
+        if (!p) {
+            pthread_mutex_unlock(&r->mu);
+            MPRPC_FREE(d);
+            return NULL;
+        }
+        p->next = r->pubs;
+        r->pubs = p;
+    }
+    MPRPC_FREE(p->data);
+    p->data = d;
+    p->datalen = (int)strlen(d);
+    p->exclusive = exclusive;
+    p->dirty = 0; /* the publishing thread does the first creation itself */
+    pthread_mutex_unlock(&r->mu);
+    return p;
+}
+
+static void mprpc__reg_remove_pub(mprpc__registry *r, mprpc__reg_pub *gone)
+{
+    mprpc__reg_pub **pp;
+    pthread_mutex_lock(&r->mu);
+    for (pp = &r->pubs; *pp; pp = &(*pp)->next) {
+        if (*pp == gone) {
+            *pp = gone->next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&r->mu);
+    MPRPC_FREE(gone->path);
+    MPRPC_FREE(gone->data);
+    MPRPC_FREE(gone);
+}
+
+/* Publishes one node now (bounded), on failure forgets it again when it was new. */
+static mprpc_status mprpc__reg_publish_one(mprpc__registry *r, const char *path, const char *data,
+                                           int exclusive, uint64_t deadline, char *err, size_t errlen)
+{
+    mprpc__reg_pub *p;
+    int was_new, owned = 0, rc;
+    p = mprpc__reg_add_pub(r, path, data, exclusive, &was_new);
+    if (!p) {
+        mprpc__fmt(err, errlen, "registry: out of memory publishing %s", path);
+        return MPRPC_ERR_NO_MEMORY;
+    }
+    for (;;) {
+        pthread_rwlock_rdlock(&r->hlock);
+        rc = r->zh ? mprpc__reg_ensure_pub(r, r->zh, path, data, (int)strlen(data), exclusive, &owned,
+                                           deadline)
+                   : ZINVALIDSTATE;
+        pthread_rwlock_unlock(&r->hlock);
+        if (!mprpc__reg_retryable(rc) || !mprpc__reg_wait_connected(r, deadline)) break;
+    }
+    if (rc == ZOK) {
+        pthread_mutex_lock(&r->mu);
+        p->owned = owned;
+        pthread_mutex_unlock(&r->mu);
+        return MPRPC_OK;
+    }
+    if (was_new) {
+        mprpc__reg_remove_pub(r, p);
+    } else {
+        pthread_mutex_lock(&r->mu);
+        p->dirty = 1; /* was published before: keep trying in the background */
+        pthread_mutex_unlock(&r->mu);
+    }
+    if (rc == ZOPERATIONTIMEOUT || mprpc__reg_retryable(rc)) {
+        mprpc__fmt(err, errlen, "registering %s: ZooKeeper at %s not reachable within %d ms (%s)", path,
+                   r->hosts, r->connect_timeout_ms, zerror(rc));
+        return MPRPC_ERR_TIMEOUT;
+    }
+    mprpc__fmt(err, errlen, "registering %s in ZooKeeper at %s failed: %s", path, r->hosts, zerror(rc));
+    return MPRPC_ERR_ZOOKEEPER;
+}
+
+/* Provider side: creates persistent parents as needed and the ephemeral node <root>/<service>/<addr>
+ * with data = addr (then the methods, one a line). Remembered, so that after session expiry every
+ * published node is re-created on the new session. With zookeeper_seed_layout also /<service>
+ * (persistent) and /<service>/<method> (ephemeral, data "ip:port") for each method, exactly as the seed
+ * C++ framework; if another instance already owns one, log it and carry on. Bounded: each node by
+ * zookeeper_connect_timeout_ms. */
+static mprpc_status mprpc__registry_publish(mprpc__registry *r, const char *service, const char *addr,
+                                            const char *const *methods, size_t method_count, char *err,
+                                            size_t errlen)
+{
+    char path[512];
+    char *data;
+    size_t i, len;
+    mprpc_status st;
+    uint64_t deadline;
+
+    if (!r || !mprpc__reg_valid_name(service) || !mprpc__reg_valid_name(addr) ||
+        strlen(addr) >= MPRPC_ADDR_MAX || (method_count && !methods)) {
+        mprpc__fmt(err, errlen, "registry publish: invalid service \"%s\" or address \"%s\"",
+                   service ? service : "(null)", addr ? addr : "(null)");
+        return MPRPC_ERR_INVALID_ARGUMENT;
+    }
+    for (i = 0; i < method_count; i++) {
+        if (!mprpc__reg_valid_name(methods[i])) {
+            mprpc__fmt(err, errlen, "registry publish: invalid method name in service %s", service);
+            return MPRPC_ERR_INVALID_ARGUMENT;
+        }
+    }
+    if ((size_t)snprintf(path, sizeof path, "%s/%s/%s", r->root, service, addr) >= sizeof path) {
+        mprpc__fmt(err, errlen, "registry publish: path for %s too long", service);
+        return MPRPC_ERR_INVALID_ARGUMENT;
+    }
+    len = strlen(addr) + 1;
+    for (i = 0; i < method_count; i++) len += strlen(methods[i]) + 1;
+    data = (char *)MPRPC_MALLOC(len);
+    if (!data) {
+        mprpc__fmt(err, errlen, "registry: out of memory");
+        return MPRPC_ERR_NO_MEMORY;
+    }
+    strcpy(data, addr);
+    for (i = 0; i < method_count; i++) {
+        strcat(data, "\n");
+        strcat(data, methods[i]);
+    }
+    deadline = mprpc__now_ms() + r->connect_timeout_ms;
+    st = mprpc__reg_publish_one(r, path, data, 1, deadline, err, errlen);
+    MPRPC_FREE(data);
+    if (st != MPRPC_OK || !r->seed_layout) return st;
+    for (i = 0; i < method_count; i++) {
+        if ((size_t)snprintf(path, sizeof path, "/%s/%s", service, methods[i]) >= sizeof path) {
+            mprpc__fmt(err, errlen, "registry publish: path for %s/%s too long", service, methods[i]);
+            return MPRPC_ERR_INVALID_ARGUMENT;
+        }
+        st = mprpc__reg_publish_one(r, path, addr, 0, deadline, err, errlen);
+        if (st != MPRPC_OK) return st;
+    }
+    return MPRPC_OK;
+}
+
+/* Finds or adds the cache entry for path; NULL when out of memory. Called with r->mu held. */
+static mprpc__reg_watch *mprpc__reg_find_watch(mprpc__registry *r, const char *path, const char *name,
+                                               int is_data)
+{
+    mprpc__reg_watch *w;
+    for (w = r->watches; w; w = w->next)
+        if (strcmp(w->path, path) == 0) return w;
+    w = (mprpc__reg_watch *)MPRPC_MALLOC(sizeof *w);
+    if (!w) return NULL;
+    memset(w, 0, sizeof *w);
+    w->path = mprpc__reg_strdup(path);
+    w->name = mprpc__reg_strdup(name);
+    if (!w->path || !w->name) {
+        MPRPC_FREE(w->path);
+        MPRPC_FREE(w->name);
+        MPRPC_FREE(w);
+        return NULL;
+    }
+    w->is_data = is_data;
+    w->next = r->watches;
+    r->watches = w;
+    return w;
+}
+
+/* Consumer side: fills up to max provider addresses ("ip:port", NUL-terminated, < 64 chars) for service.
+ * The first call for a service fetches synchronously (bounded by zookeeper_connect_timeout_ms), sets a
+ * watch and caches; later calls only read the cache (no ZooKeeper round trip); watches keep the cache
+ * current (re-armed every time, and after session expiry). count 0 -> MPRPC_ERR_UNAVAILABLE with text
+ * naming the service. With zookeeper_seed_layout, resolves via /<service>/<method> data instead.
+ * Thread-safe. */
+static mprpc_status mprpc__registry_resolve(mprpc__registry *r, const char *service, const char *method,
+                                            char (*addrs)[MPRPC_ADDR_MAX], size_t max, size_t *count,
+                                            char *err, size_t errlen)
+{
+    char path[512], name[256];
+    mprpc__reg_watch *w;
+    uint64_t deadline;
+    int rc = ZOK, fetched_here = 0;
+    size_t i, n;
+
+    if (count) *count = 0;
+    if (!r || !mprpc__reg_valid_name(service) || !count || (max && !addrs) ||
+        (r->seed_layout && !mprpc__reg_valid_name(method))) {
+        mprpc__fmt(err, errlen, "registry resolve: invalid arguments (service \"%s\"%s)",
+                   service ? service : "(null)",
+                   r && r->seed_layout && !method ? ", the seed layout needs the method" : "");
+        return MPRPC_ERR_INVALID_ARGUMENT;
+    }
+    if (r->seed_layout) {
+        snprintf(path, sizeof path, "/%s/%s", service, method);
+        snprintf(name, sizeof name, "%s/%s", service, method);
+    } else {
+        snprintf(path, sizeof path, "%s/%s", r->root, service);
+        snprintf(name, sizeof name, "%s", service);
+    }
+    deadline = mprpc__now_ms() + r->connect_timeout_ms;
+    pthread_mutex_lock(&r->mu);
+    w = mprpc__reg_find_watch(r, path, name, r->seed_layout);
+    if (!w) {
+        pthread_mutex_unlock(&r->mu);
+        mprpc__fmt(err, errlen, "registry: out of memory resolving %s", name);
+        return MPRPC_ERR_NO_MEMORY;
+    }
+    while (!w->fetched) {
+        if (!w->fetching) { /* first call (or an earlier first read failed): read it here */
+            w->fetching = 1;
+            r->caller_fetches++;
+            pthread_mutex_unlock(&r->mu);
+            for (;;) {
+                pthread_rwlock_rdlock(&r->hlock);
+                rc = r->zh ? mprpc__reg_fetch(r, r->zh, w, deadline) : ZINVALIDSTATE;
+                pthread_rwlock_unlock(&r->hlock);
+                if (!mprpc__reg_retryable(rc) || !mprpc__reg_wait_connected(r, deadline)) break;
+            }
+            pthread_mutex_lock(&r->mu);
+            w->fetching = 0;
+            fetched_here = 1;
+            if (rc != ZOK) w->dirty = 1; /* the worker keeps trying */
+            pthread_cond_broadcast(&r->cv);
+            break;
+        }
+        if (mprpc__now_ms() >= deadline) {
+            rc = ZOPERATIONTIMEOUT;
+            break;
+        }
+        mprpc__reg_wait_until(&r->cv, &r->mu, deadline); /* another thread is reading it */
+    }
+    if (!w->fetched) {
+        int timeout = rc == ZOPERATIONTIMEOUT || mprpc__reg_retryable(rc);
+        pthread_mutex_unlock(&r->mu);
+        if (timeout)
+            mprpc__fmt(err, errlen,
+                       "cannot look up service %s: ZooKeeper at %s not reachable within %d ms (%s)", name,
+                       r->hosts, r->connect_timeout_ms, zerror(rc));
+        else
+            mprpc__fmt(err, errlen, "cannot look up service %s in ZooKeeper at %s: %s", name, r->hosts,
+                       zerror(rc));
+        if (fetched_here) MPRPC_LOG_WARN("registry: %s", err ? err : "lookup failed");
+        return timeout ? MPRPC_ERR_TIMEOUT : MPRPC_ERR_ZOOKEEPER;
+    }
+    n = w->count < max ? w->count : max;
+    for (i = 0; i < n; i++) memcpy(addrs[i], w->addrs[i], MPRPC_ADDR_MAX);
+    *count = n;
+    pthread_mutex_unlock(&r->mu);
+    if (n == 0) {
+        mprpc__fmt(err, errlen, "no provider of service %s is registered in ZooKeeper at %s", name,
+                   r->hosts);
+        return MPRPC_ERR_UNAVAILABLE;
+    }
+    return MPRPC_OK;
+}
+
+#endif /* MPRPC_NO_ZOOKEEPER */
 
 #ifdef __cplusplus
 }

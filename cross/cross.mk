@@ -1,6 +1,7 @@
 # cross/cross.mk: cross-build and qemu-user settings for issue 7, to be included by the top-level Makefile
 # (`include cross/cross.mk`); also usable alone: `make -f cross/cross.mk cross-smoke`. Paths are relative to the
-# repository top (run make from there). Outputs go to build/cross/<target>/. Nothing here needs mprpc.h.
+# repository top (run make from there). Outputs go to build/cross/<target>/. cross-smoke and cross-loopback do not
+# need mprpc.h; cross, test-cross and footprint do.
 #
 # One-time machine setup (root, idempotent): scripts/cross-setup.sh
 #
@@ -33,6 +34,12 @@
 # Target: cross-loopback  builds tests/cross/loopback_check.c for all targets and runs tests/cross/loopback.sh:
 #         per-target syscall checks, then a server of each target against a client of each target over
 #         127.0.0.1 (25 pairs), with qemu's unimplemented-syscall log on; one `T: N passed, N failed` per target.
+# Target: cross  builds mprpc.h's C tests (tests/test_*.c but test_registry), the examples and tests/cross/wire_vector.c
+#         for every target with -DMPRPC_NO_ZOOKEEPER and -Werror; nanopb code from the host generator in
+#         build/cross/gen. Binaries: build/cross/<T>/{tests/test_*,provider,caller,wire_vector}.
+# Target: test-cross  cross-setup (idempotent), cross (-k), then tests/cross/test-cross.sh: per target the test
+#         binaries under qemu-user via tests/run.sh, the wire vector (tests/cross/wire_vector.hex) and the example
+#         provider/caller against the x86-64 build in both directions; one `T: N passed, N failed` per target.
 
 _cross_saved_default_goal := $(.DEFAULT_GOAL)
 
@@ -138,6 +145,56 @@ $(call cross_program,loopback_check,tests/cross/loopback_check.c,-pthread)
 cross-loopback: $(call cross_bins,loopback_check)
 	@$(foreach t,$(CROSS_TARGETS),run_$(t)='$(CROSS_RUN_$(t))') CROSS_BUILD=$(CROSS_BUILD) \
 	  tests/cross/loopback.sh $(CROSS_TARGETS)
+
+# ---- cross / test-cross: mprpc.h's own tests and examples for every target (issue 7, phase 2) ----
+# nanopb code for proto/*.proto comes from the host generator, once, into build/cross/gen (architecture-neutral C).
+# Tests that need ZooKeeper (tests/test_registry.c) are left out; everything is built with -DMPRPC_NO_ZOOKEEPER.
+CROSS_GEN_PROTOS := $(notdir $(basename $(wildcard proto/*.proto)))
+CROSS_GEN        := $(foreach p,$(CROSS_GEN_PROTOS),$(CROSS_BUILD)/gen/$(p).pb.c $(CROSS_BUILD)/gen/$(p).pb.h)
+$(CROSS_BUILD)/gen/%.pb.c $(CROSS_BUILD)/gen/%.pb.h &: proto/%.proto proto/%.options
+	@mkdir -p $(CROSS_BUILD)/gen
+	$(NANOPB_GENERATOR) -q -I proto -D $(CROSS_BUILD)/gen $<
+
+CROSS_TEST_EXCLUDE ?= $(filter test_registry%,$(notdir $(basename $(wildcard tests/test_*.c))))
+CROSS_TESTS := $(filter-out $(CROSS_TEST_EXCLUDE),$(notdir $(basename $(wildcard tests/test_*.c))))
+CROSS_MPRPC_CFLAGS := -I. -Itests -I$(CROSS_BUILD)/gen -pthread
+CROSS_TEST_DEPS := mprpc.h tests/test.h tests/support.h $(CROSS_BUILD)/gen/user.pb.c $(CROSS_BUILD)/gen/user.pb.h \
+  $(CROSS_BUILD)/gen/testsvc.pb.c $(CROSS_BUILD)/gen/testsvc.pb.h
+$(foreach n,$(CROSS_TESTS),$(call cross_program,tests/$(n),tests/$(n).c $(CROSS_TEST_DEPS),$(CROSS_MPRPC_CFLAGS)))
+# The provider tests again as the small build of docs/FOOTPRINT.md: 4 KiB receive buffer, 64 KiB thread stacks.
+$(call cross_program,tests/test_server_small,tests/test_server.c $(CROSS_TEST_DEPS),$(CROSS_MPRPC_CFLAGS) \
+  -DMPRPC_READ_CHUNK=4096 -DMPRPC_THREAD_STACK_SIZE=65536)
+CROSS_TESTS += test_server_small
+$(foreach n,provider caller,$(call cross_program,$(n),examples/$(n).c mprpc.h $(CROSS_BUILD)/gen/user.pb.c \
+  $(CROSS_BUILD)/gen/user.pb.h,$(CROSS_MPRPC_CFLAGS)))
+# The wire vector: the same frames encoded on every CPU, compared with tests/cross/wire_vector.hex.
+$(call cross_program,wire_vector,tests/cross/wire_vector.c mprpc.h $(CROSS_BUILD)/gen/user.pb.c \
+  $(CROSS_BUILD)/gen/user.pb.h,$(CROSS_MPRPC_CFLAGS))
+
+CROSS_ALL_BINS := $(foreach n,$(CROSS_TESTS),$(call cross_bins,tests/$(n))) $(call cross_bins,provider) \
+  $(call cross_bins,caller) $(call cross_bins,wire_vector)
+
+.PHONY: cross test-cross
+cross: $(CROSS_ALL_BINS)
+
+# Installs what is missing first (scripts/cross-setup.sh, idempotent; as non-root only the musl runtime step).
+# Builds what it can (-k: one target's failure does not stop the others; a missing binary counts as a failure),
+# then tests/cross/test-cross.sh: per target the unit + loopback integration tests under qemu-user (through
+# tests/run.sh), the wire vector, and the example provider/caller against the x86-64 build in both directions.
+test-cross:
+	@mkdir -p $(CROSS_BUILD)
+	@if [ "$$(id -u)" -eq 0 ]; then scripts/cross-setup.sh; else scripts/cross-setup.sh --musl-lib; fi
+	@$(CROSS_SUBMAKE) -k cross >$(CROSS_BUILD)/cross-build.log 2>&1 || \
+	  { echo "make cross failed for some target (log: $(CROSS_BUILD)/cross-build.log):"; \
+	    grep -E 'error|Error' $(CROSS_BUILD)/cross-build.log | head -20; }
+	@$(foreach t,$(CROSS_TARGETS),run_$(t)='$(CROSS_RUN_$(t))' cc_$(t)='$(CROSS_CC_$(t)) $(CROSS_NANOPB_CFLAGS_$(t))') \
+	  CROSS_BUILD=$(CROSS_BUILD) CROSS_CFLAGS='$(CROSS_CFLAGS)' CROSS_TESTS='$(CROSS_TESTS)' \
+	  tests/cross/test-cross.sh $(CROSS_TARGETS)
+
+# ---- footprint: docs/FOOTPRINT.md (sizes for x86-64/armhf/musl, threads, RSS, painted stack use) ----
+.PHONY: footprint
+footprint: $(CROSS_GEN) $(CROSS_NANOPB_LIBS_musl)
+	@/usr/bin/python3 scripts/footprint.py
 
 .PHONY: cross-setup cross-clean
 cross-setup:

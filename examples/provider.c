@@ -24,6 +24,7 @@ static void login(mprpc_call *call, const void *request, void *response, void *u
     (void)call; (void)user;
     rs->has_result = true;
     if (rq->name.size == 0) {
+        MPRPC_LOG_INFO("Login refused: empty name");
         rs->result.errcode = 1;
         set_bytes(rs->result.errmsg.bytes, &rs->result.errmsg.size, sizeof rs->result.errmsg.bytes,
                   "name must not be empty");
@@ -48,9 +49,11 @@ static void register_user(mprpc_call *call, const void *request, void *response,
 static void get_friend_lists(mprpc_call *call, const void *request, void *response, void *user)
 {
     static const char *const friends[] = { "gao yang", "liu hong", "wang shuo" };
+    const fixbug_GetFriendListsRequest *rq = (const fixbug_GetFriendListsRequest *)request;
     fixbug_GetFriendListsResponse *rs = (fixbug_GetFriendListsResponse *)response;
     size_t i;
-    (void)call; (void)request; (void)user;
+    (void)call; (void)user;
+    MPRPC_LOG_INFO("GetFriendLists userid=%u", (unsigned)rq->userid);
     rs->has_result = true;
     for (i = 0; i < MPRPC_COUNTOF(friends); i++)
         set_bytes(rs->friends[i].bytes, &rs->friends[i].size, sizeof rs->friends[i].bytes, friends[i]);

@@ -21,9 +21,16 @@ for group in "$@"; do
   for p in ${!var}; do want+=("$p"); done
 done
 
+# The native or architecture-independent instance counts; with foreign architectures enabled (the cross
+# group), dpkg-query lists one instance per architecture, and those do not.
+native=$(dpkg --print-architecture)
+installed() {
+  dpkg-query -W -f='${Architecture} ${Status}\n' "$1" 2>/dev/null | grep -qE "^($native|all) install ok installed$"
+}
+
 missing=()
 for p in "${want[@]}"; do
-  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$'; then
+  if ! installed "$p"; then
     missing+=("$p")
   fi
 done

@@ -8,6 +8,8 @@
 /* Not every test file uses every fixture. */
 #pragma GCC diagnostic ignored "-Wunused-function"
 
+#include "test.h"
+
 #include "testsvc.pb.h"
 #include "user.pb.h"
 
@@ -103,20 +105,14 @@ static void big(mprpc_call *call, const void *request, void *response, void *use
     testsvc_BigResponse *rs = (testsvc_BigResponse *)response;
     const mprpc_bytes *in = (const mprpc_bytes *)rq->data.arg;
     static _Thread_local mprpc_bytes out;
-    static _Thread_local uint8_t *outbuf;
-    static _Thread_local size_t outcap;
+    static uint8_t outbuf[1 << 20]; /* tests make one Big call at a time */
     uint32_t sum = 0;
     size_t i;
     (void)user;
     for (i = 0; i < in->size; i++) sum += in->data[i];
     rs->sum = sum;
-    if (rq->size > outcap) {
-        free(outbuf);
-        outbuf = (uint8_t *)malloc(rq->size);
-        outcap = outbuf ? rq->size : 0;
-    }
-    if (rq->size && !outbuf) {
-        mprpc_call_fail(call, "no memory");
+    if (rq->size > sizeof outbuf) {
+        mprpc_call_fail(call, "at most %zu bytes", sizeof outbuf);
         return;
     }
     memset(outbuf, (int)rq->fill, rq->size);
@@ -174,6 +170,26 @@ static void test_config(mprpc_config *cfg)
     mprpc_config_init(cfg);
     cfg->rpc_timeout_ms = 10000;
     cfg->log_level = MPRPC_LOG_LEVEL_OFF;
+}
+
+/* The usual start of a test: a provider on a free port, a channel to it and a
+ * fresh controller. Returns 0 (after recording a failure) if the provider
+ * could not start. */
+static int setup(mprpc_config *cfg, mprpc_server **srv, mprpc_channel **ch, mprpc_controller *ctl)
+{
+    test_config(cfg);
+    *srv = start_provider(cfg, 0);
+    CHECK(*srv != NULL);
+    if (!*srv) return 0;
+    CHECK(mprpc_channel_new(ch, cfg) == MPRPC_OK);
+    mprpc_controller_init(ctl);
+    return 1;
+}
+
+static void teardown(mprpc_server *srv, mprpc_channel *ch)
+{
+    mprpc_channel_free(ch);
+    mprpc_server_free(srv);
 }
 
 static void set_payload(testsvc_EchoRequest *rq, const char *s)

@@ -37,8 +37,7 @@ static void check_fault(fake_mode mode, mprpc_status want, const char *want_text
     cfg.rpcserver_port = good.rpcserver_port;
     mprpc_channel_new(&ch, &cfg);
     CHECK_STATUS(echo_call(ch, "x", 3, &ctl, &rs), MPRPC_OK);
-    mprpc_channel_free(ch);
-    mprpc_server_free(srv);
+    teardown(srv, ch);
 }
 
 static void garbage_reply_is_a_protocol_error(void)       { check_fault(FAKE_GARBAGE, MPRPC_ERR_PROTOCOL, "unparseable"); }
@@ -172,8 +171,7 @@ static void pool_bounds_connections_and_waits_for_one(void)
     }
     mprpc_server_get_stats(srv, &st);
     CHECK(st.connections_accepted <= 2);
-    mprpc_channel_free(ch);
-    mprpc_server_free(srv);
+    teardown(srv, ch);
 }
 
 int main(void)

@@ -5,6 +5,9 @@
 #include "mprpc.h"
 #include "test.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -182,6 +185,98 @@ static void unwritable_directory_is_a_clear_error(void)
     mprpc_logger_stop();
 }
 
+/* A log_dir that is a file, not a directory: refused at start (as root,
+ * permission bits would not stop us, but ENOTDIR does). */
+static void log_dir_that_is_a_file_is_refused_at_start(void)
+{
+    mprpc_config c;
+    mprpc_config_init(&c);
+    snprintf(c.log_dir, sizeof c.log_dir, "/etc/hostname");
+    CHECK_STATUS(mprpc_logger_start(&c), MPRPC_ERR_IO);
+    CHECK_CONTAINS(c.error, "cannot open log file");
+    CHECK_CONTAINS(c.error, "Not a directory");
+}
+
+/* The disk fails while running: today's file is /dev/full (ENOSPC on every
+ * write). Logging goes on, nothing crashes, and every line is accounted for
+ * once: written, dropped or counted as a write error. */
+static void disk_errors_are_counted_and_logging_goes_on(void)
+{
+    mprpc_config c;
+    mprpc_logger_stats st;
+    char file[256];
+    int i;
+    make_dir();
+    today_file(file, sizeof file);
+    unlink(file);
+    CHECK(symlink("/dev/full", file) == 0);
+    mprpc_config_init(&c);
+    snprintf(c.log_dir, sizeof c.log_dir, "%s", dir);
+    c.log_queue_size = 64;
+    CHECK_STATUS(mprpc_logger_start(&c), MPRPC_OK);
+    for (i = 0; i < 5000; i++) MPRPC_LOG_ERROR("disk full line %d", i);
+    mprpc_logger_stop();
+    mprpc_logger_get_stats(&st);
+    CHECK(st.write_errors > 0);
+    CHECK(st.written + st.dropped + st.write_errors == 5000);
+    if (st.written + st.dropped + st.write_errors != 5000)
+        fprintf(stderr, "  written %llu dropped %llu errors %llu\n", (unsigned long long)st.written,
+                (unsigned long long)st.dropped, (unsigned long long)st.write_errors);
+    unlink(file);
+}
+
+static void *drain_fifo(void *arg)
+{
+    int fd = *(int *)arg;
+    char buf[65536];
+    struct pollfd pf;
+    for (;;) {
+        ssize_t k;
+        pf.fd = fd;
+        pf.events = POLLIN;
+        if (poll(&pf, 1, 5000) <= 0) break;
+        k = read(fd, buf, sizeof buf);
+        if (k == 0) break;
+        if (k < 0 && errno != EAGAIN) break;
+    }
+    return NULL;
+}
+
+/* The disk stops answering: today's file is a FIFO nobody reads, so the
+ * writer thread blocks in write(). Callers of MPRPC_LOG_* never wait for it:
+ * the queue fills, further lines are dropped and counted, and logging
+ * returns at once. When the disk comes back, what was queued is written. */
+static void a_stuck_disk_never_blocks_the_callers(void)
+{
+    mprpc_config c;
+    mprpc_logger_stats st;
+    char file[256];
+    pthread_t t;
+    int rfd, i;
+    make_dir();
+    today_file(file, sizeof file);
+    unlink(file);
+    CHECK(mkfifo(file, 0600) == 0);
+    rfd = open(file, O_RDONLY | O_NONBLOCK); /* lets the logger's open succeed; never read yet */
+    CHECK(rfd >= 0);
+    mprpc_config_init(&c);
+    snprintf(c.log_dir, sizeof c.log_dir, "%s", dir);
+    c.log_queue_size = 128;
+    CHECK_STATUS(mprpc_logger_start(&c), MPRPC_OK);
+    for (i = 0; i < 200000; i++) /* ~20 MB: far past the 64 KiB pipe and the queue */
+        MPRPC_LOG_INFO("a line of about one hundred bytes, number %d, to fill the pipe .......", i);
+    mprpc_logger_get_stats(&st);
+    CHECK(st.dropped > 0); /* we got here although the writer is stuck */
+    pthread_create(&t, NULL, drain_fifo, &rfd);
+    mprpc_logger_stop();
+    pthread_join(t, NULL);
+    close(rfd);
+    mprpc_logger_get_stats(&st);
+    CHECK(st.written + st.dropped + st.write_errors == 200000);
+    CHECK(st.written >= 128);
+    unlink(file);
+}
+
 static void starting_twice_is_refused_and_stop_is_idempotent(void)
 {
     mprpc_config c;
@@ -221,6 +316,9 @@ int main(void)
     RUN(full_queue_drops_and_counts_without_blocking);
     RUN(many_threads_lose_nothing_when_the_queue_is_large);
     RUN(unwritable_directory_is_a_clear_error);
+    RUN(log_dir_that_is_a_file_is_refused_at_start);
+    RUN(disk_errors_are_counted_and_logging_goes_on);
+    RUN(a_stuck_disk_never_blocks_the_callers);
     RUN(starting_twice_is_refused_and_stop_is_idempotent);
     RUN(long_lines_are_truncated_not_overflowed);
     {

@@ -234,6 +234,27 @@ static void error_text_is_truncated_to_the_header_bound(void)
     mprpc_buf_free(&b);
 }
 
+/* SIZE_MAX as "no limit" must not wrap the frame bound (4 + 1024 + SIZE_MAX) to a tiny one. */
+static void an_unlimited_message_size_does_not_wrap(void)
+{
+    fixbug_GetFriendListsResponse rs = fixbug_GetFriendListsResponse_init_zero;
+    mprpc_response_frame r;
+    mprpc_buf b;
+    pb_size_t i;
+    for (i = 0; i < 32; i++) {
+        memset(rs.friends[i].bytes, 'f', 64);
+        rs.friends[i].size = 64;
+    }
+    rs.friends_count = 32;
+    mprpc_buf_init(&b);
+    CHECK_STATUS(mprpc_wire_encode_response(&b, SIZE_MAX, 1, MPRPC_OK, NULL,
+                                            fixbug_GetFriendListsResponse_fields, &rs), MPRPC_OK);
+    CHECK(b.len > 2048);
+    CHECK_STATUS(mprpc_wire_decode_response(b.data, b.len, SIZE_MAX, &r), MPRPC_OK);
+    CHECK(r.frame_size == b.len);
+    mprpc_buf_free(&b);
+}
+
 static void status_names_and_texts_come_from_one_list(void)
 {
     int s;
@@ -387,6 +408,7 @@ int main(void)
     RUN(names_longer_than_the_header_bound_are_refused);
     RUN(buffers_never_grow_past_their_bound);
     RUN(error_text_is_truncated_to_the_header_bound);
+    RUN(an_unlimited_message_size_does_not_wrap);
     RUN(status_names_and_texts_come_from_one_list);
     RUN(hand_coded_headers_match_nanopb);
     return test_summary("test_wire");
