@@ -1329,120 +1329,12 @@ static mprpc_status mprpc__body_size(size_t max_message_size, const pb_msgdesc_t
     return *size > max_message_size || *size > UINT32_MAX ? MPRPC_ERR_TOO_LARGE : MPRPC_OK;
 }
 
-/* ---- the two frame headers, hand-coded ----
- * Every call encodes one header and decodes one; through nanopb's generic
- * descriptor walk that was most of the provider's user-space time (callgrind:
- * ~7,000 of ~8,900 instructions per echo call). These write exactly the
- * bytes pb_encode writes for the generated descriptors (proto3: zero/empty
- * fields omitted, fields in number order, int32 sign-extended to 10 bytes).
- * The decoders take the canonical form (one-byte tags, ascending field
- * numbers, known wire types, values in range) and return 0 on anything else,
- * which the caller then hands to pb_decode: nanopb keeps the last word on
- * unusual or invalid input. */
-static uint8_t *mprpc__put_varint(uint8_t *p, uint64_t v)
+static int mprpc__set_name(pb_byte_t *dst, pb_size_t *dlen, size_t cap, const char *s)
 {
-    while (v >= 0x80) { *p++ = (uint8_t)(v | 0x80); v >>= 7; }
-    *p++ = (uint8_t)v;
-    return p;
-}
-
-static uint8_t *mprpc__put_bytes(uint8_t *p, uint8_t tag, const void *s, size_t n)
-{
-    if (n == 0) return p;
-    *p++ = tag;
-    p = mprpc__put_varint(p, n);
-    memcpy(p, s, n);
-    return p + n;
-}
-
-/* At most 10 bytes, the 10th only 0 or 1 (what fits in 64 bits). */
-static int mprpc__get_varint(const uint8_t **pp, const uint8_t *end, uint64_t *v)
-{
-    const uint8_t *p = *pp;
-    uint64_t r = 0;
-    unsigned shift;
-    for (shift = 0; shift < 64 && p < end; shift += 7) {
-        uint8_t b = *p++;
-        if (shift == 63 && b > 1) return 0;
-        r |= (uint64_t)(b & 0x7f) << shift;
-        if (!(b & 0x80)) { *v = r; *pp = p; return 1; }
-    }
-    return 0;
-}
-
-/* A length-delimited field into a pb_bytes_array of capacity cap. */
-static int mprpc__get_bytes(const uint8_t **pp, const uint8_t *end, pb_byte_t *dst, pb_size_t *dlen,
-                            size_t cap)
-{
-    uint64_t n;
-    if (!mprpc__get_varint(pp, end, &n) || n > cap || n > (uint64_t)(end - *pp)) return 0;
-    memcpy(dst, *pp, (size_t)n);
+    size_t n = strlen(s);
+    if (n > cap) return 0;
+    memcpy(dst, s, n);
     *dlen = (pb_size_t)n;
-    *pp += n;
-    return 1;
-}
-
-/* h is zeroed by the caller. */
-static int mprpc__fast_decode_request_header(const uint8_t *p, size_t len, mprpc_RpcHeader *h)
-{
-    const uint8_t *end = p + len;
-    unsigned last = 0;
-    while (p < end) {
-        uint8_t tag = *p++;
-        uint64_t v;
-        if ((unsigned)(tag >> 3) <= last || tag >= 0x80) return 0;
-        last = tag >> 3;
-        switch (tag) {
-        case 0x0a: if (!mprpc__get_bytes(&p, end, h->service_name.bytes, &h->service_name.size,
-                                         sizeof h->service_name.bytes)) return 0;
-                   break;
-        case 0x12: if (!mprpc__get_bytes(&p, end, h->method_name.bytes, &h->method_name.size,
-                                         sizeof h->method_name.bytes)) return 0;
-                   break;
-        case 0x18: if (!mprpc__get_varint(&p, end, &v) || v > UINT32_MAX) return 0;
-                   h->args_size = (uint32_t)v;
-                   break;
-        case 0x20: if (!mprpc__get_varint(&p, end, &v)) return 0;
-                   h->call_id = v;
-                   break;
-        case 0x28: if (!mprpc__get_varint(&p, end, &v) || v > UINT32_MAX) return 0;
-                   h->version = (uint32_t)v;
-                   break;
-        default: return 0;
-        }
-    }
-    return 1;
-}
-
-/* h is zeroed by the caller. */
-static int mprpc__fast_decode_response_header(const uint8_t *p, size_t len,
-                                              mprpc_RpcResponseHeader *h)
-{
-    const uint8_t *end = p + len;
-    unsigned last = 0;
-    while (p < end) {
-        uint8_t tag = *p++;
-        uint64_t v;
-        if ((unsigned)(tag >> 3) <= last || tag >= 0x80) return 0;
-        last = tag >> 3;
-        switch (tag) {
-        case 0x08: if (!mprpc__get_varint(&p, end, &v)) return 0;
-                   h->call_id = v;
-                   break;
-        case 0x10: /* int32: 0..INT32_MAX, or a negative value sign-extended to 64 bits */
-                   if (!mprpc__get_varint(&p, end, &v) ||
-                       (v > (uint64_t)INT32_MAX && v < ~(uint64_t)0x7fffffff)) return 0;
-                   h->status = (int32_t)(int64_t)v;
-                   break;
-        case 0x1a: if (!mprpc__get_bytes(&p, end, h->error_text.bytes, &h->error_text.size,
-                                         sizeof h->error_text.bytes)) return 0;
-                   break;
-        case 0x20: if (!mprpc__get_varint(&p, end, &v) || v > UINT32_MAX) return 0;
-                   h->body_size = (uint32_t)v;
-                   break;
-        default: return 0;
-        }
-    }
     return 1;
 }
 
@@ -1451,25 +1343,24 @@ MPRPCDEF mprpc_status mprpc_wire_encode_request(mprpc_buf *out, size_t max_messa
                                                 const char *method, const pb_msgdesc_t *fields,
                                                 const void *msg)
 {
-    uint8_t henc[mprpc_RpcHeader_size], *p = henc;
-    size_t blen, slen, mlen;
+    mprpc_RpcHeader h;
+    uint8_t henc[mprpc_RpcHeader_size];
+    pb_ostream_t os = pb_ostream_from_buffer(henc, sizeof henc);
+    size_t blen;
     mprpc_status st;
     if (!out || !service || !method || !fields || !msg) return MPRPC_ERR_INVALID_ARGUMENT;
-    slen = strlen(service);
-    mlen = strlen(method);
-    if (slen > sizeof(((mprpc_RpcHeader *)0)->service_name.bytes) ||
-        mlen > sizeof(((mprpc_RpcHeader *)0)->method_name.bytes))
+    memset(&h, 0, sizeof h);
+    if (!mprpc__set_name(h.service_name.bytes, &h.service_name.size, sizeof h.service_name.bytes, service) ||
+        !mprpc__set_name(h.method_name.bytes, &h.method_name.size, sizeof h.method_name.bytes, method))
         return MPRPC_ERR_INVALID_ARGUMENT;
     st = mprpc__body_size(max_message_size, fields, msg, &blen);
     if (st != MPRPC_OK) return st;
-    /* = pb_encode(mprpc_RpcHeader_fields, {service, method, blen, call_id, version}) */
-    p = mprpc__put_bytes(p, 0x0a, service, slen);
-    p = mprpc__put_bytes(p, 0x12, method, mlen);
-    if (blen) { *p++ = 0x18; p = mprpc__put_varint(p, blen); }
-    if (call_id) { *p++ = 0x20; p = mprpc__put_varint(p, call_id); }
-    *p++ = 0x28;
-    p = mprpc__put_varint(p, MPRPC_PROTOCOL_VERSION);
-    return mprpc__append_frame(out, max_message_size, henc, (size_t)(p - henc), fields, msg, blen);
+    h.args_size = (uint32_t)blen;
+    h.call_id = call_id;
+    h.version = MPRPC_PROTOCOL_VERSION;
+    if (!pb_encode(&os, mprpc_RpcHeader_fields, &h)) return MPRPC_ERR_ENCODE;
+    return mprpc__append_frame(out, max_message_size, henc,
+                               os.bytes_written, fields, msg, blen);
 }
 
 MPRPCDEF mprpc_status mprpc_wire_encode_response(mprpc_buf *out, size_t max_message_size,
@@ -1477,23 +1368,27 @@ MPRPCDEF mprpc_status mprpc_wire_encode_response(mprpc_buf *out, size_t max_mess
                                                  const char *error_text,
                                                  const pb_msgdesc_t *fields, const void *msg)
 {
-    uint8_t henc[mprpc_RpcResponseHeader_size], *p = henc;
-    size_t blen = 0, tlen = 0;
+    mprpc_RpcResponseHeader h;
+    uint8_t henc[mprpc_RpcResponseHeader_size];
+    pb_ostream_t os = pb_ostream_from_buffer(henc, sizeof henc);
+    size_t blen = 0, tlen;
     mprpc_status st;
     if (!out || (msg && !fields)) return MPRPC_ERR_INVALID_ARGUMENT;
+    memset(&h, 0, sizeof h);
     st = mprpc__body_size(max_message_size, fields, msg, &blen);
     if (st != MPRPC_OK) return st;
+    h.call_id = call_id;
+    h.status = status;
+    h.body_size = (uint32_t)blen;
     if (error_text) { /* truncated to the header's bound rather than failing */
         tlen = strlen(error_text);
-        if (tlen > sizeof(((mprpc_RpcResponseHeader *)0)->error_text.bytes))
-            tlen = sizeof(((mprpc_RpcResponseHeader *)0)->error_text.bytes);
+        if (tlen > sizeof h.error_text.bytes) tlen = sizeof h.error_text.bytes;
+        memcpy(h.error_text.bytes, error_text, tlen);
+        h.error_text.size = (pb_size_t)tlen;
     }
-    /* = pb_encode(mprpc_RpcResponseHeader_fields, {call_id, status, error_text, blen}) */
-    if (call_id) { *p++ = 0x08; p = mprpc__put_varint(p, call_id); }
-    if (status) { *p++ = 0x10; p = mprpc__put_varint(p, (uint64_t)(int64_t)(int32_t)status); }
-    p = mprpc__put_bytes(p, 0x1a, error_text, tlen);
-    if (blen) { *p++ = 0x20; p = mprpc__put_varint(p, blen); }
-    return mprpc__append_frame(out, max_message_size, henc, (size_t)(p - henc), fields, msg, blen);
+    if (!pb_encode(&os, mprpc_RpcResponseHeader_fields, &h)) return MPRPC_ERR_ENCODE;
+    return mprpc__append_frame(out, max_message_size, henc,
+                               os.bytes_written, fields, msg, blen);
 }
 
 /* Both frame kinds: u32le prefix, a bounded protobuf header decoded into hdr,
@@ -1510,15 +1405,8 @@ static mprpc_status mprpc__decode_frame(const uint8_t *data, size_t len, size_t 
     hlen = mprpc__get_u32le(data);
     if (hlen > MPRPC_MAX_HEADER_SIZE) return MPRPC_ERR_PROTOCOL;
     if (len - MPRPC_FRAME_PREFIX < hlen) return MPRPC_AGAIN;
-    /* hdr is zeroed by the callers; the canonical form is decoded directly,
-     * anything else by nanopb (see mprpc__fast_decode_request_header) */
-    if (fields == mprpc_RpcHeader_fields
-            ? !mprpc__fast_decode_request_header(data + MPRPC_FRAME_PREFIX, hlen, (mprpc_RpcHeader *)hdr)
-            : !mprpc__fast_decode_response_header(data + MPRPC_FRAME_PREFIX, hlen,
-                                                  (mprpc_RpcResponseHeader *)hdr)) {
-        is = pb_istream_from_buffer(data + MPRPC_FRAME_PREFIX, hlen);
-        if (!pb_decode(&is, fields, hdr)) return MPRPC_ERR_PROTOCOL;
-    }
+    is = pb_istream_from_buffer(data + MPRPC_FRAME_PREFIX, hlen);
+    if (!pb_decode(&is, fields, hdr)) return MPRPC_ERR_PROTOCOL;
     if (*body_size > max_message_size) return MPRPC_ERR_TOO_LARGE;
     if (len - MPRPC_FRAME_PREFIX - hlen < *body_size) return MPRPC_AGAIN;
     *body = data + MPRPC_FRAME_PREFIX + hlen;
