@@ -1583,6 +1583,7 @@ struct mprpc_server {
     unsigned              next_loop;
     int                   listen_fd;
     int                   spare_fd;     /* given up to shed a connection when out of fds */
+    uint64_t              accept_paused_until_ms; /* loop 0: 0, or when to listen again */
     int                   stop_fd;
     int                   port;
     int                   stop_requested; /* atomic: set from signal handlers and other threads */
@@ -2196,16 +2197,39 @@ static void mprpc__loop_on_wake(mprpc__loop *l)
 
 /* ---- accepting (loop 0) ---- */
 
+/* Out of file descriptors, listening stops for this long when even the spare
+ * descriptor cannot shed the pending connection (another thread took the
+ * slot): level-triggered epoll would otherwise report the listener forever. */
+#define MPRPC__ACCEPT_PAUSE_MS 100
+
+static void mprpc__accept_watch(mprpc__loop *l, int on)
+{
+    mprpc_server *srv = l->srv;
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.events = EPOLLIN;
+    ev.data.ptr = &srv->listen_fd;
+    epoll_ctl(l->epfd, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, srv->listen_fd, &ev);
+    srv->accept_paused_until_ms = on ? 0 : mprpc__now_ms() + MPRPC__ACCEPT_PAUSE_MS;
+}
+
 /* Out of file descriptors: give up the spare one to accept and drop the
  * pending connection, so it does not sit in the backlog making epoll spin. */
-static void mprpc__shed_connection(mprpc_server *srv)
+static void mprpc__shed_connection(mprpc__loop *l)
 {
-    int fd;
-    if (srv->spare_fd >= 0) close(srv->spare_fd);
-    fd = accept(srv->listen_fd, NULL, NULL);
-    if (fd >= 0) close(fd);
+    mprpc_server *srv = l->srv;
+    int fd = -1;
+    if (srv->spare_fd >= 0) {
+        close(srv->spare_fd);
+        fd = accept(srv->listen_fd, NULL, NULL);
+        if (fd >= 0) close(fd);
+    }
     srv->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    MPRPC__ADD(&srv->loops[0].stats.connections_rejected, 1);
+    MPRPC__ADD(&l->stats.connections_rejected, 1);
+    if (fd < 0 || srv->spare_fd < 0) {
+        MPRPC_LOG_WARN("out of file descriptors: not accepting for %d ms", MPRPC__ACCEPT_PAUSE_MS);
+        mprpc__accept_watch(l, 0);
+    }
 }
 
 static void mprpc__accept_ready(mprpc__loop *l)
@@ -2220,7 +2244,8 @@ static void mprpc__accept_ready(mprpc__loop *l)
             if (errno == EINTR || errno == ECONNABORTED) continue;
             if (errno == EMFILE || errno == ENFILE) {
                 MPRPC_LOG_WARN("accept: %s: shedding a connection", strerror(errno));
-                mprpc__shed_connection(srv);
+                mprpc__shed_connection(l);
+                if (srv->accept_paused_until_ms) return;
                 continue;
             }
             if (errno != EAGAIN && errno != EWOULDBLOCK) MPRPC_LOG_WARN("accept: %s", strerror(errno));
@@ -2314,7 +2339,9 @@ static void *mprpc__loop_main(void *arg)
     pthread_sigmask(SIG_BLOCK, &all, NULL);
     for (;;) {
         uint64_t now;
-        int i, n = epoll_wait(l->epfd, evs, 64, l->draining ? 20 : tick);
+        int i, n = epoll_wait(l->epfd, evs, 64,
+                              l->draining ? 20 : srv->accept_paused_until_ms && l->index == 0
+                                                 ? MPRPC__ACCEPT_PAUSE_MS : tick);
         if (n < 0 && errno != EINTR) {
             MPRPC_LOG_ERROR("loop %d: epoll_wait: %s", l->index, strerror(errno));
             break;
@@ -2334,6 +2361,9 @@ static void *mprpc__loop_main(void *arg)
         }
         mprpc__conn_free_dead(l);
         now = mprpc__now_ms();
+        if (l->index == 0 && srv->accept_paused_until_ms && now >= srv->accept_paused_until_ms &&
+            srv->listen_fd >= 0 && !l->draining)
+            mprpc__accept_watch(l, 1);
         if (now >= l->next_sweep_ms) {
             mprpc__loop_sweep(l, now);
             l->next_sweep_ms = now + (uint64_t)tick;
@@ -2447,6 +2477,11 @@ static mprpc_status mprpc__server_publish(mprpc_server *srv)
     size_t i, j;
     mprpc_status st;
     if (!mprpc__registry_wanted(&srv->cfg)) return MPRPC_OK;
+    if (!srv->cfg.advertise_ip[0] && strcmp(srv->cfg.rpcserver_ip, "0.0.0.0") == 0) {
+        mprpc__srv_fail(srv, "rpcserver_ip 0.0.0.0 listens everywhere but is no address a caller "
+                        "can use: set advertise_ip to publish in ZooKeeper");
+        return MPRPC_ERR_CONFIG;
+    }
     st = mprpc__registry_open(&srv->registry, &srv->cfg, srv->error, sizeof srv->error);
     if (st != MPRPC_OK) return st;
     mprpc__fmt(addr, sizeof addr, "%s:%d", srv->cfg.advertise_ip[0] ? srv->cfg.advertise_ip

@@ -517,6 +517,17 @@ static void bad_setup_is_reported_not_crashed(void)
     mprpc_server_free(a);
     mprpc_server_free(NULL);
     CHECK_STATUS(mprpc_server_new(NULL, &cfg), MPRPC_ERR_INVALID_ARGUMENT);
+#ifndef MPRPC_NO_ZOOKEEPER
+    /* 0.0.0.0 is no address to publish: refused before ZooKeeper is even asked */
+    test_config(&cfg);
+    cfg.rpcserver_port = 0;
+    strcpy(cfg.rpcserver_ip, "0.0.0.0");
+    strcpy(cfg.zookeeper_ip, "127.0.0.1");
+    CHECK_STATUS(mprpc_server_new(&b, &cfg), MPRPC_OK);
+    CHECK_STATUS(mprpc_server_start(b), MPRPC_ERR_CONFIG);
+    CHECK_CONTAINS(mprpc_server_error(b), "advertise_ip");
+    mprpc_server_free(b);
+#endif
 }
 
 int main(void)
