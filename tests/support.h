@@ -172,15 +172,23 @@ static void test_config(mprpc_config *cfg)
     cfg->log_level = MPRPC_LOG_LEVEL_OFF;
 }
 
+/* A provider with the test configuration on a free port; NULL (after
+ * recording a failure) if it could not start. */
+static mprpc_server *provider_up(mprpc_config *cfg)
+{
+    mprpc_server *srv;
+    test_config(cfg);
+    srv = start_provider(cfg, 0);
+    CHECK(srv != NULL);
+    return srv;
+}
+
 /* The usual start of a test: a provider on a free port, a channel to it and a
  * fresh controller. Returns 0 (after recording a failure) if the provider
  * could not start. */
 static int setup(mprpc_config *cfg, mprpc_server **srv, mprpc_channel **ch, mprpc_controller *ctl)
 {
-    test_config(cfg);
-    *srv = start_provider(cfg, 0);
-    CHECK(*srv != NULL);
-    if (!*srv) return 0;
+    if (!(*srv = provider_up(cfg))) return 0;
     CHECK(mprpc_channel_new(ch, cfg) == MPRPC_OK);
     mprpc_controller_init(ctl);
     return 1;

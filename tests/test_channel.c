@@ -30,10 +30,7 @@ static void check_fault(fake_mode mode, mprpc_status want, const char *want_text
     mprpc_channel_free(ch);
     fake_stop(&fp);
     /* and a channel that saw a fault still calls a good provider */
-    test_config(&good);
-    srv = start_provider(&good, 0);
-    CHECK(srv != NULL);
-    if (!srv) return;
+    if (!(srv = provider_up(&good))) return;
     cfg.rpcserver_port = good.rpcserver_port;
     mprpc_channel_new(&ch, &cfg);
     CHECK_STATUS(echo_call(ch, "x", 3, &ctl, &rs), MPRPC_OK);
@@ -153,10 +150,7 @@ static void pool_bounds_connections_and_waits_for_one(void)
     mprpc_server *srv;
     mprpc_channel *ch;
     mprpc_server_stats st;
-    test_config(&cfg);
-    srv = start_provider(&cfg, 0);
-    CHECK(srv != NULL);
-    if (!srv) return;
+    if (!(srv = provider_up(&cfg))) return;
     cfg.channel_max_connections = 2;
     mprpc_channel_new(&ch, &cfg);
     {

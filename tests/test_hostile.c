@@ -338,10 +338,7 @@ static void half_open_and_reset_connections_mid_frame(void)
     mprpc_response_frame f;
     struct linger lg;
     int fd, i, sent;
-    test_config(&cfg);
-    srv = start_provider(&cfg, 0);
-    CHECK(srv != NULL);
-    if (!srv) return;
+    if (!(srv = provider_up(&cfg))) return;
     mprpc_channel_new(&ch, &cfg);
     CHECK(good_call(ch, 1));
     mprpc_buf_init(&out);

@@ -751,10 +751,7 @@ static void seed_layout_nodes_as_the_seed_writes_them(void)
     int len;
     if (!zk_up() || !g_raw) { CHECK(0); return; }
     /* a seed provider's nodes, by hand, naming a provider that knows nothing of ZooKeeper */
-    test_config(&pcfg);
-    plain = start_provider(&pcfg, 0);
-    CHECK(plain != NULL);
-    if (!plain) return;
+    if (!(plain = provider_up(&pcfg))) return;
     snprintf(want, sizeof want, "127.0.0.1:%d", pcfg.rpcserver_port);
     CHECK(zoo_create(g_raw, "/UserServiceRpc", NULL, 0, &ZOO_OPEN_ACL_UNSAFE, 0, NULL, 0) == ZOK);
     CHECK(zoo_create(g_raw, "/UserServiceRpc/Login", want, (int)strlen(want), &ZOO_OPEN_ACL_UNSAFE,

@@ -94,10 +94,7 @@ static void undecodable_request_gets_a_decode_error(void)
         0x0a, 0x0b, 'T', 'e', 's', 't', 'S', 'e', 'r', 'v', 'i', 'c', 'e',
         0x12, 0x04, 'E', 'c', 'h', 'o', 0x18, 0x02, 0x20, 0x05, 0x28, 0x01,
         0x10, 0xff };
-    test_config(&cfg);
-    srv = start_provider(&cfg, 0);
-    CHECK(srv != NULL);
-    if (!srv) return;
+    if (!(srv = provider_up(&cfg))) return;
     fd = raw_connect(cfg.rpcserver_port);
     CHECK(raw_send_all(fd, frame, sizeof frame));
     mprpc_buf_init(&b);
@@ -116,10 +113,7 @@ static void pipelined_requests_are_all_answered(void)
     mprpc_server *srv;
     mprpc_buf out, in;
     int fd, i, seen[200];
-    test_config(&cfg);
-    srv = start_provider(&cfg, 0);
-    CHECK(srv != NULL);
-    if (!srv) return;
+    if (!(srv = provider_up(&cfg))) return;
     mprpc_buf_init(&out);
     mprpc_buf_init(&in);
     for (i = 0; i < 200; i++) {
@@ -283,10 +277,7 @@ static void seed_callers_get_the_bare_response_then_close(void)
     pb_istream_t is;
     size_t n = 0, body, got;
     int fd;
-    test_config(&cfg);
-    srv = start_provider(&cfg, 0);
-    CHECK(srv != NULL);
-    if (!srv) return;
+    if (!(srv = provider_up(&cfg))) return;
     memcpy(rq.name.bytes, "li si", 5);
     rq.name.size = 5;
     os = pb_ostream_from_buffer(frame + 64, 100);
@@ -349,10 +340,7 @@ static void graceful_stop_answers_calls_in_flight(void)
     stop_ctx sc;
     pthread_t t;
     int fd, i, answered = 0;
-    test_config(&cfg);
-    srv = start_provider(&cfg, 0);
-    CHECK(srv != NULL);
-    if (!srv) return;
+    if (!(srv = provider_up(&cfg))) return;
     mprpc_buf_init(&out);
     mprpc_buf_init(&in);
     for (i = 0; i < 10; i++) {
@@ -393,10 +381,7 @@ static void a_restarted_provider_is_reached_by_a_live_channel(void)
     mprpc_controller ctl;
     testsvc_EchoResponse rs;
     int port;
-    test_config(&cfg);
-    srv = start_provider(&cfg, 0);
-    CHECK(srv != NULL);
-    if (!srv) return;
+    if (!(srv = provider_up(&cfg))) return;
     port = cfg.rpcserver_port;
     mprpc_channel_new(&ch, &cfg);
     mprpc_controller_init(&ctl);
@@ -448,10 +433,7 @@ static void one_channel_serves_eight_threads(void)
     caller_ctx ctx[8];
     pthread_t t[8];
     int i;
-    test_config(&cfg);
-    srv = start_provider(&cfg, 0);
-    CHECK(srv != NULL);
-    if (!srv) return;
+    if (!(srv = provider_up(&cfg))) return;
     mprpc_channel_new(&ch, &cfg);
     for (i = 0; i < 8; i++) {
         ctx[i].ch = ch;
