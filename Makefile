@@ -89,7 +89,7 @@ FUZZ_CFLAGS = -std=c11 -Wall -Wextra -Wpedantic -Werror -O1 -g -fno-omit-frame-p
 
 $(FBUILD)/fuzz_%: tests/fuzz/fuzz_%.c tests/test.h tests/support.h mprpc.h $(TEST_PROTOS) $(TEST_PROTOS:.c=.h)
 	@mkdir -p $(FBUILD)
-	clang $(FUZZ_CFLAGS) $< $(TEST_PROTOS) $(LIBS) -o $@
+	clang $(FUZZ_CFLAGS) $< $(TEST_PROTOS) $(LIBS) $(ZK_LIBS) -o $@
 
 fuzz-build: $(addprefix $(FBUILD)/fuzz_,$(FUZZ_TARGETS))
 
