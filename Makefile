@@ -101,7 +101,7 @@ fuzz: deps-test
 # Mixed load for SOAK_MINUTES against provider processes; RSS/fd growth or a failed call fails it.
 SOAK_MINUTES ?= 10
 $(BUILD)/soak: tests/soak.c tests/test.h tests/support.h mprpc.h $(TEST_PROTOS) $(TEST_PROTOS:.c=.h)
-	$(CC) $(WARN) -O2 -g $(INCS) -Itests $< $(TEST_PROTOS) $(LIBS) -o $@
+	$(CC) $(WARN) -O2 -g $(INCS) -Itests $< $(TEST_PROTOS) $(LIBS) $(ZK_LIBS) -o $@
 
 soak: deps-test
 	@$(MAKE) --no-print-directory $(BUILD)/soak
