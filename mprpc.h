@@ -299,6 +299,7 @@ typedef struct _mprpc_RpcHeader {
     uint32_t args_size;
     uint64_t call_id;
     uint32_t version;
+    uint32_t timeout_ms;
 } mprpc_RpcHeader;
 
 typedef PB_BYTES_ARRAY_T(256) mprpc_RpcResponseHeader_error_text_t;
@@ -314,7 +315,8 @@ X(a, STATIC,   SINGULAR, BYTES,    service_name,      1) \
 X(a, STATIC,   SINGULAR, BYTES,    method_name,       2) \
 X(a, STATIC,   SINGULAR, UINT32,   args_size,         3) \
 X(a, STATIC,   SINGULAR, UINT64,   call_id,           4) \
-X(a, STATIC,   SINGULAR, UINT32,   version,           5)
+X(a, STATIC,   SINGULAR, UINT32,   version,           5) \
+X(a, STATIC,   SINGULAR, UINT32,   timeout_ms,        6)
 #define mprpc_RpcHeader_CALLBACK NULL
 #define mprpc_RpcHeader_DEFAULT NULL
 
@@ -330,7 +332,7 @@ extern const pb_msgdesc_t mprpc_RpcHeader_msg;
 extern const pb_msgdesc_t mprpc_RpcResponseHeader_msg;
 #define mprpc_RpcHeader_fields &mprpc_RpcHeader_msg
 #define mprpc_RpcResponseHeader_fields &mprpc_RpcResponseHeader_msg
-#define mprpc_RpcHeader_size                     285
+#define mprpc_RpcHeader_size                     291
 #define mprpc_RpcResponseHeader_size             287
 /* -- end generated -- */
 
@@ -363,11 +365,24 @@ typedef struct mprpc_response_frame {
     size_t                  frame_size;
 } mprpc_response_frame;
 
-/* Appends a whole request frame (version 1) to out. */
+/* Appends a whole request frame (version 1, no deadline) to out. */
 MPRPCDEF mprpc_status mprpc_wire_encode_request(mprpc_buf *out, size_t max_message_size,
                                                 uint64_t call_id, const char *service,
                                                 const char *method, const pb_msgdesc_t *fields,
                                                 const void *msg);
+/* What a request header says besides the message. */
+typedef struct mprpc_request_meta {
+    const char *service;
+    const char *method;
+    uint64_t    call_id;     /* v1 only: echoed in the response */
+    uint32_t    timeout_ms;  /* v1 only: the caller's time left; 0 = none sent */
+    uint32_t    version;     /* MPRPC_PROTOCOL_VERSION, or 0 for a seed-format request (fields 1-3
+                                only, answered by a bare response and a close) */
+} mprpc_request_meta;
+/* Appends a whole request frame as meta describes. */
+MPRPCDEF mprpc_status mprpc_wire_encode_request_meta(mprpc_buf *out, size_t max_message_size,
+                                                     const mprpc_request_meta *meta,
+                                                     const pb_msgdesc_t *fields, const void *msg);
 /* Appends a whole v1 response frame; fields/msg may be NULL for an error
  * response (status != MPRPC_OK). */
 MPRPCDEF mprpc_status mprpc_wire_encode_response(mprpc_buf *out, size_t max_message_size,
@@ -1331,29 +1346,45 @@ static int mprpc__set_name(pb_byte_t *dst, pb_size_t *dlen, size_t cap, const ch
     return 1;
 }
 
-MPRPCDEF mprpc_status mprpc_wire_encode_request(mprpc_buf *out, size_t max_message_size,
-                                                uint64_t call_id, const char *service,
-                                                const char *method, const pb_msgdesc_t *fields,
-                                                const void *msg)
+MPRPCDEF mprpc_status mprpc_wire_encode_request_meta(mprpc_buf *out, size_t max_message_size,
+                                                     const mprpc_request_meta *m,
+                                                     const pb_msgdesc_t *fields, const void *msg)
 {
     mprpc_RpcHeader h;
     uint8_t henc[mprpc_RpcHeader_size];
     pb_ostream_t os = pb_ostream_from_buffer(henc, sizeof henc);
     size_t blen;
     mprpc_status st;
-    if (!out || !service || !method || !fields || !msg) return MPRPC_ERR_INVALID_ARGUMENT;
+    if (!out || !m || !m->service || !m->method || !fields || !msg) return MPRPC_ERR_INVALID_ARGUMENT;
     memset(&h, 0, sizeof h);
-    if (!mprpc__set_name(h.service_name.bytes, &h.service_name.size, sizeof h.service_name.bytes, service) ||
-        !mprpc__set_name(h.method_name.bytes, &h.method_name.size, sizeof h.method_name.bytes, method))
+    if (!mprpc__set_name(h.service_name.bytes, &h.service_name.size, sizeof h.service_name.bytes, m->service) ||
+        !mprpc__set_name(h.method_name.bytes, &h.method_name.size, sizeof h.method_name.bytes, m->method))
         return MPRPC_ERR_INVALID_ARGUMENT;
     st = mprpc__body_size(max_message_size, fields, msg, &blen);
     if (st != MPRPC_OK) return st;
     h.args_size = (uint32_t)blen;
-    h.call_id = call_id;
-    h.version = MPRPC_PROTOCOL_VERSION;
+    if (m->version != 0) { /* a seed provider knows fields 1-3 only; it skips the rest, but sends none */
+        h.call_id = m->call_id;
+        h.version = m->version;
+        h.timeout_ms = m->timeout_ms;
+    }
     if (!pb_encode(&os, mprpc_RpcHeader_fields, &h)) return MPRPC_ERR_ENCODE;
     return mprpc__append_frame(out, max_message_size, henc,
                                os.bytes_written, fields, msg, blen);
+}
+
+MPRPCDEF mprpc_status mprpc_wire_encode_request(mprpc_buf *out, size_t max_message_size,
+                                                uint64_t call_id, const char *service,
+                                                const char *method, const pb_msgdesc_t *fields,
+                                                const void *msg)
+{
+    mprpc_request_meta m;
+    memset(&m, 0, sizeof m);
+    m.service = service;
+    m.method = method;
+    m.call_id = call_id;
+    m.version = MPRPC_PROTOCOL_VERSION;
+    return mprpc_wire_encode_request_meta(out, max_message_size, &m, fields, msg);
 }
 
 MPRPCDEF mprpc_status mprpc_wire_encode_response(mprpc_buf *out, size_t max_message_size,
