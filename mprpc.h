@@ -1492,8 +1492,16 @@ MPRPCDEF bool mprpc_bytes_copy_decode(pb_istream_t *stream, const pb_field_t *fi
 /* == 7. server: event loop, connections, dispatch ======================== */
 /* ======================================================================== */
 
-/* Registry seam (section 9): the server publishes, the channel resolves. */
+/* Registry seam (section 9): the server publishes, the channel resolves. A wait
+ * inside the registry is bounded by the absolute deadline it is given
+ * (mprpc__now_ms clock); no lock of the caller's is held across one. */
 typedef struct mprpc__registry mprpc__registry;
+typedef struct mprpc__addrs { /* a provider list ("ip:port" each) owned by the caller */
+    char (*v)[MPRPC_ADDR_MAX];
+    size_t n, cap;
+} mprpc__addrs;
+static void mprpc__addrs_free(mprpc__addrs *a);
+static int mprpc__addrs_set(mprpc__addrs *a, char (*v)[MPRPC_ADDR_MAX], size_t n);
 static int mprpc__registry_wanted(const mprpc_config *cfg);
 static mprpc_status mprpc__registry_open(mprpc__registry **out, const mprpc_config *cfg,
                                          char *err, size_t errlen);
@@ -1501,9 +1509,14 @@ static void mprpc__registry_close(mprpc__registry *r);
 static mprpc_status mprpc__registry_publish(mprpc__registry *r, const char *service,
                                             const char *addr, const char *const *methods,
                                             size_t method_count, char *err, size_t errlen);
+/* *gen is the caller's generation of this list (0 at first). When the registry
+ * holds a newer one, it is copied into *out (no cap; grown with MPRPC_REALLOC)
+ * and *gen updated; otherwise *out is left alone. An empty list gives
+ * MPRPC_ERR_UNAVAILABLE; the deadline passing first, MPRPC_ERR_TIMEOUT. */
 static mprpc_status mprpc__registry_resolve(mprpc__registry *r, const char *service,
-                                            const char *method, char (*addrs)[MPRPC_ADDR_MAX],
-                                            size_t max, size_t *count, char *err, size_t errlen);
+                                            const char *method, uint64_t deadline_ms,
+                                            uint64_t *gen, mprpc__addrs *out, char *err,
+                                            size_t errlen);
 
 /* Footprint knob (docs/FOOTPRINT.md): MPRPC_READ_CHUNK bytes is each loop's
  * receive buffer, allocated once per loop; one read per wake-up, so it also
@@ -2698,8 +2711,6 @@ MPRPCDEF const char *mprpc_call_method(const mprpc_call *call)
 /* == 8. channel ========================================================== */
 /* ======================================================================== */
 
-#define MPRPC__MAX_PROVIDERS 32
-
 typedef struct mprpc__pconn {
     int                  fd;
     char                 addr[MPRPC_ADDR_MAX];
@@ -3067,20 +3078,23 @@ static mprpc_status mprpc__call_once(mprpc_channel *ch, const char *addr, const 
 /* Fills addrs with the providers of service: the configured address, or
  * what ZooKeeper lists. */
 static mprpc_status mprpc__providers(mprpc_channel *ch, const char *service, const char *method,
-                                     char (*addrs)[MPRPC_ADDR_MAX], size_t *n, mprpc_controller *ctl)
+                                     uint64_t deadline, mprpc__addrs *addrs, mprpc_controller *ctl)
 {
     mprpc_status st = MPRPC_OK;
+    uint64_t gen = 0;
     if (!mprpc__registry_wanted(&ch->cfg)) {
-        mprpc__copy_str(addrs[0], MPRPC_ADDR_MAX, ch->direct_addr);
-        *n = 1;
-        return MPRPC_OK;
+        char one[1][MPRPC_ADDR_MAX];
+        mprpc__copy_str(one[0], MPRPC_ADDR_MAX, ch->direct_addr);
+        if (!mprpc__addrs_set(addrs, one, 1)) st = MPRPC_ERR_NO_MEMORY;
+        if (st != MPRPC_OK) mprpc_controller_set_failed(ctl, st, "no memory for the provider list");
+        return st;
     }
     pthread_mutex_lock(&ch->mu);
     if (!ch->registry) /* opened on first use, retried on the next call if it failed */
         st = mprpc__registry_open(&ch->registry, &ch->cfg, ctl->error_text, sizeof ctl->error_text);
     pthread_mutex_unlock(&ch->mu);
     if (st == MPRPC_OK)
-        st = mprpc__registry_resolve(ch->registry, service, method, addrs, MPRPC__MAX_PROVIDERS, n,
+        st = mprpc__registry_resolve(ch->registry, service, method, deadline, &gen, addrs,
                                      ctl->error_text, sizeof ctl->error_text);
     if (st != MPRPC_OK) ctl->status = st;
     return st;
@@ -3092,7 +3106,7 @@ MPRPCDEF mprpc_status mprpc_channel_call(mprpc_channel *ch, const char *service,
                                          const pb_msgdesc_t *response_fields, void *response,
                                          mprpc_controller *ctl)
 {
-    char addrs[MPRPC__MAX_PROVIDERS][MPRPC_ADDR_MAX];
+    mprpc__addrs addrs = {NULL, 0, 0};
     mprpc__call_args a;
     size_t n = 0, i, start;
     uint64_t deadline;
@@ -3115,13 +3129,20 @@ MPRPCDEF mprpc_status mprpc_channel_call(mprpc_channel *ch, const char *service,
     a.resp_fields = response_fields;
     a.resp = response;
     deadline = mprpc__now_ms() + (uint64_t)(ctl->timeout_ms > 0 ? ctl->timeout_ms : ch->cfg.rpc_timeout_ms);
-    st = mprpc__providers(ch, service, method, addrs, &n, ctl);
-    if (st != MPRPC_OK) return st;
+    st = mprpc__providers(ch, service, method, deadline, &addrs, ctl);
+    if (st != MPRPC_OK) {
+        mprpc__addrs_free(&addrs);
+        return st;
+    }
+    n = addrs.n;
     start = __atomic_fetch_add(&ch->next_provider, 1, __ATOMIC_RELAXED);
     for (i = 0; i < n; i++) { /* round-robin; an unreachable provider passes the call on */
         mprpc_controller_reset(ctl); /* a failed connect to the previous one is not this call's verdict */
-        st = mprpc__call_once(ch, addrs[(start + i) % n], &a, deadline, ctl);
-        if (st != MPRPC_AGAIN) return ctl->status;
+        st = mprpc__call_once(ch, addrs.v[(start + i) % n], &a, deadline, ctl);
+        if (st != MPRPC_AGAIN) {
+            mprpc__addrs_free(&addrs);
+            return ctl->status;
+        }
         if (mprpc__remaining_ms(deadline) == 0) break;
     }
     if (n > 1 || mprpc__registry_wanted(&ch->cfg)) { /* every provider discovery named failed */
@@ -3130,8 +3151,9 @@ MPRPCDEF mprpc_status mprpc_channel_call(mprpc_channel *ch, const char *service,
         mprpc_controller_set_failed(ctl, MPRPC_ERR_UNAVAILABLE, "no provider of '%s' reachable (%zu tried; last: %s)",
                                     service, n, last);
     } else if (ctl->status == MPRPC_OK) {
-        mprpc_controller_set_failed(ctl, MPRPC_ERR_CONNECTION_LOST, "%s: connection lost before sending", addrs[0]);
+        mprpc_controller_set_failed(ctl, MPRPC_ERR_CONNECTION_LOST, "%s: connection lost before sending", addrs.v[0]);
     }
+    mprpc__addrs_free(&addrs);
     return ctl->status;
 }
 
@@ -3171,6 +3193,26 @@ static int mprpc__registry_wanted(const mprpc_config *cfg)
     return cfg->zookeeper_ip[0] != '\0' || cfg->zookeeper_hosts[0] != '\0';
 }
 
+static void mprpc__addrs_free(mprpc__addrs *a)
+{
+    MPRPC_FREE(a->v);
+    memset(a, 0, sizeof *a);
+}
+
+/* Copies n addresses into a, growing it to fit. */
+static int mprpc__addrs_set(mprpc__addrs *a, char (*v)[MPRPC_ADDR_MAX], size_t n)
+{
+    if (n > a->cap) {
+        char (*grown)[MPRPC_ADDR_MAX] = (char (*)[MPRPC_ADDR_MAX])MPRPC_REALLOC(a->v, n * MPRPC_ADDR_MAX);
+        if (!grown) return 0;
+        a->v = grown;
+        a->cap = n;
+    }
+    if (n) memcpy(a->v, v, n * MPRPC_ADDR_MAX);
+    a->n = n;
+    return 1;
+}
+
 #ifdef MPRPC_NO_ZOOKEEPER
 
 static const char mprpc__reg_compiled_out[] =
@@ -3202,11 +3244,10 @@ static mprpc_status mprpc__registry_publish(mprpc__registry *r, const char *serv
 }
 
 static mprpc_status mprpc__registry_resolve(mprpc__registry *r, const char *service, const char *method,
-                                            char (*addrs)[MPRPC_ADDR_MAX], size_t max, size_t *count,
+                                            uint64_t deadline_ms, uint64_t *gen, mprpc__addrs *out,
                                             char *err, size_t errlen)
 {
-    (void)r; (void)service; (void)method; (void)addrs; (void)max;
-    *count = 0;
+    (void)r; (void)service; (void)method; (void)deadline_ms; (void)gen; (void)out;
     mprpc__fmt(err, errlen, "%s", mprpc__reg_compiled_out);
     return MPRPC_ERR_UNSUPPORTED;
 }
@@ -3253,6 +3294,7 @@ typedef struct mprpc__reg_watch {
     int is_data; /* seed layout: one node's data is the address */
     char (*addrs)[MPRPC_ADDR_MAX];
     size_t count;
+    uint64_t gen; /* bumped whenever addrs changes (mprpc__registry_resolve's *gen) */
     int fetched;  /* addrs is valid (possibly empty) */
     int fetching; /* some thread is reading it from ZooKeeper right now */
     int dirty;    /* a watch fired or the session changed: read again */
@@ -3786,6 +3828,7 @@ static int mprpc__reg_fetch(mprpc__registry *r, zhandle_t *zh, mprpc__reg_watch 
     w->addrs = list;
     w->count = n;
     w->fetched = 1;
+    w->gen++;
     pthread_mutex_unlock(&r->mu);
     return ZOK;
 }
@@ -4310,17 +4353,16 @@ static mprpc__reg_watch *mprpc__reg_find_watch(mprpc__registry *r, const char *p
  * naming the service. With zookeeper_seed_layout, resolves via /<service>/<method> data instead.
  * Thread-safe. */
 static mprpc_status mprpc__registry_resolve(mprpc__registry *r, const char *service, const char *method,
-                                            char (*addrs)[MPRPC_ADDR_MAX], size_t max, size_t *count,
+                                            uint64_t deadline_ms, uint64_t *gen, mprpc__addrs *out,
                                             char *err, size_t errlen)
 {
     char path[512], name[256];
     mprpc__reg_watch *w;
     uint64_t deadline;
     int rc = ZOK, fetched_here = 0;
-    size_t i, n;
+    size_t n;
 
-    if (count) *count = 0;
-    if (!r || !mprpc__reg_valid_name(service) || !count || (max && !addrs) ||
+    if (!r || !mprpc__reg_valid_name(service) || !gen || !out ||
         (r->seed_layout && !mprpc__reg_valid_name(method))) {
         mprpc__fmt(err, errlen, "registry resolve: invalid arguments (service \"%s\"%s)",
                    service ? service : "(null)",
@@ -4335,6 +4377,7 @@ static mprpc_status mprpc__registry_resolve(mprpc__registry *r, const char *serv
         snprintf(name, sizeof name, "%s", service);
     }
     deadline = mprpc__now_ms() + r->connect_timeout_ms;
+    if (deadline_ms < deadline) deadline = deadline_ms;
     pthread_mutex_lock(&r->mu);
     w = mprpc__reg_find_watch(r, path, name, r->seed_layout);
     if (!w) {
@@ -4379,9 +4422,15 @@ static mprpc_status mprpc__registry_resolve(mprpc__registry *r, const char *serv
         if (fetched_here) MPRPC_LOG_WARN("registry: %s", err ? err : "lookup failed");
         return timeout ? MPRPC_ERR_TIMEOUT : MPRPC_ERR_ZOOKEEPER;
     }
-    n = w->count < max ? w->count : max;
-    for (i = 0; i < n; i++) memcpy(addrs[i], w->addrs[i], MPRPC_ADDR_MAX);
-    *count = n;
+    n = w->count;
+    if (w->gen != *gen) {
+        if (!mprpc__addrs_set(out, w->addrs, n)) {
+            pthread_mutex_unlock(&r->mu);
+            mprpc__fmt(err, errlen, "registry: out of memory copying %zu providers of %s", n, name);
+            return MPRPC_ERR_NO_MEMORY;
+        }
+        *gen = w->gen;
+    }
     pthread_mutex_unlock(&r->mu);
     if (n == 0) {
         mprpc__fmt(err, errlen, "no provider of service %s is registered in ZooKeeper at %s", name,
