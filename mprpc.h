@@ -199,15 +199,34 @@ MPRPCDEF void mprpc_config_init(mprpc_config *cfg);
 /* Applies one key=value (keys as in the file, seed spellings accepted). On
  * failure cfg is unchanged except cfg->error. */
 MPRPCDEF mprpc_status mprpc_config_set(mprpc_config *cfg, const char *key, const char *value);
-/* Reads a key=value file ('#' comments, blank lines, whitespace trimmed). All
- * or nothing: on any error cfg is unchanged except cfg->error, which names the
- * file, line and key. */
+/* Reads a key=value file ('#' comments, blank lines, whitespace trimmed, a
+ * UTF-8 byte order mark at the start skipped), then validates the result.
+ * Each key may appear once: a second line with the same key (or its seed
+ * spelling) is an error naming both lines. All or nothing: on any error,
+ * including a file that cannot be opened or read (a directory, an I/O error),
+ * a NUL byte or a line over 1023 bytes, returns MPRPC_ERR_CONFIG and cfg is
+ * unchanged except cfg->error, which names the file, the line and the key or
+ * the system's reason. */
 MPRPCDEF mprpc_status mprpc_config_load(mprpc_config *cfg, const char *path);
-/* The seed's command line: "-i <configfile>" (getopt). Loads the file. On a
- * missing or unknown argument returns MPRPC_ERR_CONFIG with the usage text in
- * cfg->error; never exits. Resets getopt's optind. */
+/* The seed's command line ("-i FILE") without taking the rest of it. Scans
+ * argv[1..argc), up to a "--", for "-i FILE", "-iFILE", "--config FILE" or
+ * "--config=FILE" (the last one wins) and loads that file. Every other
+ * argument is left to the program: argv is not permuted and getopt's optind
+ * and opterr are not touched, so the program parses its own options as usual
+ * (a getopt loop should list "i:" so that it skips -i and its file). -i is not
+ * recognised inside a group such as "-vi". Without -i, or with -i and no file,
+ * returns MPRPC_ERR_CONFIG with the usage text in cfg->error; never exits. */
 MPRPCDEF mprpc_status mprpc_config_from_args(mprpc_config *cfg, int argc, char **argv);
-/* Checks ranges and cross-field rules; servers and channels call it too. */
+/* Checks every field against its key's range (the errors name the key, the
+ * value and the range), that strings are terminated, that the addresses are
+ * IPv4, that zookeeper_root is a clean path below "/" (no trailing '/', no
+ * "//", no "." or ".." components), and the cross-field rules (zookeeper_auth
+ * needs a ZooKeeper; a build with MPRPC_NO_ZOOKEEPER refuses one, with
+ * MPRPC_ERR_UNSUPPORTED). Otherwise returns MPRPC_ERR_CONFIG with the reason
+ * in cfg->error. mprpc_config_load, mprpc_server_new and _start,
+ * mprpc_channel_new and mprpc_logger_start call it too and fail with
+ * MPRPC_ERR_CONFIG; server_new and channel_new log the reason, as there is no
+ * object yet to hold it. */
 MPRPCDEF mprpc_status mprpc_config_validate(mprpc_config *cfg);
 
 /* ======================================================================== */
@@ -236,8 +255,9 @@ typedef struct mprpc_logger_stats {
  * every message is discarded. Callers format and enqueue; one writer thread
  * does the I/O. When the queue is full the new line is dropped and counted:
  * an RPC thread never waits for the disk. Uses cfg->log_dir, log_level,
- * log_stderr and log_queue_size. Fails (MPRPC_ERR_IO, text in cfg->error)
- * when log_dir is not writable. */
+ * log_stderr and log_queue_size. Validates cfg first (MPRPC_ERR_CONFIG, text
+ * in cfg->error); fails with MPRPC_ERR_IO (text in cfg->error) when log_dir
+ * is not writable. */
 MPRPCDEF mprpc_status mprpc_logger_start(mprpc_config *cfg);
 /* Optional extra sink, e.g. syslog. Set before mprpc_logger_start. */
 MPRPCDEF void mprpc_logger_set_sink(mprpc_log_sink_fn fn, void *user);
@@ -833,8 +853,26 @@ static char *mprpc__trim(char *s)
     return s;
 }
 
+/* A key given twice is an error, not "last wins": the seed kept the first
+ * value and this library used to keep the last, so a file that relies on
+ * either means something else to the other. set_on[i] is the line that set
+ * mprpc__config_keys[i], 0 while unset. */
+static int mprpc__config_once(const char *key, int lineno, int *set_on, char *err, size_t errlen)
+{
+    const mprpc__config_key *k = mprpc__config_find(key);
+    size_t i;
+    if (!k) return 1; /* mprpc__config_apply names the unknown key */
+    i = (size_t)(k - mprpc__config_keys);
+    if (set_on[i]) {
+        mprpc__fmt(err, errlen, "key '%s' is also set on line %d (each key may appear once)", key, set_on[i]);
+        return 0;
+    }
+    set_on[i] = lineno;
+    return 1;
+}
+
 /* One line of a config file into tmp; returns 0 and fills err on failure. */
-static int mprpc__config_line(mprpc_config *tmp, char *line, char *err, size_t errlen)
+static int mprpc__config_line(mprpc_config *tmp, char *line, int lineno, int *set_on, char *err, size_t errlen)
 {
     char *s = mprpc__trim(line), *eq, *key, *value;
     char why[192];
@@ -851,6 +889,7 @@ static int mprpc__config_line(mprpc_config *tmp, char *line, char *err, size_t e
         mprpc__fmt(err, errlen, "missing key before '='");
         return 0;
     }
+    if (!mprpc__config_once(key, lineno, set_on, err, errlen)) return 0;
     if (mprpc__config_apply(tmp, key, value, why, sizeof why) != MPRPC_OK) {
         mprpc__fmt(err, errlen, "key '%s': %s", key, why);
         return 0;
@@ -858,22 +897,61 @@ static int mprpc__config_line(mprpc_config *tmp, char *line, char *err, size_t e
     return 1;
 }
 
+enum { MPRPC__LINE_OK, MPRPC__LINE_EOF, MPRPC__LINE_LONG, MPRPC__LINE_NUL, MPRPC__LINE_ERROR };
+
+/* Reads one line without its '\n' into buf (cap bytes with the terminator).
+ * getc, not fgets: fgets cannot tell a NUL byte from the end of the line,
+ * and a read error looks like the end of the file unless ferror is asked.
+ * On MPRPC__LINE_ERROR errno says why. */
+static int mprpc__config_read_line(FILE *f, char *buf, size_t cap)
+{
+    size_t n = 0;
+    int c;
+    while ((c = getc(f)) != EOF && c != '\n') {
+        if (c == '\0') return MPRPC__LINE_NUL;
+        if (n + 1 >= cap) return MPRPC__LINE_LONG;
+        buf[n++] = (char)c;
+    }
+    buf[n] = '\0';
+    if (c == EOF && ferror(f)) return MPRPC__LINE_ERROR;
+    if (c == EOF && n == 0) return MPRPC__LINE_EOF;
+    return MPRPC__LINE_OK;
+}
+
+static mprpc_status mprpc__config_read_failed(mprpc_config *cfg, const char *path, int lineno, int r,
+                                              size_t max)
+{
+    if (r == MPRPC__LINE_NUL)
+        mprpc__fmt(cfg->error, sizeof cfg->error, "%s:%d: NUL byte on line %d (a config file is text)",
+                   path, lineno, lineno);
+    else if (r == MPRPC__LINE_LONG)
+        mprpc__fmt(cfg->error, sizeof cfg->error, "%s:%d: line longer than %zu bytes", path, lineno, max);
+    else
+        mprpc__fmt(cfg->error, sizeof cfg->error, "%s: cannot read: %s", path, strerror(errno));
+    return MPRPC_ERR_CONFIG;
+}
+
+/* Editors on some systems start a UTF-8 file with a byte order mark; it is
+ * invisible, so "unknown key" would puzzle. Only the file's first bytes. */
+static char *mprpc__skip_bom(char *line, int lineno)
+{
+    return lineno == 1 && strncmp(line, "\xEF\xBB\xBF", 3) == 0 ? line + 3 : line;
+}
+
 /* The parser behind mprpc_config_load, on an open stream (the fuzz target
  * tests/fuzz/fuzz_config.c feeds it from memory). All or nothing. */
 static mprpc_status mprpc__config_parse(mprpc_config *cfg, FILE *f, const char *path)
 {
     mprpc_config tmp;
+    int set_on[MPRPC_COUNTOF(mprpc__config_keys)];
     char line[1024], why[224];
-    int lineno = 0;
+    int lineno = 0, r;
     tmp = *cfg;
-    while (fgets(line, sizeof line, f)) {
+    memset(set_on, 0, sizeof set_on);
+    while ((r = mprpc__config_read_line(f, line, sizeof line)) != MPRPC__LINE_EOF) {
         lineno++;
-        if (!strchr(line, '\n') && !feof(f)) {
-            mprpc__fmt(cfg->error, sizeof cfg->error, "%s:%d: line longer than %zu bytes",
-                       path, lineno, sizeof line - 2);
-            return MPRPC_ERR_CONFIG;
-        }
-        if (!mprpc__config_line(&tmp, line, why, sizeof why)) {
+        if (r != MPRPC__LINE_OK) return mprpc__config_read_failed(cfg, path, lineno, r, sizeof line - 1);
+        if (!mprpc__config_line(&tmp, mprpc__skip_bom(line, lineno), lineno, set_on, why, sizeof why)) {
             mprpc__fmt(cfg->error, sizeof cfg->error, "%s:%d: %s", path, lineno, why);
             return MPRPC_ERR_CONFIG;
         }
@@ -902,25 +980,91 @@ MPRPCDEF mprpc_status mprpc_config_load(mprpc_config *cfg, const char *path)
     return st;
 }
 
-MPRPCDEF mprpc_status mprpc_config_validate(mprpc_config *cfg)
+/* ---- validation: the key table's ranges, then rules the table cannot say ---- */
+
+static mprpc_status mprpc__config_refuse(mprpc_config *cfg, const char *fmt, ...) MPRPC_PRINTF(2, 3);
+static mprpc_status mprpc__config_refuse(mprpc_config *cfg, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    mprpc__vfmt(cfg->error, sizeof cfg->error, fmt, ap);
+    va_end(ap);
+    return MPRPC_ERR_CONFIG;
+}
+
+/* A field set from C, not from a file, may hold anything: numbers must be in
+ * the table's range, strings terminated within their array. */
+static mprpc_status mprpc__config_check_key(mprpc_config *cfg, const mprpc__config_key *k)
+{
+    const char *field = (const char *)cfg + k->offset;
+    long long v;
+    if (k->type == MPRPC__KEY_STR) {
+        if (memchr(field, '\0', k->size)) return MPRPC_OK;
+        return mprpc__config_refuse(cfg, "%s is not a terminated string of at most %zu bytes",
+                                    k->name, k->size - 1);
+    }
+    if (k->type == MPRPC__KEY_U32) v = (long long)*(const uint32_t *)(const void *)field;
+    else v = (long long)*(const int *)(const void *)field;
+    if (v >= k->min && v <= k->max) return MPRPC_OK;
+    return mprpc__config_refuse(cfg, "%s = %lld is out of range %lld..%lld", k->name, v, k->min, k->max);
+}
+
+/* Is one of path's '/'-separated components "." or ".."? */
+static int mprpc__path_has_dots(const char *path)
+{
+    const char *p = path;
+    while (p) {
+        const char *end = strchr(p, '/');
+        size_t n = end ? (size_t)(end - p) : strlen(p);
+        if ((n == 1 && p[0] == '.') || (n == 2 && p[0] == '.' && p[1] == '.')) return 1;
+        p = end ? end + 1 : NULL;
+    }
+    return 0;
+}
+
+/* ZooKeeper refuses these paths only when the server starts, long after the
+ * file was read; say so at load time instead. */
+static mprpc_status mprpc__config_check_root(mprpc_config *cfg)
+{
+    const char *r = cfg->zookeeper_root;
+    size_t n = strlen(r);
+    const char *why = NULL;
+    if (r[0] != '/') why = "must start with '/'";
+    else if (n == 1) why = "must name a node below '/', such as /mprpc";
+    else if (r[n - 1] == '/') why = "must not end with '/'";
+    else if (strstr(r, "//")) why = "has an empty component ('//')";
+    else if (mprpc__path_has_dots(r)) why = "has a '.' or '..' component";
+    if (!why) return MPRPC_OK;
+    return mprpc__config_refuse(cfg, "zookeeper_root '%s' %s", r, why);
+}
+
+/* Rules that involve more than one number: addresses, paths, combinations. */
+static mprpc_status mprpc__config_check_rules(mprpc_config *cfg)
 {
     struct in_addr a;
+    int zk = cfg->zookeeper_ip[0] || cfg->zookeeper_hosts[0];
+    if (inet_pton(AF_INET, cfg->rpcserver_ip, &a) != 1)
+        return mprpc__config_refuse(cfg, "rpcserver_ip '%s' is not an IPv4 address", cfg->rpcserver_ip);
+    if (cfg->advertise_ip[0] && inet_pton(AF_INET, cfg->advertise_ip, &a) != 1)
+        return mprpc__config_refuse(cfg, "advertise_ip '%s' is not an IPv4 address", cfg->advertise_ip);
+    if (mprpc__config_check_root(cfg) != MPRPC_OK) return MPRPC_ERR_CONFIG;
+    if (cfg->zookeeper_auth[0] && !strchr(cfg->zookeeper_auth, ':'))
+        return mprpc__config_refuse(cfg, "zookeeper_auth must be \"user:password\" or \"file:PATH\"");
+    /* credentials with no ZooKeeper to give them to: the operator expects
+     * protected registrations and would silently get none */
+    if (cfg->zookeeper_auth[0] && !zk)
+        return mprpc__config_refuse(cfg, "zookeeper_auth is set, but neither zookeeper_ip nor "
+                                         "zookeeper_hosts: there is no ZooKeeper to authenticate to");
+    return MPRPC_OK;
+}
+
+MPRPCDEF mprpc_status mprpc_config_validate(mprpc_config *cfg)
+{
+    size_t i;
     if (!cfg) return MPRPC_ERR_INVALID_ARGUMENT;
-    if (inet_pton(AF_INET, cfg->rpcserver_ip, &a) != 1) {
-        mprpc__fmt(cfg->error, sizeof cfg->error,
-                   "rpcserver_ip '%s' is not an IPv4 address", cfg->rpcserver_ip);
-        return MPRPC_ERR_CONFIG;
-    }
-    if (cfg->advertise_ip[0] && inet_pton(AF_INET, cfg->advertise_ip, &a) != 1) {
-        mprpc__fmt(cfg->error, sizeof cfg->error,
-                   "advertise_ip '%s' is not an IPv4 address", cfg->advertise_ip);
-        return MPRPC_ERR_CONFIG;
-    }
-    if (cfg->zookeeper_root[0] != '/') {
-        mprpc__fmt(cfg->error, sizeof cfg->error, "zookeeper_root '%s' must start with '/'",
-                   cfg->zookeeper_root);
-        return MPRPC_ERR_CONFIG;
-    }
+    for (i = 0; i < MPRPC_COUNTOF(mprpc__config_keys); i++)
+        if (mprpc__config_check_key(cfg, &mprpc__config_keys[i]) != MPRPC_OK) return MPRPC_ERR_CONFIG;
+    if (mprpc__config_check_rules(cfg) != MPRPC_OK) return MPRPC_ERR_CONFIG;
 #ifdef MPRPC_NO_ZOOKEEPER
     if (cfg->zookeeper_ip[0] || cfg->zookeeper_hosts[0]) {
         mprpc__fmt(cfg->error, sizeof cfg->error,
@@ -931,25 +1075,52 @@ MPRPCDEF mprpc_status mprpc_config_validate(mprpc_config *cfg)
     return MPRPC_OK;
 }
 
+/* For the consumers that take a const config (server, channel): validates a
+ * copy. There is no object yet to hold the reason, so it goes to the log. */
+static mprpc_status mprpc__config_check(const mprpc_config *cfg, const char *who)
+{
+    mprpc_config copy = *cfg;
+    if (mprpc_config_validate(&copy) == MPRPC_OK) return MPRPC_OK;
+    MPRPC_LOG_ERROR("%s: invalid config: %s", who, copy.error);
+    return MPRPC_ERR_CONFIG;
+}
+
+/* The file named by "-i FILE", "-iFILE", "--config FILE" or "--config=FILE"
+ * in argv[1..argc), up to a "--"; the last one wins, as with getopt. NULL
+ * when there is none; *missing when the option has no file after it. */
+static const char *mprpc__config_arg(int argc, char **argv, int *missing)
+{
+    const char *path = NULL;
+    int i;
+    *missing = 0;
+    for (i = 1; i < argc && argv[i]; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--") == 0) break;
+        if (strcmp(a, "-i") == 0 || strcmp(a, "--config") == 0) {
+            if (i + 1 >= argc || !argv[i + 1] || !argv[i + 1][0]) { *missing = 1; return NULL; }
+            path = argv[++i];
+        } else if (strncmp(a, "-i", 2) == 0) {
+            path = a + 2;
+        } else if (strncmp(a, "--config=", 9) == 0) {
+            path = a + 9;
+        }
+    }
+    if (path && !path[0]) { *missing = 1; return NULL; }
+    return path;
+}
+
 MPRPCDEF mprpc_status mprpc_config_from_args(mprpc_config *cfg, int argc, char **argv)
 {
     const char *prog = (argc > 0 && argv && argv[0]) ? argv[0] : "program";
-    const char *path = NULL;
-    int c;
+    const char *path;
+    int missing = 0;
     if (!cfg) return MPRPC_ERR_INVALID_ARGUMENT;
-    optind = 1;
-    opterr = 0;
-    while ((c = getopt(argc, argv, "i:")) != -1) {
-        if (c == 'i') { path = optarg; continue; }
-        path = NULL;
-        break;
-    }
-    if (!path || optind != argc) {
-        optind = 1;
-        mprpc__fmt(cfg->error, sizeof cfg->error, "usage: %s -i <configfile>", prog);
+    path = argv ? mprpc__config_arg(argc, argv, &missing) : NULL;
+    if (!path) {
+        mprpc__fmt(cfg->error, sizeof cfg->error, "usage: %s -i <configfile>%s", prog,
+                   argv && missing ? " (-i needs a file name)" : "");
         return MPRPC_ERR_CONFIG;
     }
-    optind = 1;
     return mprpc_config_load(cfg, path);
 }
 
@@ -1069,7 +1240,8 @@ MPRPCDEF void mprpc_logger_set_sink(mprpc_log_sink_fn fn, void *user)
 MPRPCDEF mprpc_status mprpc_logger_start(mprpc_config *cfg)
 {
     mprpc__log_slot *slots;
-    if (!cfg || cfg->log_queue_size < 1) return MPRPC_ERR_INVALID_ARGUMENT;
+    if (!cfg) return MPRPC_ERR_INVALID_ARGUMENT;
+    if (mprpc_config_validate(cfg) != MPRPC_OK) return MPRPC_ERR_CONFIG; /* why: cfg->error */
     pthread_mutex_lock(&mprpc__log.mu);
     if (mprpc__log.running) {
         pthread_mutex_unlock(&mprpc__log.mu);
@@ -2406,6 +2578,7 @@ MPRPCDEF mprpc_status mprpc_server_new(mprpc_server **out, const mprpc_config *c
     mprpc_server *srv;
     if (!out || !cfg) return MPRPC_ERR_INVALID_ARGUMENT;
     *out = NULL;
+    if (mprpc__config_check(cfg, "mprpc_server_new") != MPRPC_OK) return MPRPC_ERR_CONFIG;
     srv = (mprpc_server *)mprpc__zalloc(sizeof *srv);
     if (!srv) return MPRPC_ERR_NO_MEMORY;
     srv->cfg = *cfg;
@@ -2724,6 +2897,7 @@ MPRPCDEF mprpc_status mprpc_channel_new(mprpc_channel **out, const mprpc_config 
     mprpc_channel *ch;
     if (!out || !cfg) return MPRPC_ERR_INVALID_ARGUMENT;
     *out = NULL;
+    if (mprpc__config_check(cfg, "mprpc_channel_new") != MPRPC_OK) return MPRPC_ERR_CONFIG;
     ch = (mprpc_channel *)mprpc__zalloc(sizeof *ch);
     if (!ch) return MPRPC_ERR_NO_MEMORY;
     ch->cfg = *cfg;
