@@ -246,9 +246,11 @@ typedef enum mprpc_log_level {
 typedef void (*mprpc_log_sink_fn)(mprpc_log_level level, const char *line, void *user);
 
 typedef struct mprpc_logger_stats {
-    uint64_t written;       /* lines handed to the file/stderr/sink */
+    uint64_t written;       /* lines the kernel accepted for the log file; without
+                               log_dir, lines handed to stderr and the sink */
     uint64_t dropped;       /* lines dropped because the queue was full */
-    uint64_t write_errors;  /* lines the file refused (disk full, I/O error) */
+    uint64_t write_errors;  /* lines the file refused (disk full, I/O error; a line
+                               cut short by the error counts here) */
 } mprpc_logger_stats;
 
 /* The logger is process-wide, like the seed's singleton. Until it is started
@@ -268,7 +270,9 @@ MPRPCDEF int  mprpc_log_enabled(mprpc_log_level level);
 MPRPCDEF void mprpc_log(mprpc_log_level level, const char *file, int line, const char *fmt, ...)
     MPRPC_PRINTF(4, 5);
 
-/* The level is checked before the arguments are formatted. */
+/* The level is checked before the arguments are formatted. In the finished
+ * line every byte that is not printable ASCII, and the backslash, appears as
+ * \xNN, so text from the wire cannot start a line or send terminal escapes. */
 #define MPRPC_LOG_(lvl, ...) \
     do { if (mprpc_log_enabled(lvl)) mprpc_log(lvl, __FILE__, __LINE__, __VA_ARGS__); } while (0)
 #define MPRPC_LOG_DEBUG(...) MPRPC_LOG_(MPRPC_LOG_LEVEL_DEBUG, __VA_ARGS__)
@@ -1128,25 +1132,30 @@ MPRPCDEF mprpc_status mprpc_config_from_args(mprpc_config *cfg, int argc, char *
 /* == 4. logger =========================================================== */
 /* ======================================================================== */
 
+#include <sys/uio.h> /* writev: the writer's only user */
+
 /* A bounded ring of fixed-size lines. Producers format on their own stack,
  * then copy into the tail slot under the lock; the writer owns the slots in
  * [head, head + count) while it writes them without the lock. */
 typedef struct mprpc__log_slot {
     int    level;
     size_t len;
-    char   text[MPRPC_LOG_LINE_MAX];
+    char   text[MPRPC_LOG_LINE_MAX]; /* terminated, for the sink */
 } mprpc__log_slot;
 
+/* level is read by every thread that logs, without the lock, and written by
+ * start and stop: only through __atomic loads and stores (relaxed: it is a
+ * filter; nothing else is published through it). */
 static struct {
     pthread_mutex_t    mu;
     pthread_cond_t     cv;
     int                running;    /* writer thread alive */
     int                stopping;
-    volatile int       level;      /* read without the lock: a stale value only misfilters one line */
+    int                level;
     mprpc__log_slot   *slots;
     size_t             cap, head, count;
     pthread_t          thread;
-    FILE              *file;
+    int                fd;         /* today's file, or -1 */
     char               file_day[16];
     char               dir[256];
     int                to_stderr;
@@ -1154,48 +1163,103 @@ static struct {
     void              *sink_user;
     mprpc_logger_stats stats;
 } mprpc__log = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0,
-                 MPRPC_LOG_LEVEL_OFF, NULL, 0, 0, 0, 0, NULL, "", "", 0, NULL, NULL, {0, 0, 0} };
+                 MPRPC_LOG_LEVEL_OFF, NULL, 0, 0, 0, 0, -1, "", "", 0, NULL, NULL, {0, 0, 0} };
 
 static const char *const mprpc__level_names[] = { "DEBUG", "INFO", "WARN", "ERROR", "OFF" };
 
-/* Opens the file for today's date, switching at midnight like the seed. */
-static FILE *mprpc__log_file_for_today(char *err, size_t errlen)
+static int mprpc__log_level_get(void)
+{
+    return __atomic_load_n(&mprpc__log.level, __ATOMIC_RELAXED);
+}
+
+static void mprpc__log_level_set(int level)
+{
+    __atomic_store_n(&mprpc__log.level, level, __ATOMIC_RELAXED);
+}
+
+/* Opens the file for today's date, switching at midnight like the seed. A
+ * plain descriptor, not stdio: stdio's buffer accepts lines the disk may
+ * refuse later, and then nobody can say which lines were lost. */
+static int mprpc__log_fd_for_today(char *err, size_t errlen)
 {
     char day[16], path[320];
     time_t now = time(NULL);
     struct tm tm;
     localtime_r(&now, &tm);
     strftime(day, sizeof day, "%Y-%m-%d", &tm);
-    if (mprpc__log.file && strcmp(day, mprpc__log.file_day) == 0) return mprpc__log.file;
-    if (mprpc__log.file) fclose(mprpc__log.file);
-    mprpc__log.file = NULL;
+    if (mprpc__log.fd >= 0 && strcmp(day, mprpc__log.file_day) == 0) return mprpc__log.fd;
+    if (mprpc__log.fd >= 0) close(mprpc__log.fd);
     mprpc__fmt(path, sizeof path, "%s/%s-log.txt", mprpc__log.dir, day);
-    mprpc__log.file = fopen(path, "a");
-    if (!mprpc__log.file) {
+    mprpc__log.fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0666);
+    if (mprpc__log.fd < 0) {
         mprpc__fmt(err, errlen, "cannot open log file %s: %s", path, strerror(errno));
-        return NULL;
+        return -1;
     }
     mprpc__copy_str(mprpc__log.file_day, sizeof mprpc__log.file_day, day);
-    return mprpc__log.file;
+    return mprpc__log.fd;
 }
 
-/* Runs on the writer thread without the lock. Returns 1 if the line went
- * into the file's buffer (a later fflush may still refuse it). */
-static int mprpc__log_write_slot(const mprpc__log_slot *s)
+/* Lines per writev: two iovecs each (text, newline), well under IOV_MAX. */
+#define MPRPC__LOG_GROUP 32
+
+/* writev until the whole group is written or the kernel refuses; a short
+ * write goes on where it stopped. Returns the lines written whole: a line
+ * cut by a failure counts as failed. */
+static size_t mprpc__log_writev(int fd, struct iovec *iov, int cnt)
 {
-    int failed = 0;
-    if (mprpc__log.dir[0]) {
-        FILE *f = mprpc__log_file_for_today(NULL, 0);
-        if (!f || fwrite(s->text, 1, s->len, f) != s->len || fputc('\n', f) == EOF) failed = 1;
-        if (f && failed) clearerr(f); /* the disk may recover: try the next line */
+    size_t lines = 0;
+    int i = 0;
+    while (i < cnt) {
+        ssize_t k = writev(fd, iov + i, cnt - i);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) break;
+        for (; i < cnt && (size_t)k >= iov[i].iov_len; i++) {
+            k -= (ssize_t)iov[i].iov_len;
+            if (i % 2 == 1) lines++; /* its newline is written: the line is whole */
+        }
+        if (i < cnt) {
+            iov[i].iov_base = (char *)iov[i].iov_base + k;
+            iov[i].iov_len -= (size_t)k;
+        }
     }
-    if (mprpc__log.to_stderr) fprintf(stderr, "%.*s\n", (int)s->len, s->text);
-    if (mprpc__log.sink) mprpc__log.sink((mprpc_log_level)s->level, s->text, mprpc__log.sink_user);
+    return lines;
+}
+
+/* Slots [head, head + n) of the ring (n <= MPRPC__LOG_GROUP) into the file. */
+static size_t mprpc__log_write_group(int fd, size_t head, size_t n)
+{
+    struct iovec iov[2 * MPRPC__LOG_GROUP];
+    static char newline[] = "\n";
+    size_t i;
+    for (i = 0; i < n; i++) {
+        mprpc__log_slot *s = &mprpc__log.slots[(head + i) % mprpc__log.cap];
+        iov[2 * i].iov_base = s->text;
+        iov[2 * i].iov_len = s->len;
+        iov[2 * i + 1].iov_base = newline;
+        iov[2 * i + 1].iov_len = 1;
+    }
+    return mprpc__log_writev(fd, iov, (int)(2 * n));
+}
+
+/* Runs on the writer thread without the lock. With a file, "written" counts
+ * only the lines the kernel accepted; without one, the lines handed to
+ * stderr and the sink. */
+static void mprpc__log_write_batch(size_t head, size_t n)
+{
+    size_t i, filed = 0;
+    int fd = mprpc__log.dir[0] ? mprpc__log_fd_for_today(NULL, 0) : -1;
+    for (i = 0; fd >= 0 && i < n; i += MPRPC__LOG_GROUP)
+        filed += mprpc__log_write_group(fd, head + i, n - i < MPRPC__LOG_GROUP ? n - i : MPRPC__LOG_GROUP);
+    for (i = 0; i < n; i++) {
+        const mprpc__log_slot *s = &mprpc__log.slots[(head + i) % mprpc__log.cap];
+        if (mprpc__log.to_stderr) fprintf(stderr, "%.*s\n", (int)s->len, s->text);
+        if (mprpc__log.sink) mprpc__log.sink((mprpc_log_level)s->level, s->text, mprpc__log.sink_user);
+    }
     pthread_mutex_lock(&mprpc__log.mu);
-    if (failed) mprpc__log.stats.write_errors++;
-    else mprpc__log.stats.written++;
+    if (!mprpc__log.dir[0]) filed = n;
+    mprpc__log.stats.written += filed;
+    mprpc__log.stats.write_errors += n - filed;
     pthread_mutex_unlock(&mprpc__log.mu);
-    return mprpc__log.dir[0] && !failed;
 }
 
 static void *mprpc__log_writer(void *arg)
@@ -1203,24 +1267,14 @@ static void *mprpc__log_writer(void *arg)
     (void)arg;
     pthread_mutex_lock(&mprpc__log.mu);
     for (;;) {
-        size_t head, n, i;
-        uint64_t filed = 0;
+        size_t head, n;
         while (mprpc__log.count == 0 && !mprpc__log.stopping)
             pthread_cond_wait(&mprpc__log.cv, &mprpc__log.mu);
         if (mprpc__log.count == 0) break; /* stopping and drained */
         head = mprpc__log.head;
         n = mprpc__log.count;
         pthread_mutex_unlock(&mprpc__log.mu);
-        for (i = 0; i < n; i++) filed += (uint64_t)mprpc__log_write_slot(&mprpc__log.slots[(head + i) % mprpc__log.cap]);
-        if (mprpc__log.file && fflush(mprpc__log.file) != 0) {
-            /* the lines buffered since the last flush did not reach the disk:
-             * each line stays counted once, as written or as a write error */
-            clearerr(mprpc__log.file);
-            pthread_mutex_lock(&mprpc__log.mu);
-            mprpc__log.stats.written -= filed;
-            mprpc__log.stats.write_errors += filed;
-            pthread_mutex_unlock(&mprpc__log.mu);
-        }
+        mprpc__log_write_batch(head, n);
         pthread_mutex_lock(&mprpc__log.mu);
         mprpc__log.head = (head + n) % mprpc__log.cap;
         mprpc__log.count -= n;
@@ -1256,7 +1310,7 @@ MPRPCDEF mprpc_status mprpc_logger_start(mprpc_config *cfg)
     }
     mprpc__copy_str(mprpc__log.dir, sizeof mprpc__log.dir, cfg->log_dir);
     mprpc__log.file_day[0] = '\0';
-    if (mprpc__log.dir[0] && !mprpc__log_file_for_today(cfg->error, sizeof cfg->error)) {
+    if (mprpc__log.dir[0] && mprpc__log_fd_for_today(cfg->error, sizeof cfg->error) < 0) {
         mprpc__log.dir[0] = '\0';
         pthread_mutex_unlock(&mprpc__log.mu);
         MPRPC_FREE(slots);
@@ -1269,8 +1323,8 @@ MPRPCDEF mprpc_status mprpc_logger_start(mprpc_config *cfg)
     mprpc__log.stopping = 0;
     memset(&mprpc__log.stats, 0, sizeof mprpc__log.stats);
     if (mprpc__thread_start(&mprpc__log.thread, mprpc__log_writer, NULL) != 0) {
-        if (mprpc__log.file) fclose(mprpc__log.file);
-        mprpc__log.file = NULL;
+        if (mprpc__log.fd >= 0) close(mprpc__log.fd);
+        mprpc__log.fd = -1;
         mprpc__log.slots = NULL;
         pthread_mutex_unlock(&mprpc__log.mu);
         MPRPC_FREE(slots);
@@ -1278,7 +1332,7 @@ MPRPCDEF mprpc_status mprpc_logger_start(mprpc_config *cfg)
         return MPRPC_ERR_IO;
     }
     mprpc__log.running = 1;
-    mprpc__log.level = cfg->log_level;
+    mprpc__log_level_set(cfg->log_level);
     pthread_mutex_unlock(&mprpc__log.mu);
     return MPRPC_OK;
 }
@@ -1290,14 +1344,14 @@ MPRPCDEF void mprpc_logger_stop(void)
         pthread_mutex_unlock(&mprpc__log.mu);
         return;
     }
-    mprpc__log.level = MPRPC_LOG_LEVEL_OFF;
+    mprpc__log_level_set(MPRPC_LOG_LEVEL_OFF);
     mprpc__log.stopping = 1;
     pthread_cond_signal(&mprpc__log.cv);
     pthread_mutex_unlock(&mprpc__log.mu);
     pthread_join(mprpc__log.thread, NULL);
     pthread_mutex_lock(&mprpc__log.mu);
-    if (mprpc__log.file) fclose(mprpc__log.file);
-    mprpc__log.file = NULL;
+    if (mprpc__log.fd >= 0) close(mprpc__log.fd);
+    mprpc__log.fd = -1;
     MPRPC_FREE(mprpc__log.slots);
     mprpc__log.slots = NULL;
     mprpc__log.running = 0;
@@ -1313,7 +1367,7 @@ MPRPCDEF void mprpc_logger_get_stats(mprpc_logger_stats *out)
 
 MPRPCDEF int mprpc_log_enabled(mprpc_log_level level)
 {
-    return level < MPRPC_LOG_LEVEL_OFF && (int)level >= mprpc__log.level;
+    return level < MPRPC_LOG_LEVEL_OFF && (int)level >= mprpc__log_level_get();
 }
 
 /* "2026-11-25 13:45:01.123 4711 INFO server.c:42 text" */
@@ -1339,15 +1393,42 @@ static size_t mprpc__log_format(char *buf, size_t cap, mprpc_log_level level, co
     return (size_t)n + (size_t)m >= cap ? cap - 1 : (size_t)(n + m);
 }
 
+/* Every byte outside printable ASCII, and the backslash, becomes \xNN. Wire
+ * bytes reach the log (a service name a peer sent, through "%s"): a newline
+ * there would start a line of its own that looks like the library's, and
+ * terminal escapes would act on whoever reads the log. Stops before an
+ * escape that does not fit whole; out is terminated. Returns its length. */
+static size_t mprpc__log_escape(const char *in, size_t n, char *out, size_t cap)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t i, o = 0;
+    for (i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)in[i];
+        if (c >= 0x20 && c < 0x7f && c != '\\') {
+            if (o + 1 >= cap) break;
+            out[o++] = (char)c;
+            continue;
+        }
+        if (o + 4 >= cap) break;
+        out[o++] = '\\';
+        out[o++] = 'x';
+        out[o++] = hex[c >> 4];
+        out[o++] = hex[c & 15];
+    }
+    out[o] = '\0';
+    return o;
+}
+
 MPRPCDEF void mprpc_log(mprpc_log_level level, const char *file, int line, const char *fmt, ...)
 {
-    char text[MPRPC_LOG_LINE_MAX];
+    char raw[MPRPC_LOG_LINE_MAX], text[MPRPC_LOG_LINE_MAX];
     size_t len;
     va_list ap;
     if (!mprpc_log_enabled(level)) return;
     va_start(ap, fmt);
-    len = mprpc__log_format(text, sizeof text, level, file ? file : "?", line, fmt, ap);
+    len = mprpc__log_format(raw, sizeof raw, level, file ? file : "?", line, fmt, ap);
     va_end(ap);
+    len = mprpc__log_escape(raw, len, text, sizeof text);
     pthread_mutex_lock(&mprpc__log.mu);
     if (!mprpc__log.running || mprpc__log.stopping) {
         pthread_mutex_unlock(&mprpc__log.mu);
@@ -1359,7 +1440,7 @@ MPRPCDEF void mprpc_log(mprpc_log_level level, const char *file, int line, const
         mprpc__log_slot *s = &mprpc__log.slots[(mprpc__log.head + mprpc__log.count) % mprpc__log.cap];
         s->level = (int)level;
         s->len = len;
-        memcpy(s->text, text, len);
+        memcpy(s->text, text, len + 1);
         mprpc__log.count++;
         pthread_cond_signal(&mprpc__log.cv);
     }
