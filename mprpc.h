@@ -414,9 +414,10 @@ MPRPCDEF mprpc_status mprpc_wire_encode_response(mprpc_buf *out, size_t max_mess
                                                  const char *error_text,
                                                  const pb_msgdesc_t *fields, const void *msg);
 /* Parses one frame from data[0, len). MPRPC_AGAIN: not all there yet.
- * MPRPC_ERR_TOO_LARGE: header or body over the bounds (frame->header is
- * filled when the header itself was readable). MPRPC_ERR_PROTOCOL: the header
- * does not decode. Never reads past len. */
+ * MPRPC_ERR_TOO_LARGE: the body is over max_message_size (frame->header is
+ * filled, so the caller can answer that call). MPRPC_ERR_PROTOCOL: the header
+ * length is over MPRPC_MAX_HEADER_SIZE, or the header does not decode; no call
+ * can be identified, so the connection cannot go on. Never reads past len. */
 MPRPCDEF mprpc_status mprpc_wire_decode_request(const uint8_t *data, size_t len,
                                                 size_t max_message_size,
                                                 mprpc_request_frame *frame);
