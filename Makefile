@@ -1,9 +1,16 @@
 # mprpc.h — build, demo and tests. `make demo` and `make test` work on a fresh
 # Debian 12 machine as root: they install missing packages first.
 
+# `make help` lists every target: the `## text` after a target is its line there.
+# The warning flags and the nanopb rule are defined here only; bench/bench.mk and
+# cross/cross.mk (included at the end) use them, and the scripts make runs get
+# them from the environment (MPRPC_WARN_FLAGS, MPRPC_NANOPB).
+
 CC       ?= cc
 CFLAGS   ?= -O2 -g
-WARN      = -std=c11 -Wall -Wextra -Wpedantic -Werror
+# the project's warnings, for C and C++ alike; WARN adds the C standard
+WARN_FLAGS = -Wall -Wextra -Wpedantic -Werror
+WARN      = -std=c11 $(WARN_FLAGS)
 BUILD     = build
 GEN       = $(BUILD)/gen
 NANOPB    = nanopb_generator.py
@@ -11,20 +18,37 @@ INCS      = -I. -I$(GEN)
 LIBS      = -lprotobuf-nanopb -lpthread
 ZK_LIBS   = -lzookeeper_mt
 SAN      ?=
+export MPRPC_WARN_FLAGS = $(WARN_FLAGS)
+export MPRPC_NANOPB = $(NANOPB)
 
-.PHONY: all deps deps-test examples demo demo-zk test test-asan test-tsan test-valgrind fuzz fuzz-build fuzz-corpus soak clean
-all: examples
+.PHONY: all help deps deps-test examples demo demo-zk test-build test test-asan test-tsan test-valgrind \
+        fuzz fuzz-build fuzz-corpus soak clean
+all: examples ## the example provider and caller (build/provider, build/caller)
 
-deps:
+# One line per target, from the `## text` after it; a .PHONY target without
+# one is an error, so the list cannot fall behind the targets.
+help: ## this list
+	@awk -f scripts/make-help.awk $(MAKEFILE_LIST)
+
+print-%: ## print-VAR prints make variable VAR (scripts read flags this way)
+	@echo '$($*)'
+
+deps: ## install the Debian packages the library, demo and examples need
 	@scripts/deps.sh core zk
-deps-test:
+deps-test: ## install the Debian packages the tests need too
 	@scripts/deps.sh core zk test
 
-# nanopb output is generated, never committed, and kept between builds.
+# The one nanopb rule: $(call nanopb_rule,SRC,OUT) makes OUT/x.pb.c and
+# OUT/x.pb.h from SRC/x.proto and SRC/x.options. The output is generated,
+# never committed, and kept between builds.
+define NANOPB_RULE
+$(2)/%.pb.c $(2)/%.pb.h: $(1)/%.proto $(1)/%.options
+	@mkdir -p $(2)
+	$$(NANOPB) -q -I $(1) -D $(2) $$<
+endef
+nanopb_rule = $(eval $(call NANOPB_RULE,$(1),$(2)))
 .SECONDARY:
-$(GEN)/%.pb.c $(GEN)/%.pb.h: proto/%.proto proto/%.options
-	@mkdir -p $(GEN)
-	$(NANOPB) -q -I proto -D $(GEN) $<
+$(call nanopb_rule,proto,$(GEN))
 
 # The README's build line, exactly.
 $(BUILD)/provider: examples/provider.c mprpc.h $(GEN)/user.pb.c $(GEN)/user.pb.h
@@ -32,14 +56,14 @@ $(BUILD)/provider: examples/provider.c mprpc.h $(GEN)/user.pb.c $(GEN)/user.pb.h
 $(BUILD)/caller: examples/caller.c mprpc.h $(GEN)/user.pb.c $(GEN)/user.pb.h
 	$(CC) $(WARN) $(CFLAGS) $(INCS) examples/caller.c $(GEN)/user.pb.c $(LIBS) $(ZK_LIBS) -o $@
 
-examples: $(BUILD)/provider $(BUILD)/caller
+examples: $(BUILD)/provider $(BUILD)/caller ## the README's example programs, built as its build line says
 
-demo: deps
+demo: deps ## build and run the example provider and caller (scripts/demo.sh)
 	@$(MAKE) --no-print-directory examples
 	@scripts/demo.sh
 
 # Two providers and the caller meeting through a local ZooKeeper server.
-demo-zk: deps
+demo-zk: deps ## two providers and the caller through a local ZooKeeper server
 	@$(MAKE) --no-print-directory examples
 	@scripts/demo-zk.sh
 
@@ -61,21 +85,21 @@ $(TBUILD)/test_fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c tests/test.h test
 	@mkdir -p $(TBUILD)
 	$(CC) $(TEST_CFLAGS) -DFUZZ_TARGET='"$*"' $< tests/fuzz/replay.c $(TEST_PROTOS) $(LIBS) $(ZK_LIBS) -o $@
 
-test-build: $(addprefix $(TBUILD)/,$(TEST_NAMES)) $(addprefix $(TBUILD)/test_fuzz_,$(FUZZ_TARGETS))
+test-build: $(addprefix $(TBUILD)/,$(TEST_NAMES)) $(addprefix $(TBUILD)/test_fuzz_,$(FUZZ_TARGETS)) ## build the C test binaries (SAN=_asan|_tsan)
 
-test: deps-test
+test: deps-test ## the whole suite: C tests, fuzz corpus replay, compile matrix, checks, demo
 	@$(MAKE) --no-print-directory test-build examples
 	@tests/run.sh $(TBUILD)
 
-test-asan: deps-test
+test-asan: deps-test ## the C tests under AddressSanitizer + UBSan
 	@$(MAKE) --no-print-directory test-build SAN=_asan
 	@tests/run.sh $(BUILD)/tests_asan --no-compile-checks
 
-test-tsan: deps-test
+test-tsan: deps-test ## the C tests under ThreadSanitizer (clang)
 	@$(MAKE) --no-print-directory test-build SAN=_tsan CC=clang
 	@TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$(CURDIR)/tests/tsan.supp" tests/run.sh $(BUILD)/tests_tsan --no-compile-checks
 
-test-valgrind: deps-test
+test-valgrind: deps-test ## the C tests under valgrind memcheck
 	@$(MAKE) --no-print-directory test-build
 	@MPRPC_TEST_WRAP="valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect" \
 	  MPRPC_TEST_SLOW=4 tests/run.sh $(TBUILD) --no-compile-checks
@@ -84,16 +108,16 @@ test-valgrind: deps-test
 FUZZ_SECONDS ?= 180
 FUZZ_JOBS    ?= 2
 FBUILD = $(BUILD)/fuzz
-FUZZ_CFLAGS = -std=c11 -Wall -Wextra -Wpedantic -Werror -O1 -g -fno-omit-frame-pointer \
+FUZZ_CFLAGS = $(WARN) -O1 -g -fno-omit-frame-pointer \
               -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all $(INCS) -Itests
 
 $(FBUILD)/fuzz_%: tests/fuzz/fuzz_%.c tests/test.h tests/support.h mprpc.h $(TEST_PROTOS) $(TEST_PROTOS:.c=.h)
 	@mkdir -p $(FBUILD)
 	clang $(FUZZ_CFLAGS) $< $(TEST_PROTOS) $(LIBS) $(ZK_LIBS) -o $@
 
-fuzz-build: $(addprefix $(FBUILD)/fuzz_,$(FUZZ_TARGETS))
+fuzz-build: $(addprefix $(FBUILD)/fuzz_,$(FUZZ_TARGETS)) ## build the libFuzzer targets (clang)
 
-fuzz: deps-test
+fuzz: deps-test ## libFuzzer on provider input, caller replies and config files (FUZZ_SECONDS)
 	@scripts/deps.sh fuzz
 	@$(MAKE) --no-print-directory fuzz-build
 	@FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_JOBS=$(FUZZ_JOBS) scripts/fuzz.sh $(FBUILD) $(FUZZ_TARGETS)
@@ -103,17 +127,17 @@ SOAK_MINUTES ?= 10
 $(BUILD)/soak: tests/soak.c tests/test.h tests/support.h mprpc.h $(TEST_PROTOS) $(TEST_PROTOS:.c=.h)
 	$(CC) $(WARN) -O2 -g $(INCS) -Itests $< $(TEST_PROTOS) $(LIBS) $(ZK_LIBS) -o $@
 
-soak: deps-test
+soak: deps-test ## minutes of mixed load; fails if RSS or fds grow (SOAK_MINUTES)
 	@$(MAKE) --no-print-directory $(BUILD)/soak
 	@SOAK_MINUTES=$(SOAK_MINUTES) scripts/soak.sh $(BUILD)
 
 # Regenerates the seed inputs in tests/fuzz/corpus/ (crash-* inputs are kept).
-fuzz-corpus: $(TEST_PROTOS) $(TEST_PROTOS:.c=.h)
+fuzz-corpus: $(TEST_PROTOS) $(TEST_PROTOS:.c=.h) ## regenerate the seed inputs in tests/fuzz/corpus/
 	@mkdir -p $(BUILD) tests/fuzz/corpus/provider tests/fuzz/corpus/channel tests/fuzz/corpus/config
 	$(CC) $(WARN) -O1 -g $(INCS) tests/fuzz/make_corpus.c $(TEST_PROTOS) $(LIBS) -o $(BUILD)/make_corpus
 	$(BUILD)/make_corpus
 
-clean:
+clean: ## remove build/
 	rm -rf $(BUILD)
 
 -include bench/bench.mk

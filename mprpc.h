@@ -199,15 +199,34 @@ MPRPCDEF void mprpc_config_init(mprpc_config *cfg);
 /* Applies one key=value (keys as in the file, seed spellings accepted). On
  * failure cfg is unchanged except cfg->error. */
 MPRPCDEF mprpc_status mprpc_config_set(mprpc_config *cfg, const char *key, const char *value);
-/* Reads a key=value file ('#' comments, blank lines, whitespace trimmed). All
- * or nothing: on any error cfg is unchanged except cfg->error, which names the
- * file, line and key. */
+/* Reads a key=value file ('#' comments, blank lines, whitespace trimmed, a
+ * UTF-8 byte order mark at the start skipped), then validates the result.
+ * Each key may appear once: a second line with the same key (or its seed
+ * spelling) is an error naming both lines. All or nothing: on any error,
+ * including a file that cannot be opened or read (a directory, an I/O error),
+ * a NUL byte or a line over 1023 bytes, returns MPRPC_ERR_CONFIG and cfg is
+ * unchanged except cfg->error, which names the file, the line and the key or
+ * the system's reason. */
 MPRPCDEF mprpc_status mprpc_config_load(mprpc_config *cfg, const char *path);
-/* The seed's command line: "-i <configfile>" (getopt). Loads the file. On a
- * missing or unknown argument returns MPRPC_ERR_CONFIG with the usage text in
- * cfg->error; never exits. Resets getopt's optind. */
+/* The seed's command line ("-i FILE") without taking the rest of it. Scans
+ * argv[1..argc), up to a "--", for "-i FILE", "-iFILE", "--config FILE" or
+ * "--config=FILE" (the last one wins) and loads that file. Every other
+ * argument is left to the program: argv is not permuted and getopt's optind
+ * and opterr are not touched, so the program parses its own options as usual
+ * (a getopt loop should list "i:" so that it skips -i and its file). -i is not
+ * recognised inside a group such as "-vi". Without -i, or with -i and no file,
+ * returns MPRPC_ERR_CONFIG with the usage text in cfg->error; never exits. */
 MPRPCDEF mprpc_status mprpc_config_from_args(mprpc_config *cfg, int argc, char **argv);
-/* Checks ranges and cross-field rules; servers and channels call it too. */
+/* Checks every field against its key's range (the errors name the key, the
+ * value and the range), that strings are terminated, that the addresses are
+ * IPv4, that zookeeper_root is a clean path below "/" (no trailing '/', no
+ * "//", no "." or ".." components), and the cross-field rules (zookeeper_auth
+ * needs a ZooKeeper; a build with MPRPC_NO_ZOOKEEPER refuses one, with
+ * MPRPC_ERR_UNSUPPORTED). Otherwise returns MPRPC_ERR_CONFIG with the reason
+ * in cfg->error. mprpc_config_load, mprpc_server_new and _start,
+ * mprpc_channel_new and mprpc_logger_start call it too and fail with
+ * MPRPC_ERR_CONFIG; server_new and channel_new log the reason, as there is no
+ * object yet to hold it. */
 MPRPCDEF mprpc_status mprpc_config_validate(mprpc_config *cfg);
 
 /* ======================================================================== */
@@ -227,17 +246,20 @@ typedef enum mprpc_log_level {
 typedef void (*mprpc_log_sink_fn)(mprpc_log_level level, const char *line, void *user);
 
 typedef struct mprpc_logger_stats {
-    uint64_t written;       /* lines handed to the file/stderr/sink */
+    uint64_t written;       /* lines the kernel accepted for the log file; without
+                               log_dir, lines handed to stderr and the sink */
     uint64_t dropped;       /* lines dropped because the queue was full */
-    uint64_t write_errors;  /* lines the file refused (disk full, I/O error) */
+    uint64_t write_errors;  /* lines the file refused (disk full, I/O error; a line
+                               cut short by the error counts here) */
 } mprpc_logger_stats;
 
 /* The logger is process-wide, like the seed's singleton. Until it is started
  * every message is discarded. Callers format and enqueue; one writer thread
  * does the I/O. When the queue is full the new line is dropped and counted:
  * an RPC thread never waits for the disk. Uses cfg->log_dir, log_level,
- * log_stderr and log_queue_size. Fails (MPRPC_ERR_IO, text in cfg->error)
- * when log_dir is not writable. */
+ * log_stderr and log_queue_size. Validates cfg first (MPRPC_ERR_CONFIG, text
+ * in cfg->error); fails with MPRPC_ERR_IO (text in cfg->error) when log_dir
+ * is not writable. */
 MPRPCDEF mprpc_status mprpc_logger_start(mprpc_config *cfg);
 /* Optional extra sink, e.g. syslog. Set before mprpc_logger_start. */
 MPRPCDEF void mprpc_logger_set_sink(mprpc_log_sink_fn fn, void *user);
@@ -248,7 +270,9 @@ MPRPCDEF int  mprpc_log_enabled(mprpc_log_level level);
 MPRPCDEF void mprpc_log(mprpc_log_level level, const char *file, int line, const char *fmt, ...)
     MPRPC_PRINTF(4, 5);
 
-/* The level is checked before the arguments are formatted. */
+/* The level is checked before the arguments are formatted. In the finished
+ * line every byte that is not printable ASCII, and the backslash, appears as
+ * \xNN, so text from the wire cannot start a line or send terminal escapes. */
 #define MPRPC_LOG_(lvl, ...) \
     do { if (mprpc_log_enabled(lvl)) mprpc_log(lvl, __FILE__, __LINE__, __VA_ARGS__); } while (0)
 #define MPRPC_LOG_DEBUG(...) MPRPC_LOG_(MPRPC_LOG_LEVEL_DEBUG, __VA_ARGS__)
@@ -390,9 +414,10 @@ MPRPCDEF mprpc_status mprpc_wire_encode_response(mprpc_buf *out, size_t max_mess
                                                  const char *error_text,
                                                  const pb_msgdesc_t *fields, const void *msg);
 /* Parses one frame from data[0, len). MPRPC_AGAIN: not all there yet.
- * MPRPC_ERR_TOO_LARGE: header or body over the bounds (frame->header is
- * filled when the header itself was readable). MPRPC_ERR_PROTOCOL: the header
- * does not decode. Never reads past len. */
+ * MPRPC_ERR_TOO_LARGE: the body is over max_message_size (frame->header is
+ * filled, so the caller can answer that call). MPRPC_ERR_PROTOCOL: the header
+ * length is over MPRPC_MAX_HEADER_SIZE, or the header does not decode; no call
+ * can be identified, so the connection cannot go on. Never reads past len. */
 MPRPCDEF mprpc_status mprpc_wire_decode_request(const uint8_t *data, size_t len,
                                                 size_t max_message_size,
                                                 mprpc_request_frame *frame);
@@ -833,8 +858,26 @@ static char *mprpc__trim(char *s)
     return s;
 }
 
+/* A key given twice is an error, not "last wins": the seed kept the first
+ * value and this library used to keep the last, so a file that relies on
+ * either means something else to the other. set_on[i] is the line that set
+ * mprpc__config_keys[i], 0 while unset. */
+static int mprpc__config_once(const char *key, int lineno, int *set_on, char *err, size_t errlen)
+{
+    const mprpc__config_key *k = mprpc__config_find(key);
+    size_t i;
+    if (!k) return 1; /* mprpc__config_apply names the unknown key */
+    i = (size_t)(k - mprpc__config_keys);
+    if (set_on[i]) {
+        mprpc__fmt(err, errlen, "key '%s' is also set on line %d (each key may appear once)", key, set_on[i]);
+        return 0;
+    }
+    set_on[i] = lineno;
+    return 1;
+}
+
 /* One line of a config file into tmp; returns 0 and fills err on failure. */
-static int mprpc__config_line(mprpc_config *tmp, char *line, char *err, size_t errlen)
+static int mprpc__config_line(mprpc_config *tmp, char *line, int lineno, int *set_on, char *err, size_t errlen)
 {
     char *s = mprpc__trim(line), *eq, *key, *value;
     char why[192];
@@ -851,6 +894,7 @@ static int mprpc__config_line(mprpc_config *tmp, char *line, char *err, size_t e
         mprpc__fmt(err, errlen, "missing key before '='");
         return 0;
     }
+    if (!mprpc__config_once(key, lineno, set_on, err, errlen)) return 0;
     if (mprpc__config_apply(tmp, key, value, why, sizeof why) != MPRPC_OK) {
         mprpc__fmt(err, errlen, "key '%s': %s", key, why);
         return 0;
@@ -858,22 +902,61 @@ static int mprpc__config_line(mprpc_config *tmp, char *line, char *err, size_t e
     return 1;
 }
 
+enum { MPRPC__LINE_OK, MPRPC__LINE_EOF, MPRPC__LINE_LONG, MPRPC__LINE_NUL, MPRPC__LINE_ERROR };
+
+/* Reads one line without its '\n' into buf (cap bytes with the terminator).
+ * getc, not fgets: fgets cannot tell a NUL byte from the end of the line,
+ * and a read error looks like the end of the file unless ferror is asked.
+ * On MPRPC__LINE_ERROR errno says why. */
+static int mprpc__config_read_line(FILE *f, char *buf, size_t cap)
+{
+    size_t n = 0;
+    int c;
+    while ((c = getc(f)) != EOF && c != '\n') {
+        if (c == '\0') return MPRPC__LINE_NUL;
+        if (n + 1 >= cap) return MPRPC__LINE_LONG;
+        buf[n++] = (char)c;
+    }
+    buf[n] = '\0';
+    if (c == EOF && ferror(f)) return MPRPC__LINE_ERROR;
+    if (c == EOF && n == 0) return MPRPC__LINE_EOF;
+    return MPRPC__LINE_OK;
+}
+
+static mprpc_status mprpc__config_read_failed(mprpc_config *cfg, const char *path, int lineno, int r,
+                                              size_t max)
+{
+    if (r == MPRPC__LINE_NUL)
+        mprpc__fmt(cfg->error, sizeof cfg->error, "%s:%d: NUL byte on line %d (a config file is text)",
+                   path, lineno, lineno);
+    else if (r == MPRPC__LINE_LONG)
+        mprpc__fmt(cfg->error, sizeof cfg->error, "%s:%d: line longer than %zu bytes", path, lineno, max);
+    else
+        mprpc__fmt(cfg->error, sizeof cfg->error, "%s: cannot read: %s", path, strerror(errno));
+    return MPRPC_ERR_CONFIG;
+}
+
+/* Editors on some systems start a UTF-8 file with a byte order mark; it is
+ * invisible, so "unknown key" would puzzle. Only the file's first bytes. */
+static char *mprpc__skip_bom(char *line, int lineno)
+{
+    return lineno == 1 && strncmp(line, "\xEF\xBB\xBF", 3) == 0 ? line + 3 : line;
+}
+
 /* The parser behind mprpc_config_load, on an open stream (the fuzz target
  * tests/fuzz/fuzz_config.c feeds it from memory). All or nothing. */
 static mprpc_status mprpc__config_parse(mprpc_config *cfg, FILE *f, const char *path)
 {
     mprpc_config tmp;
+    int set_on[MPRPC_COUNTOF(mprpc__config_keys)];
     char line[1024], why[224];
-    int lineno = 0;
+    int lineno = 0, r;
     tmp = *cfg;
-    while (fgets(line, sizeof line, f)) {
+    memset(set_on, 0, sizeof set_on);
+    while ((r = mprpc__config_read_line(f, line, sizeof line)) != MPRPC__LINE_EOF) {
         lineno++;
-        if (!strchr(line, '\n') && !feof(f)) {
-            mprpc__fmt(cfg->error, sizeof cfg->error, "%s:%d: line longer than %zu bytes",
-                       path, lineno, sizeof line - 2);
-            return MPRPC_ERR_CONFIG;
-        }
-        if (!mprpc__config_line(&tmp, line, why, sizeof why)) {
+        if (r != MPRPC__LINE_OK) return mprpc__config_read_failed(cfg, path, lineno, r, sizeof line - 1);
+        if (!mprpc__config_line(&tmp, mprpc__skip_bom(line, lineno), lineno, set_on, why, sizeof why)) {
             mprpc__fmt(cfg->error, sizeof cfg->error, "%s:%d: %s", path, lineno, why);
             return MPRPC_ERR_CONFIG;
         }
@@ -902,25 +985,91 @@ MPRPCDEF mprpc_status mprpc_config_load(mprpc_config *cfg, const char *path)
     return st;
 }
 
-MPRPCDEF mprpc_status mprpc_config_validate(mprpc_config *cfg)
+/* ---- validation: the key table's ranges, then rules the table cannot say ---- */
+
+static mprpc_status mprpc__config_refuse(mprpc_config *cfg, const char *fmt, ...) MPRPC_PRINTF(2, 3);
+static mprpc_status mprpc__config_refuse(mprpc_config *cfg, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    mprpc__vfmt(cfg->error, sizeof cfg->error, fmt, ap);
+    va_end(ap);
+    return MPRPC_ERR_CONFIG;
+}
+
+/* A field set from C, not from a file, may hold anything: numbers must be in
+ * the table's range, strings terminated within their array. */
+static mprpc_status mprpc__config_check_key(mprpc_config *cfg, const mprpc__config_key *k)
+{
+    const char *field = (const char *)cfg + k->offset;
+    long long v;
+    if (k->type == MPRPC__KEY_STR) {
+        if (memchr(field, '\0', k->size)) return MPRPC_OK;
+        return mprpc__config_refuse(cfg, "%s is not a terminated string of at most %zu bytes",
+                                    k->name, k->size - 1);
+    }
+    if (k->type == MPRPC__KEY_U32) v = (long long)*(const uint32_t *)(const void *)field;
+    else v = (long long)*(const int *)(const void *)field;
+    if (v >= k->min && v <= k->max) return MPRPC_OK;
+    return mprpc__config_refuse(cfg, "%s = %lld is out of range %lld..%lld", k->name, v, k->min, k->max);
+}
+
+/* Is one of path's '/'-separated components "." or ".."? */
+static int mprpc__path_has_dots(const char *path)
+{
+    const char *p = path;
+    while (p) {
+        const char *end = strchr(p, '/');
+        size_t n = end ? (size_t)(end - p) : strlen(p);
+        if ((n == 1 && p[0] == '.') || (n == 2 && p[0] == '.' && p[1] == '.')) return 1;
+        p = end ? end + 1 : NULL;
+    }
+    return 0;
+}
+
+/* ZooKeeper refuses these paths only when the server starts, long after the
+ * file was read; say so at load time instead. */
+static mprpc_status mprpc__config_check_root(mprpc_config *cfg)
+{
+    const char *r = cfg->zookeeper_root;
+    size_t n = strlen(r);
+    const char *why = NULL;
+    if (r[0] != '/') why = "must start with '/'";
+    else if (n == 1) why = "must name a node below '/', such as /mprpc";
+    else if (r[n - 1] == '/') why = "must not end with '/'";
+    else if (strstr(r, "//")) why = "has an empty component ('//')";
+    else if (mprpc__path_has_dots(r)) why = "has a '.' or '..' component";
+    if (!why) return MPRPC_OK;
+    return mprpc__config_refuse(cfg, "zookeeper_root '%s' %s", r, why);
+}
+
+/* Rules that involve more than one number: addresses, paths, combinations. */
+static mprpc_status mprpc__config_check_rules(mprpc_config *cfg)
 {
     struct in_addr a;
+    int zk = cfg->zookeeper_ip[0] || cfg->zookeeper_hosts[0];
+    if (inet_pton(AF_INET, cfg->rpcserver_ip, &a) != 1)
+        return mprpc__config_refuse(cfg, "rpcserver_ip '%s' is not an IPv4 address", cfg->rpcserver_ip);
+    if (cfg->advertise_ip[0] && inet_pton(AF_INET, cfg->advertise_ip, &a) != 1)
+        return mprpc__config_refuse(cfg, "advertise_ip '%s' is not an IPv4 address", cfg->advertise_ip);
+    if (mprpc__config_check_root(cfg) != MPRPC_OK) return MPRPC_ERR_CONFIG;
+    if (cfg->zookeeper_auth[0] && !strchr(cfg->zookeeper_auth, ':'))
+        return mprpc__config_refuse(cfg, "zookeeper_auth must be \"user:password\" or \"file:PATH\"");
+    /* credentials with no ZooKeeper to give them to: the operator expects
+     * protected registrations and would silently get none */
+    if (cfg->zookeeper_auth[0] && !zk)
+        return mprpc__config_refuse(cfg, "zookeeper_auth is set, but neither zookeeper_ip nor "
+                                         "zookeeper_hosts: there is no ZooKeeper to authenticate to");
+    return MPRPC_OK;
+}
+
+MPRPCDEF mprpc_status mprpc_config_validate(mprpc_config *cfg)
+{
+    size_t i;
     if (!cfg) return MPRPC_ERR_INVALID_ARGUMENT;
-    if (inet_pton(AF_INET, cfg->rpcserver_ip, &a) != 1) {
-        mprpc__fmt(cfg->error, sizeof cfg->error,
-                   "rpcserver_ip '%s' is not an IPv4 address", cfg->rpcserver_ip);
-        return MPRPC_ERR_CONFIG;
-    }
-    if (cfg->advertise_ip[0] && inet_pton(AF_INET, cfg->advertise_ip, &a) != 1) {
-        mprpc__fmt(cfg->error, sizeof cfg->error,
-                   "advertise_ip '%s' is not an IPv4 address", cfg->advertise_ip);
-        return MPRPC_ERR_CONFIG;
-    }
-    if (cfg->zookeeper_root[0] != '/') {
-        mprpc__fmt(cfg->error, sizeof cfg->error, "zookeeper_root '%s' must start with '/'",
-                   cfg->zookeeper_root);
-        return MPRPC_ERR_CONFIG;
-    }
+    for (i = 0; i < MPRPC_COUNTOF(mprpc__config_keys); i++)
+        if (mprpc__config_check_key(cfg, &mprpc__config_keys[i]) != MPRPC_OK) return MPRPC_ERR_CONFIG;
+    if (mprpc__config_check_rules(cfg) != MPRPC_OK) return MPRPC_ERR_CONFIG;
 #ifdef MPRPC_NO_ZOOKEEPER
     if (cfg->zookeeper_ip[0] || cfg->zookeeper_hosts[0]) {
         mprpc__fmt(cfg->error, sizeof cfg->error,
@@ -931,25 +1080,52 @@ MPRPCDEF mprpc_status mprpc_config_validate(mprpc_config *cfg)
     return MPRPC_OK;
 }
 
+/* For the consumers that take a const config (server, channel): validates a
+ * copy. There is no object yet to hold the reason, so it goes to the log. */
+static mprpc_status mprpc__config_check(const mprpc_config *cfg, const char *who)
+{
+    mprpc_config copy = *cfg;
+    if (mprpc_config_validate(&copy) == MPRPC_OK) return MPRPC_OK;
+    MPRPC_LOG_ERROR("%s: invalid config: %s", who, copy.error);
+    return MPRPC_ERR_CONFIG;
+}
+
+/* The file named by "-i FILE", "-iFILE", "--config FILE" or "--config=FILE"
+ * in argv[1..argc), up to a "--"; the last one wins, as with getopt. NULL
+ * when there is none; *missing when the option has no file after it. */
+static const char *mprpc__config_arg(int argc, char **argv, int *missing)
+{
+    const char *path = NULL;
+    int i;
+    *missing = 0;
+    for (i = 1; i < argc && argv[i]; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--") == 0) break;
+        if (strcmp(a, "-i") == 0 || strcmp(a, "--config") == 0) {
+            if (i + 1 >= argc || !argv[i + 1] || !argv[i + 1][0]) { *missing = 1; return NULL; }
+            path = argv[++i];
+        } else if (strncmp(a, "-i", 2) == 0) {
+            path = a + 2;
+        } else if (strncmp(a, "--config=", 9) == 0) {
+            path = a + 9;
+        }
+    }
+    if (path && !path[0]) { *missing = 1; return NULL; }
+    return path;
+}
+
 MPRPCDEF mprpc_status mprpc_config_from_args(mprpc_config *cfg, int argc, char **argv)
 {
     const char *prog = (argc > 0 && argv && argv[0]) ? argv[0] : "program";
-    const char *path = NULL;
-    int c;
+    const char *path;
+    int missing = 0;
     if (!cfg) return MPRPC_ERR_INVALID_ARGUMENT;
-    optind = 1;
-    opterr = 0;
-    while ((c = getopt(argc, argv, "i:")) != -1) {
-        if (c == 'i') { path = optarg; continue; }
-        path = NULL;
-        break;
-    }
-    if (!path || optind != argc) {
-        optind = 1;
-        mprpc__fmt(cfg->error, sizeof cfg->error, "usage: %s -i <configfile>", prog);
+    path = argv ? mprpc__config_arg(argc, argv, &missing) : NULL;
+    if (!path) {
+        mprpc__fmt(cfg->error, sizeof cfg->error, "usage: %s -i <configfile>%s", prog,
+                   argv && missing ? " (-i needs a file name)" : "");
         return MPRPC_ERR_CONFIG;
     }
-    optind = 1;
     return mprpc_config_load(cfg, path);
 }
 
@@ -957,25 +1133,30 @@ MPRPCDEF mprpc_status mprpc_config_from_args(mprpc_config *cfg, int argc, char *
 /* == 4. logger =========================================================== */
 /* ======================================================================== */
 
+#include <sys/uio.h> /* writev: the writer's only user */
+
 /* A bounded ring of fixed-size lines. Producers format on their own stack,
  * then copy into the tail slot under the lock; the writer owns the slots in
  * [head, head + count) while it writes them without the lock. */
 typedef struct mprpc__log_slot {
     int    level;
     size_t len;
-    char   text[MPRPC_LOG_LINE_MAX];
+    char   text[MPRPC_LOG_LINE_MAX]; /* terminated, for the sink */
 } mprpc__log_slot;
 
+/* level is read by every thread that logs, without the lock, and written by
+ * start and stop: only through __atomic loads and stores (relaxed: it is a
+ * filter; nothing else is published through it). */
 static struct {
     pthread_mutex_t    mu;
     pthread_cond_t     cv;
     int                running;    /* writer thread alive */
     int                stopping;
-    volatile int       level;      /* read without the lock: a stale value only misfilters one line */
+    int                level;
     mprpc__log_slot   *slots;
     size_t             cap, head, count;
     pthread_t          thread;
-    FILE              *file;
+    int                fd;         /* today's file, or -1 */
     char               file_day[16];
     char               dir[256];
     int                to_stderr;
@@ -983,48 +1164,103 @@ static struct {
     void              *sink_user;
     mprpc_logger_stats stats;
 } mprpc__log = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0,
-                 MPRPC_LOG_LEVEL_OFF, NULL, 0, 0, 0, 0, NULL, "", "", 0, NULL, NULL, {0, 0, 0} };
+                 MPRPC_LOG_LEVEL_OFF, NULL, 0, 0, 0, 0, -1, "", "", 0, NULL, NULL, {0, 0, 0} };
 
 static const char *const mprpc__level_names[] = { "DEBUG", "INFO", "WARN", "ERROR", "OFF" };
 
-/* Opens the file for today's date, switching at midnight like the seed. */
-static FILE *mprpc__log_file_for_today(char *err, size_t errlen)
+static int mprpc__log_level_get(void)
+{
+    return __atomic_load_n(&mprpc__log.level, __ATOMIC_RELAXED);
+}
+
+static void mprpc__log_level_set(int level)
+{
+    __atomic_store_n(&mprpc__log.level, level, __ATOMIC_RELAXED);
+}
+
+/* Opens the file for today's date, switching at midnight like the seed. A
+ * plain descriptor, not stdio: stdio's buffer accepts lines the disk may
+ * refuse later, and then nobody can say which lines were lost. */
+static int mprpc__log_fd_for_today(char *err, size_t errlen)
 {
     char day[16], path[320];
     time_t now = time(NULL);
     struct tm tm;
     localtime_r(&now, &tm);
     strftime(day, sizeof day, "%Y-%m-%d", &tm);
-    if (mprpc__log.file && strcmp(day, mprpc__log.file_day) == 0) return mprpc__log.file;
-    if (mprpc__log.file) fclose(mprpc__log.file);
-    mprpc__log.file = NULL;
+    if (mprpc__log.fd >= 0 && strcmp(day, mprpc__log.file_day) == 0) return mprpc__log.fd;
+    if (mprpc__log.fd >= 0) close(mprpc__log.fd);
     mprpc__fmt(path, sizeof path, "%s/%s-log.txt", mprpc__log.dir, day);
-    mprpc__log.file = fopen(path, "a");
-    if (!mprpc__log.file) {
+    mprpc__log.fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0666);
+    if (mprpc__log.fd < 0) {
         mprpc__fmt(err, errlen, "cannot open log file %s: %s", path, strerror(errno));
-        return NULL;
+        return -1;
     }
     mprpc__copy_str(mprpc__log.file_day, sizeof mprpc__log.file_day, day);
-    return mprpc__log.file;
+    return mprpc__log.fd;
 }
 
-/* Runs on the writer thread without the lock. Returns 1 if the line went
- * into the file's buffer (a later fflush may still refuse it). */
-static int mprpc__log_write_slot(const mprpc__log_slot *s)
+/* Lines per writev: two iovecs each (text, newline), well under IOV_MAX. */
+#define MPRPC__LOG_GROUP 32
+
+/* writev until the whole group is written or the kernel refuses; a short
+ * write goes on where it stopped. Returns the lines written whole: a line
+ * cut by a failure counts as failed. */
+static size_t mprpc__log_writev(int fd, struct iovec *iov, int cnt)
 {
-    int failed = 0;
-    if (mprpc__log.dir[0]) {
-        FILE *f = mprpc__log_file_for_today(NULL, 0);
-        if (!f || fwrite(s->text, 1, s->len, f) != s->len || fputc('\n', f) == EOF) failed = 1;
-        if (f && failed) clearerr(f); /* the disk may recover: try the next line */
+    size_t lines = 0;
+    int i = 0;
+    while (i < cnt) {
+        ssize_t k = writev(fd, iov + i, cnt - i);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) break;
+        for (; i < cnt && (size_t)k >= iov[i].iov_len; i++) {
+            k -= (ssize_t)iov[i].iov_len;
+            if (i % 2 == 1) lines++; /* its newline is written: the line is whole */
+        }
+        if (i < cnt) {
+            iov[i].iov_base = (char *)iov[i].iov_base + k;
+            iov[i].iov_len -= (size_t)k;
+        }
     }
-    if (mprpc__log.to_stderr) fprintf(stderr, "%.*s\n", (int)s->len, s->text);
-    if (mprpc__log.sink) mprpc__log.sink((mprpc_log_level)s->level, s->text, mprpc__log.sink_user);
+    return lines;
+}
+
+/* Slots [head, head + n) of the ring (n <= MPRPC__LOG_GROUP) into the file. */
+static size_t mprpc__log_write_group(int fd, size_t head, size_t n)
+{
+    struct iovec iov[2 * MPRPC__LOG_GROUP];
+    static char newline[] = "\n";
+    size_t i;
+    for (i = 0; i < n; i++) {
+        mprpc__log_slot *s = &mprpc__log.slots[(head + i) % mprpc__log.cap];
+        iov[2 * i].iov_base = s->text;
+        iov[2 * i].iov_len = s->len;
+        iov[2 * i + 1].iov_base = newline;
+        iov[2 * i + 1].iov_len = 1;
+    }
+    return mprpc__log_writev(fd, iov, (int)(2 * n));
+}
+
+/* Runs on the writer thread without the lock. With a file, "written" counts
+ * only the lines the kernel accepted; without one, the lines handed to
+ * stderr and the sink. */
+static void mprpc__log_write_batch(size_t head, size_t n)
+{
+    size_t i, filed = 0;
+    int fd = mprpc__log.dir[0] ? mprpc__log_fd_for_today(NULL, 0) : -1;
+    for (i = 0; fd >= 0 && i < n; i += MPRPC__LOG_GROUP)
+        filed += mprpc__log_write_group(fd, head + i, n - i < MPRPC__LOG_GROUP ? n - i : MPRPC__LOG_GROUP);
+    for (i = 0; i < n; i++) {
+        const mprpc__log_slot *s = &mprpc__log.slots[(head + i) % mprpc__log.cap];
+        if (mprpc__log.to_stderr) fprintf(stderr, "%.*s\n", (int)s->len, s->text);
+        if (mprpc__log.sink) mprpc__log.sink((mprpc_log_level)s->level, s->text, mprpc__log.sink_user);
+    }
     pthread_mutex_lock(&mprpc__log.mu);
-    if (failed) mprpc__log.stats.write_errors++;
-    else mprpc__log.stats.written++;
+    if (!mprpc__log.dir[0]) filed = n;
+    mprpc__log.stats.written += filed;
+    mprpc__log.stats.write_errors += n - filed;
     pthread_mutex_unlock(&mprpc__log.mu);
-    return mprpc__log.dir[0] && !failed;
 }
 
 static void *mprpc__log_writer(void *arg)
@@ -1032,24 +1268,14 @@ static void *mprpc__log_writer(void *arg)
     (void)arg;
     pthread_mutex_lock(&mprpc__log.mu);
     for (;;) {
-        size_t head, n, i;
-        uint64_t filed = 0;
+        size_t head, n;
         while (mprpc__log.count == 0 && !mprpc__log.stopping)
             pthread_cond_wait(&mprpc__log.cv, &mprpc__log.mu);
         if (mprpc__log.count == 0) break; /* stopping and drained */
         head = mprpc__log.head;
         n = mprpc__log.count;
         pthread_mutex_unlock(&mprpc__log.mu);
-        for (i = 0; i < n; i++) filed += (uint64_t)mprpc__log_write_slot(&mprpc__log.slots[(head + i) % mprpc__log.cap]);
-        if (mprpc__log.file && fflush(mprpc__log.file) != 0) {
-            /* the lines buffered since the last flush did not reach the disk:
-             * each line stays counted once, as written or as a write error */
-            clearerr(mprpc__log.file);
-            pthread_mutex_lock(&mprpc__log.mu);
-            mprpc__log.stats.written -= filed;
-            mprpc__log.stats.write_errors += filed;
-            pthread_mutex_unlock(&mprpc__log.mu);
-        }
+        mprpc__log_write_batch(head, n);
         pthread_mutex_lock(&mprpc__log.mu);
         mprpc__log.head = (head + n) % mprpc__log.cap;
         mprpc__log.count -= n;
@@ -1069,7 +1295,8 @@ MPRPCDEF void mprpc_logger_set_sink(mprpc_log_sink_fn fn, void *user)
 MPRPCDEF mprpc_status mprpc_logger_start(mprpc_config *cfg)
 {
     mprpc__log_slot *slots;
-    if (!cfg || cfg->log_queue_size < 1) return MPRPC_ERR_INVALID_ARGUMENT;
+    if (!cfg) return MPRPC_ERR_INVALID_ARGUMENT;
+    if (mprpc_config_validate(cfg) != MPRPC_OK) return MPRPC_ERR_CONFIG; /* why: cfg->error */
     pthread_mutex_lock(&mprpc__log.mu);
     if (mprpc__log.running) {
         pthread_mutex_unlock(&mprpc__log.mu);
@@ -1084,7 +1311,7 @@ MPRPCDEF mprpc_status mprpc_logger_start(mprpc_config *cfg)
     }
     mprpc__copy_str(mprpc__log.dir, sizeof mprpc__log.dir, cfg->log_dir);
     mprpc__log.file_day[0] = '\0';
-    if (mprpc__log.dir[0] && !mprpc__log_file_for_today(cfg->error, sizeof cfg->error)) {
+    if (mprpc__log.dir[0] && mprpc__log_fd_for_today(cfg->error, sizeof cfg->error) < 0) {
         mprpc__log.dir[0] = '\0';
         pthread_mutex_unlock(&mprpc__log.mu);
         MPRPC_FREE(slots);
@@ -1097,8 +1324,8 @@ MPRPCDEF mprpc_status mprpc_logger_start(mprpc_config *cfg)
     mprpc__log.stopping = 0;
     memset(&mprpc__log.stats, 0, sizeof mprpc__log.stats);
     if (mprpc__thread_start(&mprpc__log.thread, mprpc__log_writer, NULL) != 0) {
-        if (mprpc__log.file) fclose(mprpc__log.file);
-        mprpc__log.file = NULL;
+        if (mprpc__log.fd >= 0) close(mprpc__log.fd);
+        mprpc__log.fd = -1;
         mprpc__log.slots = NULL;
         pthread_mutex_unlock(&mprpc__log.mu);
         MPRPC_FREE(slots);
@@ -1106,7 +1333,7 @@ MPRPCDEF mprpc_status mprpc_logger_start(mprpc_config *cfg)
         return MPRPC_ERR_IO;
     }
     mprpc__log.running = 1;
-    mprpc__log.level = cfg->log_level;
+    mprpc__log_level_set(cfg->log_level);
     pthread_mutex_unlock(&mprpc__log.mu);
     return MPRPC_OK;
 }
@@ -1118,14 +1345,14 @@ MPRPCDEF void mprpc_logger_stop(void)
         pthread_mutex_unlock(&mprpc__log.mu);
         return;
     }
-    mprpc__log.level = MPRPC_LOG_LEVEL_OFF;
+    mprpc__log_level_set(MPRPC_LOG_LEVEL_OFF);
     mprpc__log.stopping = 1;
     pthread_cond_signal(&mprpc__log.cv);
     pthread_mutex_unlock(&mprpc__log.mu);
     pthread_join(mprpc__log.thread, NULL);
     pthread_mutex_lock(&mprpc__log.mu);
-    if (mprpc__log.file) fclose(mprpc__log.file);
-    mprpc__log.file = NULL;
+    if (mprpc__log.fd >= 0) close(mprpc__log.fd);
+    mprpc__log.fd = -1;
     MPRPC_FREE(mprpc__log.slots);
     mprpc__log.slots = NULL;
     mprpc__log.running = 0;
@@ -1141,7 +1368,7 @@ MPRPCDEF void mprpc_logger_get_stats(mprpc_logger_stats *out)
 
 MPRPCDEF int mprpc_log_enabled(mprpc_log_level level)
 {
-    return level < MPRPC_LOG_LEVEL_OFF && (int)level >= mprpc__log.level;
+    return level < MPRPC_LOG_LEVEL_OFF && (int)level >= mprpc__log_level_get();
 }
 
 /* "2026-11-25 13:45:01.123 4711 INFO server.c:42 text" */
@@ -1167,15 +1394,42 @@ static size_t mprpc__log_format(char *buf, size_t cap, mprpc_log_level level, co
     return (size_t)n + (size_t)m >= cap ? cap - 1 : (size_t)(n + m);
 }
 
+/* Every byte outside printable ASCII, and the backslash, becomes \xNN. Wire
+ * bytes reach the log (a service name a peer sent, through "%s"): a newline
+ * there would start a line of its own that looks like the library's, and
+ * terminal escapes would act on whoever reads the log. Stops before an
+ * escape that does not fit whole; out is terminated. Returns its length. */
+static size_t mprpc__log_escape(const char *in, size_t n, char *out, size_t cap)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t i, o = 0;
+    for (i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)in[i];
+        if (c >= 0x20 && c < 0x7f && c != '\\') {
+            if (o + 1 >= cap) break;
+            out[o++] = (char)c;
+            continue;
+        }
+        if (o + 4 >= cap) break;
+        out[o++] = '\\';
+        out[o++] = 'x';
+        out[o++] = hex[c >> 4];
+        out[o++] = hex[c & 15];
+    }
+    out[o] = '\0';
+    return o;
+}
+
 MPRPCDEF void mprpc_log(mprpc_log_level level, const char *file, int line, const char *fmt, ...)
 {
-    char text[MPRPC_LOG_LINE_MAX];
+    char raw[MPRPC_LOG_LINE_MAX], text[MPRPC_LOG_LINE_MAX];
     size_t len;
     va_list ap;
     if (!mprpc_log_enabled(level)) return;
     va_start(ap, fmt);
-    len = mprpc__log_format(text, sizeof text, level, file ? file : "?", line, fmt, ap);
+    len = mprpc__log_format(raw, sizeof raw, level, file ? file : "?", line, fmt, ap);
     va_end(ap);
+    len = mprpc__log_escape(raw, len, text, sizeof text);
     pthread_mutex_lock(&mprpc__log.mu);
     if (!mprpc__log.running || mprpc__log.stopping) {
         pthread_mutex_unlock(&mprpc__log.mu);
@@ -1187,7 +1441,7 @@ MPRPCDEF void mprpc_log(mprpc_log_level level, const char *file, int line, const
         mprpc__log_slot *s = &mprpc__log.slots[(mprpc__log.head + mprpc__log.count) % mprpc__log.cap];
         s->level = (int)level;
         s->len = len;
-        memcpy(s->text, text, len);
+        memcpy(s->text, text, len + 1);
         mprpc__log.count++;
         pthread_cond_signal(&mprpc__log.cv);
     }
@@ -2419,6 +2673,7 @@ MPRPCDEF mprpc_status mprpc_server_new(mprpc_server **out, const mprpc_config *c
     mprpc_server *srv;
     if (!out || !cfg) return MPRPC_ERR_INVALID_ARGUMENT;
     *out = NULL;
+    if (mprpc__config_check(cfg, "mprpc_server_new") != MPRPC_OK) return MPRPC_ERR_CONFIG;
     srv = (mprpc_server *)mprpc__zalloc(sizeof *srv);
     if (!srv) return MPRPC_ERR_NO_MEMORY;
     srv->cfg = *cfg;
@@ -2735,6 +2990,7 @@ MPRPCDEF mprpc_status mprpc_channel_new(mprpc_channel **out, const mprpc_config 
     mprpc_channel *ch;
     if (!out || !cfg) return MPRPC_ERR_INVALID_ARGUMENT;
     *out = NULL;
+    if (mprpc__config_check(cfg, "mprpc_channel_new") != MPRPC_OK) return MPRPC_ERR_CONFIG;
     ch = (mprpc_channel *)mprpc__zalloc(sizeof *ch);
     if (!ch) return MPRPC_ERR_NO_MEMORY;
     ch->cfg = *cfg;

@@ -1,16 +1,14 @@
-# bench/bench.mk - benchmark build, included by the top-level Makefile
-# (paths are relative to the repository root).  Also works standalone:
-#   make -f bench/bench.mk bench-build
-#
-# Targets:
-#   bench-build   raw/mprpc/gRPC echo servers and the load generators -> build/bench/
-#   bench         full matrix via bench/run.sh; writes docs/BENCHMARKS.md, docs/bench.png
-#   bench-quick   one short point per system, prints the table only
-#   bench-clean   remove build/bench/
-#   bench-idle    10,000 idle connections against the mprpc provider
+# bench/bench.mk - benchmark build, included by the top-level Makefile, which
+# defines the warning flags (WARN, WARN_FLAGS) and the nanopb rule used here
+# (paths are relative to the repository root): `make bench-build`. The targets
+# are listed by `make help`.
 #
 # The mprpc programs are built like the README's example (cc -std=c11 -O2,
 # nanopb runtime, pthreads), without ZooKeeper (-DMPRPC_NO_ZOOKEEPER).
+
+ifndef WARN
+$(error bench/bench.mk is included by the top-level Makefile: run `make bench-build` there)
+endif
 
 # Do not change the includer's default goal.
 bench_saved_default_goal := $(.DEFAULT_GOAL)
@@ -22,9 +20,8 @@ BENCH_NPB      := $(BENCH_OUT)/nanopb
 
 BENCH_CC       ?= $(CC)
 BENCH_CXX      ?= $(CXX)
-BENCH_CFLAGS   ?= -std=c11 -O2 -g -Wall -Wextra -Wpedantic -Werror
-BENCH_CXXFLAGS ?= -std=c++17 -O2 -g -Wall -Wextra -Wpedantic -Werror
-BENCH_NANOPB   ?= nanopb_generator.py
+BENCH_CFLAGS   ?= $(WARN) -O2 -g
+BENCH_CXXFLAGS ?= -std=c++17 $(WARN_FLAGS) -O2 -g
 
 # Deferred (=) so pkg-config only runs when a gRPC object is built.
 BENCH_GRPC_CFLAGS = $(shell pkg-config --cflags grpc++ protobuf)
@@ -43,23 +40,23 @@ BENCH_MK      := $(BENCH_SRC)/bench.mk
 
 .PHONY: bench-build bench bench-quick bench-clean bench-deps bench-idle
 
-bench-build: $(BENCH_BINS)
+bench-build: $(BENCH_BINS) ## raw/mprpc/gRPC echo servers and the load generators -> build/bench/
 
-bench: bench-build
+bench: bench-build ## the full benchmark matrix; writes docs/BENCHMARKS.md, docs/bench.png
 	bench/run.sh --no-build
 
-bench-quick: bench-build
+bench-quick: bench-build ## one short point per system, prints the table only
 	bench/run.sh --no-build --quick
 
-bench-idle: bench-build
+bench-idle: bench-build ## 10,000 idle connections against the mprpc provider
 	bench/idle.sh
 
-bench-clean:
+bench-clean: ## remove build/bench/
 	rm -rf $(BENCH_OUT)
 
 # Order-only prerequisite of every bench product: installs what is missing
 # (a no-op when everything is there) without forcing rebuilds.
-bench-deps:
+bench-deps: ## install what the benchmarks need (gRPC, protoc); a no-op when present
 	@scripts/deps.sh bench
 
 $(BENCH_OUT)/raw_echo_server: $(BENCH_SRC)/raw_echo_server.c $(BENCH_MK) | bench-deps
@@ -67,10 +64,9 @@ $(BENCH_OUT)/raw_echo_server: $(BENCH_SRC)/raw_echo_server.c $(BENCH_MK) | bench
 	$(BENCH_CC) $(BENCH_CFLAGS) -o $@ $< -pthread
 
 # nanopb code for bench/echo.proto + bench/echo.options (kept apart from
-# protoc's C++ echo.pb.h in $(BENCH_GEN)).
-$(BENCH_NPB)/echo.pb.c $(BENCH_NPB)/echo.pb.h &: $(BENCH_SRC)/echo.proto $(BENCH_SRC)/echo.options | bench-deps
-	@mkdir -p $(BENCH_NPB)
-	$(BENCH_NANOPB) -q -I $(BENCH_SRC) -D $(BENCH_NPB) $(BENCH_SRC)/echo.proto
+# protoc's C++ echo.pb.h in $(BENCH_GEN)), by the Makefile's nanopb rule.
+$(call nanopb_rule,$(BENCH_SRC),$(BENCH_NPB))
+$(BENCH_NPB)/echo.pb.c $(BENCH_NPB)/echo.pb.h: | bench-deps
 
 $(BENCH_OUT)/mprpc_echo_server: $(BENCH_SRC)/mprpc_echo_server.c $(BENCH_MPRPC_DEPS) $(BENCH_MK) | bench-deps
 	@mkdir -p $(@D)
@@ -106,9 +102,5 @@ $(BENCH_OUT)/grpc_bench: $(BENCH_SRC)/grpc_bench.cc $(BENCH_SRC)/bench_common.h 
 	$(BENCH_CXX) $(BENCH_CXXFLAGS) -isystem $(BENCH_GEN) $(BENCH_GRPC_CFLAGS) \
 	  -o $@ $< $(BENCH_PB_OBJS) $(BENCH_GRPC_LIBS) -pthread
 
-# Restore the includer's default goal; standalone, default to bench-build.
-ifeq ($(notdir $(firstword $(MAKEFILE_LIST))),bench.mk)
-.DEFAULT_GOAL := bench-build
-else
+# Restore the includer's default goal.
 .DEFAULT_GOAL := $(bench_saved_default_goal)
-endif

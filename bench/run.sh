@@ -59,7 +59,7 @@ else
 fi
 
 if [ "$build" = 1 ]; then
-  make -s -f bench/bench.mk bench-build
+  make -s bench-build
 fi
 
 # ---- which systems can run -----------------------------------------------

@@ -6,7 +6,7 @@ Builds into build/footprint/ (-Os, the project's warning flags, nanopb code from
     x86-64 with ZooKeeper (-lzookeeper_mt); armhf with ZooKeeper only if libzookeeper-mt-dev:armhf is installed
     (in Debian 12 it is not co-installable with the amd64 one, so normally skipped); x86-64 static musl too;
   * tests/compile_impl.c (the implementation and a one-line main) as an object: mprpc.h's own share;
-  * the provider linked with tests/cross/stackpaint.c (-Wl,--wrap=pthread_create): painted stacks.
+  * the provider linked with cross/stackpaint.c (-Wl,--wrap=pthread_create): painted stacks.
 Runs (x86-64 natively; the armhf painted provider under qemu-arm): threads, RSS idle and with 64 connections
 each having made a call, compared with a do-nothing program linked the same way; stack high-water per thread.
 """
@@ -17,7 +17,10 @@ os.chdir(TOP)
 OUT = "build/footprint"
 GEN = "build/cross/gen"
 DOC = "docs/FOOTPRINT.md"
-WARN = ["-std=c11", "-Wall", "-Wextra", "-Wpedantic", "-Werror"]
+# The Makefile's warning flags: from `make footprint`, or asked of make when run by hand.
+WARN = (os.environ.get("MPRPC_WARN") or
+        subprocess.run(["make", "-s", "--no-print-directory", "print-WARN"], capture_output=True,
+                       text=True, check=True).stdout).split()
 NOZK = ["-DMPRPC_NO_ZOOKEEPER"]
 TARGETS = {
     "x86-64": dict(cc=["gcc"], size="size", nm="nm", ldflags=[], run=[],
@@ -112,7 +115,7 @@ def wait_port(proc, outpath, timeout=30):
 
 
 def frames():
-    v = dict(l.split() for l in open("tests/cross/wire_vector.hex"))
+    v = dict(l.split() for l in open("cross/wire_vector.hex"))
     return bytes.fromhex(v["login_request"]), bytes.fromhex(v["register_request"])
 
 
@@ -260,7 +263,7 @@ def main():
     small = build("x86-64", "provider", False, extra=["-DMPRPC_READ_CHUNK=4096", "-DMPRPC_THREAD_STACK_SIZE=65536"],
                   suffix="_small")
     painted = {t: build(t, "provider", False, extra=["-Wl,--wrap=pthread_create"],
-                        src_extra=["tests/cross/stackpaint.c"], suffix="_paint") for t in ("x86-64", "armhf")}
+                        src_extra=["cross/stackpaint.c"], suffix="_paint") for t in ("x86-64", "armhf")}
 
     with tempfile.TemporaryDirectory() as tmp:
         rss = measure_rss(prov, baseline, tmp)
@@ -321,7 +324,7 @@ def main():
     doc.append("The `-Os` no-ZooKeeper provider with `io_threads = 2` and the logger started (`log_level = info`, "
                "no file). Threads: the main thread (blocked in `mprpc_server_run`), one per event loop "
                "(`io_threads`), one log writer. Each of %d connections sends Login and Register (frames from "
-               "`tests/cross/wire_vector.hex`) and waits for both replies; then all stay open while RSS is read "
+               "`cross/wire_vector.hex`) and waits for both replies; then all stay open while RSS is read "
                "from `/proc/<pid>/status`. \"beyond libc\" subtracts the RSS of a do-nothing program linked the "
                "same way (`main` that calls `pause()`, dynamic glibc + pthread): **%d KiB**. VmRSS moves by up to about "
                "80 KiB between runs (file-backed pages of libc and the binary); RssAnon, the process's own heap, "
@@ -349,7 +352,7 @@ def main():
                "`MPRPC_MALLOC`/`MPRPC_REALLOC`/`MPRPC_FREE`.\n"
                % (64))
     doc.append("## Stack use per thread (painted stacks)\n")
-    doc.append("Measured, not estimated: the provider is linked with `tests/cross/stackpaint.c` "
+    doc.append("Measured, not estimated: the provider is linked with `cross/stackpaint.c` "
                "(`-Wl,--wrap=pthread_create`), which gives every thread a 1 MiB stack filled with 0xA5 and, at "
                "exit, counts the bytes that were overwritten. Load: %d connections × (Login + Register), then the "
                "example caller (Login twice, Register, GetFriendLists; the handlers log at info). The numbers "

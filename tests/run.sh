@@ -43,8 +43,13 @@ for bin in "$dir"/test_*; do
   fi
 done
 
+# The warning flags and the nanopb generator are the Makefile's (exported by
+# make; asked of make when this script is run by hand).
+warn_flags=${MPRPC_WARN_FLAGS:-$(make -s --no-print-directory print-WARN_FLAGS)}
+nanopb=${MPRPC_NANOPB:-$(make -s --no-print-directory print-NANOPB)}
+
 if [ $extra -eq 1 ]; then
-  W="-Wall -Wextra -Wpedantic -Werror -I. -Ibuild/gen"
+  W="$warn_flags -I. -Ibuild/gen"
   impl=tests/compile_impl.c
   check compile-gcc-c11        gcc   -std=c11 $W -c $impl -o "$log/a.o"
   check compile-gcc-c99        gcc   -std=c99 $W -c $impl -o "$log/a.o"
@@ -56,9 +61,11 @@ if [ $extra -eq 1 ]; then
   # without ZooKeeper: builds and links with no zookeeper headers or library
   check build-no-zookeeper     gcc   -std=c11 $W -DMPRPC_NO_ZOOKEEPER examples/provider.c build/gen/user.pb.c \
                                      -lprotobuf-nanopb -lpthread -o "$log/provider-nozk"
-  check embedded-nanopb-code   sh -c "nanopb_generator.py -q -I proto -D '$log' proto/mprpc.proto && /usr/bin/python3 tests/check_embedded.py '$log/mprpc.pb.h'"
+  check embedded-nanopb-code   sh -c "$nanopb -q -I proto -D '$log' proto/mprpc.proto && /usr/bin/python3 tests/check_embedded.py '$log/mprpc.pb.h'"
   check protobuf-crosscheck    sh -c "gcc -std=c11 $W tests/wire_tool.c build/gen/testsvc.pb.c -lprotobuf-nanopb -lzookeeper_mt -lpthread -o '$log/wire_tool' && /usr/bin/python3 tests/crosscheck.py '$log/wire_tool'"
   check demo-provider-caller   scripts/demo.sh
+  # every .PHONY target has its line in `make help`
+  check make-help-lists-every-target make -s --no-print-directory help
 fi
 
 rm -rf "$log"

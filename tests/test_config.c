@@ -4,6 +4,7 @@
 #include "mprpc.h"
 #include "test.h"
 
+#include <errno.h>
 #include <unistd.h>
 
 static char path[256];
@@ -175,11 +176,13 @@ static void command_line_takes_dash_i(void)
     CHECK(c.rpcserver_port == 1234);
     CHECK_STATUS(mprpc_config_from_args(&c, 1, none), MPRPC_ERR_CONFIG);
     CHECK_CONTAINS(c.error, "usage: provider -i <configfile>");
-    CHECK_STATUS(mprpc_config_from_args(&c, 2, unknown), MPRPC_ERR_CONFIG);
+    CHECK_STATUS(mprpc_config_from_args(&c, 2, unknown), MPRPC_ERR_CONFIG); /* no -i at all */
     CHECK_CONTAINS(c.error, "usage:");
     CHECK_STATUS(mprpc_config_from_args(&c, 2, noarg), MPRPC_ERR_CONFIG);
     CHECK_CONTAINS(c.error, "usage:");
-    CHECK_STATUS(mprpc_config_from_args(&c, 4, trailing), MPRPC_ERR_CONFIG);
+    CHECK_CONTAINS(c.error, "-i needs a file name");
+    /* other arguments are the program's own */
+    CHECK_STATUS(mprpc_config_from_args(&c, 4, trailing), MPRPC_OK);
     /* getopt state is reset: a second good parse still works */
     CHECK_STATUS(mprpc_config_from_args(&c, 3, good), MPRPC_OK);
 }
@@ -199,6 +202,167 @@ static void long_lines_are_rejected(void)
     check_load_error(text, ":1:", "line longer");
 }
 
+/* ---- issue 11, items 15-18 ---- */
+
+static void a_directory_is_not_a_config_file(void)
+{
+    mprpc_config c, before;
+    mprpc_config_init(&c);
+    before = c;
+    CHECK_STATUS(mprpc_config_load(&c, "/tmp"), MPRPC_ERR_CONFIG);
+    CHECK_CONTAINS(c.error, "/tmp");
+    CHECK_CONTAINS(c.error, strerror(EISDIR));
+    memset(c.error, 0, sizeof c.error);
+    CHECK(memcmp(&c, &before, sizeof c) == 0);
+}
+
+static void a_file_that_cannot_be_read_is_an_error(void)
+{
+    mprpc_config c;
+    mprpc_config_init(&c);
+    /* opens fine, but reading at offset 0 fails with EIO: a read error, not an empty file */
+    CHECK_STATUS(mprpc_config_load(&c, "/proc/self/mem"), MPRPC_ERR_CONFIG);
+    CHECK_CONTAINS(c.error, "/proc/self/mem");
+    CHECK_CONTAINS(c.error, "cannot read");
+}
+
+static void validate_checks_every_numeric_key_against_its_range(void)
+{
+    size_t i;
+    for (i = 0; i < MPRPC_COUNTOF(mprpc__config_keys); i++) {
+        const mprpc__config_key *k = &mprpc__config_keys[i];
+        long long bad[2];
+        int j;
+        if (k->type == MPRPC__KEY_STR) continue;
+        bad[0] = k->min - 1;
+        bad[1] = k->max + 1;
+        for (j = 0; j < 2; j++) {
+            mprpc_config c;
+            char value[32];
+            mprpc_config_init(&c);
+            if (k->type == MPRPC__KEY_U32) *(uint32_t *)(void *)((char *)&c + k->offset) = (uint32_t)bad[j];
+            else *(int *)(void *)((char *)&c + k->offset) = (int)bad[j];
+            snprintf(value, sizeof value, "%lld", bad[j]);
+            CHECK_STATUS(mprpc_config_validate(&c), MPRPC_ERR_CONFIG);
+            CHECK_CONTAINS(c.error, k->name);
+            CHECK_CONTAINS(c.error, value);
+        }
+    }
+}
+
+static void validate_names_the_key_the_value_and_the_range(void)
+{
+    mprpc_config c;
+    mprpc_config_init(&c);
+    c.io_threads = 0;
+    CHECK_STATUS(mprpc_config_validate(&c), MPRPC_ERR_CONFIG);
+    CHECK_CONTAINS(c.error, "io_threads = 0");
+    CHECK_CONTAINS(c.error, "1..64");
+}
+
+static void validate_refuses_a_string_without_its_terminator(void)
+{
+    mprpc_config c;
+    mprpc_config_init(&c);
+    memset(c.log_dir, 'd', sizeof c.log_dir);
+    CHECK_STATUS(mprpc_config_validate(&c), MPRPC_ERR_CONFIG);
+    CHECK_CONTAINS(c.error, "log_dir");
+}
+
+static void server_channel_and_logger_refuse_an_invalid_config(void)
+{
+    mprpc_config c;
+    mprpc_server *srv = NULL;
+    mprpc_channel *ch = NULL;
+    mprpc_config_init(&c);
+    c.io_threads = 0;
+    CHECK_STATUS(mprpc_server_new(&srv, &c), MPRPC_ERR_CONFIG);
+    CHECK(srv == NULL);
+    if (srv) mprpc_server_free(srv);
+    mprpc_config_init(&c);
+    c.rpc_timeout_ms = 0;
+    CHECK_STATUS(mprpc_channel_new(&ch, &c), MPRPC_ERR_CONFIG);
+    CHECK(ch == NULL);
+    if (ch) mprpc_channel_free(ch);
+    mprpc_config_init(&c);
+    c.log_level = 9;
+    CHECK_STATUS(mprpc_logger_start(&c), MPRPC_ERR_CONFIG);
+    CHECK_CONTAINS(c.error, "log_level = 9");
+    mprpc_logger_stop();
+}
+
+static void a_key_given_twice_is_an_error_naming_both_lines(void)
+{
+    check_load_error("rpcserver_port=9000\nio_threads=4\n\nrpcserver_port=9001\n", ":4:", "also set on line 1");
+    /* the seed's spelling names the same field */
+    check_load_error("rpcserverport=9000\nrpcserver_port=9001\n", ":2:", "also set on line 1");
+}
+
+static void a_utf8_byte_order_mark_is_skipped(void)
+{
+    mprpc_config c;
+    mprpc_config_init(&c);
+    CHECK_STATUS(mprpc_config_load(&c, write_file("\xef\xbb\xbfrpcserver_port=4321\n")), MPRPC_OK);
+    CHECK(c.rpcserver_port == 4321);
+    /* only at the very start: elsewhere it is part of a key */
+    check_load_error("io_threads=3\n\xef\xbb\xbfrpcserver_port=4321\n", ":2:", "unknown key");
+}
+
+static void zookeeper_root_must_be_a_clean_path_below_the_root(void)
+{
+    check_load_error("zookeeper_root=/\n", NULL, "zookeeper_root '/'");
+    check_load_error("zookeeper_root=/a//b\n", NULL, "empty component");
+    check_load_error("zookeeper_root=/mprpc/\n", NULL, "must not end with '/'");
+    check_load_error("zookeeper_root=/a/./b\n", NULL, "'.' or '..'");
+}
+
+static void a_nul_byte_is_reported_as_such(void)
+{
+    static const char text[] = "rpcserver_port=9000\nio_threads=\0003\n";
+    mprpc_config c;
+    FILE *f;
+    snprintf(path, sizeof path, "/tmp/mprpc-test-config-%d.conf", (int)getpid());
+    f = fopen(path, "w");
+    fwrite(text, 1, sizeof text - 1, f);
+    fclose(f);
+    mprpc_config_init(&c);
+    CHECK_STATUS(mprpc_config_load(&c, path), MPRPC_ERR_CONFIG);
+    CHECK_CONTAINS(c.error, ":2:");
+    CHECK_CONTAINS(c.error, "NUL byte on line 2");
+}
+
+/* The library takes -i FILE and leaves every other argument to the program. */
+static void command_line_leaves_other_arguments_to_the_program(void)
+{
+    mprpc_config c;
+    char prog[] = "provider", dash_v[] = "-v", dash_i[] = "-i", port[] = "--port=1", pos[] = "input.txt";
+    char file[256], joined[260], dashdash[] = "--", longopt[] = "--config";
+    char *mixed[] = { prog, dash_v, dash_i, file, port, pos, NULL };
+    char *before[7];
+    char *glued[] = { prog, joined, pos, NULL };
+    char *longform[] = { prog, pos, longopt, file, NULL };
+    char *after_dashdash[] = { prog, dashdash, dash_i, file, NULL };
+    snprintf(file, sizeof file, "%s", write_file("rpcserver_port=1234\n"));
+    snprintf(joined, sizeof joined, "-i%s", file);
+    memcpy(before, mixed, sizeof before);
+    optind = 3; /* whatever the program left there */
+    mprpc_config_init(&c);
+    CHECK_STATUS(mprpc_config_from_args(&c, 6, mixed), MPRPC_OK);
+    CHECK(c.rpcserver_port == 1234);
+    CHECK(memcmp(before, mixed, sizeof before) == 0); /* argv is not permuted */
+    CHECK(optind == 3);                               /* getopt's state is not touched */
+    mprpc_config_init(&c);
+    CHECK_STATUS(mprpc_config_from_args(&c, 3, glued), MPRPC_OK);
+    CHECK(c.rpcserver_port == 1234);
+    mprpc_config_init(&c);
+    CHECK_STATUS(mprpc_config_from_args(&c, 4, longform), MPRPC_OK);
+    CHECK(c.rpcserver_port == 1234);
+    /* after "--" everything is the program's */
+    CHECK_STATUS(mprpc_config_from_args(&c, 4, after_dashdash), MPRPC_ERR_CONFIG);
+    CHECK_CONTAINS(c.error, "usage: provider -i <configfile>");
+    optind = 1;
+}
+
 int main(void)
 {
     RUN(defaults_are_documented_values);
@@ -214,6 +378,17 @@ int main(void)
     RUN(command_line_takes_dash_i);
     RUN(zookeeper_root_must_be_absolute);
     RUN(long_lines_are_rejected);
+    RUN(a_directory_is_not_a_config_file);
+    RUN(a_file_that_cannot_be_read_is_an_error);
+    RUN(validate_checks_every_numeric_key_against_its_range);
+    RUN(validate_names_the_key_the_value_and_the_range);
+    RUN(validate_refuses_a_string_without_its_terminator);
+    RUN(server_channel_and_logger_refuse_an_invalid_config);
+    RUN(a_key_given_twice_is_an_error_naming_both_lines);
+    RUN(a_utf8_byte_order_mark_is_skipped);
+    RUN(zookeeper_root_must_be_a_clean_path_below_the_root);
+    RUN(a_nul_byte_is_reported_as_such);
+    RUN(command_line_leaves_other_arguments_to_the_program);
     unlink(path);
     return test_summary("test_config");
 }

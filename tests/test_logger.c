@@ -103,12 +103,14 @@ static void disabled_levels_do_not_format_their_arguments(void)
 /* A sink that blocks until released, so the queue fills up behind it. */
 static pthread_mutex_t gate_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t gate_cv = PTHREAD_COND_INITIALIZER;
-static int gate_open, sink_seen;
+static int gate_open, sink_seen, sink_entered;
 
 static void blocking_sink(mprpc_log_level level, const char *line, void *user)
 {
     (void)level; (void)line; (void)user;
     pthread_mutex_lock(&gate_mu);
+    sink_entered++;
+    pthread_cond_broadcast(&gate_cv);
     while (!gate_open) pthread_cond_wait(&gate_cv, &gate_mu);
     sink_seen++;
     pthread_mutex_unlock(&gate_mu);
@@ -309,6 +311,152 @@ static void long_lines_are_truncated_not_overflowed(void)
     if (f) fclose(f);
 }
 
+/* ---- issue 11, item 19 ---- */
+
+/* stdio's buffer accepts lines a full disk never takes: "written" counts only
+ * what the kernel accepted, so on /dev/full it stays 0 (it said 311 once).
+ * The batch that showed it: nine lines of the longest length, the first eight
+ * filling stdio's 4 KiB buffer exactly, the ninth's write failing and
+ * emptying it, so the flush at the end of the batch had nothing to refuse.
+ * The gate makes the writer take one line, then those nine in one batch. */
+static void a_full_disk_counts_no_line_as_written(void)
+{
+    mprpc_config c;
+    mprpc_logger_stats st;
+    char file[256], big[MPRPC_LOG_LINE_MAX + 100];
+    int i;
+    make_dir();
+    today_file(file, sizeof file);
+    unlink(file);
+    CHECK(symlink("/dev/full", file) == 0);
+    memset(big, 'f', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    mprpc_config_init(&c);
+    snprintf(c.log_dir, sizeof c.log_dir, "%s", dir);
+    c.log_queue_size = 10; /* the writer holds the first line's slot while in the sink */
+    gate_open = 0;
+    sink_entered = 0;
+    mprpc_logger_set_sink(blocking_sink, NULL);
+    CHECK_STATUS(mprpc_logger_start(&c), MPRPC_OK);
+    MPRPC_LOG_ERROR("first");
+    pthread_mutex_lock(&gate_mu);
+    while (!sink_entered) pthread_cond_wait(&gate_cv, &gate_mu);
+    pthread_mutex_unlock(&gate_mu);
+    for (i = 0; i < 9; i++) MPRPC_LOG_ERROR("%s", big);
+    pthread_mutex_lock(&gate_mu);
+    gate_open = 1;
+    pthread_cond_broadcast(&gate_cv);
+    pthread_mutex_unlock(&gate_mu);
+    mprpc_logger_stop();
+    mprpc_logger_set_sink(NULL, NULL);
+    mprpc_logger_get_stats(&st);
+    CHECK(st.written == 0);
+    CHECK(st.dropped == 0);
+    CHECK(st.write_errors == 10);
+    if (st.write_errors != 10)
+        fprintf(stderr, "  written %llu dropped %llu errors %llu\n", (unsigned long long)st.written,
+                (unsigned long long)st.dropped, (unsigned long long)st.write_errors);
+    unlink(file);
+}
+
+static void written_counts_exactly_the_lines_in_the_file(void)
+{
+    mprpc_config c;
+    mprpc_logger_stats st;
+    char file[256];
+    int i;
+    make_dir();
+    today_file(file, sizeof file);
+    unlink(file);
+    mprpc_config_init(&c);
+    snprintf(c.log_dir, sizeof c.log_dir, "%s", dir);
+    c.log_queue_size = 4096;
+    CHECK_STATUS(mprpc_logger_start(&c), MPRPC_OK);
+    for (i = 0; i < 3000; i++) MPRPC_LOG_INFO("counted line %d", i);
+    mprpc_logger_stop();
+    mprpc_logger_get_stats(&st);
+    CHECK(st.write_errors == 0);
+    CHECK(st.written + st.dropped == 3000);
+    CHECK((uint64_t)count_lines(file, "counted line ") == st.written);
+}
+
+/* Wire bytes reach the log (a service name a peer sent): a newline in one
+ * must not start a line of its own that looks like the library's. */
+static void a_newline_in_a_logged_name_cannot_forge_a_line(void)
+{
+    mprpc_config c;
+    char file[256], line[1024];
+    FILE *f;
+    make_dir();
+    today_file(file, sizeof file);
+    unlink(file);
+    mprpc_config_init(&c);
+    snprintf(c.log_dir, sizeof c.log_dir, "%s", dir);
+    CHECK_STATUS(mprpc_logger_start(&c), MPRPC_OK);
+    MPRPC_LOG_WARN("unknown service '%s'", "Evil\n2026-01-01 00:00:00.000 1 ERROR server.c:1 forged\r\x1b[2J\\x");
+    mprpc_logger_stop();
+    CHECK(count_lines(file, NULL) == 1);
+    CHECK(count_lines(file, "forged") == 1);
+    f = fopen(file, "r");
+    CHECK(f && fgets(line, sizeof line, f));
+    CHECK_CONTAINS(line, "'Evil\\x0a2026-01-01 00:00:00.000 1 ERROR server.c:1 forged\\x0d\\x1b[2J\\x5cx'");
+    if (f) fclose(f);
+}
+
+static void escaping_never_overflows_the_line(void)
+{
+    mprpc_config c;
+    char big[2000], file[256], line[4096];
+    FILE *f;
+    make_dir();
+    today_file(file, sizeof file);
+    unlink(file);
+    memset(big, '\n', sizeof big - 1); /* each byte becomes four */
+    big[sizeof big - 1] = '\0';
+    mprpc_config_init(&c);
+    snprintf(c.log_dir, sizeof c.log_dir, "%s", dir);
+    CHECK_STATUS(mprpc_logger_start(&c), MPRPC_OK);
+    MPRPC_LOG_INFO("%s", big);
+    mprpc_logger_stop();
+    CHECK(count_lines(file, NULL) == 1);
+    f = fopen(file, "r");
+    CHECK(f && fgets(line, sizeof line, f));
+    CHECK(strlen(line) <= MPRPC_LOG_LINE_MAX);
+    CHECK(strstr(line, "\\x0a\\x0a") != NULL);
+    CHECK(line[strlen(line) - 2] == 'a'); /* ends with a whole escape, not part of one */
+    if (f) fclose(f);
+}
+
+/* The level is read by every logging thread and written by start/stop: an
+ * atomic, so ThreadSanitizer (make test-tsan) has nothing to report here. */
+static int level_readers_stop;
+
+static void *read_the_level(void *arg)
+{
+    (void)arg;
+    while (!__atomic_load_n(&level_readers_stop, __ATOMIC_RELAXED)) MPRPC_LOG_DEBUG("never formatted %d", side_effect());
+    return NULL;
+}
+
+static void the_level_may_change_while_other_threads_log(void)
+{
+    mprpc_config c;
+    pthread_t t[2];
+    int i;
+    mprpc_config_init(&c);
+    c.log_level = MPRPC_LOG_LEVEL_WARN;
+    evaluated = 0;
+    level_readers_stop = 0;
+    for (i = 0; i < 2; i++) pthread_create(&t[i], NULL, read_the_level, NULL);
+    for (i = 0; i < 20; i++) {
+        CHECK_STATUS(mprpc_logger_start(&c), MPRPC_OK);
+        mprpc_logger_stop();
+    }
+    __atomic_store_n(&level_readers_stop, 1, __ATOMIC_RELAXED);
+    for (i = 0; i < 2; i++) pthread_join(t[i], NULL);
+    CHECK(evaluated == 0);
+}
+
 int main(void)
 {
     RUN(lines_reach_the_day_file_with_time_thread_and_level);
@@ -321,6 +469,11 @@ int main(void)
     RUN(a_stuck_disk_never_blocks_the_callers);
     RUN(starting_twice_is_refused_and_stop_is_idempotent);
     RUN(long_lines_are_truncated_not_overflowed);
+    RUN(a_full_disk_counts_no_line_as_written);
+    RUN(written_counts_exactly_the_lines_in_the_file);
+    RUN(a_newline_in_a_logged_name_cannot_forge_a_line);
+    RUN(escaping_never_overflows_the_line);
+    RUN(the_level_may_change_while_other_threads_log);
     {
         char cmd[200];
         snprintf(cmd, sizeof cmd, "rm -rf %s", dir);

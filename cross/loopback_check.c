@@ -1,5 +1,5 @@
-/* tests/cross/loopback_check.c: do the Linux facilities an epoll-based RPC server and client need work under
- * qemu-user? Built for every cross target; tests/cross/loopback.sh runs a server of one target and a client of
+/* cross/loopback_check.c: do the Linux facilities an epoll-based RPC server and client need work under
+ * qemu-user? Built for every cross target; cross/loopback.sh runs a server of one target and a client of
  * another (two separate processes, each under its own qemu when needed) over 127.0.0.1 and checks every pair.
  *
  *   loopback_check server PORTFILE   listen on 127.0.0.1:0, write the port to PORTFILE, serve one client

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # shellcheck disable=SC2086  # run prefixes ("qemu-arm -L /usr/...") are split on purpose
-# tests/cross/test-cross.sh TARGET...: the cross suite behind `make test-cross` (cross/cross.mk builds first).
+# cross/test-cross.sh TARGET...: the cross suite behind `make test-cross` (cross/cross.mk builds first).
 # For each target T (binaries in build/cross/T/, run prefix from the environment variable run_T):
 #   1. the C test binaries build/cross/T/tests/test_* through tests/run.sh (MPRPC_TEST_WRAP = the qemu-user
 #      prefix, --no-compile-checks): each binary's MPRPC-TEST-SUMMARY cases are added up, a crash is a failure;
 #      a test named in $CROSS_TESTS whose binary is missing (did not build) is a failure too;
 #   2. wire vector: build/cross/T/wire_vector prints the encoded frames; they must equal
-#      tests/cross/wire_vector.hex byte for byte (same bytes on little/big-endian, 32/64-bit CPUs);
+#      cross/wire_vector.hex byte for byte (same bytes on little/big-endian, 32/64-bit CPUs);
 #   3. interop over 127.0.0.1: T's example provider answers the x86-64 example caller, and T's example caller
 #      gets its answers from the x86-64 provider (for x86_64 itself: provider and caller both x86-64).
 # Ends with one line per target: `T: N passed, N failed`; exit 1 if anything failed.
@@ -16,7 +16,7 @@
 #      (compiler and flags of target T, for the compile checks),
 #      CROSS_JOBS (targets run at once, default 1; 2 cores run 2 targets in about half the time).
 set -u
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/.."
 build=${CROSS_BUILD:-build/cross}
 ref=x86_64
 tmp=$(mktemp -d /tmp/mprpc-test-cross.XXXXXX)
@@ -79,11 +79,11 @@ one_target() {  # one_target T: prints its report, last line "T: N passed, N fai
     fi
   fi
   if [ -x "$build/$t/wire_vector" ] && timeout 60 $run "$build/$t/wire_vector" >"$d/wire.out" 2>"$d/wire.err" &&
-     cmp -s "$d/wire.out" tests/cross/wire_vector.hex; then
-    p=$((p + 1)); echo "ok   wire-vector (same bytes as tests/cross/wire_vector.hex)"
+     cmp -s "$d/wire.out" cross/wire_vector.hex; then
+    p=$((p + 1)); echo "ok   wire-vector (same bytes as cross/wire_vector.hex)"
   else
     f=$((f + 1)); echo "FAIL wire-vector"; cat "$d/wire.err" 2>/dev/null
-    diff "$d/wire.out" tests/cross/wire_vector.hex 2>/dev/null | sed 's/^/  /'
+    diff "$d/wire.out" cross/wire_vector.hex 2>/dev/null | sed 's/^/  /'
   fi
   # 32-bit: the implementation also builds warning-free with a 64-bit time_t and off_t (glibc >= 2.34
   # -D_TIME_BITS=64, the Y2038-safe ABI); -Wconversion -Wsign-conversion findings are listed, not counted.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # shellcheck disable=SC1091
-# scripts/cross-setup.sh: sets up the cross-build and qemu-user toolchain for `make cross` / `make test-cross`
+# cross/setup.sh: sets up the cross-build and qemu-user toolchain for `make cross` / `make test-cross`
 # (issue 7). Idempotent: it installs only what is missing; a second run changes nothing and says so.
 #
 # What it does, in order (all from Debian's own archive, nothing else):
@@ -22,8 +22,8 @@
 #      pb_common.c pb_encode.c pb_decode.c compiled with musl-gcc -DPB_ENABLE_MALLOC (as debian/rules does) into
 #      build/cross/musl/lib/libprotobuf-nanopb.a, headers copied to build/cross/musl/include/.
 #
-# Usage: scripts/cross-setup.sh              all of the above (root, or sudo)
-#        scripts/cross-setup.sh --musl-lib   step 4 only (no root; needs steps 1-3 done once on the machine)
+# Usage: cross/setup.sh              all of the above (root, or sudo)
+#        cross/setup.sh --musl-lib   step 4 only (no root; needs steps 1-3 done once on the machine)
 # Env:   CROSS_BUILD_DIR (default <repo>/build/cross)
 set -euo pipefail
 

@@ -1,4 +1,4 @@
-/* tests/cross/stackpaint.c: painted-stack measurement for scripts/footprint.py. Link it into a program with
+/* cross/stackpaint.c: painted-stack measurement for scripts/footprint.py. Link it into a program with
  * -Wl,--wrap=pthread_create: every thread the program starts gets a stack of STACKPAINT_SIZE bytes (default
  * 1 MiB) from mmap, filled with 0xA5 first. At exit the untouched bytes are counted from the low end (stacks
  * grow down on every target here), and one line per thread, in creation order, goes to $STACKPAINT_OUT (or

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # shellcheck disable=SC2086  # run prefixes ("qemu-arm -L /usr/...") are split on purpose
-# tests/cross/loopback.sh TARGET...: runs build/cross/<T>/loopback_check (see loopback_check.c) for the targets
+# cross/loopback.sh TARGET...: runs build/cross/<T>/loopback_check (see loopback_check.c) for the targets
 # given: `local` checks on each target, then every server/client pair over 127.0.0.1 (two processes, each under
 # its own qemu-user when needed). The run prefix of target T comes from the environment variable run_T (set by
 # cross/cross.mk from CROSS_RUN_T). qemu runs with QEMU_LOG=unimp, so a syscall qemu-user does not implement is

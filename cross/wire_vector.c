@@ -1,6 +1,6 @@
-/* tests/cross/wire_vector.c: encodes a fixed set of mprpc frames with mprpc.h and prints each as
- * "name hex" on one line. Built for every cross target; tests/cross/test-cross.sh compares the output with the
- * checked-in tests/cross/wire_vector.hex, so a frame that differs on a big-endian (s390x) or 32-bit (armhf) CPU
+/* cross/wire_vector.c: encodes a fixed set of mprpc frames with mprpc.h and prints each as
+ * "name hex" on one line. Built for every cross target; cross/test-cross.sh compares the output with the
+ * checked-in cross/wire_vector.hex, so a frame that differs on a big-endian (s390x) or 32-bit (armhf) CPU
  * fails. Each frame is also decoded back on the same CPU and checked field by field (exit 1 otherwise).
  * The values are chosen to cross byte boundaries: multi-byte varints, a 64-bit call_id above 2^32 (32-bit
  * CPUs), negative int32 (ten-byte varint), a length prefix above 255 (the u32le prefix's second byte). */

@@ -1,6 +1,6 @@
-/* tests/cross/nanopb_smoke.c: encodes one Smoke message with the target's nanopb runtime, prints its bytes as hex,
+/* cross/nanopb_smoke.c: encodes one Smoke message with the target's nanopb runtime, prints its bytes as hex,
  * decodes them back and checks every field. Built for every cross target by `make cross-smoke` (cross/cross.mk),
- * whose output is compared with the checked-in vector tests/cross/nanopb_smoke.hex: the same bytes on x86-64,
+ * whose output is compared with the checked-in vector cross/nanopb_smoke.hex: the same bytes on x86-64,
  * aarch64, armhf (32-bit), s390x (big-endian) and static musl. Exit status 0 only when everything matched. */
 #include <stdint.h>
 #include <stdio.h>
