@@ -3338,12 +3338,10 @@ static mprpc_status mprpc__providers(mprpc_channel *ch, const char *service, con
 {
     mprpc_status st = MPRPC_OK;
     uint64_t gen = 0;
-    if (!mprpc__registry_wanted(&ch->cfg)) {
-        char one[1][MPRPC_ADDR_MAX];
-        mprpc__copy_str(one[0], MPRPC_ADDR_MAX, ch->direct_addr);
-        if (!mprpc__addrs_set(addrs, one, 1)) st = MPRPC_ERR_NO_MEMORY;
-        if (st != MPRPC_OK) mprpc_controller_set_failed(ctl, st, "no memory for the provider list");
-        return st;
+    if (!mprpc__registry_wanted(&ch->cfg)) { /* the one configured address, lent without a copy */
+        addrs->v = &ch->direct_addr;
+        addrs->n = 1;
+        return MPRPC_OK;
     }
     pthread_mutex_lock(&ch->mu);
     if (!ch->registry) /* opened on first use, retried on the next call if it failed */
@@ -3387,7 +3385,7 @@ MPRPCDEF mprpc_status mprpc_channel_call(mprpc_channel *ch, const char *service,
     deadline = mprpc__now_ms() + (uint64_t)(ctl->timeout_ms > 0 ? ctl->timeout_ms : ch->cfg.rpc_timeout_ms);
     st = mprpc__providers(ch, service, method, deadline, &addrs, ctl);
     if (st != MPRPC_OK) {
-        mprpc__addrs_free(&addrs);
+        if (addrs.v != &ch->direct_addr) mprpc__addrs_free(&addrs); /* lent, or ours */
         return st;
     }
     n = addrs.n;
@@ -3396,7 +3394,7 @@ MPRPCDEF mprpc_status mprpc_channel_call(mprpc_channel *ch, const char *service,
         mprpc_controller_reset(ctl); /* a failed connect to the previous one is not this call's verdict */
         st = mprpc__call_once(ch, addrs.v[(start + i) % n], &a, deadline, ctl);
         if (st != MPRPC_AGAIN) {
-            mprpc__addrs_free(&addrs);
+            if (addrs.v != &ch->direct_addr) mprpc__addrs_free(&addrs); /* lent, or ours */
             return ctl->status;
         }
         if (mprpc__remaining_ms(deadline) == 0) break;
@@ -3409,7 +3407,7 @@ MPRPCDEF mprpc_status mprpc_channel_call(mprpc_channel *ch, const char *service,
     } else if (ctl->status == MPRPC_OK) {
         mprpc_controller_set_failed(ctl, MPRPC_ERR_CONNECTION_LOST, "%s: connection lost before sending", addrs.v[0]);
     }
-    mprpc__addrs_free(&addrs);
+    if (addrs.v != &ch->direct_addr) mprpc__addrs_free(&addrs); /* lent, or ours */
     return ctl->status;
 }
 
