@@ -1796,7 +1796,6 @@ typedef struct mprpc__addrs { /* a provider list ("ip:port" each) owned by the c
     size_t n, cap;
 } mprpc__addrs;
 static void mprpc__addrs_free(mprpc__addrs *a);
-static int mprpc__addrs_set(mprpc__addrs *a, char (*v)[MPRPC_ADDR_MAX], size_t n);
 static int mprpc__registry_wanted(const mprpc_config *cfg);
 static mprpc_status mprpc__registry_open(mprpc__registry **out, const mprpc_config *cfg,
                                          char *err, size_t errlen);
@@ -3977,20 +3976,6 @@ static void mprpc__addrs_free(mprpc__addrs *a)
     memset(a, 0, sizeof *a);
 }
 
-/* Copies n addresses into a, growing it to fit. */
-static int mprpc__addrs_set(mprpc__addrs *a, char (*v)[MPRPC_ADDR_MAX], size_t n)
-{
-    if (n > a->cap) {
-        char (*grown)[MPRPC_ADDR_MAX] = (char (*)[MPRPC_ADDR_MAX])MPRPC_REALLOC(a->v, n * MPRPC_ADDR_MAX);
-        if (!grown) return 0;
-        a->v = grown;
-        a->cap = n;
-    }
-    if (n) memcpy(a->v, v, n * MPRPC_ADDR_MAX);
-    a->n = n;
-    return 1;
-}
-
 #ifdef MPRPC_NO_ZOOKEEPER
 
 static const char mprpc__reg_compiled_out[] =
@@ -4036,6 +4021,20 @@ static mprpc_status mprpc__registry_resolve(mprpc__registry *r, const char *serv
 #  define THREADED /* zookeeper_mt: the client runs its own I/O and completion threads */
 #endif
 #include <zookeeper/zookeeper.h>
+
+/* Copies n addresses into a, growing it to fit. */
+static int mprpc__addrs_set(mprpc__addrs *a, char (*v)[MPRPC_ADDR_MAX], size_t n)
+{
+    if (n > a->cap) {
+        char (*grown)[MPRPC_ADDR_MAX] = (char (*)[MPRPC_ADDR_MAX])MPRPC_REALLOC(a->v, n * MPRPC_ADDR_MAX);
+        if (!grown) return 0;
+        a->v = grown;
+        a->cap = n;
+    }
+    if (n) memcpy(a->v, v, n * MPRPC_ADDR_MAX);
+    a->n = n;
+    return 1;
+}
 
 #define MPRPC__REG_RETRY_MS 500 /* worker: pause before retrying a failed re-read or re-creation */
 
