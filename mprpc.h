@@ -3872,9 +3872,8 @@ static int mprpc__reg_check_parent(mprpc__registry *r, const char *path, uint64_
     if (rc != ZOK) return rc;
     if (!(world & (ZOO_PERM_CREATE | ZOO_PERM_DELETE | ZOO_PERM_WRITE | ZOO_PERM_ADMIN))) return ZOK;
     mprpc__fmt(err, errlen,
-               "refusing to register %s: its parent %s has the ACL {%s}, so anyone may add or delete "
-               "registrations there; give %s an ACL without world write access (or delete it), or set "
-               "zookeeper_allow_open_acl = 1", path, parent, acl, parent);
+               "refusing to register %s: anyone may add or delete registrations under %s (fix its ACL or "
+               "set zookeeper_allow_open_acl = 1); its ACL: {%s}", path, parent, acl);
     return ZNOAUTH;
 }
 
