@@ -1122,7 +1122,7 @@ static void resolve_list(mprpc__registry *r, const char *service, mprpc_status *
 static void seed_layout_publishes_every_method(void)
 {
     static mprpc_method many[70];
-    static char names[70][8];
+    static char names[70][16];
     mprpc_config cfg;
     mprpc_service svc;
     mprpc_server *srv;
