@@ -3292,7 +3292,7 @@ static mprpc_status mprpc__registry_resolve(mprpc__registry *r, const char *serv
 #define MPRPC__REG_DEAD_MAX 8     /* our own expired sessions remembered (their nodes may be replaced) */
 
 /* -------------------------------------------------------------------------------------------------- */
-/* 9.1 registry state                                                                                   */
+/* 9.1 registry state                                                                                 */
 /* -------------------------------------------------------------------------------------------------- */
 
 /* One ZooKeeper request in flight. Two references: the waiter's and the completion's, so that a waiter
@@ -3418,7 +3418,7 @@ static int mprpc__reg_retryable(int rc)
 }
 
 /* -------------------------------------------------------------------------------------------------- */
-/* 9.2 one bounded ZooKeeper request (worker thread only)                                              */
+/* 9.2 one bounded ZooKeeper request (worker thread only)                                             */
 /* -------------------------------------------------------------------------------------------------- */
 
 static mprpc__zkop *mprpc__zkop_new(void)
@@ -3645,7 +3645,7 @@ static int mprpc__zk_acl(mprpc__registry *r, const char *path, int *world_perms,
 }
 
 /* -------------------------------------------------------------------------------------------------- */
-/* 9.3 session: opened, watched and renewed by the worker                                              */
+/* 9.3 session: opened, watched and renewed by the worker                                             */
 /* -------------------------------------------------------------------------------------------------- */
 
 /* The ZooKeeper client's own log lines go to the debug level of mprpc's logger, not to stderr. */
@@ -3830,7 +3830,7 @@ static int mprpc__reg_was_ours(const mprpc__registry *r, long long id)
 }
 
 /* -------------------------------------------------------------------------------------------------- */
-/* 9.4 publish (worker side): a node of ours made to exist                                             */
+/* 9.4 publish (worker side): a node of ours made to exist                                            */
 /* -------------------------------------------------------------------------------------------------- */
 
 /* Creates the persistent ancestors of path (not path itself). */
@@ -4099,7 +4099,7 @@ static void mprpc__reg_work_watch(mprpc__registry *r, mprpc__reg_watch *w)
 }
 
 /* -------------------------------------------------------------------------------------------------- */
-/* 9.6 the worker: the only thread that calls ZooKeeper                                                */
+/* 9.6 the worker: the only thread that calls ZooKeeper                                               */
 /* -------------------------------------------------------------------------------------------------- */
 
 /* r->mu held: performs one piece of dirty work (published nodes first). Returns 0 when there was none. */
@@ -4140,7 +4140,7 @@ static void *mprpc__reg_worker(void *arg)
 }
 
 /* -------------------------------------------------------------------------------------------------- */
-/* 9.7 interface: open, close, publish, resolve                                                        */
+/* 9.7 interface: open, close, publish, resolve                                                       */
 /* -------------------------------------------------------------------------------------------------- */
 
 static void mprpc__registry_free(mprpc__registry *r)
