@@ -187,6 +187,7 @@ typedef struct mprpc_config {
     int      zookeeper_connect_timeout_ms;  /* 5000 */
     int      zookeeper_seed_layout;         /* 0: also publish/resolve the seed's /Service/Method nodes */
     char     zookeeper_auth[256];           /* "": "user:password" digest auth; nodes get ACLs */
+    int      zookeeper_allow_open_acl;      /* 0: with auth, refuse/ignore registry nodes anyone may write */
     char     log_dir[256];                  /* "": no log file; else YYYY-MM-DD-log.txt files there */
     int      log_level;                     /* info: debug|info|warn|error|off */
     int      log_stderr;                    /* 0: also copy log lines to stderr */
@@ -779,6 +780,7 @@ static const mprpc__config_key mprpc__config_keys[] = {
     MPRPC__KEY(zookeeper_connect_timeout_ms, NULL,            INT,   1, 600000),
     MPRPC__KEY(zookeeper_seed_layout,        NULL,            BOOL,  0, 1),
     MPRPC__KEY(zookeeper_auth,               NULL,            STR,   0, 0),
+    MPRPC__KEY(zookeeper_allow_open_acl,     NULL,            BOOL,  0, 1),
     MPRPC__KEY(log_dir,                      NULL,            STR,   0, 0),
     MPRPC__KEY(log_level,                    NULL,            LEVEL, 0, 4),
     MPRPC__KEY(log_stderr,                   NULL,            BOOL,  0, 1),
@@ -3161,12 +3163,14 @@ static mprpc_status mprpc__listen(mprpc_server *srv)
     return MPRPC_OK;
 }
 
-/* ZooKeeper registration once calls can be served. */
+/* ZooKeeper registration once calls can be served: every method of every service, no cap. A config in
+ * the seed's shape (zookeeper_ip/port and the default root, no seed layout) gets a loud warning: seed C++
+ * callers look up /<Service>/<Method> and will not find a provider registered only under the root. */
 static mprpc_status mprpc__server_publish(mprpc_server *srv)
 {
     char addr[MPRPC_ADDR_MAX + 8];
-    const char *names[64];
-    size_t i, j;
+    const char **names;
+    size_t i, j, most = 1;
     mprpc_status st;
     if (!mprpc__registry_wanted(&srv->cfg)) return MPRPC_OK;
     if (!srv->cfg.advertise_ip[0] && strcmp(srv->cfg.rpcserver_ip, "0.0.0.0") == 0) {
@@ -3174,19 +3178,28 @@ static mprpc_status mprpc__server_publish(mprpc_server *srv)
                         "can use: set advertise_ip to publish in ZooKeeper");
         return MPRPC_ERR_CONFIG;
     }
+    for (i = 0; i < srv->nservices; i++)
+        if (srv->services[i]->method_count > most) most = srv->services[i]->method_count;
+    names = (const char **)MPRPC_MALLOC(most * sizeof *names);
+    if (!names) {
+        mprpc__srv_fail(srv, "out of memory for the names of %zu methods to publish", most);
+        return MPRPC_ERR_NO_MEMORY;
+    }
     st = mprpc__registry_open(&srv->registry, &srv->cfg, srv->error, sizeof srv->error);
-    if (st != MPRPC_OK) return st;
     mprpc__fmt(addr, sizeof addr, "%s:%d", srv->cfg.advertise_ip[0] ? srv->cfg.advertise_ip
                                                                    : srv->cfg.rpcserver_ip, srv->port);
-    for (i = 0; i < srv->nservices; i++) {
+    for (i = 0; st == MPRPC_OK && i < srv->nservices; i++) {
         const mprpc_service *svc = srv->services[i];
-        size_t n = svc->method_count < 64 ? svc->method_count : 64;
-        for (j = 0; j < n; j++) names[j] = svc->methods[j].name;
-        st = mprpc__registry_publish(srv->registry, svc->name, addr, names, n, srv->error,
+        for (j = 0; j < svc->method_count; j++) names[j] = svc->methods[j].name;
+        st = mprpc__registry_publish(srv->registry, svc->name, addr, names, svc->method_count, srv->error,
                                      sizeof srv->error);
-        if (st != MPRPC_OK) return st;
     }
-    return MPRPC_OK;
+    MPRPC_FREE(names);
+    if (st == MPRPC_OK && !srv->cfg.zookeeper_seed_layout && !srv->cfg.zookeeper_hosts[0] &&
+        strcmp(srv->cfg.zookeeper_root, "/mprpc") == 0)
+        MPRPC_LOG_WARN("registered under /mprpc/<Service> only: seed C++ callers look up /<Service>/<Method> "
+                       "and will not find this provider; set zookeeper_seed_layout = 1 to serve them too");
+    return st;
 }
 
 /* Sockets, loops and their threads, then the acceptor. */
@@ -3945,25 +3958,39 @@ MPRPCDEF mprpc_status mprpc_channel_call(mprpc_channel *ch, const char *service,
  *                     /<Service>/<Method>         ephemeral, data "ip:port" (the first instance owns it;
  *                                                 the others watch it and take over when it disappears)
  *
- * Threads. The ZooKeeper client runs an I/O thread and a completion thread; the global watcher (and so
- * every watch: all are armed on the global watcher) runs on the latter. The watcher never blocks and never
- * calls ZooKeeper: it records the session state and marks cache entries and published nodes "dirty" under
- * r->mu, then signals r->cv. The registry's own worker thread does the follow-up work: re-reads dirty
- * entries (which re-arms their watches), re-creates dirty published nodes, and replaces the session after
- * it expired. Caller threads (publish, the first resolve of a service) talk to ZooKeeper themselves. Every
- * request is issued asynchronously and awaited with a deadline, so no call waits longer than its bound.
+ * Threads. One worker thread per registry owns the ZooKeeper handle: it opens the session (in the
+ * background: mprpc__registry_open returns at once), replaces it after expiry, and does every request.
+ * Providers (publish) and callers (the first resolve of a service) post work to it, a node or a path
+ * marked "dirty", and wait on r->cv up to their own deadline; the worker records the outcome and
+ * broadcasts. The ZooKeeper client runs its own I/O and completion threads; the global watcher (every
+ * watch is armed on it) runs on the latter, never blocks and never calls ZooKeeper: it records the session
+ * state and marks nodes and paths dirty. There is one retry loop, the worker's: whatever failed stays
+ * dirty and is tried again MPRPC__REG_RETRY_MS later.
  *
- * Locks. r->mu guards all registry state (cache, published list, session state, r->zh). r->hlock is held
- * for reading by any thread that uses r->zh outside r->mu, and for writing (briefly, never while calling
- * ZooKeeper) by the worker when it swaps in a new handle, so nobody uses a handle being closed. Order:
- * hlock before mu. The watcher takes only mu.
+ * Locks. r->mu guards all registry state. It is never held across a ZooKeeper request or
+ * zookeeper_init/close (the worker drops it first), so a caller waits for the worker only on r->cv, with
+ * its deadline. Each request in flight has its own small lock (mprpc__zkop). Order: r->mu before an op's.
+ *
+ * Bounds. A resolve waits until the earlier of the call's deadline and zookeeper_connect_timeout_ms from
+ * its start: the call's timeout is the caller's whole budget, and zookeeper_connect_timeout_ms says how
+ * much of a long one discovery may spend waiting for ZooKeeper. A publish (provider start) waits
+ * zookeeper_connect_timeout_ms. Each request of the worker is bounded by zookeeper_connect_timeout_ms too
+ * and aborted when the registry closes.
+ *
+ * Ownership. A provider replaces a node at its own address only when one of its own earlier (expired)
+ * sessions left it. A node held by any other session is left alone: the worker watches it, logs once, and
+ * registers when it goes (a restarted provider waits out its predecessor's session; callers reach the
+ * address meanwhile anyway). Two live providers on one address so never fight over the node.
  *
  * Security. With zookeeper_auth = "user:password" (or "file:PATH", the first line of PATH) the session
  * authenticates with the digest scheme and every node it creates gets the ACL {auth ALL, world READ}: the
  * server turns the "auth" entry into the creator's digest identity, so nothing is hashed here. Others can
  * read the registry but not change or delete it. The persistent parents get the same ACL, so every
- * instance of a service must use the same credentials (they share <root>/<Service>). The password never
- * reaches a log line or an error text. */
+ * instance of a service must use the same credentials (they share <root>/<Service>). With credentials, a
+ * provider refuses to register under a parent whose ACL lets anyone create, delete, write or administer
+ * (an old deployment's or a squatter's node), and a caller ignores registrations under such a parent or
+ * whose own ACL lets anyone write them, with a log line, unless zookeeper_allow_open_acl = 1. The password
+ * never reaches a log line or an error text. */
 
 static int mprpc__registry_wanted(const mprpc_config *cfg)
 {
@@ -4021,6 +4048,7 @@ static mprpc_status mprpc__registry_resolve(mprpc__registry *r, const char *serv
 #  define THREADED /* zookeeper_mt: the client runs its own I/O and completion threads */
 #endif
 #include <zookeeper/zookeeper.h>
+#include <netdb.h> /* getaddrinfo: naming the host that does not resolve */
 
 /* Copies n addresses into a, growing it to fit. */
 static int mprpc__addrs_set(mprpc__addrs *a, char (*v)[MPRPC_ADDR_MAX], size_t n)
@@ -4036,30 +4064,41 @@ static int mprpc__addrs_set(mprpc__addrs *a, char (*v)[MPRPC_ADDR_MAX], size_t n
     return 1;
 }
 
-#define MPRPC__REG_RETRY_MS 500 /* worker: pause before retrying a failed re-read or re-creation */
+#define MPRPC__REG_RETRY_MS 500  /* worker: pause before retrying whatever failed */
+#define MPRPC__REG_REOPEN_MS 1000 /* worker: pause before trying to open a session again */
+#define MPRPC__REG_DEAD_MAX 8     /* our own expired sessions remembered (their nodes may be replaced) */
+
+/* -------------------------------------------------------------------------------------------------- */
+/* 9.1 registry state                                                                                 */
+/* -------------------------------------------------------------------------------------------------- */
 
 /* One ZooKeeper request in flight. Two references: the waiter's and the completion's, so that a waiter
  * that gives up at its deadline never frees what a late completion still writes to. */
 typedef struct mprpc__zkop {
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    int refs, done, rc;
+    int refs, done, aborted, rc;
     struct Stat stat;
     char **strs; /* children (strings completion) */
     int nstrs;
     char *data; /* node data (data completion); datalen -1 means the node has no data */
     int datalen;
+    int world_perms;    /* ACL completion: what world:anyone may do */
+    char acl_text[160]; /* ACL completion, for messages: "world:anyone cdrwa, digest:alice cdrwa" */
 } mprpc__zkop;
 
-/* A node this registry published and keeps alive across sessions. */
+/* A node this registry publishes and keeps alive across sessions. Never freed before the registry. */
 typedef struct mprpc__reg_pub {
     struct mprpc__reg_pub *next;
     char *path; /* immutable once listed */
-    char *data; /* guarded by r->mu */
+    char *data;
     int datalen;
-    int exclusive; /* 1: our address, replace a node left by an earlier session; 0: seed method node */
-    int dirty;     /* needs (re-)creation or an ownership check */
-    int owned;     /* our session owns it right now */
+    int exclusive;      /* 1: our address; 0: a seed method node, first instance wins */
+    int dirty;          /* the worker must (re-)create or re-check it */
+    int owned;          /* our session owns it right now */
+    long long holder;   /* another session holding it, already reported (said once) */
+    mprpc_status result; /* of the worker's last attempt; MPRPC_AGAIN until the first one settles */
+    char error[256];     /* text of a failed result */
 } mprpc__reg_pub;
 
 /* A cache entry: the providers of one service (children of <root>/<Service>) or, in the seed layout,
@@ -4071,30 +4110,36 @@ typedef struct mprpc__reg_watch {
     int is_data; /* seed layout: one node's data is the address */
     char (*addrs)[MPRPC_ADDR_MAX];
     size_t count;
-    uint64_t gen; /* bumped whenever addrs changes (mprpc__registry_resolve's *gen) */
-    int fetched;  /* addrs is valid (possibly empty) */
-    int fetching; /* some thread is reading it from ZooKeeper right now */
-    int dirty;    /* a watch fired or the session changed: read again */
+    uint64_t gen;    /* bumped whenever addrs changes (mprpc__registry_resolve's *gen) */
+    int fetched;     /* addrs is valid (possibly empty) */
+    int dirty;       /* the worker must read it (first read, a watch fired, the session changed) */
+    char error[256]; /* why the last read failed for good (not for want of a connection), or "" */
 } mprpc__reg_watch;
 
 struct mprpc__registry {
     char hosts[512];
     char root[128];
     char auth[256];
-    int session_timeout_ms, connect_timeout_ms, seed_layout;
+    int session_timeout_ms, connect_timeout_ms, seed_layout, allow_open_acl;
     pthread_mutex_t mu;
-    pthread_cond_t cv; /* session state changed, a fetch finished, work for the worker, closing */
-    pthread_rwlock_t hlock;
-    zhandle_t *zh;
-    int state;   /* last session state seen on zh (0 until the first event) */
-    int lost;    /* connection lost, not yet back */
-    int expired; /* session expired: the worker must open a new one */
+    pthread_cond_t cv; /* the session changed, the worker finished something, work for it, closing */
+    zhandle_t *zh;     /* the worker's; written under mu (the watcher compares), used only by the worker */
+    int opening;       /* the worker is inside zookeeper_init: the watcher adopts the new handle */
+    int state;         /* last session state seen on zh (0 until the first event) */
+    int lost;          /* connection lost, not yet back */
+    int expired;       /* session expired: the worker must open a new one */
+    int auth_failed;   /* ZooKeeper rejected the credentials: final */
     int closing;
     long long session_id;
+    long long dead[MPRPC__REG_DEAD_MAX]; /* our expired sessions */
+    int ndead;
+    char session_error[256]; /* why there is no session (cannot open one, credentials rejected), or "" */
+    uint64_t reopen_at, retry_at;
+    mprpc__zkop *current; /* the worker's request in flight, aborted by close */
     mprpc__reg_pub *pubs;
     mprpc__reg_watch *watches;
-    unsigned long caller_fetches; /* reads done by resolve callers (tests check warm calls add none) */
-    unsigned long sessions;       /* sessions opened so far */
+    unsigned long caller_fetches; /* first reads asked for by resolve callers (tests: warm calls add none) */
+    unsigned long sessions;       /* handles opened so far */
     pthread_t worker;
     int worker_started;
     struct ACL acl_entries[2];
@@ -4130,7 +4175,28 @@ static char *mprpc__reg_strdup(const char *s)
     return p;
 }
 
-/* ---- one bounded ZooKeeper request ---- */
+static const char *mprpc__reg_state_name(int state)
+{
+    if (state == ZOO_CONNECTED_STATE) return "connected";
+    if (state == ZOO_CONNECTING_STATE) return "connecting";
+    if (state == ZOO_ASSOCIATING_STATE) return "associating";
+    if (state == ZOO_EXPIRED_SESSION_STATE) return "session expired";
+    if (state == ZOO_AUTH_FAILED_STATE) return "authentication failed";
+    if (state == ZOO_READONLY_STATE) return "read-only";
+    if (state == ZOO_NOTCONNECTED_STATE) return "not connected";
+    return "not connected yet";
+}
+
+/* Failures that a (re)connected session may cure: the worker tries again. */
+static int mprpc__reg_retryable(int rc)
+{
+    return rc == ZCONNECTIONLOSS || rc == ZINVALIDSTATE || rc == ZSESSIONEXPIRED || rc == ZSESSIONMOVED ||
+           rc == ZOPERATIONTIMEOUT || rc == ZCLOSING || rc == ZNODEEXISTS;
+}
+
+/* -------------------------------------------------------------------------------------------------- */
+/* 9.2 one bounded ZooKeeper request (worker thread only)                                             */
+/* -------------------------------------------------------------------------------------------------- */
 
 static mprpc__zkop *mprpc__zkop_new(void)
 {
@@ -4199,17 +4265,15 @@ static void mprpc__zkop_data_cb(int rc, const char *value, int value_len, const 
                                 const void *data)
 {
     mprpc__zkop *op = (mprpc__zkop *)data;
-    if (rc == ZOK) {
-        if (stat) op->stat = *stat;
-        if (value && value_len >= 0) {
-            op->data = (char *)MPRPC_MALLOC((size_t)value_len + 1);
-            if (!op->data) {
-                rc = ZSYSTEMERROR;
-            } else {
-                memcpy(op->data, value, (size_t)value_len);
-                op->data[value_len] = '\0';
-                op->datalen = value_len;
-            }
+    if (rc == ZOK && stat) op->stat = *stat;
+    if (rc == ZOK && value && value_len >= 0) {
+        op->data = (char *)MPRPC_MALLOC((size_t)value_len + 1);
+        if (!op->data) {
+            rc = ZSYSTEMERROR;
+        } else {
+            memcpy(op->data, value, (size_t)value_len);
+            op->data[value_len] = '\0';
+            op->datalen = value_len;
         }
     }
     mprpc__zkop_finish(op, rc);
@@ -4221,112 +4285,150 @@ static void mprpc__zkop_strings_cb(int rc, const struct String_vector *strings, 
     int i;
     if (rc == ZOK && strings && strings->count > 0) {
         op->strs = (char **)MPRPC_MALLOC(sizeof(char *) * (size_t)strings->count);
-        if (!op->strs) {
-            rc = ZSYSTEMERROR;
-        } else {
-            for (i = 0; i < strings->count; i++) {
-                op->strs[i] = mprpc__reg_strdup(strings->data[i]);
-                if (!op->strs[i]) {
-                    rc = ZSYSTEMERROR;
-                    break;
-                }
-                op->nstrs = i + 1;
-            }
+        for (i = 0; op->strs && i < strings->count; i++) {
+            op->strs[i] = mprpc__reg_strdup(strings->data[i]);
+            if (!op->strs[i]) break;
+            op->nstrs = i + 1;
         }
+        if (op->nstrs < strings->count) rc = ZSYSTEMERROR;
     }
     mprpc__zkop_finish(op, rc);
 }
 
-/* qrc is what the zoo_a* call returned. Waits for the completion until deadline_ms. Returns the
- * request's rc, or ZOPERATIONTIMEOUT when the deadline passed first. The caller still owns one
- * reference to op and drops it with mprpc__zkop_unref. */
-static int mprpc__zkop_wait(mprpc__zkop *op, int qrc, uint64_t deadline_ms)
+/* "cdrwa" letters of a permission set, as ZooKeeper's own tools print them. */
+static void mprpc__reg_perms_text(int perms, char out[8])
 {
-    int rc;
+    char *p = out;
+    if (perms & ZOO_PERM_CREATE) *p++ = 'c';
+    if (perms & ZOO_PERM_DELETE) *p++ = 'd';
+    if (perms & ZOO_PERM_READ) *p++ = 'r';
+    if (perms & ZOO_PERM_WRITE) *p++ = 'w';
+    if (perms & ZOO_PERM_ADMIN) *p++ = 'a';
+    if (p == out) *p++ = '-';
+    *p = '\0';
+}
+
+/* Keeps what the checks need: world:anyone's permissions and a printable summary (digest ids are
+ * shortened to the user name; the hash is no secret, but it is noise). */
+static void mprpc__zkop_acl_cb(int rc, struct ACL_vector *acl, struct Stat *stat, const void *data)
+{
+    mprpc__zkop *op = (mprpc__zkop *)data;
+    size_t n = 0;
+    int i;
+    (void)stat;
+    for (i = 0; rc == ZOK && acl && i < acl->count; i++) {
+        const struct ACL *a = &acl->data[i];
+        int digest = strcmp(a->id.scheme, "digest") == 0;
+        char perms[8];
+        if (strcmp(a->id.scheme, "world") == 0 && strcmp(a->id.id, "anyone") == 0) op->world_perms |= a->perms;
+        mprpc__reg_perms_text(a->perms, perms);
+        if (n < sizeof op->acl_text)
+            n += (size_t)snprintf(op->acl_text + n, sizeof op->acl_text - n, "%s%s:%.*s %s", i ? ", " : "",
+                                  a->id.scheme, (int)(digest ? strcspn(a->id.id, ":") : strlen(a->id.id)),
+                                  a->id.id, perms);
+    }
+    mprpc__zkop_finish(op, rc);
+}
+
+/* qrc is what the zoo_a* call returned. Waits for the completion until deadline_ms or until the registry
+ * closes (r->current lets mprpc__registry_close abort the wait). Returns the request's rc, or
+ * ZOPERATIONTIMEOUT / ZCLOSING. On ZOK with out, *out = op (the caller unrefs it); else op is released. */
+static int mprpc__zk_finish(mprpc__registry *r, mprpc__zkop *op, int qrc, uint64_t deadline_ms,
+                            mprpc__zkop **out)
+{
+    int rc, closing;
     if (qrc != ZOK) {          /* not queued: the completion never runs */
         mprpc__zkop_unref(op); /* drops the completion's reference, the caller's stays */
+        mprpc__zkop_unref(op);
         return qrc;
     }
+    pthread_mutex_lock(&r->mu);
+    closing = r->closing;
+    r->current = op;
+    pthread_mutex_unlock(&r->mu);
     pthread_mutex_lock(&op->mu);
-    while (!op->done && mprpc__now_ms() < deadline_ms) mprpc__reg_wait_until(&op->cv, &op->mu, deadline_ms);
-    rc = op->done ? op->rc : ZOPERATIONTIMEOUT;
+    while (!op->done && !op->aborted && !closing && mprpc__now_ms() < deadline_ms)
+        mprpc__reg_wait_until(&op->cv, &op->mu, deadline_ms);
+    rc = op->done ? op->rc : (op->aborted || closing) ? ZCLOSING : ZOPERATIONTIMEOUT;
     pthread_mutex_unlock(&op->mu);
-    return rc;
-}
-
-static int mprpc__zk_create(zhandle_t *zh, const char *path, const char *data, int datalen,
-                            const struct ACL_vector *acl, int mode, uint64_t deadline_ms)
-{
-    int rc;
-    mprpc__zkop *op = mprpc__zkop_new();
-    if (!op) return ZSYSTEMERROR;
-    rc = mprpc__zkop_wait(op, zoo_acreate(zh, path, data, datalen, acl, mode, mprpc__zkop_string_cb, op),
-                          deadline_ms);
-    mprpc__zkop_unref(op);
-    return rc;
-}
-
-static int mprpc__zk_delete(zhandle_t *zh, const char *path, uint64_t deadline_ms)
-{
-    int rc;
-    mprpc__zkop *op = mprpc__zkop_new();
-    if (!op) return ZSYSTEMERROR;
-    rc = mprpc__zkop_wait(op, zoo_adelete(zh, path, -1, mprpc__zkop_void_cb, op), deadline_ms);
-    mprpc__zkop_unref(op);
-    return rc;
-}
-
-/* zoo_aexists; with watch, the global watcher hears of the node's creation, change or deletion. */
-static int mprpc__zk_exists(zhandle_t *zh, const char *path, int watch, struct Stat *stat,
-                            uint64_t deadline_ms)
-{
-    int rc;
-    mprpc__zkop *op = mprpc__zkop_new();
-    if (!op) return ZSYSTEMERROR;
-    rc = mprpc__zkop_wait(op, zoo_aexists(zh, path, watch, mprpc__zkop_stat_cb, op), deadline_ms);
-    if (rc == ZOK && stat) *stat = op->stat;
-    mprpc__zkop_unref(op);
-    return rc;
-}
-
-/* On ZOK the caller owns *out (an op whose strs/data hold the answer) and unrefs it. */
-static int mprpc__zk_read(zhandle_t *zh, const char *path, int children, mprpc__zkop **out,
-                          uint64_t deadline_ms)
-{
-    int rc, qrc;
-    mprpc__zkop *op = mprpc__zkop_new();
-    *out = NULL;
-    if (!op) return ZSYSTEMERROR;
-    if (children)
-        qrc = zoo_aget_children(zh, path, 1, mprpc__zkop_strings_cb, op);
-    else
-        qrc = zoo_aget(zh, path, 1, mprpc__zkop_data_cb, op);
-    rc = mprpc__zkop_wait(op, qrc, deadline_ms);
-    if (rc == ZOK)
+    pthread_mutex_lock(&r->mu);
+    r->current = NULL;
+    pthread_mutex_unlock(&r->mu);
+    if (rc == ZOK && out)
         *out = op;
     else
         mprpc__zkop_unref(op);
     return rc;
 }
 
-/* ---- session ---- */
+static int mprpc__zk_create(mprpc__registry *r, const char *path, const char *data, int datalen, int mode,
+                            uint64_t deadline)
+{
+    mprpc__zkop *op = mprpc__zkop_new();
+    if (!op) return ZSYSTEMERROR;
+    return mprpc__zk_finish(
+        r, op, zoo_acreate(r->zh, path, data, datalen, &r->acl, mode, mprpc__zkop_string_cb, op), deadline,
+        NULL);
+}
+
+static int mprpc__zk_delete(mprpc__registry *r, const char *path, uint64_t deadline)
+{
+    mprpc__zkop *op = mprpc__zkop_new();
+    if (!op) return ZSYSTEMERROR;
+    return mprpc__zk_finish(r, op, zoo_adelete(r->zh, path, -1, mprpc__zkop_void_cb, op), deadline, NULL);
+}
+
+/* zoo_aexists with a watch: the global watcher hears of the node's creation, change or deletion. */
+static int mprpc__zk_exists(mprpc__registry *r, const char *path, struct Stat *stat, uint64_t deadline)
+{
+    mprpc__zkop *op = mprpc__zkop_new(), *got = NULL;
+    int rc;
+    if (!op) return ZSYSTEMERROR;
+    rc = mprpc__zk_finish(r, op, zoo_aexists(r->zh, path, 1, mprpc__zkop_stat_cb, op), deadline, &got);
+    if (got) {
+        if (stat) *stat = got->stat;
+        mprpc__zkop_unref(got);
+    }
+    return rc;
+}
+
+/* Children (with a watch) or data (with a watch) of path; on ZOK the caller unrefs *out. */
+static int mprpc__zk_read(mprpc__registry *r, const char *path, int children, mprpc__zkop **out,
+                          uint64_t deadline)
+{
+    mprpc__zkop *op = mprpc__zkop_new();
+    *out = NULL;
+    if (!op) return ZSYSTEMERROR;
+    return mprpc__zk_finish(r, op,
+                            children ? zoo_aget_children(r->zh, path, 1, mprpc__zkop_strings_cb, op)
+                                     : zoo_aget(r->zh, path, 1, mprpc__zkop_data_cb, op),
+                            deadline, out);
+}
+
+/* The ACL of path: world:anyone's permissions and a summary for messages. */
+static int mprpc__zk_acl(mprpc__registry *r, const char *path, int *world_perms, char *text, size_t textlen,
+                         uint64_t deadline)
+{
+    mprpc__zkop *op = mprpc__zkop_new(), *got = NULL;
+    int rc;
+    if (!op) return ZSYSTEMERROR;
+    rc = mprpc__zk_finish(r, op, zoo_aget_acl(r->zh, path, mprpc__zkop_acl_cb, op), deadline, &got);
+    if (got) {
+        *world_perms = got->world_perms;
+        mprpc__copy_str(text, textlen, got->acl_text);
+        mprpc__zkop_unref(got);
+    }
+    return rc;
+}
+
+/* -------------------------------------------------------------------------------------------------- */
+/* 9.3 session: opened, watched and renewed by the worker                                             */
+/* -------------------------------------------------------------------------------------------------- */
 
 /* The ZooKeeper client's own log lines go to the debug level of mprpc's logger, not to stderr. */
 static void mprpc__reg_zklog(const char *message)
 {
     MPRPC_LOG_DEBUG("zookeeper client: %s", message);
-}
-
-static const char *mprpc__reg_state_name(int state)
-{
-    if (state == ZOO_CONNECTED_STATE) return "connected";
-    if (state == ZOO_CONNECTING_STATE) return "connecting";
-    if (state == ZOO_ASSOCIATING_STATE) return "associating";
-    if (state == ZOO_EXPIRED_SESSION_STATE) return "session expired";
-    if (state == ZOO_AUTH_FAILED_STATE) return "authentication failed";
-    if (state == ZOO_READONLY_STATE) return "read-only";
-    if (state == ZOO_NOTCONNECTED_STATE) return "not connected";
-    return "unknown";
 }
 
 static void mprpc__reg_mark_all_dirty(mprpc__registry *r)
@@ -4337,6 +4439,59 @@ static void mprpc__reg_mark_all_dirty(mprpc__registry *r)
     for (w = r->watches; w; w = w->next) w->dirty = 1;
 }
 
+/* Watcher, r->mu held: the session is (again) connected. */
+static void mprpc__reg_on_connected(mprpc__registry *r, zhandle_t *zh)
+{
+    const clientid_t *id = zoo_client_id(zh);
+    long long sid = id ? (long long)id->client_id : 0;
+    int user_len = (int)strcspn(r->auth, ":"); /* the user name only: the password is never logged */
+    if (r->lost && sid == r->session_id)
+        MPRPC_LOG_INFO("registry: connection to ZooKeeper recovered (session 0x%llx)", (unsigned long long)sid);
+    if (sid != r->session_id && r->sessions > 1) {
+        size_t np = 0, nw = 0;
+        mprpc__reg_pub *p;
+        mprpc__reg_watch *w;
+        for (p = r->pubs; p; p = p->next) np++;
+        for (w = r->watches; w; w = w->next) nw++;
+        MPRPC_LOG_INFO("registry: new ZooKeeper session 0x%llx established; re-registering %zu node(s), "
+                       "re-reading %zu watched path(s)", (unsigned long long)sid, np, nw);
+    } else if (sid != r->session_id) {
+        MPRPC_LOG_INFO("registry: connected to ZooKeeper at %s (session 0x%llx, timeout %d ms, root %s%s%.*s%s)",
+                       r->hosts, (unsigned long long)sid, zoo_recv_timeout(zh), r->root,
+                       r->auth[0] ? ", digest auth as \"" : "", user_len, r->auth, r->auth[0] ? "\"" : "");
+    }
+    /* The client re-arms its watches by itself after a reconnect; re-reading everything anyway costs
+     * little and catches whatever changed while we were away. */
+    if (r->lost || r->session_id != sid) mprpc__reg_mark_all_dirty(r);
+    r->lost = 0;
+    r->session_id = sid;
+    r->session_error[0] = '\0';
+}
+
+/* Watcher, r->mu held: a session event. */
+static void mprpc__reg_on_session(mprpc__registry *r, zhandle_t *zh, int state)
+{
+    MPRPC_LOG_DEBUG("registry: ZooKeeper session event: %s", mprpc__reg_state_name(state));
+    if (state == ZOO_CONNECTED_STATE) {
+        mprpc__reg_on_connected(r, zh);
+    } else if (state == ZOO_CONNECTING_STATE) {
+        if (!r->lost && r->state == ZOO_CONNECTED_STATE)
+            MPRPC_LOG_WARN("registry: connection to ZooKeeper lost; serving from the cache while the "
+                           "client reconnects");
+        r->lost = 1;
+    } else if (state == ZOO_EXPIRED_SESSION_STATE) {
+        MPRPC_LOG_WARN("registry: ZooKeeper session 0x%llx expired; opening a new session",
+                       (unsigned long long)r->session_id);
+        r->expired = 1;
+    } else if (state == ZOO_AUTH_FAILED_STATE) {
+        mprpc__fmt(r->session_error, sizeof r->session_error,
+                   "ZooKeeper at %s rejected the credentials of zookeeper_auth", r->hosts);
+        MPRPC_LOG_ERROR("registry: %s", r->session_error);
+        r->auth_failed = 1;
+    }
+    r->state = state;
+}
+
 /* The global watcher: runs on the client's completion thread. Records and delegates, never blocks. */
 static void mprpc__reg_watcher(zhandle_t *zh, int type, int state, const char *path, void *ctx)
 {
@@ -4344,51 +4499,18 @@ static void mprpc__reg_watcher(zhandle_t *zh, int type, int state, const char *p
     mprpc__reg_pub *p;
     mprpc__reg_watch *w;
     pthread_mutex_lock(&r->mu);
-    if (zh != r->zh || r->closing) { /* an old handle being closed, or we are closing */
+    if (zh != r->zh && r->opening && !r->zh) r->zh = zh; /* an event before zookeeper_init returned */
+    if (zh != r->zh || r->closing) {                    /* an old handle being closed, or we are closing */
         pthread_mutex_unlock(&r->mu);
         return;
     }
     if (type == ZOO_SESSION_EVENT) {
-        MPRPC_LOG_DEBUG("registry: ZooKeeper session event: %s", mprpc__reg_state_name(state));
-        if (state == ZOO_CONNECTED_STATE) {
-            const clientid_t *id = zoo_client_id(zh);
-            long long sid = id ? (long long)id->client_id : 0;
-            if (r->lost)
-                MPRPC_LOG_INFO("registry: connection to ZooKeeper recovered (session 0x%llx)",
-                               (unsigned long long)sid);
-            if (r->session_id == 0 && r->sessions > 1) {
-                size_t np = 0, nw = 0;
-                for (p = r->pubs; p; p = p->next) np++;
-                for (w = r->watches; w; w = w->next) nw++;
-                MPRPC_LOG_INFO(
-                    "registry: new ZooKeeper session 0x%llx established; re-registering %zu node(s), "
-                    "re-reading %zu watched path(s)",
-                    (unsigned long long)sid, np, nw);
-            }
-            /* The client re-arms its watches by itself after a reconnect; re-reading everything
-             * anyway costs little and catches whatever changed while we were away. */
-            if (r->lost || r->session_id != sid) mprpc__reg_mark_all_dirty(r);
-            r->lost = 0;
-            r->session_id = sid;
-        } else if (state == ZOO_CONNECTING_STATE) {
-            if (!r->lost && r->state == ZOO_CONNECTED_STATE)
-                MPRPC_LOG_WARN("registry: connection to ZooKeeper lost; serving from the cache while the "
-                               "client reconnects");
-            r->lost = 1;
-        } else if (state == ZOO_EXPIRED_SESSION_STATE) {
-            MPRPC_LOG_WARN("registry: ZooKeeper session 0x%llx expired; opening a new session",
-                           (unsigned long long)r->session_id);
-            r->expired = 1;
-        } else if (state == ZOO_AUTH_FAILED_STATE) {
-            MPRPC_LOG_ERROR("registry: ZooKeeper rejected the credentials of zookeeper_auth");
-        }
-        r->state = state;
+        mprpc__reg_on_session(r, zh, state);
     } else if (path) {
         for (w = r->watches; w; w = w->next)
             if (strcmp(w->path, path) == 0) w->dirty = 1;
         for (p = r->pubs; p; p = p->next)
-            if (strcmp(p->path, path) == 0)
-                p->dirty = 1; /* deleted, changed, or (not ours) released: check it, re-arm the watch */
+            if (strcmp(p->path, path) == 0) p->dirty = 1; /* deleted, changed, or released: check it */
         MPRPC_LOG_DEBUG("registry: watch fired on %s (type %d)", path, type);
     }
     pthread_cond_broadcast(&r->cv);
@@ -4401,66 +4523,95 @@ static void mprpc__reg_auth_cb(int rc, const void *data)
     if (rc != ZOK) MPRPC_LOG_ERROR("registry: ZooKeeper digest authentication failed: %s", zerror(rc));
 }
 
-/* Creates a handle and stores it in r->zh (under r->mu, so the watcher can compare). The digest
- * credentials are queued at once: the client sends them before any request on every connection. */
-static mprpc_status mprpc__reg_new_handle(mprpc__registry *r, char *err, size_t errlen)
+/* zookeeper_init failed: name the host that does not resolve, or say what errno says. */
+static void mprpc__reg_init_error(const mprpc__registry *r, int e, char *err, size_t errlen)
 {
-    zhandle_t *zh;
-    int rc;
-    pthread_mutex_lock(&r->mu);
-    errno = 0;
-    zh = zookeeper_init2(r->hosts, mprpc__reg_watcher, r->session_timeout_ms, NULL, r, 0, mprpc__reg_zklog);
-    r->zh = zh;
-    r->state = 0;
-    r->lost = 0;
-    r->expired = 0;
-    r->session_id = 0;
-    if (zh) r->sessions++;
-    pthread_mutex_unlock(&r->mu);
-    if (!zh) {
-        int e = errno;
-        mprpc__fmt(err, errlen, "zookeeper_init(\"%s\") failed: %s", r->hosts,
-                   e ? strerror(e) : "invalid host list");
-        return e == EINVAL || e == 0 ? MPRPC_ERR_CONFIG : MPRPC_ERR_ZOOKEEPER;
-    }
-    if (r->auth[0]) {
-        rc = zoo_add_auth(zh, "digest", r->auth, (int)strlen(r->auth), mprpc__reg_auth_cb, NULL);
-        if (rc != ZOK) {
-            mprpc__fmt(err, errlen, "zoo_add_auth(digest) failed: %s", zerror(rc));
-            return MPRPC_ERR_ZOOKEEPER;
+    const char *s = r->hosts;
+    while (*s && (e == ENOENT || e == EINVAL || e == 0)) {
+        char host[256];
+        size_t n = strcspn(s, ","), hn;
+        struct addrinfo hints, *res = NULL;
+        int rc;
+        mprpc__fmt(host, sizeof host, "%.*s", (int)(n < sizeof host ? n : sizeof host - 1), s);
+        hn = strcspn(host, "/"); /* a chroot suffix */
+        host[hn] = '\0';
+        if (strrchr(host, ':')) *strrchr(host, ':') = '\0';
+        memset(&hints, 0, sizeof hints);
+        hints.ai_socktype = SOCK_STREAM;
+        rc = getaddrinfo(host, NULL, &hints, &res);
+        if (res) freeaddrinfo(res);
+        if (rc != 0) {
+            mprpc__fmt(err, errlen, "cannot resolve ZooKeeper host %s (%s)", host, gai_strerror(rc));
+            return;
         }
+        s += n + (s[n] == ',');
     }
-    return MPRPC_OK;
+    mprpc__fmt(err, errlen, "cannot open a ZooKeeper session with \"%s\": %s", r->hosts,
+               e ? strerror(e) : "invalid host list");
 }
 
-/* Worker: replaces an expired session. The new handle is swapped in under hlock (no thread is using
- * the old one then), and the old one is closed outside every lock. Everything is marked dirty, so the
- * worker re-creates every published node and re-reads (re-arms) every watched path once connected. */
-static int mprpc__reg_renew_session(mprpc__registry *r)
+/* Opens a handle (the watcher adopts it at once) and queues the digest credentials, which the client
+ * sends before any request on every connection. No lock held across zookeeper_init: it resolves names. */
+static void mprpc__reg_session_open(mprpc__registry *r)
+{
+    zhandle_t *zh;
+    char err[256] = "";
+    int e;
+    pthread_mutex_lock(&r->mu);
+    r->opening = 1;
+    r->state = r->lost = r->expired = 0;
+    r->session_id = 0;
+    pthread_mutex_unlock(&r->mu);
+    errno = 0;
+    zh = zookeeper_init2(r->hosts, mprpc__reg_watcher, r->session_timeout_ms, NULL, r, 0, mprpc__reg_zklog);
+    e = errno;
+    if (!zh) mprpc__reg_init_error(r, e, err, sizeof err);
+    if (zh && r->auth[0] && zoo_add_auth(zh, "digest", r->auth, (int)strlen(r->auth), mprpc__reg_auth_cb, NULL) != ZOK)
+        mprpc__fmt(err, sizeof err, "zoo_add_auth(digest) failed on ZooKeeper at %s", r->hosts);
+    pthread_mutex_lock(&r->mu);
+    r->opening = 0;
+    r->zh = zh;
+    if (zh) r->sessions++;
+    if (err[0]) {
+        mprpc__copy_str(r->session_error, sizeof r->session_error, err);
+        r->reopen_at = mprpc__now_ms() + MPRPC__REG_REOPEN_MS;
+        if (zh) r->expired = 1; /* drop it and try again */
+        MPRPC_LOG_ERROR("registry: %s (retrying every %d ms)", err, MPRPC__REG_REOPEN_MS);
+    }
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+}
+
+/* Worker: drops the expired (or never usable) handle, remembers its session as dead, opens a new one.
+ * The old handle is out of r->zh before it is closed, so the watcher ignores its last events. */
+static void mprpc__reg_session_renew(mprpc__registry *r)
 {
     zhandle_t *old;
-    char err[256];
-    int ok = 1;
-    pthread_rwlock_wrlock(&r->hlock);
     pthread_mutex_lock(&r->mu);
     old = r->zh;
     r->zh = NULL;
+    if (r->session_id) r->dead[r->ndead++ % MPRPC__REG_DEAD_MAX] = r->session_id;
     mprpc__reg_mark_all_dirty(r);
     pthread_mutex_unlock(&r->mu);
-    if (mprpc__reg_new_handle(r, err, sizeof err) != MPRPC_OK) {
-        MPRPC_LOG_ERROR("registry: cannot open a new ZooKeeper session: %s (retrying)", err);
-        pthread_mutex_lock(&r->mu);
-        r->expired = 1; /* try again later */
-        pthread_mutex_unlock(&r->mu);
-        ok = 0;
-    }
-    pthread_rwlock_unlock(&r->hlock);
     if (old) zookeeper_close(old);
-    return ok;
+    mprpc__reg_session_open(r);
 }
 
+/* Was session id one of ours, now expired? Called with r->mu held. */
+static int mprpc__reg_was_ours(const mprpc__registry *r, long long id)
+{
+    int i;
+    for (i = 0; i < MPRPC__REG_DEAD_MAX && i < r->ndead; i++)
+        if (r->dead[i] == id) return 1;
+    return 0;
+}
+
+/* -------------------------------------------------------------------------------------------------- */
+/* 9.4 publish (worker side): a node of ours made to exist                                            */
+/* -------------------------------------------------------------------------------------------------- */
+
 /* Creates the persistent ancestors of path (not path itself). */
-static int mprpc__reg_ensure_parents(mprpc__registry *r, zhandle_t *zh, const char *path, uint64_t deadline)
+static int mprpc__reg_ensure_parents(mprpc__registry *r, const char *path, uint64_t deadline)
 {
     char buf[512];
     size_t i, n = strlen(path);
@@ -4470,261 +4621,304 @@ static int mprpc__reg_ensure_parents(mprpc__registry *r, zhandle_t *zh, const ch
     for (i = 1; i < n; i++) {
         if (buf[i] != '/') continue;
         buf[i] = '\0';
-        rc = mprpc__zk_create(zh, buf, NULL, 0, &r->acl, 0, deadline); /* empty data, as the seed */
+        rc = mprpc__zk_create(r, buf, NULL, 0, 0, deadline); /* empty data, as the seed */
         buf[i] = '/';
         if (rc != ZOK && rc != ZNODEEXISTS) return rc;
     }
     return ZOK;
 }
 
-/* Makes sure the ephemeral node path exists with our session as owner, and arms an exists watch on it
- * so that its deletion (or, for a seed node owned by another instance, its release) comes back to us.
- * Returns ZOK also when a non-exclusive node is owned by someone else (*owned = 0 then). */
-static int mprpc__reg_ensure_pub(mprpc__registry *r, zhandle_t *zh, const char *path, const char *data,
-                                 int datalen, int exclusive, int *owned, uint64_t deadline)
+/* The parent of path ("/a/b" for "/a/b/c"). */
+static void mprpc__reg_parent(const char *path, char *out, size_t cap)
+{
+    size_t n = (size_t)(strrchr(path, '/') - path);
+    mprpc__fmt(out, cap, "%.*s", (int)(n ? n : 1), path);
+}
+
+/* With credentials, refuses a parent that lets anyone add, delete, rewrite or re-ACL (an old deployment's
+ * node, or a squatter's): an impostor there would receive calls. Returns ZOK, a ZooKeeper error, or
+ * ZNOAUTH with err filled. */
+static int mprpc__reg_check_parent(mprpc__registry *r, const char *path, uint64_t deadline, char *err,
+                                   size_t errlen)
+{
+    char parent[512], acl[160] = "";
+    int world = 0, rc;
+    if (!r->auth[0] || r->allow_open_acl) return ZOK;
+    mprpc__reg_parent(path, parent, sizeof parent);
+    rc = mprpc__zk_acl(r, parent, &world, acl, sizeof acl, deadline);
+    if (rc != ZOK) return rc;
+    if (!(world & (ZOO_PERM_CREATE | ZOO_PERM_DELETE | ZOO_PERM_WRITE | ZOO_PERM_ADMIN))) return ZOK;
+    mprpc__fmt(err, errlen,
+               "refusing to register %s: anyone may add or delete registrations under %s (fix its ACL or "
+               "set zookeeper_allow_open_acl = 1); its ACL: {%s}", path, parent, acl);
+    return ZNOAUTH;
+}
+
+/* Records (r->mu held) that another session holds p's node; logs only when the holder changes. */
+static void mprpc__reg_note_holder(mprpc__reg_pub *p, long long holder)
+{
+    if (p->holder == holder) return;
+    p->holder = holder;
+    if (!p->exclusive)
+        MPRPC_LOG_INFO("registry: %s is owned by another instance (session 0x%llx); carrying on, taking it "
+                       "over when it goes", p->path, (unsigned long long)holder);
+    else
+        MPRPC_LOG_WARN("registry: %s is held by another live session 0x%llx (a second provider publishing "
+                       "the same address?); not replacing it: registering once it goes (callers reach this "
+                       "address meanwhile)", p->path, (unsigned long long)holder);
+}
+
+/* Creates p's ephemeral node, or finds it ours or held by another session (then watched, so its deletion
+ * brings us back). Replaces only a node one of our own expired sessions left. */
+static int mprpc__reg_claim(mprpc__registry *r, mprpc__reg_pub *p, const char *data, int datalen,
+                            uint64_t deadline)
 {
     struct Stat st;
-    int attempt, rc;
-    const clientid_t *id = zoo_client_id(zh);
+    int attempt, rc, ours;
+    const clientid_t *id = zoo_client_id(r->zh);
     long long me = id ? (long long)id->client_id : 0;
-    *owned = 0;
-    rc = mprpc__reg_ensure_parents(r, zh, path, deadline);
-    if (rc != ZOK) return rc;
-    for (attempt = 0; attempt < 4; attempt++) {
-        rc = mprpc__zk_create(zh, path, data, datalen, &r->acl, ZOO_EPHEMERAL, deadline);
-        if (rc == ZOK) {
-            MPRPC_LOG_INFO("registry: registered %s (session 0x%llx)", path, (unsigned long long)me);
-            *owned = 1;
-            rc = mprpc__zk_exists(zh, path, 1, &st, deadline);
-            return rc == ZNONODE ? ZOK : rc; /* ZNONODE: the watch is armed anyway, the event follows */
-        }
+    for (attempt = 0; attempt < 3; attempt++) {
+        rc = mprpc__zk_create(r, p->path, data, datalen, ZOO_EPHEMERAL, deadline);
         if (rc == ZNONODE) { /* a parent vanished meanwhile */
-            rc = mprpc__reg_ensure_parents(r, zh, path, deadline);
+            rc = mprpc__reg_ensure_parents(r, p->path, deadline);
             if (rc != ZOK) return rc;
             continue;
         }
-        if (rc != ZNODEEXISTS) return rc;
-        rc = mprpc__zk_exists(zh, path, 1, &st, deadline);
-        if (rc == ZNONODE) continue;
+        if (rc == ZOK) MPRPC_LOG_INFO("registry: registered %s (session 0x%llx)", p->path, (unsigned long long)me);
+        if (rc == ZOK || rc == ZNODEEXISTS) rc = mprpc__zk_exists(r, p->path, &st, deadline);
+        if (rc == ZNONODE) continue; /* gone meanwhile (or a parent vanished): create again */
         if (rc != ZOK) return rc;
-        if ((long long)st.ephemeralOwner == me) {
-            *owned = 1; /* ours already (a retried create that had gone through) */
-            return ZOK;
-        }
-        if (!exclusive) {
-            MPRPC_LOG_INFO("registry: %s is owned by another instance (session 0x%llx); carrying on", path,
-                           (unsigned long long)st.ephemeralOwner);
-            return ZOK;
-        }
-        MPRPC_LOG_WARN("registry: %s was left by an earlier session 0x%llx; replacing it", path,
+        pthread_mutex_lock(&r->mu);
+        p->owned = (long long)st.ephemeralOwner == me;
+        ours = !p->owned && p->exclusive && mprpc__reg_was_ours(r, (long long)st.ephemeralOwner);
+        if (p->owned) p->holder = 0;
+        if (!p->owned && !ours) mprpc__reg_note_holder(p, (long long)st.ephemeralOwner);
+        pthread_mutex_unlock(&r->mu);
+        if (!ours) return ZOK;
+        MPRPC_LOG_WARN("registry: %s was left by our expired session 0x%llx; replacing it", p->path,
                        (unsigned long long)st.ephemeralOwner);
-        rc = mprpc__zk_delete(zh, path, deadline);
+        rc = mprpc__zk_delete(r, p->path, deadline);
         if (rc != ZOK && rc != ZNONODE) return rc;
     }
     return ZNODEEXISTS;
 }
+
+/* Worker, r->mu held on entry and exit: (re-)creates or re-checks one dirty published node. */
+static void mprpc__reg_work_pub(mprpc__registry *r, mprpc__reg_pub *p)
+{
+    uint64_t deadline = mprpc__now_ms() + (uint64_t)r->connect_timeout_ms;
+    char *data = mprpc__reg_strdup(p->data), err[256] = "";
+    int datalen = p->datalen, rc = ZSYSTEMERROR;
+    p->dirty = 0;
+    pthread_mutex_unlock(&r->mu);
+    if (data) rc = mprpc__reg_ensure_parents(r, p->path, deadline);
+    if (rc == ZOK) rc = mprpc__reg_check_parent(r, p->path, deadline, err, sizeof err);
+    if (rc == ZOK) rc = mprpc__reg_claim(r, p, data, datalen, deadline);
+    MPRPC_FREE(data);
+    pthread_mutex_lock(&r->mu);
+    if (rc == ZOK) {
+        p->result = MPRPC_OK;
+    } else if (mprpc__reg_retryable(rc)) {
+        MPRPC_LOG_WARN("registry: cannot register %s yet: %s (retrying)", p->path, zerror(rc));
+        p->dirty = 1;
+        r->retry_at = mprpc__now_ms() + MPRPC__REG_RETRY_MS;
+    } else { /* final until published again: no retry storm against a refusal */
+        if (!err[0])
+            mprpc__fmt(err, sizeof err, "registering %s in ZooKeeper at %s failed: %s", p->path, r->hosts,
+                       zerror(rc));
+        mprpc__copy_str(p->error, sizeof p->error, err);
+        p->result = rc == ZNOAUTH ? MPRPC_ERR_CONFIG : MPRPC_ERR_ZOOKEEPER;
+        MPRPC_LOG_ERROR("registry: %s", err);
+    }
+    pthread_cond_broadcast(&r->cv);
+}
+
+/* -------------------------------------------------------------------------------------------------- */
+/* 9.5 resolve (worker side): a watched path read into the cache                                      */
+/* -------------------------------------------------------------------------------------------------- */
 
 static int mprpc__reg_addr_cmp(const void *a, const void *b)
 {
     return strcmp((const char *)a, (const char *)b);
 }
 
-/* Reads w's path (arming its watch) and stores the result in w. The caller has set w->fetching.
- * ZNONODE counts as "no providers" once an exists watch is armed, so the creation is noticed. */
-static int mprpc__reg_fetch(mprpc__registry *r, zhandle_t *zh, mprpc__reg_watch *w, uint64_t deadline)
+/* Reads w's path with a watch; an absent node gets an exists watch and reads as *op = NULL. */
+static int mprpc__reg_read(mprpc__registry *r, const mprpc__reg_watch *w, mprpc__zkop **op, uint64_t deadline)
 {
-    mprpc__zkop *op = NULL;
-    char(*list)[MPRPC_ADDR_MAX] = NULL;
-    size_t n = 0, i, j;
-    int rc, attempt;
-    char diff[512];
-    size_t dl = 0;
-
-    for (attempt = 0; attempt < 3; attempt++) {
-        rc = mprpc__zk_read(zh, w->path, !w->is_data, &op, deadline);
+    int attempt, rc = ZNONODE;
+    for (attempt = 0; attempt < 3 && rc == ZNONODE; attempt++) {
+        rc = mprpc__zk_read(r, w->path, !w->is_data, op, deadline);
         if (rc != ZNONODE) break;
-        rc = mprpc__zk_exists(zh, w->path, 1, NULL, deadline);
-        if (rc == ZNONODE) { /* absent, and now watched */
-            rc = ZOK;
-            break;
-        }
-        if (rc != ZOK) break;
-        rc = ZNONODE; /* created meanwhile: read again */
+        rc = mprpc__zk_exists(r, w->path, NULL, deadline);
+        if (rc == ZNONODE) return ZOK; /* absent, and now watched */
+        if (rc == ZOK) rc = ZNONODE;   /* created meanwhile: read again */
     }
-    if (rc != ZOK) return rc;
-    if (op) {
-        size_t cap = w->is_data ? 1 : (size_t)op->nstrs;
-        if (cap > 0) {
-            list = (char(*)[MPRPC_ADDR_MAX])MPRPC_MALLOC(cap * MPRPC_ADDR_MAX);
-            if (!list) {
-                mprpc__zkop_unref(op);
-                return ZSYSTEMERROR;
-            }
-        }
-        if (w->is_data) {
-            if (op->data && op->datalen > 0) {
-                /* the seed writes "ip:port"; tolerate a method list after a newline */
-                size_t len = strcspn(op->data, "\n");
-                if (len < MPRPC_ADDR_MAX) {
-                    memcpy(list[0], op->data, len);
-                    list[0][len] = '\0';
-                    n = 1;
-                }
-            }
-        } else {
-            for (i = 0; i < (size_t)op->nstrs; i++) {
-                if (strlen(op->strs[i]) >= MPRPC_ADDR_MAX) {
-                    MPRPC_LOG_WARN("registry: ignoring over-long provider name under %s", w->path);
-                    continue;
-                }
-                strcpy(list[n++], op->strs[i]);
-            }
-            if (n > 1) qsort(list, n, MPRPC_ADDR_MAX, mprpc__reg_addr_cmp);
-        }
-        mprpc__zkop_unref(op);
-    }
+    return rc;
+}
 
-    /* Describe the change for the log: "+a -b". Both lists are sorted (seed: at most one). */
+/* The addresses an answer names: the children, or (seed layout) the first line of the data. */
+static int mprpc__reg_parse(const mprpc__reg_watch *w, const mprpc__zkop *op, char (**list)[MPRPC_ADDR_MAX],
+                            size_t *n)
+{
+    size_t cap = op ? (w->is_data ? 1 : (size_t)op->nstrs) : 0, i, len;
+    *list = NULL;
+    *n = 0;
+    if (cap == 0) return ZOK;
+    *list = (char(*)[MPRPC_ADDR_MAX])MPRPC_MALLOC(cap * MPRPC_ADDR_MAX);
+    if (!*list) return ZSYSTEMERROR;
+    for (i = 0; i < (w->is_data ? 0 : cap); i++) {
+        if (strlen(op->strs[i]) >= MPRPC_ADDR_MAX) {
+            MPRPC_LOG_WARN("registry: ignoring over-long provider name under %s", w->path);
+            continue;
+        }
+        strcpy((*list)[(*n)++], op->strs[i]);
+    }
+    len = w->is_data && op->data ? strcspn(op->data, "\n") : 0; /* the seed writes "ip:port" */
+    if (len > 0 && len < MPRPC_ADDR_MAX) {
+        memcpy((*list)[0], op->data, len);
+        (*list)[0][len] = '\0';
+        *n = 1;
+    }
+    if (*n > 1) qsort(*list, *n, MPRPC_ADDR_MAX, mprpc__reg_addr_cmp);
+    return ZOK;
+}
+
+/* A caller with credentials uses only registrations nobody else could have written: none under a parent
+ * that anyone may add to or delete from, none whose own node anyone may rewrite. Drops the others from
+ * list, with a log line each. */
+static int mprpc__reg_filter_open(mprpc__registry *r, const mprpc__reg_watch *w, char (*list)[MPRPC_ADDR_MAX],
+                                  size_t *n, uint64_t deadline)
+{
+    char parent[512], node[640], acl[160] = "";
+    size_t i, kept = 0;
+    int world = 0, rc;
+    if (!r->auth[0] || r->allow_open_acl || *n == 0) return ZOK;
+    if (w->is_data) mprpc__reg_parent(w->path, parent, sizeof parent);
+    else mprpc__copy_str(parent, sizeof parent, w->path);
+    rc = mprpc__zk_acl(r, parent, &world, acl, sizeof acl, deadline);
+    if (rc != ZOK) return rc;
+    if (world & (ZOO_PERM_CREATE | ZOO_PERM_DELETE | ZOO_PERM_ADMIN)) {
+        MPRPC_LOG_WARN("registry: ignoring all %zu provider(s) of %s: %s has the ACL {%s}, so anyone may "
+                       "have added them (zookeeper_allow_open_acl = 1 accepts them)", *n, w->name, parent, acl);
+        *n = 0;
+        return ZOK;
+    }
+    for (i = 0; i < *n; i++) {
+        if (w->is_data) mprpc__copy_str(node, sizeof node, w->path);
+        else mprpc__fmt(node, sizeof node, "%s/%s", w->path, list[i]);
+        rc = mprpc__zk_acl(r, node, &world, acl, sizeof acl, deadline);
+        if (rc == ZNONODE) continue; /* gone meanwhile: the watch brings the next list */
+        if (rc != ZOK) return rc;
+        if (world & (ZOO_PERM_WRITE | ZOO_PERM_ADMIN))
+            MPRPC_LOG_WARN("registry: ignoring provider %s of %s: %s has the ACL {%s}, so anyone may have "
+                           "written it", list[i], w->name, node, acl);
+        else if (kept++ != i)
+            memcpy(list[kept - 1], list[i], MPRPC_ADDR_MAX);
+    }
+    *n = kept;
+    return ZOK;
+}
+
+/* r->mu held: installs a new list in w and logs the change ("+a -b"). Takes list over. */
+static void mprpc__reg_store(mprpc__registry *r, mprpc__reg_watch *w, char (*list)[MPRPC_ADDR_MAX], size_t n)
+{
+    char diff[512];
+    size_t dl = 0, i, j;
     diff[0] = '\0';
     for (i = 0; i < n; i++) {
         for (j = 0; j < w->count && strcmp(w->addrs[j], list[i]) != 0; j++) {}
-        if (j == w->count && dl < sizeof diff)
-            dl += (size_t)snprintf(diff + dl, sizeof diff - dl, " +%s", list[i]);
+        if (j == w->count && dl < sizeof diff) dl += (size_t)snprintf(diff + dl, sizeof diff - dl, " +%s", list[i]);
     }
-    pthread_mutex_lock(&r->mu);
     for (j = 0; j < w->count; j++) {
         for (i = 0; i < n && strcmp(w->addrs[j], list[i]) != 0; i++) {}
-        if (i == n && dl < sizeof diff)
-            dl += (size_t)snprintf(diff + dl, sizeof diff - dl, " -%s", w->addrs[j]);
+        if (i == n && dl < sizeof diff) dl += (size_t)snprintf(diff + dl, sizeof diff - dl, " -%s", w->addrs[j]);
     }
     if (!w->fetched)
         MPRPC_LOG_INFO("registry: %s has %zu provider(s):%s", w->name, n, n ? diff : " none");
     else if (diff[0])
         MPRPC_LOG_INFO("registry: providers of %s changed, now %zu:%s", w->name, n, diff);
+    (void)r;
     MPRPC_FREE(w->addrs);
     w->addrs = list;
     w->count = n;
     w->fetched = 1;
     w->gen++;
-    pthread_mutex_unlock(&r->mu);
-    return ZOK;
+    w->error[0] = '\0';
 }
 
-/* After a request failed for want of a connection: pauses briefly (the session event may not have been
- * delivered yet), then waits until the session is connected again or the deadline passes. Returns 1
- * when it is worth trying again. */
-static int mprpc__reg_wait_connected(mprpc__registry *r, uint64_t deadline)
+/* Worker, r->mu held on entry and exit: reads one dirty path (re-arming its watch) into the cache. */
+static void mprpc__reg_work_watch(mprpc__registry *r, mprpc__reg_watch *w)
 {
-    uint64_t pause = mprpc__now_ms() + 50;
-    int ok;
-    pthread_mutex_lock(&r->mu);
-    if (pause > deadline) pause = deadline;
-    while (!r->closing && mprpc__now_ms() < pause) mprpc__reg_wait_until(&r->cv, &r->mu, pause);
-    while (r->state != ZOO_CONNECTED_STATE && !r->closing && mprpc__now_ms() < deadline)
-        mprpc__reg_wait_until(&r->cv, &r->mu, deadline);
-    ok = r->state == ZOO_CONNECTED_STATE && !r->closing && mprpc__now_ms() < deadline;
-    pthread_mutex_unlock(&r->mu);
-    return ok;
-}
-
-/* Failures worth retrying once the session is (re)connected. */
-static int mprpc__reg_retryable(int rc)
-{
-    return rc == ZCONNECTIONLOSS || rc == ZINVALIDSTATE || rc == ZSESSIONEXPIRED || rc == ZSESSIONMOVED;
-}
-
-/* ---- worker thread ---- */
-
-/* Re-creates or re-checks one dirty published node. */
-static int mprpc__reg_work_pub(mprpc__registry *r, mprpc__reg_pub *p, uint64_t deadline)
-{
-    char *data;
-    int datalen, owned = 0, rc;
-    pthread_mutex_lock(&r->mu);
-    datalen = p->datalen;
-    data = (char *)MPRPC_MALLOC((size_t)datalen + 1);
-    if (data) memcpy(data, p->data, (size_t)datalen + 1);
-    pthread_mutex_unlock(&r->mu);
-    if (!data) return ZSYSTEMERROR;
-    pthread_rwlock_rdlock(&r->hlock);
-    rc = r->zh ? mprpc__reg_ensure_pub(r, r->zh, p->path, data, datalen, p->exclusive, &owned, deadline)
-               : ZINVALIDSTATE;
-    pthread_rwlock_unlock(&r->hlock);
-    MPRPC_FREE(data);
-    pthread_mutex_lock(&r->mu);
-    p->owned = owned;
-    pthread_mutex_unlock(&r->mu);
-    return rc;
-}
-
-static int mprpc__reg_work_watch(mprpc__registry *r, mprpc__reg_watch *w, uint64_t deadline)
-{
+    uint64_t deadline = mprpc__now_ms() + (uint64_t)r->connect_timeout_ms;
+    mprpc__zkop *op = NULL;
+    char(*list)[MPRPC_ADDR_MAX] = NULL;
+    size_t n = 0;
     int rc;
-    pthread_rwlock_rdlock(&r->hlock);
-    rc = r->zh ? mprpc__reg_fetch(r, r->zh, w, deadline) : ZINVALIDSTATE;
-    pthread_rwlock_unlock(&r->hlock);
-    return rc;
+    w->dirty = 0;
+    pthread_mutex_unlock(&r->mu);
+    rc = mprpc__reg_read(r, w, &op, deadline);
+    if (rc == ZOK) rc = mprpc__reg_parse(w, op, &list, &n);
+    if (op) mprpc__zkop_unref(op);
+    if (rc == ZOK) rc = mprpc__reg_filter_open(r, w, list, &n, deadline);
+    pthread_mutex_lock(&r->mu);
+    if (rc == ZOK) {
+        mprpc__reg_store(r, w, list, n);
+    } else {
+        MPRPC_FREE(list);
+        MPRPC_LOG_WARN("registry: cannot read %s: %s (retrying)", w->path, zerror(rc));
+        if (!mprpc__reg_retryable(rc))
+            mprpc__fmt(w->error, sizeof w->error, "cannot look up %s in ZooKeeper at %s: %s", w->path,
+                       r->hosts, zerror(rc));
+        w->dirty = 1;
+        r->retry_at = mprpc__now_ms() + MPRPC__REG_RETRY_MS;
+    }
+    pthread_cond_broadcast(&r->cv);
+}
+
+/* -------------------------------------------------------------------------------------------------- */
+/* 9.6 the worker: the only thread that calls ZooKeeper                                               */
+/* -------------------------------------------------------------------------------------------------- */
+
+/* r->mu held: performs one piece of dirty work (published nodes first). Returns 0 when there was none. */
+static int mprpc__reg_work_one(mprpc__registry *r)
+{
+    mprpc__reg_pub *p;
+    mprpc__reg_watch *w;
+    if (!r->zh || r->state != ZOO_CONNECTED_STATE || mprpc__now_ms() < r->retry_at) return 0;
+    for (p = r->pubs; p && !p->dirty; p = p->next) {}
+    if (p) {
+        mprpc__reg_work_pub(r, p);
+        return 1;
+    }
+    for (w = r->watches; w && !w->dirty; w = w->next) {}
+    if (w) mprpc__reg_work_watch(r, w);
+    return w != NULL;
 }
 
 static void *mprpc__reg_worker(void *arg)
 {
     mprpc__registry *r = (mprpc__registry *)arg;
-    uint64_t retry_at = 0, renew_at = 0;
     pthread_mutex_lock(&r->mu);
     while (!r->closing) {
-        mprpc__reg_pub *p = NULL;
-        mprpc__reg_watch *w = NULL;
-        uint64_t now = mprpc__now_ms();
-        int rc;
-        if (r->expired && now >= renew_at) {
+        uint64_t now = mprpc__now_ms(), wake = now + 1000;
+        if ((!r->zh || r->expired) && !r->auth_failed && now >= r->reopen_at) {
             pthread_mutex_unlock(&r->mu);
-            rc = mprpc__reg_renew_session(r);
+            mprpc__reg_session_renew(r);
             pthread_mutex_lock(&r->mu);
-            if (!rc) renew_at = mprpc__now_ms() + MPRPC__REG_RETRY_MS;
-            retry_at = 0;
             continue;
         }
-        if (r->state == ZOO_CONNECTED_STATE && now >= retry_at) {
-            for (p = r->pubs; p && !p->dirty; p = p->next) {}
-            if (!p)
-                for (w = r->watches; w && !(w->dirty && !w->fetching); w = w->next) {}
-        }
-        if (!p && !w) {
-            uint64_t until = now + 1000;
-            if (retry_at > now && retry_at < until) until = retry_at;
-            if (r->expired && renew_at > now && renew_at < until) until = renew_at;
-            mprpc__reg_wait_until(&r->cv, &r->mu, until);
-            continue;
-        }
-        if (p) {
-            p->dirty = 0;
-            pthread_mutex_unlock(&r->mu);
-            rc = mprpc__reg_work_pub(r, p, mprpc__now_ms() + r->connect_timeout_ms);
-            pthread_mutex_lock(&r->mu);
-            if (rc != ZOK) {
-                MPRPC_LOG_WARN("registry: cannot re-register %s: %s (retrying)", p->path, zerror(rc));
-                p->dirty = 1;
-            }
-        } else {
-            w->dirty = 0;
-            w->fetching = 1;
-            pthread_mutex_unlock(&r->mu);
-            rc = mprpc__reg_work_watch(r, w, mprpc__now_ms() + r->connect_timeout_ms);
-            pthread_mutex_lock(&r->mu);
-            w->fetching = 0;
-            pthread_cond_broadcast(&r->cv);
-            if (rc != ZOK) {
-                MPRPC_LOG_WARN("registry: cannot re-read %s: %s (retrying)", w->path, zerror(rc));
-                w->dirty = 1;
-            }
-        }
-        if (rc != ZOK) retry_at = mprpc__now_ms() + MPRPC__REG_RETRY_MS;
+        if (mprpc__reg_work_one(r)) continue;
+        if (r->retry_at > now && r->retry_at < wake) wake = r->retry_at;
+        if (r->reopen_at > now && r->reopen_at < wake) wake = r->reopen_at;
+        mprpc__reg_wait_until(&r->cv, &r->mu, wake);
     }
     pthread_mutex_unlock(&r->mu);
     return NULL;
 }
 
-/* ---- interface ---- */
+/* -------------------------------------------------------------------------------------------------- */
+/* 9.7 interface: open, close, publish, resolve                                                       */
+/* -------------------------------------------------------------------------------------------------- */
 
 static void mprpc__registry_free(mprpc__registry *r)
 {
@@ -4743,7 +4937,6 @@ static void mprpc__registry_free(mprpc__registry *r)
         MPRPC_FREE(w->addrs);
         MPRPC_FREE(w);
     }
-    pthread_rwlock_destroy(&r->hlock);
     pthread_cond_destroy(&r->cv);
     pthread_mutex_destroy(&r->mu);
     memset(r->auth, 0, sizeof r->auth); /* no password left behind in freed memory */
@@ -4818,13 +5011,14 @@ static mprpc_status mprpc__reg_configure(mprpc__registry *r, const mprpc_config 
     r->session_timeout_ms = cfg->zookeeper_session_timeout_ms;
     r->connect_timeout_ms = cfg->zookeeper_connect_timeout_ms;
     r->seed_layout = cfg->zookeeper_seed_layout != 0;
+    r->allow_open_acl = cfg->zookeeper_allow_open_acl != 0;
     if (cfg->zookeeper_auth[0] && mprpc__reg_load_auth(r, cfg->zookeeper_auth, err, errlen) != MPRPC_OK)
         return MPRPC_ERR_CONFIG;
     mprpc__reg_init_acl(r);
     return MPRPC_OK;
 }
 
-/* A registry whose locks are initialised and nothing else; NULL when out of memory. */
+/* A registry whose lock and condition are initialised and nothing else; NULL when out of memory. */
 static mprpc__registry *mprpc__reg_alloc(void)
 {
     mprpc__registry *r = (mprpc__registry *)MPRPC_MALLOC(sizeof *r);
@@ -4839,50 +5033,11 @@ static mprpc__registry *mprpc__reg_alloc(void)
         MPRPC_FREE(r);
         return NULL;
     }
-    if (pthread_rwlock_init(&r->hlock, NULL) != 0) {
-        pthread_cond_destroy(&r->cv);
-        pthread_mutex_destroy(&r->mu);
-        MPRPC_FREE(r);
-        return NULL;
-    }
     return r;
 }
 
-/* Waits, bounded by zookeeper_connect_timeout_ms, for the first session. */
-static mprpc_status mprpc__reg_await_session(mprpc__registry *r, char *err, size_t errlen)
-{
-    uint64_t deadline = mprpc__now_ms() + (uint64_t)r->connect_timeout_ms;
-    int state;
-    pthread_mutex_lock(&r->mu);
-    while (r->state != ZOO_CONNECTED_STATE && r->state != ZOO_AUTH_FAILED_STATE &&
-           r->state != ZOO_EXPIRED_SESSION_STATE && mprpc__now_ms() < deadline)
-        mprpc__reg_wait_until(&r->cv, &r->mu, deadline);
-    state = r->state;
-    pthread_mutex_unlock(&r->mu);
-    if (state == ZOO_CONNECTED_STATE) return MPRPC_OK;
-    if (state == ZOO_AUTH_FAILED_STATE) {
-        mprpc__fmt(err, errlen, "ZooKeeper at %s rejected the credentials of zookeeper_auth", r->hosts);
-        return MPRPC_ERR_ZOOKEEPER;
-    }
-    mprpc__fmt(err, errlen, "ZooKeeper at %s not reachable within %d ms (zookeeper_connect_timeout_ms)",
-               r->hosts, r->connect_timeout_ms);
-    return MPRPC_ERR_TIMEOUT;
-}
-
-static void mprpc__reg_log_connected(mprpc__registry *r)
-{
-    long long sid;
-    int user_len = (int)strcspn(r->auth, ":"); /* the user name only: the password is never logged */
-    pthread_mutex_lock(&r->mu);
-    sid = r->session_id;
-    pthread_mutex_unlock(&r->mu);
-    MPRPC_LOG_INFO("registry: connected to ZooKeeper at %s (session 0x%llx, timeout %d ms, root %s%s%.*s%s)",
-                   r->hosts, (unsigned long long)sid, zoo_recv_timeout(r->zh), r->root,
-                   r->auth[0] ? ", digest auth as \"" : "", user_len, r->auth, r->auth[0] ? "\"" : "");
-}
-
-/* Connects, bounded by zookeeper_connect_timeout_ms: ZooKeeper unreachable gives MPRPC_ERR_TIMEOUT with a
- * text naming the hosts. Starts the worker that keeps registrations and the cache current. */
+/* Returns at once: checks the config and starts the worker, which connects in the background (publish
+ * and resolve wait for it, each up to its own deadline). Fails only for a bad config or no memory. */
 static mprpc_status mprpc__registry_open(mprpc__registry **out, const mprpc_config *cfg, char *err,
                                          size_t errlen)
 {
@@ -4895,39 +5050,51 @@ static mprpc_status mprpc__registry_open(mprpc__registry **out, const mprpc_conf
         return MPRPC_ERR_NO_MEMORY;
     }
     st = mprpc__reg_configure(r, cfg, err, errlen);
-    if (st == MPRPC_OK) st = mprpc__reg_new_handle(r, err, errlen);
-    if (st == MPRPC_OK) st = mprpc__reg_await_session(r, err, errlen);
-    if (st == MPRPC_OK && pthread_create(&r->worker, NULL, mprpc__reg_worker, r) != 0) {
+    if (st == MPRPC_OK && mprpc__thread_start(&r->worker, mprpc__reg_worker, r) != 0) {
         mprpc__fmt(err, errlen, "registry: cannot start its thread");
         st = MPRPC_ERR_NO_MEMORY;
     }
     if (st != MPRPC_OK) {
         MPRPC_LOG_ERROR("registry: %s", err ? err : mprpc_status_str(st));
-        if (r->zh) zookeeper_close(r->zh);
         mprpc__registry_free(r);
         return st;
     }
     r->worker_started = 1;
-    mprpc__reg_log_connected(r);
+    MPRPC_LOG_DEBUG("registry: connecting to ZooKeeper at %s in the background", r->hosts);
     *out = r;
     return MPRPC_OK;
 }
 
-/* Closes the session (ephemeral nodes vanish at once) and frees everything. NULL is a no-op. */
+/* r->mu held: does our session own a node that a clean close would remove at once? */
+static int mprpc__reg_owns_any(const mprpc__registry *r)
+{
+    const mprpc__reg_pub *p;
+    for (p = r->pubs; p; p = p->next)
+        if (p->owned) return 1;
+    return 0;
+}
+
+/* Closes the session (our ephemeral nodes vanish at once) and frees everything. NULL is a no-op.
+ * Only a connected session can be closed at once: a provider whose connection is down waits for it,
+ * bounded by zookeeper_connect_timeout_ms; otherwise its nodes go when the session times out. */
 static void mprpc__registry_close(mprpc__registry *r)
 {
     uint64_t deadline;
     if (!r) return;
-    /* Only a connected session can be closed at once (so that its ephemeral nodes vanish now rather
-     * than after the session timeout): a provider whose connection is down waits for it, bounded. */
     pthread_mutex_lock(&r->mu);
-    if (r->pubs && r->state != ZOO_CONNECTED_STATE && !r->expired) {
+    if (mprpc__reg_owns_any(r) && r->state != ZOO_CONNECTED_STATE && !r->expired) {
         MPRPC_LOG_INFO("registry: waiting up to %d ms for ZooKeeper to deregister", r->connect_timeout_ms);
-        deadline = mprpc__now_ms() + r->connect_timeout_ms;
+        deadline = mprpc__now_ms() + (uint64_t)r->connect_timeout_ms;
         while (r->state != ZOO_CONNECTED_STATE && !r->expired && mprpc__now_ms() < deadline)
             mprpc__reg_wait_until(&r->cv, &r->mu, deadline);
     }
     r->closing = 1;
+    if (r->current) { /* the worker's request in flight: stop waiting for it */
+        pthread_mutex_lock(&r->current->mu);
+        r->current->aborted = 1;
+        pthread_cond_signal(&r->current->cv);
+        pthread_mutex_unlock(&r->current->mu);
+    }
     pthread_cond_broadcast(&r->cv);
     pthread_mutex_unlock(&r->mu);
     if (r->worker_started) pthread_join(r->worker, NULL);
@@ -4946,116 +5113,102 @@ static int mprpc__reg_valid_name(const char *s)
     return s && s[0] && !strchr(s, '/') && !strchr(s, '\n') && strcmp(s, ".") != 0 && strcmp(s, "..") != 0;
 }
 
-/* Adds (or updates) a published node in r->pubs; returns it, or NULL when out of memory. */
-static mprpc__reg_pub *mprpc__reg_add_pub(mprpc__registry *r, const char *path, const char *data,
-                                          int exclusive, int *was_new)
+/* r->mu held: finds or adds the published node path and hands it (again) to the worker. NULL when out of
+ * memory. */
+static mprpc__reg_pub *mprpc__reg_add_pub(mprpc__registry *r, const char *path, const char *data, int exclusive)
 {
     mprpc__reg_pub *p;
     char *d = mprpc__reg_strdup(data);
     if (!d) return NULL;
-    pthread_mutex_lock(&r->mu);
     for (p = r->pubs; p && strcmp(p->path, path) != 0; p = p->next) {}
-    *was_new = p == NULL;
+    if (!p && (p = (mprpc__reg_pub *)MPRPC_MALLOC(sizeof *p)) != NULL) {
+        memset(p, 0, sizeof *p);
+        p->path = mprpc__reg_strdup(path);
+        if (!p->path) {
+            MPRPC_FREE(p);
+            p = NULL;
+        } else {
+            p->next = r->pubs;
+            r->pubs = p;
+        }
+    }
     if (!p) {
-        p = (mprpc__reg_pub *)MPRPC_MALLOC(sizeof *p);
-        if (p) {
-            memset(p, 0, sizeof *p);
-            p->path = mprpc__reg_strdup(path);
-            if (!p->path) {
-                MPRPC_FREE(p);
-                p = NULL;
-            }
-        }
-        if (!p) {
-            pthread_mutex_unlock(&r->mu);
-            MPRPC_FREE(d);
-            return NULL;
-        }
-        p->next = r->pubs;
-        r->pubs = p;
+        MPRPC_FREE(d);
+        return NULL;
     }
     MPRPC_FREE(p->data);
     p->data = d;
     p->datalen = (int)strlen(d);
     p->exclusive = exclusive;
-    p->dirty = 0; /* the publishing thread does the first creation itself */
-    pthread_mutex_unlock(&r->mu);
+    p->dirty = 1;
+    p->result = MPRPC_AGAIN;
+    p->error[0] = '\0';
+    pthread_cond_broadcast(&r->cv);
     return p;
 }
 
-static void mprpc__reg_remove_pub(mprpc__registry *r, mprpc__reg_pub *gone)
+/* r->mu held: waits until the worker settled p, the session cannot be had, or the deadline. */
+static mprpc_status mprpc__reg_await_pub(mprpc__registry *r, mprpc__reg_pub *p, uint64_t deadline)
 {
-    mprpc__reg_pub **pp;
-    pthread_mutex_lock(&r->mu);
-    for (pp = &r->pubs; *pp; pp = &(*pp)->next) {
-        if (*pp == gone) {
-            *pp = gone->next;
-            break;
-        }
-    }
-    pthread_mutex_unlock(&r->mu);
-    MPRPC_FREE(gone->path);
-    MPRPC_FREE(gone->data);
-    MPRPC_FREE(gone);
+    while (p->result == MPRPC_AGAIN && !r->closing && !(r->session_error[0] && !r->zh) && !r->auth_failed &&
+           mprpc__now_ms() < deadline)
+        mprpc__reg_wait_until(&r->cv, &r->mu, deadline);
+    if (p->result != MPRPC_AGAIN) return p->result;
+    if (r->closing) return MPRPC_ERR_SHUTDOWN;
+    if (r->session_error[0] && (!r->zh || r->auth_failed)) return MPRPC_ERR_ZOOKEEPER;
+    return MPRPC_ERR_TIMEOUT;
 }
 
-/* Publishes one node now (bounded), on failure forgets it again when it was new. */
+/* Hands one node to the worker and waits for it, bounded by deadline. A node that could not be
+ * registered in time stays with the worker, which keeps trying; a refusal is final. */
 static mprpc_status mprpc__reg_publish_one(mprpc__registry *r, const char *path, const char *data,
                                            int exclusive, uint64_t deadline, char *err, size_t errlen)
 {
     mprpc__reg_pub *p;
-    int was_new, owned = 0, rc;
-    p = mprpc__reg_add_pub(r, path, data, exclusive, &was_new);
-    if (!p) {
+    mprpc_status st;
+    pthread_mutex_lock(&r->mu);
+    p = mprpc__reg_add_pub(r, path, data, exclusive);
+    st = p ? mprpc__reg_await_pub(r, p, deadline) : MPRPC_ERR_NO_MEMORY;
+    if (st == MPRPC_ERR_NO_MEMORY)
         mprpc__fmt(err, errlen, "registry: out of memory publishing %s", path);
-        return MPRPC_ERR_NO_MEMORY;
-    }
-    for (;;) {
-        pthread_rwlock_rdlock(&r->hlock);
-        rc = r->zh ? mprpc__reg_ensure_pub(r, r->zh, path, data, (int)strlen(data), exclusive, &owned,
-                                           deadline)
-                   : ZINVALIDSTATE;
-        pthread_rwlock_unlock(&r->hlock);
-        if (!mprpc__reg_retryable(rc) || !mprpc__reg_wait_connected(r, deadline)) break;
-    }
-    if (rc == ZOK) {
-        pthread_mutex_lock(&r->mu);
-        p->owned = owned;
-        pthread_mutex_unlock(&r->mu);
-        return MPRPC_OK;
-    }
-    if (was_new) {
-        mprpc__reg_remove_pub(r, p);
-    } else {
-        pthread_mutex_lock(&r->mu);
-        p->dirty = 1; /* was published before: keep trying in the background */
-        pthread_mutex_unlock(&r->mu);
-    }
-    if (rc == ZOPERATIONTIMEOUT || mprpc__reg_retryable(rc)) {
-        mprpc__fmt(err, errlen, "registering %s: ZooKeeper at %s not reachable within %d ms (%s)", path,
-                   r->hosts, r->connect_timeout_ms, zerror(rc));
-        return MPRPC_ERR_TIMEOUT;
-    }
-    mprpc__fmt(err, errlen, "registering %s in ZooKeeper at %s failed: %s", path, r->hosts, zerror(rc));
-    return MPRPC_ERR_ZOOKEEPER;
+    else if (st == MPRPC_ERR_TIMEOUT)
+        mprpc__fmt(err, errlen, "registering %s: ZooKeeper at %s not reachable within %d ms (session %s)", path,
+                   r->hosts, r->connect_timeout_ms, mprpc__reg_state_name(r->state));
+    else if (st == MPRPC_ERR_ZOOKEEPER && p->result == MPRPC_AGAIN)
+        mprpc__fmt(err, errlen, "registering %s: %s", path, r->session_error);
+    else if (st == MPRPC_ERR_SHUTDOWN)
+        mprpc__fmt(err, errlen, "registering %s: the registry is closing", path);
+    else if (st != MPRPC_OK)
+        mprpc__fmt(err, errlen, "%s", p->error);
+    pthread_mutex_unlock(&r->mu);
+    return st;
 }
 
-/* Provider side: creates persistent parents as needed and the ephemeral node <root>/<service>/<addr>
- * with data = addr (then the methods, one a line). Remembered, so that after session expiry every
- * published node is re-created on the new session. With zookeeper_seed_layout also /<service>
- * (persistent) and /<service>/<method> (ephemeral, data "ip:port") for each method, exactly as the seed
- * C++ framework; if another instance already owns one, log it and carry on. Bounded: each node by
- * zookeeper_connect_timeout_ms. */
-static mprpc_status mprpc__registry_publish(mprpc__registry *r, const char *service, const char *addr,
-                                            const char *const *methods, size_t method_count, char *err,
-                                            size_t errlen)
+/* "addr\nMethod1\nMethod2...": the data of our node in the default layout; NULL when out of memory. */
+static char *mprpc__reg_node_data(const char *addr, const char *const *methods, size_t method_count)
 {
-    char path[512];
+    size_t i, len = strlen(addr) + 1, at;
     char *data;
-    size_t i, len;
-    mprpc_status st;
-    uint64_t deadline;
+    for (i = 0; i < method_count; i++) len += strlen(methods[i]) + 1;
+    data = (char *)MPRPC_MALLOC(len);
+    if (!data) return NULL;
+    at = strlen(addr);
+    memcpy(data, addr, at);
+    for (i = 0; i < method_count; i++) {
+        size_t m = strlen(methods[i]);
+        data[at++] = '\n';
+        memcpy(data + at, methods[i], m);
+        at += m;
+    }
+    data[at] = '\0';
+    return data;
+}
 
+static mprpc_status mprpc__reg_publish_check(const mprpc__registry *r, const char *service, const char *addr,
+                                             const char *const *methods, size_t method_count, char *err,
+                                             size_t errlen)
+{
+    size_t i;
     if (!r || !mprpc__reg_valid_name(service) || !mprpc__reg_valid_name(addr) ||
         strlen(addr) >= MPRPC_ADDR_MAX || (method_count && !methods)) {
         mprpc__fmt(err, errlen, "registry publish: invalid service \"%s\" or address \"%s\"",
@@ -5068,38 +5221,47 @@ static mprpc_status mprpc__registry_publish(mprpc__registry *r, const char *serv
             return MPRPC_ERR_INVALID_ARGUMENT;
         }
     }
+    return MPRPC_OK;
+}
+
+/* Provider side: <root>/<service>/<addr> (ephemeral, data = addr then the methods, one a line; persistent
+ * parents created as needed), and with zookeeper_seed_layout also /<service>/<method> (ephemeral, data
+ * "ip:port") for every method, exactly as the seed C++ framework; a seed node another instance owns is
+ * watched and taken over when it goes. Remembered: re-created on every new session. Bounded: all nodes
+ * together by zookeeper_connect_timeout_ms. */
+static mprpc_status mprpc__registry_publish(mprpc__registry *r, const char *service, const char *addr,
+                                            const char *const *methods, size_t method_count, char *err,
+                                            size_t errlen)
+{
+    char path[512];
+    char *data;
+    size_t i;
+    mprpc_status st = mprpc__reg_publish_check(r, service, addr, methods, method_count, err, errlen);
+    uint64_t deadline;
+    if (st != MPRPC_OK) return st;
     if ((size_t)snprintf(path, sizeof path, "%s/%s/%s", r->root, service, addr) >= sizeof path) {
         mprpc__fmt(err, errlen, "registry publish: path for %s too long", service);
         return MPRPC_ERR_INVALID_ARGUMENT;
     }
-    len = strlen(addr) + 1;
-    for (i = 0; i < method_count; i++) len += strlen(methods[i]) + 1;
-    data = (char *)MPRPC_MALLOC(len);
+    data = mprpc__reg_node_data(addr, methods, method_count);
     if (!data) {
         mprpc__fmt(err, errlen, "registry: out of memory");
         return MPRPC_ERR_NO_MEMORY;
     }
-    strcpy(data, addr);
-    for (i = 0; i < method_count; i++) {
-        strcat(data, "\n");
-        strcat(data, methods[i]);
-    }
-    deadline = mprpc__now_ms() + r->connect_timeout_ms;
+    deadline = mprpc__now_ms() + (uint64_t)r->connect_timeout_ms;
     st = mprpc__reg_publish_one(r, path, data, 1, deadline, err, errlen);
     MPRPC_FREE(data);
-    if (st != MPRPC_OK || !r->seed_layout) return st;
-    for (i = 0; i < method_count; i++) {
+    for (i = 0; st == MPRPC_OK && r->seed_layout && i < method_count; i++) {
         if ((size_t)snprintf(path, sizeof path, "/%s/%s", service, methods[i]) >= sizeof path) {
             mprpc__fmt(err, errlen, "registry publish: path for %s/%s too long", service, methods[i]);
             return MPRPC_ERR_INVALID_ARGUMENT;
         }
         st = mprpc__reg_publish_one(r, path, addr, 0, deadline, err, errlen);
-        if (st != MPRPC_OK) return st;
     }
-    return MPRPC_OK;
+    return st;
 }
 
-/* Finds or adds the cache entry for path; NULL when out of memory. Called with r->mu held. */
+/* r->mu held: finds or adds the cache entry for path; NULL when out of memory. */
 static mprpc__reg_watch *mprpc__reg_find_watch(mprpc__registry *r, const char *path, const char *name,
                                                int is_data)
 {
@@ -5118,32 +5280,53 @@ static mprpc__reg_watch *mprpc__reg_find_watch(mprpc__registry *r, const char *p
         return NULL;
     }
     w->is_data = is_data;
+    w->dirty = 1; /* the worker reads it first */
     w->next = r->watches;
     r->watches = w;
+    r->caller_fetches++;
+    pthread_cond_broadcast(&r->cv);
     return w;
 }
 
-/* Consumer side: fills up to max provider addresses ("ip:port", NUL-terminated, < 64 chars) for service.
- * The first call for a service fetches synchronously (bounded by zookeeper_connect_timeout_ms), sets a
- * watch and caches; later calls only read the cache (no ZooKeeper round trip); watches keep the cache
- * current (re-armed every time, and after session expiry). count 0 -> MPRPC_ERR_UNAVAILABLE with text
- * naming the service. With zookeeper_seed_layout, resolves via /<service>/<method> data instead.
- * Thread-safe. */
+/* r->mu held: waits until w has been read, cannot be, or the deadline. Fills err on failure. */
+static mprpc_status mprpc__reg_await_watch(mprpc__registry *r, mprpc__reg_watch *w, uint64_t start,
+                                           uint64_t deadline, char *err, size_t errlen)
+{
+    while (!w->fetched && !w->error[0] && !r->closing && !(r->session_error[0] && (!r->zh || r->auth_failed)) &&
+           mprpc__now_ms() < deadline)
+        mprpc__reg_wait_until(&r->cv, &r->mu, deadline);
+    if (w->fetched) return MPRPC_OK;
+    if (r->closing) {
+        mprpc__fmt(err, errlen, "cannot look up service %s: the registry is closing", w->name);
+        return MPRPC_ERR_SHUTDOWN;
+    }
+    if (w->error[0] || r->session_error[0]) {
+        mprpc__fmt(err, errlen, "cannot look up service %s: %s", w->name, w->error[0] ? w->error : r->session_error);
+        return MPRPC_ERR_ZOOKEEPER;
+    }
+    mprpc__fmt(err, errlen, "cannot look up service %s: no answer from ZooKeeper at %s within %llu ms (session %s)",
+               w->name, r->hosts, (unsigned long long)(mprpc__now_ms() - start), mprpc__reg_state_name(r->state));
+    return MPRPC_ERR_TIMEOUT;
+}
+
+/* Consumer side: the providers of service (or, in the seed layout, of service/method). The first call for
+ * a path asks the worker to read it (arming a watch) and waits, until the earlier of deadline_ms and
+ * zookeeper_connect_timeout_ms from now; later calls read the cache, which watches keep current (also
+ * across reconnects and session expiry). Copies into *out only when *gen differs from the cache's.
+ * Empty list -> MPRPC_ERR_UNAVAILABLE naming the service. Thread-safe. */
 static mprpc_status mprpc__registry_resolve(mprpc__registry *r, const char *service, const char *method,
                                             uint64_t deadline_ms, uint64_t *gen, mprpc__addrs *out,
                                             char *err, size_t errlen)
 {
     char path[512], name[256];
     mprpc__reg_watch *w;
-    uint64_t deadline;
-    int rc = ZOK, fetched_here = 0;
-    size_t n;
-
+    uint64_t start = mprpc__now_ms(), deadline;
+    mprpc_status st;
+    size_t n = 0;
     if (!r || !mprpc__reg_valid_name(service) || !gen || !out ||
         (r->seed_layout && !mprpc__reg_valid_name(method))) {
         mprpc__fmt(err, errlen, "registry resolve: invalid arguments (service \"%s\"%s)",
-                   service ? service : "(null)",
-                   r && r->seed_layout && !method ? ", the seed layout needs the method" : "");
+                   service ? service : "(null)", r && r->seed_layout && !method ? ", the seed layout needs the method" : "");
         return MPRPC_ERR_INVALID_ARGUMENT;
     }
     if (r->seed_layout) {
@@ -5153,68 +5336,25 @@ static mprpc_status mprpc__registry_resolve(mprpc__registry *r, const char *serv
         snprintf(path, sizeof path, "%s/%s", r->root, service);
         snprintf(name, sizeof name, "%s", service);
     }
-    deadline = mprpc__now_ms() + r->connect_timeout_ms;
+    deadline = start + (uint64_t)r->connect_timeout_ms;
     if (deadline_ms < deadline) deadline = deadline_ms;
     pthread_mutex_lock(&r->mu);
     w = mprpc__reg_find_watch(r, path, name, r->seed_layout);
-    if (!w) {
-        pthread_mutex_unlock(&r->mu);
-        mprpc__fmt(err, errlen, "registry: out of memory resolving %s", name);
-        return MPRPC_ERR_NO_MEMORY;
-    }
-    while (!w->fetched) {
-        if (!w->fetching) { /* first call (or an earlier first read failed): read it here */
-            w->fetching = 1;
-            r->caller_fetches++;
-            pthread_mutex_unlock(&r->mu);
-            for (;;) {
-                pthread_rwlock_rdlock(&r->hlock);
-                rc = r->zh ? mprpc__reg_fetch(r, r->zh, w, deadline) : ZINVALIDSTATE;
-                pthread_rwlock_unlock(&r->hlock);
-                if (!mprpc__reg_retryable(rc) || !mprpc__reg_wait_connected(r, deadline)) break;
-            }
-            pthread_mutex_lock(&r->mu);
-            w->fetching = 0;
-            fetched_here = 1;
-            if (rc != ZOK) w->dirty = 1; /* the worker keeps trying */
-            pthread_cond_broadcast(&r->cv);
-            break;
-        }
-        if (mprpc__now_ms() >= deadline) {
-            rc = ZOPERATIONTIMEOUT;
-            break;
-        }
-        mprpc__reg_wait_until(&r->cv, &r->mu, deadline); /* another thread is reading it */
-    }
-    if (!w->fetched) {
-        int timeout = rc == ZOPERATIONTIMEOUT || mprpc__reg_retryable(rc);
-        pthread_mutex_unlock(&r->mu);
-        if (timeout)
-            mprpc__fmt(err, errlen,
-                       "cannot look up service %s: ZooKeeper at %s not reachable within %d ms (%s)", name,
-                       r->hosts, r->connect_timeout_ms, zerror(rc));
-        else
-            mprpc__fmt(err, errlen, "cannot look up service %s in ZooKeeper at %s: %s", name, r->hosts,
-                       zerror(rc));
-        if (fetched_here) MPRPC_LOG_WARN("registry: %s", err ? err : "lookup failed");
-        return timeout ? MPRPC_ERR_TIMEOUT : MPRPC_ERR_ZOOKEEPER;
-    }
-    n = w->count;
-    if (w->gen != *gen) {
-        if (!mprpc__addrs_set(out, w->addrs, n)) {
-            pthread_mutex_unlock(&r->mu);
-            mprpc__fmt(err, errlen, "registry: out of memory copying %zu providers of %s", n, name);
-            return MPRPC_ERR_NO_MEMORY;
-        }
+    if (!w) mprpc__fmt(err, errlen, "registry: out of memory resolving %s", name);
+    st = w ? mprpc__reg_await_watch(r, w, start, deadline, err, errlen) : MPRPC_ERR_NO_MEMORY;
+    if (st == MPRPC_OK && w->gen != *gen && !mprpc__addrs_set(out, w->addrs, w->count)) {
+        mprpc__fmt(err, errlen, "registry: out of memory copying %zu providers of %s", w->count, name);
+        st = MPRPC_ERR_NO_MEMORY;
+    } else if (st == MPRPC_OK) {
         *gen = w->gen;
+        n = w->count;
     }
     pthread_mutex_unlock(&r->mu);
-    if (n == 0) {
-        mprpc__fmt(err, errlen, "no provider of service %s is registered in ZooKeeper at %s", name,
-                   r->hosts);
-        return MPRPC_ERR_UNAVAILABLE;
+    if (st == MPRPC_OK && n == 0) {
+        mprpc__fmt(err, errlen, "no provider of service %s is registered in ZooKeeper at %s", name, r->hosts);
+        st = MPRPC_ERR_UNAVAILABLE;
     }
-    return MPRPC_OK;
+    return st;
 }
 
 #endif /* MPRPC_NO_ZOOKEEPER */
