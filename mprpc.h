@@ -57,7 +57,7 @@
  *   9. registry (ZooKeeper)
  *
  * THREADS
- *   A server runs io_threads event-loop threads (loop 0 also accepts). Handlers run
+ *   A server runs io_threads event-loop threads and one acceptor thread. Handlers run
  *   on a loop thread; one that blocks stalls that loop's other connections, so
  *   slow work defers the call (mprpc_call_defer) and finishes it from any thread
  *   (mprpc_call_done). A channel may be shared by any number of threads.
@@ -490,49 +490,90 @@ typedef struct mprpc_service {
 typedef struct mprpc_server_stats {
     uint64_t connections_accepted;
     uint64_t connections_open;
-    uint64_t connections_rejected;  /* over max_connections or out of fds */
+    uint64_t connections_rejected;  /* over max_connections (answered BUSY), arrived while stopping
+                                     * (answered SHUTDOWN), or shed when out of fds */
     uint64_t calls;                 /* requests dispatched to a handler */
     uint64_t call_errors;           /* error responses sent (any status) */
-    uint64_t protocol_errors;       /* connections closed for bad frames */
+    uint64_t protocol_errors;       /* connections ended for bad frames */
     uint64_t buffer_bytes;          /* now held by connection input/output buffers: bounded per
                                      * connection by about max_pending_output + max_message_size
                                      * + 64 KiB */
+    uint64_t expired;               /* requests not run: the caller's deadline (timeout_ms) had
+                                     * passed before the handler could run; answered TIMEOUT */
+    uint64_t deadline_dropped;      /* deferred calls finished after their deadline: answer dropped */
+    uint64_t refused;               /* requests answered BUSY or SHUTDOWN without running */
+    uint64_t abandoned;             /* deferred calls given up at drain_timeout_ms */
+    uint64_t deferred_pending;      /* deferred calls now waiting for mprpc_call_done; each holds one
+                                     * call object (the largest request + response structs + ~400 B),
+                                     * at most max_pipeline_depth per connection */
+    uint64_t call_pool_bytes;       /* idle call objects kept for reuse: at most 64 per loop, the
+                                     * rest are freed when their calls finish */
+    uint64_t accept_pauses;         /* times accepting paused 100 ms for lack of file descriptors */
 } mprpc_server_stats;
 
-/* Creates a stopped server with a copy of cfg (validated at start). Fails only
- * with MPRPC_ERR_INVALID_ARGUMENT or MPRPC_ERR_NO_MEMORY. */
+/* LIFECYCLE. A server is new (services may be added), running, stopping
+ * (draining) or stopped; every function below checks that state first.
+ *   new --start/run--> running --stop--> stopping --(drained)--> stopped
+ * Threads: io_threads event loops run the handlers; one acceptor thread
+ * accepts (a blocked loop never stops accepting) and performs the drain.
+ * The stats stay readable until mprpc_server_free. */
+
+/* Creates a new server with a copy of cfg (validated at start). Fails with
+ * MPRPC_ERR_INVALID_ARGUMENT, MPRPC_ERR_NO_MEMORY or MPRPC_ERR_IO (no eventfd). */
 MPRPCDEF mprpc_status mprpc_server_new(mprpc_server **out, const mprpc_config *cfg);
 /* The seed's NotifyService. The service table and its strings must outlive the
- * server (they are not copied). Before start only. */
+ * server (they are not copied). While new only. */
 MPRPCDEF mprpc_status mprpc_server_add_service(mprpc_server *srv, const mprpc_service *svc);
-/* Binds, listens, starts io_threads loops and registers in ZooKeeper when
- * configured; returns once calls are being served. A server that failed to
- * start, or has stopped, cannot be started again: free it and make another. */
+/* Binds, listens, starts the loops and the acceptor, and registers in
+ * ZooKeeper when configured; returns once calls are being served (MPRPC_OK
+ * at once if already running). A server that failed to start, or has stopped,
+ * cannot be started again (MPRPC_ERR_INVALID_ARGUMENT): free it and make
+ * another. After an earlier mprpc_server_stop: MPRPC_ERR_SHUTDOWN. */
 MPRPCDEF mprpc_status mprpc_server_start(mprpc_server *srv);
-/* The seed's Run: starts if needed, blocks until mprpc_server_stop, then
- * shuts down gracefully (see mprpc_server_stop) and returns. */
+/* The seed's Run: starts if new, blocks until the server has stopped
+ * (mprpc_server_stop, then the drain) and returns MPRPC_OK. Returns at once
+ * if it has already stopped. Any number of threads may wait in it. */
 MPRPCDEF mprpc_status mprpc_server_run(mprpc_server *srv);
-/* Asks the server to stop. Async-signal-safe and callable from any thread.
- * The stop deregisters from ZooKeeper, refuses new connections, answers every
- * request already received (waiting at most drain_timeout_ms for deferred
- * calls), flushes replies, closes sockets and joins the loops. */
+/* Asks the server to stop; returns at once. Async-signal-safe and callable
+ * from any thread, a handler included, any number of times; before start it
+ * makes start refuse. The drain runs by itself (after start or run): it
+ * deregisters from ZooKeeper, stops accepting (connections waiting in the
+ * backlog are answered SHUTDOWN), answers every request already read, and
+ * answers MPRPC_ERR_SHUTDOWN ("not executed") to each request read after the
+ * stop began. A connection is closed once it has nothing left to answer and
+ * has sent no request for 250 ms (or the peer closed): shutdown(SHUT_WR) first,
+ * then reading until the peer's EOF (at most 1 s), so no answer is lost to a
+ * reset. Deferred calls are waited for up to drain_timeout_ms; then they are
+ * abandoned (their mprpc_call_done frees them, harmlessly) and the remaining
+ * connections closed. */
 MPRPCDEF void mprpc_server_stop(mprpc_server *srv);
-/* Stops (if running), waits for the shutdown, frees everything. NULL is a no-op. */
+/* Stops (see mprpc_server_stop), waits for the drain and for every thread in
+ * mprpc_server_run to return, then frees everything. Safe from any thread but
+ * the server's own: called from a handler it is refused (logged, the server
+ * is only told to stop, nothing is freed). NULL is a no-op. */
 MPRPCDEF void mprpc_server_free(mprpc_server *srv);
 /* The port actually bound (useful with rpcserver_port = 0); 0 before start. */
 MPRPCDEF int  mprpc_server_port(const mprpc_server *srv);
 /* Why the last call on srv failed ("" if none). */
 MPRPCDEF const char *mprpc_server_error(const mprpc_server *srv);
+/* Any thread, any time until mprpc_server_free; also after run returned. */
 MPRPCDEF void mprpc_server_get_stats(mprpc_server *srv, mprpc_server_stats *out);
 
 /* Inside a handler (or before mprpc_call_done for a deferred call). */
 MPRPCDEF void mprpc_call_fail(mprpc_call *call, const char *fmt, ...) MPRPC_PRINTF(2, 3);
+/* Inside the handler only: the call stays open after the handler returns. */
 MPRPCDEF void mprpc_call_defer(mprpc_call *call);
 /* Finishes a deferred call from any thread: the response is encoded and sent
- * by the call's loop. Exactly once per deferred call, also while the server
- * stops: mprpc_server_run/free wait until every deferred call is done (after
- * drain_timeout_ms its connection is closed and the answer discarded). */
+ * by the call's loop. Exactly once per deferred call. On a call that was not
+ * deferred (or is already done) it is refused: logged, nothing else happens.
+ * After drain_timeout_ms of a stop the server abandons the call: this then
+ * only frees it (no answer). If the caller's deadline has passed, the answer
+ * is dropped (counted in stats.deadline_dropped): nobody waits for it. */
 MPRPCDEF void mprpc_call_done(mprpc_call *call);
+/* Milliseconds left before the caller's deadline (RpcHeader.timeout_ms,
+ * counted from when the request arrived): -1 when the caller sent none,
+ * 0 once it has passed. Any thread, until mprpc_call_done. */
+MPRPCDEF int  mprpc_call_time_left_ms(const mprpc_call *call);
 MPRPCDEF const char *mprpc_call_service(const mprpc_call *call);
 MPRPCDEF const char *mprpc_call_method(const mprpc_call *call);
 
@@ -1627,9 +1668,16 @@ static mprpc_status mprpc__registry_resolve(mprpc__registry *r, const char *serv
 #if MPRPC_READ_CHUNK < 256
 #  error "mprpc.h: MPRPC_READ_CHUNK must be at least 256 bytes"
 #endif
-#define MPRPC__READ_CHUNK      ((size_t)(MPRPC_READ_CHUNK))
+#define MPRPC__READ_CHUNK       ((size_t)(MPRPC_READ_CHUNK))
 #define MPRPC__ACCEPTS_PER_WAKE 64
-#define MPRPC__KEEP_BUF        (64 * 1024)  /* larger idle buffers are given back */
+#define MPRPC__KEEP_BUF         (64 * 1024) /* larger idle buffers are given back */
+#define MPRPC__CALL_POOL_MAX    64    /* idle call objects a loop keeps; the rest are freed */
+#define MPRPC__REFUSED_MAX      64    /* connections held open at once only to refuse requests */
+#define MPRPC__BUSY_GRACE_MS    500   /* an over-limit connection is answered BUSY this long */
+#define MPRPC__DRAIN_QUIET_MS   250   /* a stopping connection closes after this long without a request */
+#define MPRPC__LINGER_MS        1000  /* after shutdown(SHUT_WR), wait this long for the peer's EOF */
+#define MPRPC__LINGER_BYTES     (1u << 20) /* ... or until it sent this much more */
+#define MPRPC__ACCEPT_PAUSE_MS  100   /* out of descriptors: how long accepting pauses */
 
 #define MPRPC__ADD(p, v) __atomic_add_fetch((p), (v), __ATOMIC_RELAXED)
 #define MPRPC__LOAD(p)   __atomic_load_n((p), __ATOMIC_RELAXED)
@@ -1637,32 +1685,62 @@ static mprpc_status mprpc__registry_resolve(mprpc__registry *r, const char *serv
 typedef struct mprpc__loop mprpc__loop;
 typedef struct mprpc__conn mprpc__conn;
 
+/* A connection is in exactly one of these states. Event handlers only record
+ * facts (bytes arrived, the peer shut its side, a send failed); the state
+ * changes in mprpc__conn_settle, the one function that turns facts into
+ * consequences (epoll interest, pausing, shutting down, closing). */
+typedef enum mprpc__conn_state {
+    MPRPC__CONN_SERVING,   /* reads requests and runs them */
+    MPRPC__CONN_REFUSING,  /* reads requests and answers each with refuse_status (BUSY: over
+                              max_connections; SHUTDOWN: the server stops) without running it */
+    MPRPC__CONN_FINISHING, /* takes no new request; answers what it took, then shuts its write side */
+    MPRPC__CONN_LINGERING, /* write side shut; reads and discards until EOF or a bound, so that
+                              the close sends no RST while the peer may still read answers */
+    MPRPC__CONN_CLOSED     /* descriptor closed; the struct waits for its deferred calls */
+} mprpc__conn_state;
+
 struct mprpc__conn {
-    int           fd;
-    mprpc__loop  *loop;
-    mprpc__conn  *prev, *next;        /* the loop's open list, or its dead list */
-    mprpc_buf     in;                 /* only a partial frame lives here */
-    mprpc_buf     out;                /* only what the socket did not take */
-    uint64_t      last_active_ms;
-    uint64_t      partial_since_ms;   /* 0, or when an unfinished frame began waiting */
-    int           inflight;           /* deferred calls not yet finished */
-    uint32_t      events;             /* current epoll interest */
-    size_t        accounted;          /* in.cap + out.cap as counted in stats.buffer_bytes */
-    unsigned      closed : 1;         /* fd closed; struct lives until inflight == 0 */
-    unsigned      eof : 1;            /* peer shut its side: answer, then close */
-    unsigned      close_after_flush : 1;
-    unsigned      paused : 1;         /* serving stopped at a limit; c->in may hold whole requests */
+    int               fd;
+    mprpc__conn_state state;
+    mprpc__loop      *loop;
+    mprpc__conn      *prev, *next;     /* the loop's open list, or its dead list */
+    mprpc_buf         in;              /* requests not yet served: partial, or paused */
+    mprpc_buf         out;             /* encoded replies the socket has not taken yet */
+    uint64_t          in_read_ms;      /* when the newest bytes of `in` arrived */
+    size_t            in_before_stop;  /* leading bytes of `in` read before the stop: served */
+    uint64_t          last_active_ms;
+    uint64_t          partial_since_ms; /* 0, or when an unfinished frame began waiting */
+    uint64_t          until_ms;        /* REFUSING: close after; LINGERING: give up on EOF after */
+    size_t            lingered;        /* bytes discarded while lingering */
+    int               refuse_status;   /* MPRPC_ERR_BUSY or MPRPC_ERR_SHUTDOWN */
+    int               inflight;        /* deferred calls not yet finished */
+    uint32_t          events;          /* current epoll interest */
+    size_t            accounted;       /* in.cap + out.cap as counted in stats.buffer_bytes */
+    unsigned          peer_eof : 1;    /* fact: the peer shut its sending side */
+    unsigned          failed : 1;      /* fact: the socket failed (reset, error): close at once */
+    unsigned          counted_open : 1;/* counted in open_conns (not a refused connection) */
+};
+
+/* A call's own state, changed atomically: a deferred call is finished by any
+ * thread, and abandoned by its loop when drain_timeout_ms passes. */
+enum {
+    MPRPC__CALL_RUNNING,   /* in its handler */
+    MPRPC__CALL_DEFERRED,  /* mprpc_call_defer called; mprpc_call_done not yet */
+    MPRPC__CALL_POSTED,    /* mprpc_call_done called; the loop will answer it */
+    MPRPC__CALL_ABANDONED  /* the server gave up on it; mprpc_call_done frees it */
 };
 
 struct mprpc_call {
-    mprpc_call          *next;        /* free list or completion queue */
+    mprpc_call          *prev, *next;  /* the loop's free list or its deferred list */
+    mprpc_call          *posted_next;  /* the loop's queue of finished deferred calls */
     mprpc__loop         *loop;
     mprpc__conn         *conn;
     const mprpc_service *service;
     const mprpc_method  *method;
     uint64_t             call_id;
+    uint64_t             deadline_ms;  /* 0: the caller sent no deadline */
     uint32_t             version;
-    int                  deferred;
+    int                  state;        /* MPRPC__CALL_*, atomic */
     int                  status;
     char                 error_text[256];
     void                *request;
@@ -1676,19 +1754,20 @@ struct mprpc__loop {
     int              wakefd;
     pthread_t        thread;
     int              thread_started;
-    pthread_mutex_t  mu;              /* guards incoming, completed, drain_requested */
+    pthread_mutex_t  mu;              /* guards incoming, posted, drain_requested */
     mprpc__conn     *incoming;        /* handed over by the acceptor */
-    mprpc_call      *completed;       /* finished deferred calls, from any thread */
+    mprpc_call      *posted;          /* finished deferred calls, from any thread */
     int              drain_requested;
     /* loop thread only below */
     mprpc__conn     *conns;
     mprpc__conn     *dead;
     size_t           nconns;
-    int              outstanding;     /* deferred calls of this loop not yet finished */
+    mprpc_call      *deferred;        /* calls deferred and not yet answered or abandoned */
     mprpc_call      *free_calls;
+    int              nfree;
     uint8_t         *rbuf;
-    mprpc_buf        wbuf;
     int              draining;
+    int              tick_ms;
     uint64_t         drain_deadline_ms;
     uint64_t         next_sweep_ms;
     mprpc_server_stats stats;         /* updated with relaxed atomics */
@@ -1707,6 +1786,16 @@ typedef struct mprpc__route {
     const mprpc_method  *method;      /* NULL: the entry names the service itself */
 } mprpc__route;
 
+/* The server's lifecycle: changed under life_mu (and stored atomically, so
+ * lock-free readers see it), announced on life_cv. */
+enum {
+    MPRPC__SRV_NEW,       /* services may be added */
+    MPRPC__SRV_STARTING,  /* mprpc_server_start is at work */
+    MPRPC__SRV_RUNNING,   /* serving */
+    MPRPC__SRV_STOPPING,  /* draining: deregistered, not accepting, answering what it took */
+    MPRPC__SRV_STOPPED    /* loops joined, sockets closed; stats still readable */
+};
+
 struct mprpc_server {
     mprpc_config          cfg;
     const mprpc_service **services;
@@ -1714,18 +1803,23 @@ struct mprpc_server {
     mprpc__route         *routes;
     size_t                route_mask;
     size_t                call_size;    /* one call object: header + largest request + response */
-    mprpc__loop          *loops;
+    mprpc__loop          *loops;        /* kept until mprpc_server_free: their stats outlive the run */
     int                   nloops;
-    unsigned              next_loop;
-    int                   listen_fd;
-    int                   spare_fd;     /* given up to shed a connection when out of fds */
-    uint64_t              accept_paused_until_ms; /* loop 0: 0, or when to listen again */
-    int                   stop_fd;
+    unsigned              next_loop;    /* acceptor thread only */
+    int                   listen_fd;    /* acceptor thread only once started */
+    int                   spare_fd;     /* acceptor thread only: given up to shed a connection */
+    int                   stop_fd;      /* eventfd written by mprpc_server_stop */
     int                   port;
+    pthread_t             acceptor;
+    int                   acceptor_started;
+    pthread_mutex_t       life_mu;
+    pthread_cond_t        life_cv;
+    int                   state;        /* MPRPC__SRV_*, atomic */
     int                   stop_requested; /* atomic: set from signal handlers and other threads */
-    int                   started;
-    int                   shut_down;
-    uint64_t              open_conns;
+    int                   runners;      /* threads inside mprpc_server_run (life_mu) */
+    uint64_t              open_conns;   /* atomic: connections served (max_connections) */
+    uint64_t              refused_conns;/* atomic: connections held only to refuse requests */
+    mprpc_server_stats    accept_stats; /* the acceptor's counters, relaxed atomics */
     mprpc__registry      *registry;
     char                  error[256];
 };
@@ -1740,7 +1834,14 @@ static void mprpc__srv_fail(mprpc_server *srv, const char *fmt, ...)
     MPRPC_LOG_ERROR("%s", srv->error);
 }
 
-/* ---- routing: (service, method) -> method, one hash probe per request ---- */
+static int mprpc__srv_state(const mprpc_server *srv)
+{
+    return __atomic_load_n(&srv->state, __ATOMIC_ACQUIRE);
+}
+
+/* ------------------------------------------------------------------------ */
+/* -- 7a. routing: (service, method) -> method, one hash probe per request - */
+/* ------------------------------------------------------------------------ */
 
 static uint64_t mprpc__hash(const uint8_t *s, size_t n, const uint8_t *m, size_t mn)
 {
@@ -1813,18 +1914,13 @@ static int mprpc__name_ok(const char *s, size_t max)
     return s && s[0] && strlen(s) <= max;
 }
 
-MPRPCDEF mprpc_status mprpc_server_add_service(mprpc_server *srv, const mprpc_service *svc)
+/* Why svc cannot be added ("" if it can). */
+static int mprpc__service_check(mprpc_server *srv, const mprpc_service *svc)
 {
-    const mprpc_service **grown;
     size_t i, j;
-    if (!srv || !svc) return MPRPC_ERR_INVALID_ARGUMENT;
-    if (srv->started) {
-        mprpc__srv_fail(srv, "add_service '%s': the server is already started", svc->name);
-        return MPRPC_ERR_INVALID_ARGUMENT;
-    }
     if (!mprpc__name_ok(svc->name, MPRPC_NAME_MAX) || (svc->method_count && !svc->methods)) {
         mprpc__srv_fail(srv, "add_service: service name missing or over %d bytes", MPRPC_NAME_MAX);
-        return MPRPC_ERR_INVALID_ARGUMENT;
+        return 0;
     }
     for (i = 0; i < svc->method_count; i++) {
         const mprpc_method *m = &svc->methods[i];
@@ -1832,19 +1928,31 @@ MPRPCDEF mprpc_status mprpc_server_add_service(mprpc_server *srv, const mprpc_se
             !m->response_fields) {
             mprpc__srv_fail(srv, "add_service '%s': method %zu lacks a name (<= %d bytes), "
                             "handler or field descriptors", svc->name, i, MPRPC_NAME_MAX);
-            return MPRPC_ERR_INVALID_ARGUMENT;
+            return 0;
         }
         for (j = 0; j < i; j++)
             if (strcmp(svc->methods[j].name, m->name) == 0) {
                 mprpc__srv_fail(srv, "add_service '%s': method '%s' listed twice", svc->name, m->name);
-                return MPRPC_ERR_INVALID_ARGUMENT;
+                return 0;
             }
     }
     for (i = 0; i < srv->nservices; i++)
         if (strcmp(srv->services[i]->name, svc->name) == 0) {
             mprpc__srv_fail(srv, "add_service: service '%s' added twice", svc->name);
-            return MPRPC_ERR_INVALID_ARGUMENT;
+            return 0;
         }
+    return 1;
+}
+
+MPRPCDEF mprpc_status mprpc_server_add_service(mprpc_server *srv, const mprpc_service *svc)
+{
+    const mprpc_service **grown;
+    if (!srv || !svc) return MPRPC_ERR_INVALID_ARGUMENT;
+    if (mprpc__srv_state(srv) != MPRPC__SRV_NEW) {
+        mprpc__srv_fail(srv, "add_service '%s': the server is already started", svc->name);
+        return MPRPC_ERR_INVALID_ARGUMENT;
+    }
+    if (!mprpc__service_check(srv, svc)) return MPRPC_ERR_INVALID_ARGUMENT;
     grown = (const mprpc_service **)MPRPC_REALLOC((void *)srv->services,
                                                   (srv->nservices + 1) * sizeof *grown);
     if (!grown) return MPRPC_ERR_NO_MEMORY;
@@ -1853,17 +1961,95 @@ MPRPCDEF mprpc_status mprpc_server_add_service(mprpc_server *srv, const mprpc_se
     return MPRPC_OK;
 }
 
-/* ---- connections ---- */
+/* ------------------------------------------------------------------------ */
+/* -- 7b. event loop: the epoll backend and the cross-thread hand-offs ----- */
+/* ------------------------------------------------------------------------ */
 
-static void mprpc__conn_watch(mprpc__conn *c, uint32_t events)
+/* Every epoll call of the server goes through these (as redis's ae_epoll.c);
+ * each result is checked by its caller. */
+static int mprpc__ep_ctl(mprpc__loop *l, int op, int fd, uint32_t events, void *ptr)
 {
     struct epoll_event ev;
-    if (c->closed || c->events == events) return;
     memset(&ev, 0, sizeof ev);
     ev.events = events;
-    ev.data.ptr = c;
-    if (epoll_ctl(c->loop->epfd, EPOLL_CTL_MOD, c->fd, &ev) == 0) c->events = events;
+    ev.data.ptr = ptr;
+    return epoll_ctl(l->epfd, op, fd, &ev);
 }
+
+static int mprpc__ep_add(mprpc__loop *l, int fd, uint32_t events, void *ptr)
+{
+    return mprpc__ep_ctl(l, EPOLL_CTL_ADD, fd, events, ptr);
+}
+
+static int mprpc__ep_mod(mprpc__loop *l, int fd, uint32_t events, void *ptr)
+{
+    return mprpc__ep_ctl(l, EPOLL_CTL_MOD, fd, events, ptr);
+}
+
+static int mprpc__ep_wait(mprpc__loop *l, struct epoll_event *evs, int max, int timeout_ms)
+{
+    int n;
+    do n = epoll_wait(l->epfd, evs, max, timeout_ms); while (n < 0 && errno == EINTR);
+    return n;
+}
+
+static void mprpc__loop_wake(mprpc__loop *l)
+{
+    uint64_t one = 1;
+    ssize_t n;
+    do n = write(l->wakefd, &one, sizeof one); while (n < 0 && errno == EINTR);
+}
+
+/* Hands a connection to a loop (acceptor thread). */
+static void mprpc__loop_hand_over(mprpc__loop *l, mprpc__conn *c)
+{
+    pthread_mutex_lock(&l->mu);
+    c->next = l->incoming;
+    l->incoming = c;
+    pthread_mutex_unlock(&l->mu);
+    mprpc__loop_wake(l);
+}
+
+/* Queues a finished deferred call for its loop (any thread). The wake is
+ * written under the lock: once the loop has taken the call it may finish
+ * draining and close wakefd, so nothing may touch the loop after unlocking. */
+static void mprpc__loop_post(mprpc__loop *l, mprpc_call *call)
+{
+    int was_empty;
+    pthread_mutex_lock(&l->mu);
+    was_empty = l->posted == NULL;
+    call->posted_next = l->posted;
+    l->posted = call;
+    if (was_empty) mprpc__loop_wake(l);
+    pthread_mutex_unlock(&l->mu);
+}
+
+static mprpc_status mprpc__loop_init(mprpc_server *srv, mprpc__loop *l, int index)
+{
+    int idle = srv->cfg.idle_timeout_ms;
+    memset(l, 0, sizeof *l);
+    l->srv = srv;
+    l->index = index;
+    l->tick_ms = idle > 0 && idle < 4000 ? (idle + 3) / 4 : 1000;
+    pthread_mutex_init(&l->mu, NULL);
+    l->epfd = epoll_create1(EPOLL_CLOEXEC);
+    l->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    l->rbuf = (uint8_t *)MPRPC_MALLOC(MPRPC__READ_CHUNK);
+    if (l->epfd < 0 || l->wakefd < 0 || !l->rbuf) {
+        mprpc__srv_fail(srv, "loop %d: cannot create epoll/eventfd/%zu-byte buffer: %s", index,
+                        MPRPC__READ_CHUNK, strerror(errno));
+        return l->rbuf ? MPRPC_ERR_IO : MPRPC_ERR_NO_MEMORY;
+    }
+    if (mprpc__ep_add(l, l->wakefd, EPOLLIN, &l->wakefd) != 0) {
+        mprpc__srv_fail(srv, "loop %d: epoll_ctl add eventfd: %s", index, strerror(errno));
+        return MPRPC_ERR_IO;
+    }
+    return MPRPC_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* -- 7c. connection: buffers, input, output, and settling the state ------- */
+/* ------------------------------------------------------------------------ */
 
 static void mprpc__list_unlink(mprpc__conn **head, mprpc__conn *c)
 {
@@ -1891,21 +2077,25 @@ static void mprpc__conn_account(mprpc__conn *c)
     }
 }
 
-/* Closes the socket now; the struct is freed at the end of the loop
+static void mprpc__buf_shrink(mprpc_buf *b)
+{
+    if (mprpc_buf_readable(b) == 0 && b->cap > MPRPC__KEEP_BUF) mprpc_buf_free(b);
+}
+
+/* Closes the descriptor now. The struct is freed at the end of the loop
  * iteration (other events of this batch may still name it) and only once no
  * deferred call refers to it. */
 static void mprpc__conn_close(mprpc__conn *c)
 {
     mprpc__loop *l = c->loop;
-    if (c->closed) return;
-    c->closed = 1;
+    if (c->state == MPRPC__CONN_CLOSED) return;
+    c->state = MPRPC__CONN_CLOSED;
     close(c->fd);
     c->fd = -1;
     mprpc__list_unlink(&l->conns, c);
     l->nconns--;
     mprpc__list_push(&l->dead, c);
-    MPRPC__ADD(&l->srv->open_conns, (uint64_t)-1);
-    MPRPC__ADD(&l->stats.connections_open, (uint64_t)-1);
+    MPRPC__ADD(c->counted_open ? &l->srv->open_conns : &l->srv->refused_conns, (uint64_t)-1);
 }
 
 static void mprpc__conn_free_dead(mprpc__loop *l)
@@ -1925,37 +2115,36 @@ static void mprpc__conn_free_dead(mprpc__loop *l)
     }
 }
 
-static void mprpc__buf_shrink(mprpc_buf *b)
+/* The connection takes no new request; it answers what it took, then ends. */
+static void mprpc__conn_finish(mprpc__conn *c)
 {
-    if (mprpc_buf_readable(b) == 0 && b->cap > MPRPC__KEEP_BUF) mprpc_buf_free(b);
+    if (c->state == MPRPC__CONN_SERVING || c->state == MPRPC__CONN_REFUSING)
+        c->state = MPRPC__CONN_FINISHING;
 }
 
-
-/* Is the connection allowed to take more requests right now? Replies
- * staged in the loop's wbuf count as pending output too: they are this
- * connection's (wbuf is flushed to one connection before the next is
- * served), and one read can hold hundreds of small requests with large
- * replies. */
+/* May the connection take another request now? Replies the peer has not read
+ * and calls in flight count against its limits. */
 static int mprpc__conn_can_take(const mprpc__conn *c)
 {
     const mprpc_config *cfg = &c->loop->srv->cfg;
-    return !c->closed && !c->close_after_flush && c->inflight < cfg->max_pipeline_depth &&
-           mprpc_buf_readable(&c->out) + mprpc_buf_readable(&c->loop->wbuf) <= cfg->max_pending_output;
+    if (c->state != MPRPC__CONN_SERVING && c->state != MPRPC__CONN_REFUSING) return 0;
+    return c->inflight < cfg->max_pipeline_depth &&
+           mprpc_buf_readable(&c->out) <= cfg->max_pending_output;
 }
 
-static void mprpc__conn_update_interest(mprpc__conn *c)
+/* Does `in` hold at least one whole (or malformed) frame? */
+static int mprpc__conn_has_frame(const mprpc__conn *c)
 {
-    uint32_t ev = 0;
-    if (c->closed) return;
-    if (!c->eof && !c->loop->draining && mprpc__conn_can_take(c)) ev |= EPOLLIN;
-    if (mprpc_buf_readable(&c->out) > 0) ev |= EPOLLOUT;
-    mprpc__conn_watch(c, ev);
+    mprpc_request_frame f;
+    if (mprpc_buf_readable(&c->in) == 0) return 0;
+    return mprpc_wire_decode_request(c->in.data + c->in.pos, mprpc_buf_readable(&c->in),
+                                     c->loop->srv->cfg.max_message_size, &f) != MPRPC_AGAIN;
 }
 
-/* Writes what it can of c->out. */
+/* Writes what it can of c->out; a peer that is gone is recorded as a fact. */
 static void mprpc__conn_flush(mprpc__conn *c)
 {
-    while (!c->closed && mprpc_buf_readable(&c->out) > 0) {
+    while (mprpc_buf_readable(&c->out) > 0) {
         ssize_t n = send(c->fd, c->out.data + c->out.pos, mprpc_buf_readable(&c->out), MSG_NOSIGNAL);
         if (n > 0) { /* a peer reading a large reply slowly is not idle */
             mprpc_buf_consume(&c->out, (size_t)n);
@@ -1964,223 +2153,25 @@ static void mprpc__conn_flush(mprpc__conn *c)
         }
         if (n < 0 && errno == EINTR) continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
-        mprpc__conn_close(c); /* EPIPE, ECONNRESET: the peer is gone */
+        c->failed = 1; /* EPIPE, ECONNRESET: the peer is gone */
         return;
     }
     mprpc__buf_shrink(&c->out);
 }
 
-/* Sends the loop's staged replies for c: straight to the socket when nothing
- * is queued before them, the rest into c->out. */
-static void mprpc__conn_serve_buffered(mprpc__conn *c);
+static size_t mprpc__conn_serve(mprpc__conn *c, const uint8_t *data, size_t len, uint64_t frame_ms,
+                                size_t before_stop);
 
-static void mprpc__conn_send_staged(mprpc__conn *c)
-{
-    mprpc__loop *l = c->loop;
-    mprpc_buf *w = &l->wbuf;
-    for (;;) {
-        if (mprpc_buf_readable(w) > 0 && !c->closed && mprpc_buf_readable(&c->out) == 0) {
-            while (mprpc_buf_readable(w) > 0) {
-                ssize_t n = send(c->fd, w->data + w->pos, mprpc_buf_readable(w), MSG_NOSIGNAL);
-                if (n > 0) { mprpc_buf_consume(w, (size_t)n); continue; }
-                if (n < 0 && errno == EINTR) continue;
-                if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
-                mprpc__conn_close(c);
-                break;
-            }
-        }
-        /* c->out may exceed max_pending_output by one reply: reading pauses until it drains */
-        if (!c->closed && mprpc_buf_readable(w) > 0 &&
-            mprpc_buf_append(&c->out, w->data + w->pos, mprpc_buf_readable(w), SIZE_MAX) != MPRPC_OK)
-            mprpc__conn_close(c);
-        w->pos = w->len = 0;
-        /* A pause that ends here (the staged replies went out, a deferred call
-         * finished) resumes the requests already read: no new byte may ever
-         * come to trigger it. */
-        if (c->closed || !c->paused || !mprpc__conn_can_take(c)) break;
-        mprpc__conn_serve_buffered(c);
-    }
-    mprpc__buf_shrink(w);
-    mprpc__conn_account(c);
-    if (c->closed) return;
-    if ((c->close_after_flush || c->eof) && c->inflight == 0 && mprpc_buf_readable(&c->out) == 0) {
-        mprpc__conn_close(c);
-        return;
-    }
-    mprpc__conn_update_interest(c);
-}
-
-/* ---- calls ---- */
-
-static mprpc_call *mprpc__call_get(mprpc__loop *l)
-{
-    mprpc_call *call = l->free_calls;
-    if (call) l->free_calls = call->next;
-    else call = (mprpc_call *)MPRPC_MALLOC(l->srv->call_size);
-    return call;
-}
-
-static void mprpc__call_put(mprpc__loop *l, mprpc_call *call)
-{
-    call->next = l->free_calls;
-    l->free_calls = call;
-}
-
-static void mprpc__call_setup(mprpc_call *call, mprpc__conn *c, const mprpc__route *r,
-                              const mprpc_RpcHeader *h)
-{
-    uint8_t *base = (uint8_t *)call + mprpc__align_up(sizeof(mprpc_call));
-    call->next = NULL;
-    call->loop = c->loop;
-    call->conn = c;
-    call->service = r->service;
-    call->method = r->method;
-    call->call_id = h->call_id;
-    call->version = h->version;
-    call->deferred = 0;
-    call->status = MPRPC_OK;
-    call->error_text[0] = '\0';
-    call->request = base;
-    call->response = base + mprpc__align_up(r->method->request_size);
-    memset(call->request, 0, r->method->request_size);
-    memset(call->response, 0, r->method->response_size);
-}
-
-/* Stages an error reply (v1) or, for a seed caller that has no error channel,
- * ends the connection after what is already queued. */
-static void mprpc__reply_error(mprpc__conn *c, uint32_t version, uint64_t call_id, int status,
-                               const char *fmt, ...) MPRPC_PRINTF(5, 6);
-static void mprpc__reply_error(mprpc__conn *c, uint32_t version, uint64_t call_id, int status,
-                               const char *fmt, ...)
-{
-    char text[256];
-    va_list ap;
-    va_start(ap, fmt);
-    mprpc__vfmt(text, sizeof text, fmt, ap);
-    va_end(ap);
-    MPRPC__ADD(&c->loop->stats.call_errors, 1);
-    MPRPC_LOG_DEBUG("fd %d: %s: %s", c->fd, mprpc_status_name(status), text);
-    if (version == 0 ||
-        mprpc_wire_encode_response(&c->loop->wbuf, 0, call_id, status, text, NULL, NULL) != MPRPC_OK)
-        c->close_after_flush = 1;
-}
-
-/* Encodes the reply of a finished call into the loop's staging buffer. */
-static void mprpc__call_stage_reply(mprpc_call *call)
-{
-    mprpc__conn *c = call->conn;
-    mprpc__loop *l = call->loop;
-    size_t max = l->srv->cfg.max_message_size;
-    const mprpc_method *m = call->method;
-    mprpc_status st;
-    if (call->version == 0) { /* seed caller: the bare message, then close */
-        size_t n = 0;
-        pb_ostream_t os;
-        c->close_after_flush = 1;
-        if (!pb_get_encoded_size(&n, m->response_fields, call->response) || n > max ||
-            mprpc_buf_reserve(&l->wbuf, n, mprpc_buf_readable(&l->wbuf) + n) != MPRPC_OK)
-            return;
-        os = pb_ostream_from_buffer(l->wbuf.data + l->wbuf.len, n);
-        if (pb_encode(&os, m->response_fields, call->response)) l->wbuf.len += n;
-        return;
-    }
-    if (call->status != MPRPC_OK) {
-        mprpc__reply_error(c, call->version, call->call_id, call->status, "%s", call->error_text);
-        return;
-    }
-    st = mprpc_wire_encode_response(&l->wbuf, max, call->call_id, MPRPC_OK, NULL,
-                                    m->response_fields, call->response);
-    if (st != MPRPC_OK)
-        mprpc__reply_error(c, call->version, call->call_id, st, "%s.%s: cannot encode the response: %s",
-                           call->service->name, m->name, mprpc_status_str(st));
-}
-
-/* Decodes the request and runs the handler; the reply is staged unless the
- * handler deferred the call. */
-static void mprpc__dispatch(mprpc__conn *c, const mprpc_request_frame *f)
-{
-    const mprpc_RpcHeader *h = &f->header;
-    mprpc__loop *l = c->loop;
-    const mprpc__route *r;
-    mprpc_call *call;
-    pb_istream_t is;
-    r = mprpc__route_find(l->srv, h->service_name.bytes, h->service_name.size,
-                          h->method_name.bytes, h->method_name.size);
-    if (!r) {
-        if (!mprpc__route_find(l->srv, h->service_name.bytes, h->service_name.size, NULL, 0))
-            mprpc__reply_error(c, h->version, h->call_id, MPRPC_ERR_UNKNOWN_SERVICE,
-                               "unknown service '%.*s'", (int)h->service_name.size,
-                               (const char *)h->service_name.bytes);
-        else
-            mprpc__reply_error(c, h->version, h->call_id, MPRPC_ERR_UNKNOWN_METHOD,
-                               "unknown method '%.*s' in service '%.*s'", (int)h->method_name.size,
-                               (const char *)h->method_name.bytes, (int)h->service_name.size,
-                               (const char *)h->service_name.bytes);
-        return;
-    }
-    call = mprpc__call_get(l);
-    if (!call) {
-        mprpc__reply_error(c, h->version, h->call_id, MPRPC_ERR_NO_MEMORY, "provider out of memory");
-        return;
-    }
-    mprpc__call_setup(call, c, r, h);
-    if (r->method->prepare) r->method->prepare(call, call->request, call->response, r->service->user);
-    is = pb_istream_from_buffer(f->body, h->args_size);
-    if (!pb_decode(&is, r->method->request_fields, call->request)) {
-        mprpc__reply_error(c, h->version, h->call_id, MPRPC_ERR_DECODE, "%s.%s: cannot decode the request: %s",
-                           r->service->name, r->method->name, PB_GET_ERROR(&is));
-        mprpc__call_put(l, call);
-        return;
-    }
-    MPRPC__ADD(&l->stats.calls, 1);
-    r->method->handler(call, call->request, call->response, r->service->user);
-    if (call->deferred) {
-        c->inflight++;
-        l->outstanding++;
-        return;
-    }
-    mprpc__call_stage_reply(call);
-    mprpc__call_put(l, call);
-}
-
-/* Serves every complete frame in data[0, len) that the connection may take;
- * returns the bytes consumed. Replies are staged in the loop's wbuf. */
-static size_t mprpc__conn_serve(mprpc__conn *c, const uint8_t *data, size_t len)
-{
-    size_t off = 0, max = c->loop->srv->cfg.max_message_size;
-    while (mprpc__conn_can_take(c)) {
-        mprpc_request_frame f;
-        mprpc_status st = mprpc_wire_decode_request(data + off, len - off, max, &f);
-        if (st == MPRPC_AGAIN) break;
-        if (st == MPRPC_ERR_TOO_LARGE) { /* the header is known: say why, then hang up */
-            mprpc__reply_error(c, f.header.version, f.header.call_id, st,
-                               "request of %u bytes exceeds max_message_size %zu",
-                               (unsigned)f.header.args_size, max);
-            c->close_after_flush = 1;
-            MPRPC__ADD(&c->loop->stats.protocol_errors, 1);
-            return len;
-        }
-        if (st != MPRPC_OK) { /* cannot even frame it: nothing sensible to answer */
-            MPRPC_LOG_WARN("fd %d: unparseable request header, closing", c->fd);
-            MPRPC__ADD(&c->loop->stats.protocol_errors, 1);
-            c->close_after_flush = 1;
-            return len;
-        }
-        mprpc__dispatch(c, &f);
-        off += f.frame_size;
-        if (f.header.version == 0) c->close_after_flush = 1; /* one call per seed connection */
-    }
-    c->paused = off < len && !mprpc__conn_can_take(c);
-    return off;
-}
-
-/* Serves what sits in c->in (after a pause ends, or new bytes were appended). */
+/* Serves the whole requests waiting in c->in that the connection may take. */
 static void mprpc__conn_serve_buffered(mprpc__conn *c)
 {
-    size_t used;
-    if (mprpc_buf_readable(&c->in) == 0) return;
-    used = mprpc__conn_serve(c, c->in.data + c->in.pos, mprpc_buf_readable(&c->in));
+    size_t used, before_stop;
+    if (mprpc_buf_readable(&c->in) == 0 || !mprpc__conn_can_take(c)) return;
+    before_stop = c->state == MPRPC__CONN_SERVING ? SIZE_MAX : c->in_before_stop;
+    used = mprpc__conn_serve(c, c->in.data + c->in.pos, mprpc_buf_readable(&c->in), c->in_read_ms,
+                             before_stop);
     mprpc_buf_consume(&c->in, used);
+    c->in_before_stop = used < c->in_before_stop ? c->in_before_stop - used : 0;
     /* the unfinished-frame clock restarts with each frame served: a busy
      * pipeliner whose reads always end mid-frame is not half-finished */
     if (mprpc_buf_readable(&c->in) == 0) c->partial_since_ms = 0;
@@ -2188,18 +2179,90 @@ static void mprpc__conn_serve_buffered(mprpc__conn *c)
     mprpc__buf_shrink(&c->in);
 }
 
+/* Serves and writes until neither makes progress: a pause that ends here (the
+ * output drained, a deferred call finished) resumes the requests already read,
+ * since no new byte may ever come to trigger it. */
+static void mprpc__conn_pump(mprpc__conn *c)
+{
+    size_t before;
+    do {
+        before = mprpc_buf_readable(&c->in);
+        mprpc__conn_serve_buffered(c);
+        mprpc__conn_flush(c);
+    } while (!c->failed && mprpc_buf_readable(&c->in) < before && mprpc__conn_can_take(c));
+}
+
+/* The state transitions that follow from the facts and the clock. */
+static void mprpc__conn_advance(mprpc__conn *c, uint64_t now)
+{
+    int answered = c->inflight == 0 && mprpc_buf_readable(&c->out) == 0;
+    int open = c->state == MPRPC__CONN_SERVING || c->state == MPRPC__CONN_REFUSING;
+    if (open && c->peer_eof && !mprpc__conn_has_frame(c)) mprpc__conn_finish(c);
+    if (c->state == MPRPC__CONN_REFUSING && now >= c->until_ms && answered && !mprpc__conn_has_frame(c))
+        mprpc__conn_finish(c);
+    if (c->state == MPRPC__CONN_FINISHING && answered) {
+        if (c->peer_eof) { /* both directions done: nothing unread, so no RST */
+            mprpc__conn_close(c);
+            return;
+        }
+        if (shutdown(c->fd, SHUT_WR) != 0) {
+            c->failed = 1;
+            return;
+        }
+        c->state = MPRPC__CONN_LINGERING;
+        c->until_ms = now + MPRPC__LINGER_MS;
+    }
+    if (c->state == MPRPC__CONN_LINGERING && (c->peer_eof || now >= c->until_ms))
+        mprpc__conn_close(c);
+}
+
+static uint32_t mprpc__conn_interest(const mprpc__conn *c)
+{
+    uint32_t ev = 0;
+    if (c->state == MPRPC__CONN_LINGERING || (!c->peer_eof && mprpc__conn_can_take(c))) ev |= EPOLLIN;
+    if (mprpc_buf_readable(&c->out) > 0) ev |= EPOLLOUT;
+    return ev;
+}
+
+/* The one place where a connection's facts become consequences: serving what
+ * a pause held back, writing, the next state, then the epoll interest that
+ * state needs. Called after every event on the connection and on every timer
+ * sweep, so no path can forget a step. */
+static void mprpc__conn_settle(mprpc__conn *c, uint64_t now)
+{
+    uint32_t want;
+    if (c->state == MPRPC__CONN_CLOSED) return;
+    if (!c->failed) mprpc__conn_pump(c);
+    if (!c->failed) mprpc__conn_advance(c, now);
+    if (c->failed) mprpc__conn_close(c);
+    if (c->state == MPRPC__CONN_CLOSED) return;
+    mprpc__conn_account(c);
+    want = mprpc__conn_interest(c);
+    if (want == c->events) return;
+    if (mprpc__ep_mod(c->loop, c->fd, want, c) != 0) { /* interest unknown: the connection cannot go on */
+        MPRPC_LOG_WARN("fd %d: epoll_ctl modify to events 0x%x: %s; closing", c->fd, (unsigned)want,
+                       strerror(errno));
+        mprpc__conn_close(c);
+        return;
+    }
+    c->events = want;
+}
+
 /* Where the next read lands: the tail of c->in when a partial frame waits
  * there (continued in place), else the loop's read buffer. 0 if the
- * connection had to be closed. */
+ * connection cannot read (it is closed, or c->in cannot grow). */
 static int mprpc__conn_read_target(mprpc__conn *c, uint8_t **dst, size_t *room, int *buffered)
 {
     mprpc__loop *l = c->loop;
     size_t maxframe = mprpc__max_frame(l->srv->cfg.max_message_size);
-    *buffered = mprpc_buf_readable(&c->in) > 0;
+    *buffered = c->state != MPRPC__CONN_LINGERING && mprpc_buf_readable(&c->in) > 0;
+    if (c->state == MPRPC__CONN_CLOSED) return 0;
     if (*buffered) {
         if (mprpc_buf_reserve(&c->in, MPRPC__READ_CHUNK < maxframe ? MPRPC__READ_CHUNK : maxframe,
                               maxframe + MPRPC__READ_CHUNK) != MPRPC_OK) {
-            mprpc__conn_close(c);
+            MPRPC_LOG_WARN("fd %d: cannot grow the input buffer past %zu bytes: finishing", c->fd,
+                           c->in.cap);
+            mprpc__conn_finish(c);
             return 0;
         }
         *dst = c->in.data + c->in.len;
@@ -2211,34 +2274,44 @@ static int mprpc__conn_read_target(mprpc__conn *c, uint8_t **dst, size_t *room, 
     return 1;
 }
 
+/* Keeps the unserved tail of a read in c->in. */
+static void mprpc__conn_keep(mprpc__conn *c, const uint8_t *p, size_t n, uint64_t now)
+{
+    size_t maxframe = mprpc__max_frame(c->loop->srv->cfg.max_message_size);
+    if (c->state != MPRPC__CONN_SERVING && c->state != MPRPC__CONN_REFUSING) return;
+    if (mprpc_buf_append(&c->in, p, n, maxframe + MPRPC__READ_CHUNK) != MPRPC_OK) {
+        /* the byte stream has a hole now: answer what was taken, then end */
+        MPRPC_LOG_WARN("fd %d: out of memory keeping %zu unserved bytes: finishing", c->fd, n);
+        mprpc__conn_finish(c);
+        return;
+    }
+    c->partial_since_ms = now;
+}
+
 /* Handles n bytes that just landed at the read target (n == 0: the peer
  * shut its side). Everything a peer sends passes through here; the fuzz
  * target tests/fuzz/fuzz_provider.c drives it without a socket. */
 static void mprpc__conn_received(mprpc__conn *c, int buffered, size_t n)
 {
     mprpc__loop *l = c->loop;
-    size_t maxframe = mprpc__max_frame(l->srv->cfg.max_message_size);
-    c->last_active_ms = mprpc__now_ms();
-    if (n == 0) { /* the peer is done sending; it may still read our answers */
-        c->eof = 1;
-        if (mprpc_buf_readable(&c->in)) c->close_after_flush = 1; /* a half frame never completes */
-        mprpc__conn_send_staged(c);
-        return;
-    }
-    if (buffered) {
+    uint64_t now = mprpc__now_ms();
+    size_t used;
+    c->last_active_ms = now;
+    if (n == 0) {
+        c->peer_eof = 1;
+    } else if (c->state == MPRPC__CONN_LINGERING) {
+        c->lingered += n; /* discarded; a peer that keeps sending is cut off */
+        if (c->lingered > MPRPC__LINGER_BYTES) c->until_ms = now;
+    } else if (buffered) {
         c->in.len += n;
+        c->in_read_ms = now;
         mprpc__conn_serve_buffered(c);
     } else {
-        size_t used = mprpc__conn_serve(c, l->rbuf, n);
-        if (used < n && !c->close_after_flush) {
-            if (mprpc_buf_append(&c->in, l->rbuf + used, n - used, maxframe + MPRPC__READ_CHUNK) != MPRPC_OK) {
-                mprpc__conn_close(c);
-                return;
-            }
-            c->partial_since_ms = c->last_active_ms;
-        }
+        c->in_read_ms = now;
+        used = mprpc__conn_serve(c, l->rbuf, n, now, c->state == MPRPC__CONN_SERVING ? SIZE_MAX : 0);
+        if (used < n) mprpc__conn_keep(c, l->rbuf + used, n - used, now);
     }
-    mprpc__conn_send_staged(c);
+    mprpc__conn_settle(c, now);
 }
 
 static void mprpc__conn_on_readable(mprpc__conn *c)
@@ -2247,64 +2320,388 @@ static void mprpc__conn_on_readable(mprpc__conn *c)
     size_t room;
     int buffered;
     ssize_t n;
-    if (!mprpc__conn_read_target(c, &dst, &room, &buffered)) return;
+    if (!mprpc__conn_read_target(c, &dst, &room, &buffered)) {
+        mprpc__conn_settle(c, mprpc__now_ms());
+        return;
+    }
     do n = recv(c->fd, dst, room, 0); while (n < 0 && errno == EINTR);
     if (n < 0) {
-        if (errno != EAGAIN && errno != EWOULDBLOCK) mprpc__conn_close(c);
+        if (errno != EAGAIN && errno != EWOULDBLOCK) c->failed = 1;
+        mprpc__conn_settle(c, mprpc__now_ms());
         return;
     }
     mprpc__conn_received(c, buffered, (size_t)n);
 }
 
-static void mprpc__conn_on_writable(mprpc__conn *c)
+static void mprpc__conn_on_event(mprpc__conn *c, uint32_t events)
 {
-    mprpc__conn_flush(c);
-    if (c->closed) return;
-    mprpc__conn_send_staged(c); /* resumes serving if the flush ended a pause */
+    if (c->state == MPRPC__CONN_CLOSED) return;
+    if ((events & (EPOLLHUP | EPOLLERR)) && !(events & EPOLLIN))
+        c->failed = 1; /* both directions gone: nobody can read our replies */
+    else if (events & EPOLLIN)
+        mprpc__conn_on_readable(c);
+    mprpc__conn_settle(c, mprpc__now_ms()); /* EPOLLOUT: the settle writes */
 }
 
-/* ---- cross-thread hand-offs: new connections and finished deferred calls ---- */
-
-static void mprpc__loop_wake(mprpc__loop *l)
-{
-    uint64_t one = 1;
-    ssize_t n;
-    do n = write(l->wakefd, &one, sizeof one); while (n < 0 && errno == EINTR);
-}
-
+/* A connection the acceptor handed over starts here. */
 static void mprpc__conn_attach(mprpc__loop *l, mprpc__conn *c)
 {
-    struct epoll_event ev;
-    memset(&ev, 0, sizeof ev);
+    uint64_t now = mprpc__now_ms();
     c->loop = l;
     c->events = EPOLLIN;
-    ev.events = EPOLLIN;
-    ev.data.ptr = c;
-    c->last_active_ms = mprpc__now_ms();
+    c->last_active_ms = now;
     mprpc__list_push(&l->conns, c);
     l->nconns++;
-    if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, c->fd, &ev) != 0) {
-        MPRPC_LOG_WARN("epoll_ctl add fd %d: %s", c->fd, strerror(errno));
+    if (l->draining && c->state == MPRPC__CONN_SERVING) { /* accepted just before the stop */
+        c->state = MPRPC__CONN_REFUSING;
+        c->refuse_status = MPRPC_ERR_SHUTDOWN;
+        c->until_ms = now + MPRPC__DRAIN_QUIET_MS;
+    }
+    if (mprpc__ep_add(l, c->fd, EPOLLIN, c) != 0) {
+        MPRPC_LOG_WARN("fd %d: epoll_ctl add: %s; closing", c->fd, strerror(errno));
         mprpc__conn_close(c);
     }
 }
 
-static void mprpc__call_finish_deferred(mprpc_call *call)
+/* ------------------------------------------------------------------------ */
+/* -- 7d. dispatch: call objects, deadlines, handlers, replies ------------- */
+/* ------------------------------------------------------------------------ */
+
+/* Idle call objects are pooled per loop, at most MPRPC__CALL_POOL_MAX of
+ * them: a burst of deferred calls gives its memory back once it is over. */
+static mprpc_call *mprpc__call_get(mprpc__loop *l)
 {
-    mprpc__loop *l = call->loop;
-    mprpc__conn *c = call->conn;
-    c->inflight--;
-    l->outstanding--;
-    if (!c->closed) {
-        mprpc__call_stage_reply(call);
-        mprpc__call_put(l, call);
-        mprpc__conn_send_staged(c); /* resumes serving if this call ended a pause */
+    mprpc_call *call = l->free_calls;
+    if (!call) return (mprpc_call *)MPRPC_MALLOC(l->srv->call_size);
+    l->free_calls = call->next;
+    l->nfree--;
+    MPRPC__ADD(&l->stats.call_pool_bytes, (uint64_t)0 - (uint64_t)l->srv->call_size);
+    return call;
+}
+
+static void mprpc__call_put(mprpc__loop *l, mprpc_call *call)
+{
+    if (l->nfree >= MPRPC__CALL_POOL_MAX) {
+        MPRPC_FREE(call);
         return;
     }
+    call->next = l->free_calls;
+    l->free_calls = call;
+    l->nfree++;
+    MPRPC__ADD(&l->stats.call_pool_bytes, (uint64_t)l->srv->call_size);
+}
+
+/* The loop's list of deferred calls (to abandon them when the drain times out). */
+static void mprpc__deferred_add(mprpc__loop *l, mprpc_call *call)
+{
+    call->prev = NULL;
+    call->next = l->deferred;
+    if (l->deferred) l->deferred->prev = call;
+    l->deferred = call;
+    call->conn->inflight++;
+    MPRPC__ADD(&l->stats.deferred_pending, 1);
+}
+
+static void mprpc__deferred_remove(mprpc__loop *l, mprpc_call *call)
+{
+    if (call->prev) call->prev->next = call->next;
+    else l->deferred = call->next;
+    if (call->next) call->next->prev = call->prev;
+    call->prev = call->next = NULL;
+    call->conn->inflight--;
+    MPRPC__ADD(&l->stats.deferred_pending, (uint64_t)-1);
+}
+
+static void mprpc__call_setup(mprpc_call *call, mprpc__conn *c, const mprpc__route *r,
+                              const mprpc_RpcHeader *h, uint64_t deadline_ms)
+{
+    uint8_t *base = (uint8_t *)call + mprpc__align_up(sizeof(mprpc_call));
+    memset(call, 0, sizeof *call);
+    call->loop = c->loop;
+    call->conn = c;
+    call->service = r->service;
+    call->method = r->method;
+    call->call_id = h->call_id;
+    call->version = h->version;
+    call->deadline_ms = deadline_ms;
+    call->state = MPRPC__CALL_RUNNING;
+    call->status = MPRPC_OK;
+    call->request = base;
+    call->response = base + mprpc__align_up(r->method->request_size);
+    memset(call->request, 0, r->method->request_size);
+    memset(call->response, 0, r->method->response_size);
+}
+
+/* Queues an error reply in c->out (v1) or, for a seed caller that has no
+ * error channel, ends the connection after what is already queued. */
+static void mprpc__reply_error(mprpc__conn *c, uint32_t version, uint64_t call_id, int status,
+                               const char *fmt, ...) MPRPC_PRINTF(5, 6);
+static void mprpc__reply_error(mprpc__conn *c, uint32_t version, uint64_t call_id, int status,
+                               const char *fmt, ...)
+{
+    char text[256];
+    mprpc_status st;
+    va_list ap;
+    va_start(ap, fmt);
+    mprpc__vfmt(text, sizeof text, fmt, ap);
+    va_end(ap);
+    MPRPC__ADD(&c->loop->stats.call_errors, 1);
+    MPRPC_LOG_DEBUG("fd %d: %s: %s", c->fd, mprpc_status_name(status), text);
+    if (version == 0) {
+        mprpc__conn_finish(c);
+        return;
+    }
+    st = mprpc_wire_encode_response(&c->out, 0, call_id, status, text, NULL, NULL);
+    if (st != MPRPC_OK) {
+        MPRPC_LOG_WARN("fd %d: cannot queue an error reply (%s, %zu bytes queued): finishing", c->fd,
+                       mprpc_status_name(st), mprpc_buf_readable(&c->out));
+        mprpc__conn_finish(c);
+    }
+}
+
+/* The seed's reply: the bare message, then the connection ends. */
+static void mprpc__reply_seed(mprpc__conn *c, const mprpc_call *call)
+{
+    const mprpc_method *m = call->method;
+    size_t n = 0, max = c->loop->srv->cfg.max_message_size;
+    pb_ostream_t os;
+    mprpc__conn_finish(c);
+    if (!pb_get_encoded_size(&n, m->response_fields, call->response) || n > max ||
+        mprpc_buf_reserve(&c->out, n, mprpc_buf_readable(&c->out) + n) != MPRPC_OK) {
+        MPRPC_LOG_WARN("fd %d: %s.%s: cannot encode the seed reply (%zu bytes, max %zu)", c->fd,
+                       call->service->name, m->name, n, max);
+        return;
+    }
+    os = pb_ostream_from_buffer(c->out.data + c->out.len, n);
+    if (pb_encode(&os, m->response_fields, call->response)) c->out.len += n;
+}
+
+/* Encodes the reply of a finished call into its own connection's buffer:
+ * a reply can only ever be written to the connection that asked. */
+static void mprpc__reply(mprpc__conn *c, const mprpc_call *call)
+{
+    const mprpc_method *m = call->method;
+    mprpc_status st;
+    if (call->version == 0) {
+        mprpc__reply_seed(c, call);
+        return;
+    }
+    if (call->status != MPRPC_OK) {
+        mprpc__reply_error(c, call->version, call->call_id, call->status, "%s", call->error_text);
+        return;
+    }
+    st = mprpc_wire_encode_response(&c->out, c->loop->srv->cfg.max_message_size, call->call_id,
+                                    MPRPC_OK, NULL, m->response_fields, call->response);
+    if (st != MPRPC_OK)
+        mprpc__reply_error(c, call->version, call->call_id, st, "%s.%s: cannot encode the response: %s",
+                           call->service->name, m->name, mprpc_status_str(st));
+}
+
+/* Decodes the request and runs the handler; the reply is queued unless the
+ * handler deferred the call. */
+static void mprpc__call_run(mprpc__conn *c, const mprpc__route *r, const mprpc_request_frame *f,
+                            uint64_t deadline_ms)
+{
+    const mprpc_RpcHeader *h = &f->header;
+    mprpc__loop *l = c->loop;
+    mprpc_call *call = mprpc__call_get(l);
+    pb_istream_t is;
+    if (!call) {
+        mprpc__reply_error(c, h->version, h->call_id, MPRPC_ERR_NO_MEMORY,
+                           "provider out of memory (a call object of %zu bytes)", l->srv->call_size);
+        return;
+    }
+    mprpc__call_setup(call, c, r, h, deadline_ms);
+    if (r->method->prepare) r->method->prepare(call, call->request, call->response, r->service->user);
+    is = pb_istream_from_buffer(f->body, h->args_size);
+    if (!pb_decode(&is, r->method->request_fields, call->request)) {
+        mprpc__reply_error(c, h->version, h->call_id, MPRPC_ERR_DECODE, "%s.%s: cannot decode the request: %s",
+                           r->service->name, r->method->name, PB_GET_ERROR(&is));
+        mprpc__call_put(l, call);
+        return;
+    }
+    MPRPC__ADD(&l->stats.calls, 1);
+    r->method->handler(call, call->request, call->response, r->service->user);
+    if (__atomic_load_n(&call->state, __ATOMIC_ACQUIRE) != MPRPC__CALL_RUNNING) {
+        mprpc__deferred_add(l, call); /* may be posted already: the loop answers it next wake */
+        return;
+    }
+    mprpc__reply(c, call);
     mprpc__call_put(l, call);
 }
 
-static void mprpc__loop_begin_drain(mprpc__loop *l);
+/* The route of a request, or an error reply saying which name is unknown. */
+static const mprpc__route *mprpc__conn_route(mprpc__conn *c, const mprpc_RpcHeader *h)
+{
+    const mprpc_server *srv = c->loop->srv;
+    const mprpc__route *r = mprpc__route_find(srv, h->service_name.bytes, h->service_name.size,
+                                              h->method_name.bytes, h->method_name.size);
+    if (r) return r;
+    if (!mprpc__route_find(srv, h->service_name.bytes, h->service_name.size, NULL, 0))
+        mprpc__reply_error(c, h->version, h->call_id, MPRPC_ERR_UNKNOWN_SERVICE,
+                           "unknown service '%.*s'", (int)h->service_name.size,
+                           (const char *)h->service_name.bytes);
+    else
+        mprpc__reply_error(c, h->version, h->call_id, MPRPC_ERR_UNKNOWN_METHOD,
+                           "unknown method '%.*s' in service '%.*s'", (int)h->method_name.size,
+                           (const char *)h->method_name.bytes, (int)h->service_name.size,
+                           (const char *)h->service_name.bytes);
+    return NULL;
+}
+
+/* A request the connection will not run: over max_connections, or the
+ * server stops. The caller may send it elsewhere (it never ran). */
+static void mprpc__conn_refuse(mprpc__conn *c, const mprpc_RpcHeader *h)
+{
+    MPRPC__ADD(&c->loop->stats.refused, 1);
+    if (c->refuse_status == MPRPC_ERR_SHUTDOWN) {
+        c->until_ms = mprpc__now_ms() + MPRPC__DRAIN_QUIET_MS;
+        mprpc__reply_error(c, h->version, h->call_id, MPRPC_ERR_SHUTDOWN,
+                           "provider is stopping: not executed");
+        return;
+    }
+    mprpc__reply_error(c, h->version, h->call_id, MPRPC_ERR_BUSY,
+                       "provider at max_connections (%d): not executed",
+                       c->loop->srv->cfg.max_connections);
+}
+
+/* One whole request: refused, expired, or run. frame_ms is when its last
+ * byte arrived; the caller's deadline counts from there. */
+static void mprpc__conn_take(mprpc__conn *c, const mprpc_request_frame *f, uint64_t frame_ms, int run)
+{
+    const mprpc_RpcHeader *h = &f->header;
+    const mprpc__route *r;
+    uint64_t deadline = 0, now;
+    if (!run) {
+        mprpc__conn_refuse(c, h);
+        return;
+    }
+    if (!(r = mprpc__conn_route(c, h))) return;
+    if (h->version != 0 && h->timeout_ms != 0) {
+        deadline = frame_ms + h->timeout_ms;
+        now = mprpc__now_ms();
+        if (now >= deadline) {
+            MPRPC__ADD(&c->loop->stats.expired, 1);
+            mprpc__reply_error(c, h->version, h->call_id, MPRPC_ERR_TIMEOUT,
+                               "deadline passed before the handler ran (timeout_ms %u, waited %llu ms)",
+                               (unsigned)h->timeout_ms, (unsigned long long)(now - frame_ms));
+            return;
+        }
+    }
+    mprpc__call_run(c, r, f, deadline);
+}
+
+/* A frame that cannot be served: say why when the header is known, then end. */
+static void mprpc__conn_bad_frame(mprpc__conn *c, const mprpc_request_frame *f, mprpc_status st)
+{
+    MPRPC__ADD(&c->loop->stats.protocol_errors, 1);
+    if (st == MPRPC_ERR_TOO_LARGE)
+        mprpc__reply_error(c, f->header.version, f->header.call_id, st,
+                           "request of %u bytes exceeds max_message_size %u",
+                           (unsigned)f->header.args_size, (unsigned)c->loop->srv->cfg.max_message_size);
+    else
+        MPRPC_LOG_WARN("fd %d: unparseable request header (%s), closing", c->fd, mprpc_status_name(st));
+    mprpc__conn_finish(c);
+}
+
+/* Serves every whole frame in data[0, len) the connection may take; returns
+ * the bytes consumed. Frames ending within the first before_stop bytes were
+ * read before the server began to stop: they run; later ones are refused. */
+static size_t mprpc__conn_serve(mprpc__conn *c, const uint8_t *data, size_t len, uint64_t frame_ms,
+                                size_t before_stop)
+{
+    size_t off = 0, max = c->loop->srv->cfg.max_message_size;
+    while (off < len && mprpc__conn_can_take(c)) {
+        mprpc_request_frame f;
+        mprpc_status st = mprpc_wire_decode_request(data + off, len - off, max, &f);
+        if (st == MPRPC_AGAIN) break;
+        if (st != MPRPC_OK) {
+            mprpc__conn_bad_frame(c, &f, st);
+            return len;
+        }
+        mprpc__conn_take(c, &f, frame_ms,
+                         c->state == MPRPC__CONN_SERVING || off + f.frame_size <= before_stop);
+        off += f.frame_size;
+        if (f.header.version == 0) mprpc__conn_finish(c); /* one call per seed connection */
+    }
+    return off;
+}
+
+/* A deferred call came back (mprpc_call_done): answer it, unless its
+ * connection is gone or the caller's deadline has passed (then nobody waits
+ * for the answer: it is dropped and counted). */
+static void mprpc__call_finish_deferred(mprpc__loop *l, mprpc_call *call)
+{
+    mprpc__conn *c = call->conn;
+    uint64_t now = mprpc__now_ms();
+    mprpc__deferred_remove(l, call);
+    if (c->state != MPRPC__CONN_CLOSED && c->state != MPRPC__CONN_LINGERING) {
+        if (call->deadline_ms && now > call->deadline_ms) {
+            MPRPC__ADD(&l->stats.deadline_dropped, 1);
+            MPRPC_LOG_DEBUG("fd %d: %s.%s call_id %llu finished %llu ms after its deadline: answer dropped",
+                            c->fd, call->service->name, call->method->name,
+                            (unsigned long long)call->call_id,
+                            (unsigned long long)(now - call->deadline_ms));
+        } else {
+            mprpc__reply(c, call);
+        }
+    }
+    mprpc__call_put(l, call);
+    mprpc__conn_settle(c, now);
+}
+
+/* drain_timeout_ms passed: every deferred call still out is abandoned (its
+ * later mprpc_call_done frees it) and every connection closed. A call already
+ * posted stays: the loop answers it on its next wake. */
+static void mprpc__loop_abandon(mprpc__loop *l)
+{
+    mprpc_call *call = l->deferred, *next, *kept = NULL;
+    int abandoned = 0;
+    for (; call; call = next) {
+        int expected = MPRPC__CALL_DEFERRED;
+        next = call->next;
+        mprpc__deferred_remove(l, call); /* before the exchange: after it the call is not ours */
+        if (__atomic_compare_exchange_n(&call->state, &expected, MPRPC__CALL_ABANDONED, 0,
+                                        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+            abandoned++;
+            continue;
+        }
+        call->posted_next = kept;
+        kept = call;
+    }
+    for (; kept; kept = next) { /* posted meanwhile: still ours */
+        next = kept->posted_next;
+        mprpc__deferred_add(l, kept);
+    }
+    if (abandoned || l->nconns)
+        MPRPC_LOG_WARN("loop %d: drain_timeout_ms %d passed: abandoning %d deferred call(s), closing %zu "
+                       "connection(s)", l->index, l->srv->cfg.drain_timeout_ms, abandoned, l->nconns);
+    MPRPC__ADD(&l->stats.abandoned, (uint64_t)abandoned);
+    while (l->conns) mprpc__conn_close(l->conns);
+}
+
+/* ------------------------------------------------------------------------ */
+/* -- 7e. the loop thread: wake-ups, timers, draining ---------------------- */
+/* ------------------------------------------------------------------------ */
+
+/* The stop reached this loop: requests already read are served; anything
+ * read from now on is refused with SHUTDOWN. */
+static void mprpc__loop_begin_drain(mprpc__loop *l, uint64_t now)
+{
+    mprpc__conn *c, *next;
+    l->draining = 1;
+    l->drain_deadline_ms = now + (uint64_t)l->srv->cfg.drain_timeout_ms;
+    for (c = l->conns; c; c = next) {
+        next = c->next;
+        if (c->state == MPRPC__CONN_SERVING) {
+            c->state = MPRPC__CONN_REFUSING;
+            c->refuse_status = MPRPC_ERR_SHUTDOWN;
+            c->in_before_stop = mprpc_buf_readable(&c->in);
+            c->until_ms = now + MPRPC__DRAIN_QUIET_MS;
+        }
+        mprpc__conn_settle(c, now);
+    }
+}
 
 static void mprpc__loop_on_wake(mprpc__loop *l)
 {
@@ -2316,138 +2713,38 @@ static void mprpc__loop_on_wake(mprpc__loop *l)
     do n = read(l->wakefd, &v, sizeof v); while (n < 0 && errno == EINTR);
     pthread_mutex_lock(&l->mu);
     in = l->incoming;
-    done = l->completed;
+    done = l->posted;
     drain = l->drain_requested;
     l->incoming = NULL;
-    l->completed = NULL;
+    l->posted = NULL;
     pthread_mutex_unlock(&l->mu);
     for (; in; in = next) {
         next = in->next;
         mprpc__conn_attach(l, in);
     }
     for (; done; done = cnext) {
-        cnext = done->next;
-        mprpc__call_finish_deferred(done);
+        cnext = done->posted_next;
+        mprpc__call_finish_deferred(l, done);
     }
-    if (drain && !l->draining) mprpc__loop_begin_drain(l);
+    if (drain && !l->draining) mprpc__loop_begin_drain(l, mprpc__now_ms());
 }
 
-/* ---- accepting (loop 0) ---- */
-
-/* Out of file descriptors, listening stops for this long when even the spare
- * descriptor cannot shed the pending connection (another thread took the
- * slot): level-triggered epoll would otherwise report the listener forever. */
-#define MPRPC__ACCEPT_PAUSE_MS 100
-
-static void mprpc__accept_watch(mprpc__loop *l, int on)
-{
-    mprpc_server *srv = l->srv;
-    struct epoll_event ev;
-    memset(&ev, 0, sizeof ev);
-    ev.events = EPOLLIN;
-    ev.data.ptr = &srv->listen_fd;
-    epoll_ctl(l->epfd, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, srv->listen_fd, &ev);
-    srv->accept_paused_until_ms = on ? 0 : mprpc__now_ms() + MPRPC__ACCEPT_PAUSE_MS;
-}
-
-/* Out of file descriptors: give up the spare one to accept and drop the
- * pending connection, so it does not sit in the backlog making epoll spin. */
-static void mprpc__shed_connection(mprpc__loop *l)
-{
-    mprpc_server *srv = l->srv;
-    int fd = -1;
-    if (srv->spare_fd >= 0) {
-        close(srv->spare_fd);
-        fd = accept(srv->listen_fd, NULL, NULL);
-        if (fd >= 0) close(fd);
-    }
-    srv->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    MPRPC__ADD(&l->stats.connections_rejected, 1);
-    if (fd < 0 || srv->spare_fd < 0) {
-        MPRPC_LOG_WARN("out of file descriptors: not accepting for %d ms", MPRPC__ACCEPT_PAUSE_MS);
-        mprpc__accept_watch(l, 0);
-    }
-}
-
-static void mprpc__accept_ready(mprpc__loop *l)
-{
-    mprpc_server *srv = l->srv;
-    int i, one = 1;
-    for (i = 0; i < MPRPC__ACCEPTS_PER_WAKE && srv->listen_fd >= 0; i++) {
-        mprpc__conn *c;
-        mprpc__loop *target;
-        int fd = accept4(srv->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno == EINTR || errno == ECONNABORTED) continue;
-            if (errno == EMFILE || errno == ENFILE) {
-                MPRPC_LOG_WARN("accept: %s: shedding a connection", strerror(errno));
-                mprpc__shed_connection(l);
-                if (srv->accept_paused_until_ms) return;
-                continue;
-            }
-            if (errno != EAGAIN && errno != EWOULDBLOCK) MPRPC_LOG_WARN("accept: %s", strerror(errno));
-            return;
-        }
-        if (MPRPC__LOAD(&srv->open_conns) >= (uint64_t)srv->cfg.max_connections ||
-            !(c = (mprpc__conn *)mprpc__zalloc(sizeof *c))) {
-            MPRPC__ADD(&l->stats.connections_rejected, 1); /* counted before the peer can see it */
-            close(fd);
-            continue;
-        }
-        c->fd = fd;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        MPRPC__ADD(&srv->open_conns, 1);
-        MPRPC__ADD(&l->stats.connections_accepted, 1);
-        target = &srv->loops[srv->next_loop++ % (unsigned)srv->nloops];
-        MPRPC__ADD(&target->stats.connections_open, 1);
-        if (target == l) {
-            mprpc__conn_attach(l, c);
-            continue;
-        }
-        pthread_mutex_lock(&target->mu);
-        c->next = target->incoming;
-        target->incoming = c;
-        pthread_mutex_unlock(&target->mu);
-        mprpc__loop_wake(target);
-    }
-}
-
-/* ---- timers and shutdown ---- */
-
+/* Timers: idle connections and unfinished frames end; every connection is
+ * settled, so time-based transitions (refusing, lingering) happen. */
 static void mprpc__loop_sweep(mprpc__loop *l, uint64_t now)
 {
     int idle = l->srv->cfg.idle_timeout_ms;
     mprpc__conn *c, *next;
-    if (idle <= 0) return;
     for (c = l->conns; c; c = next) {
         next = c->next;
-        if (c->inflight > 0) continue;
-        if (now - c->last_active_ms > (uint64_t)idle ||
-            (c->partial_since_ms && now - c->partial_since_ms > (uint64_t)idle)) {
+        if (idle > 0 && c->inflight == 0 && c->state != MPRPC__CONN_LINGERING &&
+            (now - c->last_active_ms > (uint64_t)idle ||
+             (c->partial_since_ms && now - c->partial_since_ms > (uint64_t)idle))) {
             MPRPC_LOG_DEBUG("fd %d: idle or unfinished frame for %d ms, closing", c->fd, idle);
-            mprpc__conn_close(c);
+            mprpc__conn_finish(c);
+            if (c->state == MPRPC__CONN_FINISHING) mprpc_buf_free(&c->in); /* never completes */
         }
-    }
-}
-
-static void mprpc__loop_begin_drain(mprpc__loop *l)
-{
-    mprpc_server *srv = l->srv;
-    mprpc__conn *c, *next;
-    l->draining = 1;
-    l->drain_deadline_ms = mprpc__now_ms() + (uint64_t)srv->cfg.drain_timeout_ms;
-    if (l->index == 0 && srv->listen_fd >= 0) { /* refuse new connections from now on */
-        epoll_ctl(l->epfd, EPOLL_CTL_DEL, srv->listen_fd, NULL);
-        close(srv->listen_fd);
-        srv->listen_fd = -1;
-    }
-    for (c = l->conns; c; c = next) {
-        next = c->next;
-        /* requests already sent are accepted calls: read them once, answer them */
-        if (mprpc__conn_can_take(c)) mprpc__conn_on_readable(c);
-        if (c->closed) continue;
-        c->eof = 1; /* read no more; answer what is buffered, then close */
-        mprpc__conn_send_staged(c);
+        mprpc__conn_settle(c, now);
     }
 }
 
@@ -2455,55 +2752,43 @@ static void mprpc__loop_begin_drain(mprpc__loop *l)
  * its own is outstanding (those point into this loop). */
 static int mprpc__loop_drained(mprpc__loop *l, uint64_t now)
 {
-    if (now >= l->drain_deadline_ms) {
-        while (l->conns) mprpc__conn_close(l->conns);
+    if (now >= l->drain_deadline_ms && (l->conns || l->deferred)) mprpc__loop_abandon(l);
+    return l->nconns == 0 && l->deferred == NULL;
+}
+
+static void mprpc__loop_dispatch(mprpc__loop *l, struct epoll_event *evs, int n)
+{
+    int i;
+    for (i = 0; i < n; i++) {
+        if (evs[i].data.ptr == &l->wakefd) mprpc__loop_on_wake(l);
+        else mprpc__conn_on_event((mprpc__conn *)evs[i].data.ptr, evs[i].events);
     }
-    return l->nconns == 0 && l->outstanding == 0;
 }
 
 /* The event loop: one per thread. Each iteration waits for events (at most
- * until the next idle sweep), handles them, then frees the connections
- * closed during the iteration. */
+ * until the next sweep), handles them, frees the connections closed during
+ * the iteration, then runs the timers. */
 static void *mprpc__loop_main(void *arg)
 {
     mprpc__loop *l = (mprpc__loop *)arg;
-    mprpc_server *srv = l->srv;
     struct epoll_event evs[64];
-    int tick = srv->cfg.idle_timeout_ms > 0 && srv->cfg.idle_timeout_ms < 4000
-               ? (srv->cfg.idle_timeout_ms + 3) / 4 : 1000;
     sigset_t all;
     sigfillset(&all); /* signals belong to the application's threads */
     pthread_sigmask(SIG_BLOCK, &all, NULL);
     for (;;) {
         uint64_t now;
-        int i, n = epoll_wait(l->epfd, evs, 64,
-                              l->draining ? 20 : srv->accept_paused_until_ms && l->index == 0
-                                                 ? MPRPC__ACCEPT_PAUSE_MS : tick);
-        if (n < 0 && errno != EINTR) {
-            MPRPC_LOG_ERROR("loop %d: epoll_wait: %s", l->index, strerror(errno));
+        int n = mprpc__ep_wait(l, evs, 64, l->draining ? 20 : l->tick_ms);
+        if (n < 0) {
+            MPRPC_LOG_ERROR("loop %d: epoll_wait: %s; the loop stops", l->index, strerror(errno));
+            mprpc__loop_abandon(l);
             break;
         }
-        for (i = 0; i < n; i++) {
-            void *p = evs[i].data.ptr;
-            mprpc__conn *c = (mprpc__conn *)p;
-            if (p == &l->wakefd) { mprpc__loop_on_wake(l); continue; }
-            if (p == &srv->listen_fd) { mprpc__accept_ready(l); continue; }
-            if (c->closed) continue;
-            if ((evs[i].events & (EPOLLHUP | EPOLLERR)) && !(evs[i].events & EPOLLIN)) {
-                mprpc__conn_close(c); /* both directions gone: nobody can read our replies */
-                continue;
-            }
-            if (evs[i].events & EPOLLIN) mprpc__conn_on_readable(c);
-            if (!c->closed && (evs[i].events & EPOLLOUT)) mprpc__conn_on_writable(c);
-        }
+        mprpc__loop_dispatch(l, evs, n);
         mprpc__conn_free_dead(l);
         now = mprpc__now_ms();
-        if (l->index == 0 && srv->accept_paused_until_ms && now >= srv->accept_paused_until_ms &&
-            srv->listen_fd >= 0 && !l->draining)
-            mprpc__accept_watch(l, 1);
-        if (now >= l->next_sweep_ms) {
+        if (now >= l->next_sweep_ms || l->draining) {
             mprpc__loop_sweep(l, now);
-            l->next_sweep_ms = now + (uint64_t)tick;
+            l->next_sweep_ms = now + (uint64_t)l->tick_ms;
         }
         if (l->draining && mprpc__loop_drained(l, now)) break;
     }
@@ -2511,7 +2796,153 @@ static void *mprpc__loop_main(void *arg)
     return NULL;
 }
 
-/* ---- server lifecycle ---- */
+/* Releases what the loop holds; its stats stay readable. */
+static void mprpc__loop_uninit(mprpc__loop *l)
+{
+    mprpc_call *call, *next;
+    mprpc__conn *c, *cnext;
+    while (l->conns) mprpc__conn_close(l->conns);
+    mprpc__conn_free_dead(l);
+    for (c = l->incoming; c; c = cnext) { /* handed over after the loop had stopped */
+        cnext = c->next;
+        close(c->fd);
+        MPRPC__ADD(c->counted_open ? &l->srv->open_conns : &l->srv->refused_conns, (uint64_t)-1);
+        MPRPC_FREE(c);
+    }
+    l->incoming = NULL;
+    for (call = l->free_calls; call; call = next) {
+        next = call->next;
+        MPRPC_FREE(call);
+    }
+    l->free_calls = NULL;
+    __atomic_store_n(&l->stats.call_pool_bytes, 0, __ATOMIC_RELAXED);
+    l->nfree = 0;
+    if (l->epfd >= 0) close(l->epfd);
+    if (l->wakefd >= 0) close(l->wakefd);
+    l->epfd = l->wakefd = -1;
+    MPRPC_FREE(l->rbuf);
+    l->rbuf = NULL;
+    pthread_mutex_destroy(&l->mu);
+}
+
+/* ------------------------------------------------------------------------ */
+/* -- 7f. accept: a thread of its own ------------------------------------- */
+/* ------------------------------------------------------------------------ */
+
+/* Accepting has a thread of its own rather than riding on loop 0 (or every
+ * loop with SO_REUSEPORT/EPOLLEXCLUSIVE): a handler that blocks its loop can
+ * then never stop new connections from being served by the other loops;
+ * max_connections, the spare descriptor and the accept pause stay in one
+ * thread (no shared state to race on, no per-loop listener the kernel would
+ * keep feeding while that loop is stuck); and the same thread waits for
+ * mprpc_server_stop and runs the drain, whether the server was started with
+ * start or run. It costs one mostly idle thread. */
+
+/* Out of file descriptors: give up the spare one to accept and drop the
+ * pending connection, so it does not sit in the backlog making poll spin.
+ * Returns 0, or until when accepting pauses (the spare could not be had
+ * back: polling the listener would spin). */
+static uint64_t mprpc__accept_shed(mprpc_server *srv)
+{
+    int fd = -1;
+    if (srv->spare_fd >= 0) {
+        close(srv->spare_fd);
+        fd = accept(srv->listen_fd, NULL, NULL);
+        if (fd >= 0) close(fd);
+    }
+    srv->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    MPRPC__ADD(&srv->accept_stats.connections_rejected, 1);
+    if (fd >= 0 && srv->spare_fd >= 0) return 0;
+    MPRPC__ADD(&srv->accept_stats.accept_pauses, 1);
+    MPRPC_LOG_WARN("out of file descriptors: not accepting for %d ms", MPRPC__ACCEPT_PAUSE_MS);
+    return mprpc__now_ms() + MPRPC__ACCEPT_PAUSE_MS;
+}
+
+/* A new connection: served, held to refuse its requests (over max_connections,
+ * or the server stops), or closed at once when even that bound is reached. */
+static void mprpc__accept_one(mprpc_server *srv, int fd, int stopping)
+{
+    int one = 1, over = MPRPC__LOAD(&srv->open_conns) >= (uint64_t)srv->cfg.max_connections;
+    mprpc__conn *c = NULL;
+    if ((!over && !stopping) || MPRPC__LOAD(&srv->refused_conns) < MPRPC__REFUSED_MAX)
+        c = (mprpc__conn *)mprpc__zalloc(sizeof *c);
+    if (!c) {
+        MPRPC__ADD(&srv->accept_stats.connections_rejected, 1); /* counted before the peer can see it */
+        close(fd);
+        return;
+    }
+    c->fd = fd;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (over || stopping) {
+        c->state = MPRPC__CONN_REFUSING;
+        c->refuse_status = stopping ? MPRPC_ERR_SHUTDOWN : MPRPC_ERR_BUSY;
+        c->until_ms = mprpc__now_ms() + (stopping ? MPRPC__DRAIN_QUIET_MS : MPRPC__BUSY_GRACE_MS);
+        MPRPC__ADD(&srv->refused_conns, 1);
+        MPRPC__ADD(&srv->accept_stats.connections_rejected, 1);
+    } else {
+        c->counted_open = 1;
+        MPRPC__ADD(&srv->open_conns, 1);
+        MPRPC__ADD(&srv->accept_stats.connections_accepted, 1);
+    }
+    mprpc__loop_hand_over(&srv->loops[srv->next_loop++ % (unsigned)srv->nloops], c);
+}
+
+/* Accepts what is pending, at most max. Returns 0, or until when to pause. */
+static uint64_t mprpc__accept_batch(mprpc_server *srv, int max, int stopping)
+{
+    int i;
+    for (i = 0; i < max; i++) {
+        int fd = accept4(srv->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd >= 0) {
+            mprpc__accept_one(srv, fd, stopping);
+            continue;
+        }
+        if (errno == EINTR || errno == ECONNABORTED) continue;
+        if (errno == EMFILE || errno == ENFILE) {
+            uint64_t pause = mprpc__accept_shed(srv);
+            if (pause) return pause;
+            continue;
+        }
+        if (errno != EAGAIN && errno != EWOULDBLOCK) MPRPC_LOG_WARN("accept: %s", strerror(errno));
+        return 0;
+    }
+    return 0;
+}
+
+static void mprpc__server_drain(mprpc_server *srv);
+
+/* Waits for the listener or the stop; the accept pause is a local of this
+ * thread. Then drains the server. */
+static void *mprpc__acceptor_main(void *arg)
+{
+    mprpc_server *srv = (mprpc_server *)arg;
+    uint64_t paused_until = 0;
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);
+    while (!__atomic_load_n(&srv->stop_requested, __ATOMIC_SEQ_CST)) {
+        struct pollfd pf[2];
+        uint64_t now = mprpc__now_ms();
+        int timeout = -1, n;
+        if (paused_until && now >= paused_until) paused_until = 0;
+        if (paused_until) timeout = (int)(paused_until - now);
+        pf[0].fd = srv->stop_fd;
+        pf[1].fd = paused_until ? -1 : srv->listen_fd; /* a negative fd is skipped */
+        pf[0].events = pf[1].events = POLLIN;
+        pf[0].revents = pf[1].revents = 0;
+        n = poll(pf, 2, timeout);
+        if (n < 0 && errno != EINTR) {
+            MPRPC_LOG_ERROR("acceptor: poll: %s; stopping the server", strerror(errno));
+            break;
+        }
+        if (n > 0 && pf[1].revents) paused_until = mprpc__accept_batch(srv, MPRPC__ACCEPTS_PER_WAKE, 0);
+    }
+    mprpc__server_drain(srv);
+    return NULL;
+}
+/* ------------------------------------------------------------------------ */
+/* -- 7g. lifecycle: new, start, run, stop, free --------------------------- */
+/* ------------------------------------------------------------------------ */
 
 MPRPCDEF mprpc_status mprpc_server_new(mprpc_server **out, const mprpc_config *cfg)
 {
@@ -2521,9 +2952,31 @@ MPRPCDEF mprpc_status mprpc_server_new(mprpc_server **out, const mprpc_config *c
     srv = (mprpc_server *)mprpc__zalloc(sizeof *srv);
     if (!srv) return MPRPC_ERR_NO_MEMORY;
     srv->cfg = *cfg;
-    srv->listen_fd = srv->spare_fd = srv->stop_fd = -1;
+    srv->listen_fd = srv->spare_fd = -1;
+    srv->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK); /* before start: stop may come any time */
+    if (srv->stop_fd < 0) {
+        MPRPC_FREE(srv);
+        return MPRPC_ERR_IO;
+    }
+    pthread_mutex_init(&srv->life_mu, NULL);
+    pthread_cond_init(&srv->life_cv, NULL);
+    srv->state = MPRPC__SRV_NEW;
     *out = srv;
     return MPRPC_OK;
+}
+
+static void mprpc__srv_set_state(mprpc_server *srv, int state)
+{
+    pthread_mutex_lock(&srv->life_mu);
+    __atomic_store_n(&srv->state, state, __ATOMIC_RELEASE);
+    pthread_cond_broadcast(&srv->life_cv);
+    pthread_mutex_unlock(&srv->life_mu);
+}
+
+/* Waits (life_mu held) until the state is none of the two given. */
+static void mprpc__srv_wait_while(mprpc_server *srv, int a, int b)
+{
+    while (srv->state == a || srv->state == b) pthread_cond_wait(&srv->life_cv, &srv->life_mu);
 }
 
 static mprpc_status mprpc__listen(mprpc_server *srv)
@@ -2551,59 +3004,6 @@ static mprpc_status mprpc__listen(mprpc_server *srv)
     srv->listen_fd = fd;
     srv->port = ntohs(sa.sin_port);
     return MPRPC_OK;
-}
-
-static mprpc_status mprpc__loop_init(mprpc_server *srv, mprpc__loop *l, int index)
-{
-    struct epoll_event ev;
-    memset(l, 0, sizeof *l);
-    l->srv = srv;
-    l->index = index;
-    l->epfd = l->wakefd = -1;
-    pthread_mutex_init(&l->mu, NULL);
-    l->epfd = epoll_create1(EPOLL_CLOEXEC);
-    l->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    l->rbuf = (uint8_t *)MPRPC_MALLOC(MPRPC__READ_CHUNK);
-    if (l->epfd < 0 || l->wakefd < 0 || !l->rbuf) {
-        mprpc__srv_fail(srv, "loop %d: cannot create epoll/eventfd/buffer: %s", index, strerror(errno));
-        return MPRPC_ERR_IO;
-    }
-    memset(&ev, 0, sizeof ev);
-    ev.events = EPOLLIN;
-    ev.data.ptr = &l->wakefd;
-    if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->wakefd, &ev) != 0) goto fail;
-    if (index == 0) {
-        ev.data.ptr = &srv->listen_fd;
-        if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, srv->listen_fd, &ev) != 0) goto fail;
-    }
-    return MPRPC_OK;
-fail:
-    mprpc__srv_fail(srv, "loop %d: epoll_ctl: %s", index, strerror(errno));
-    return MPRPC_ERR_IO;
-}
-
-static void mprpc__loop_uninit(mprpc__loop *l)
-{
-    mprpc_call *call, *next;
-    mprpc__conn *c, *cnext;
-    while (l->conns) mprpc__conn_close(l->conns);
-    mprpc__conn_free_dead(l);
-    for (c = l->incoming; c; c = cnext) { /* accepted for this loop after it had stopped */
-        cnext = c->next;
-        close(c->fd);
-        MPRPC_FREE(c);
-    }
-    l->incoming = NULL;
-    for (call = l->free_calls; call; call = next) {
-        next = call->next;
-        MPRPC_FREE(call);
-    }
-    l->free_calls = NULL;
-    if (l->epfd >= 0) close(l->epfd);
-    if (l->wakefd >= 0) close(l->wakefd);
-    MPRPC_FREE(l->rbuf);
-    mprpc_buf_free(&l->wbuf);
-    pthread_mutex_destroy(&l->mu);
 }
 
 /* ZooKeeper registration once calls can be served. */
@@ -2634,62 +3034,63 @@ static mprpc_status mprpc__server_publish(mprpc_server *srv)
     return MPRPC_OK;
 }
 
-static void mprpc__server_teardown(mprpc_server *srv);
-
-MPRPCDEF mprpc_status mprpc_server_start(mprpc_server *srv)
+/* Sockets, loops and their threads, then the acceptor. */
+static mprpc_status mprpc__server_open(mprpc_server *srv)
 {
     mprpc_status st;
     int i;
-    if (!srv) return MPRPC_ERR_INVALID_ARGUMENT;
-    if (srv->started) return MPRPC_OK;
-    if (srv->shut_down) { /* its loops and sockets are gone: start again with a new server */
-        mprpc__srv_fail(srv, "this server has stopped (or failed to start); create a new one");
-        return MPRPC_ERR_INVALID_ARGUMENT;
-    }
-    srv->error[0] = '\0';
     if (mprpc_config_validate(&srv->cfg) != MPRPC_OK) {
         mprpc__srv_fail(srv, "%s", srv->cfg.error);
         return MPRPC_ERR_CONFIG;
     }
     st = mprpc__routes_build(srv);
     if (st == MPRPC_OK) st = mprpc__listen(srv);
-    if (st == MPRPC_OK) {
-        srv->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-        srv->stop_fd = eventfd(0, EFD_CLOEXEC);
-        srv->nloops = srv->cfg.io_threads;
-        srv->loops = (mprpc__loop *)MPRPC_MALLOC((size_t)srv->nloops * sizeof *srv->loops);
-        if (!srv->loops || srv->stop_fd < 0) st = MPRPC_ERR_NO_MEMORY;
-        for (i = 0; st == MPRPC_OK && i < srv->nloops; i++) st = mprpc__loop_init(srv, &srv->loops[i], i);
-        if (st != MPRPC_OK) srv->nloops = i; /* only those initialised get torn down */
+    if (st != MPRPC_OK) return st;
+    srv->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    srv->loops = (mprpc__loop *)mprpc__zalloc((size_t)srv->cfg.io_threads * sizeof *srv->loops);
+    if (!srv->loops) return MPRPC_ERR_NO_MEMORY;
+    for (i = 0; i < srv->cfg.io_threads; i++) {
+        st = mprpc__loop_init(srv, &srv->loops[srv->nloops], i);
+        srv->nloops++; /* every loop initialised (even partly) is torn down */
+        if (st != MPRPC_OK) return st;
     }
-    for (i = 0; st == MPRPC_OK && i < srv->nloops; i++) {
+    for (i = 0; i < srv->nloops; i++) {
         if (mprpc__thread_start(&srv->loops[i].thread, mprpc__loop_main, &srv->loops[i]) != 0) {
-            mprpc__srv_fail(srv, "cannot start loop thread %d", i);
-            st = MPRPC_ERR_IO;
-            break;
+            mprpc__srv_fail(srv, "cannot start loop thread %d of %d", i, srv->nloops);
+            return MPRPC_ERR_IO;
         }
         srv->loops[i].thread_started = 1;
     }
-    srv->started = 1;
-    if (st == MPRPC_OK) st = mprpc__server_publish(srv);
-    if (st != MPRPC_OK) {
-        mprpc__server_teardown(srv);
-        srv->started = 0;
-        return st;
+    if (mprpc__thread_start(&srv->acceptor, mprpc__acceptor_main, srv) != 0) {
+        mprpc__srv_fail(srv, "cannot start the acceptor thread");
+        return MPRPC_ERR_IO;
     }
-    MPRPC_LOG_INFO("serving %zu service(s) on %s:%d with %d loop(s)", srv->nservices,
-                   srv->cfg.rpcserver_ip, srv->port, srv->nloops);
+    srv->acceptor_started = 1;
     return MPRPC_OK;
 }
 
-/* Graceful stop: deregister, drain every loop, join, release everything. */
-static void mprpc__server_teardown(mprpc_server *srv)
+static void mprpc__join(pthread_t t, const char *what, int index)
+{
+    int rc = pthread_join(t, NULL);
+    if (rc != 0) MPRPC_LOG_ERROR("pthread_join %s %d: %s", what, index, strerror(rc));
+}
+
+/* Graceful stop (on the acceptor thread, or inline when start failed):
+ * deregister, refuse what waits in the backlog, drain every loop, join,
+ * release everything but the loops' stats. */
+static void mprpc__server_drain(mprpc_server *srv)
 {
     int i;
-    if (srv->shut_down) return;
-    srv->shut_down = 1;
+    pthread_mutex_lock(&srv->life_mu);
+    mprpc__srv_wait_while(srv, MPRPC__SRV_STARTING, -1); /* start finishes first (it may publish) */
+    pthread_mutex_unlock(&srv->life_mu);
+    mprpc__srv_set_state(srv, MPRPC__SRV_STOPPING);
     mprpc__registry_close(srv->registry); /* callers stop picking us before we close */
     srv->registry = NULL;
+    if (srv->listen_fd >= 0 && srv->nloops > 0 && srv->loops[srv->nloops - 1].thread_started)
+        mprpc__accept_batch(srv, 1024, 1); /* each answered SHUTDOWN rather than reset */
+    if (srv->listen_fd >= 0) close(srv->listen_fd);
+    srv->listen_fd = -1;
     for (i = 0; i < srv->nloops; i++) {
         mprpc__loop *l = &srv->loops[i];
         pthread_mutex_lock(&l->mu);
@@ -2698,27 +3099,86 @@ static void mprpc__server_teardown(mprpc_server *srv)
         mprpc__loop_wake(l);
     }
     for (i = 0; i < srv->nloops; i++)
-        if (srv->loops[i].thread_started) pthread_join(srv->loops[i].thread, NULL);
+        if (srv->loops[i].thread_started) mprpc__join(srv->loops[i].thread, "loop", i);
     for (i = 0; i < srv->nloops; i++) mprpc__loop_uninit(&srv->loops[i]);
-    MPRPC_FREE(srv->loops);
-    srv->loops = NULL;
-    srv->nloops = 0;
-    if (srv->listen_fd >= 0) close(srv->listen_fd);
     if (srv->spare_fd >= 0) close(srv->spare_fd);
-    srv->listen_fd = srv->spare_fd = -1;
+    srv->spare_fd = -1;
     MPRPC_LOG_INFO("provider on port %d stopped", srv->port);
+    mprpc__srv_set_state(srv, MPRPC__SRV_STOPPED);
+}
+
+/* NEW -> STARTING, or why not. *running: it already runs (start is a no-op). */
+static mprpc_status mprpc__server_claim_start(mprpc_server *srv, int *running)
+{
+    mprpc_status st = MPRPC_OK;
+    *running = 0;
+    pthread_mutex_lock(&srv->life_mu);
+    if (srv->state == MPRPC__SRV_RUNNING) {
+        *running = 1;
+    } else if (srv->state != MPRPC__SRV_NEW) { /* its loops and sockets are gone, or going */
+        st = MPRPC_ERR_INVALID_ARGUMENT;
+    } else if (__atomic_load_n(&srv->stop_requested, __ATOMIC_SEQ_CST)) {
+        __atomic_store_n(&srv->state, MPRPC__SRV_STOPPED, __ATOMIC_RELEASE);
+        st = MPRPC_ERR_SHUTDOWN;
+    } else {
+        __atomic_store_n(&srv->state, MPRPC__SRV_STARTING, __ATOMIC_RELEASE);
+    }
+    pthread_mutex_unlock(&srv->life_mu);
+    if (st == MPRPC_ERR_INVALID_ARGUMENT)
+        mprpc__srv_fail(srv, "this server has stopped (or failed to start, or is starting); create a new one");
+    if (st == MPRPC_ERR_SHUTDOWN)
+        mprpc__srv_fail(srv, "mprpc_server_stop was called before start: not starting");
+    return st;
+}
+
+/* Start failed half-way: tear down what exists, through the acceptor when it runs. */
+static void mprpc__server_abort_start(mprpc_server *srv)
+{
+    mprpc__srv_set_state(srv, MPRPC__SRV_STOPPING);
+    if (!srv->acceptor_started) {
+        mprpc__server_drain(srv);
+        return;
+    }
+    mprpc_server_stop(srv);
+    mprpc__join(srv->acceptor, "acceptor", 0);
+    srv->acceptor_started = 0;
+}
+
+MPRPCDEF mprpc_status mprpc_server_start(mprpc_server *srv)
+{
+    mprpc_status st;
+    int running;
+    if (!srv) return MPRPC_ERR_INVALID_ARGUMENT;
+    st = mprpc__server_claim_start(srv, &running);
+    if (st != MPRPC_OK || running) return st;
+    srv->error[0] = '\0';
+    st = mprpc__server_open(srv);
+    if (st == MPRPC_OK) st = mprpc__server_publish(srv);
+    if (st != MPRPC_OK) {
+        mprpc__server_abort_start(srv);
+        return st;
+    }
+    MPRPC_LOG_INFO("serving %zu service(s) on %s:%d with %d loop(s)", srv->nservices,
+                   srv->cfg.rpcserver_ip, srv->port, srv->nloops);
+    mprpc__srv_set_state(srv, MPRPC__SRV_RUNNING); /* a stop that came meanwhile drains now */
+    return MPRPC_OK;
 }
 
 MPRPCDEF mprpc_status mprpc_server_run(mprpc_server *srv)
 {
-    mprpc_status st = mprpc_server_start(srv);
-    if (st != MPRPC_OK) return st;
-    while (!__atomic_load_n(&srv->stop_requested, __ATOMIC_SEQ_CST)) {
-        uint64_t v;
-        ssize_t n = read(srv->stop_fd, &v, sizeof v);
-        if (n < 0 && errno != EINTR) break;
+    mprpc_status st;
+    if (!srv) return MPRPC_ERR_INVALID_ARGUMENT;
+    if (mprpc__srv_state(srv) == MPRPC__SRV_NEW) {
+        st = mprpc_server_start(srv);
+        if (st != MPRPC_OK) return st;
     }
-    mprpc__server_teardown(srv);
+    pthread_mutex_lock(&srv->life_mu);
+    srv->runners++;
+    while (srv->state != MPRPC__SRV_STOPPED && srv->state != MPRPC__SRV_NEW)
+        pthread_cond_wait(&srv->life_cv, &srv->life_mu);
+    srv->runners--;
+    pthread_cond_broadcast(&srv->life_cv);
+    pthread_mutex_unlock(&srv->life_mu);
     return MPRPC_OK;
 }
 
@@ -2728,16 +3188,42 @@ MPRPCDEF void mprpc_server_stop(mprpc_server *srv)
     uint64_t one = 1;
     if (!srv) return;
     __atomic_store_n(&srv->stop_requested, 1, __ATOMIC_SEQ_CST); /* lock-free: signal-safe */
-    if (srv->stop_fd >= 0 && write(srv->stop_fd, &one, sizeof one) < 0) { /* nothing to do */ }
+    if (write(srv->stop_fd, &one, sizeof one) < 0) { /* full counter: already signalled */ }
     errno = saved;
+}
+
+/* Is the calling thread one of the server's own (a handler's loop, the acceptor)? */
+static int mprpc__server_on_own_thread(mprpc_server *srv)
+{
+    pthread_t self = pthread_self();
+    int i, state = mprpc__srv_state(srv);
+    if (state == MPRPC__SRV_NEW || state == MPRPC__SRV_STARTING) return 0;
+    if (srv->acceptor_started && pthread_equal(self, srv->acceptor)) return 1;
+    for (i = 0; i < srv->nloops; i++)
+        if (srv->loops[i].thread_started && pthread_equal(self, srv->loops[i].thread)) return 1;
+    return 0;
 }
 
 MPRPCDEF void mprpc_server_free(mprpc_server *srv)
 {
     if (!srv) return;
+    if (mprpc__server_on_own_thread(srv)) { /* the drain would wait for this very thread */
+        mprpc_server_stop(srv);
+        mprpc__srv_fail(srv, "mprpc_server_free called on one of the server's own threads (from a "
+                        "handler?): refused; the server stops, free it from another thread");
+        return;
+    }
     mprpc_server_stop(srv);
-    if (srv->started) mprpc__server_teardown(srv);
-    if (srv->stop_fd >= 0) close(srv->stop_fd);
+    pthread_mutex_lock(&srv->life_mu);
+    while (srv->state == MPRPC__SRV_STARTING || srv->state == MPRPC__SRV_RUNNING ||
+           srv->state == MPRPC__SRV_STOPPING || srv->runners > 0)
+        pthread_cond_wait(&srv->life_cv, &srv->life_mu);
+    pthread_mutex_unlock(&srv->life_mu);
+    if (srv->acceptor_started) mprpc__join(srv->acceptor, "acceptor", 0);
+    close(srv->stop_fd);
+    pthread_cond_destroy(&srv->life_cv);
+    pthread_mutex_destroy(&srv->life_mu);
+    MPRPC_FREE(srv->loops);
     MPRPC_FREE(srv->routes);
     MPRPC_FREE((void *)srv->services);
     MPRPC_FREE(srv);
@@ -2753,24 +3239,39 @@ MPRPCDEF const char *mprpc_server_error(const mprpc_server *srv)
     return srv ? srv->error : "no server";
 }
 
-MPRPCDEF void mprpc_server_get_stats(mprpc_server *srv, mprpc_server_stats *out)
+static void mprpc__stats_add(mprpc_server_stats *out, const mprpc_server_stats *s)
 {
-    int i;
-    memset(out, 0, sizeof *out);
-    if (!srv || srv->shut_down) return;
-    for (i = 0; i < srv->nloops; i++) {
-        const mprpc_server_stats *s = &srv->loops[i].stats;
-        out->connections_accepted += MPRPC__LOAD(&s->connections_accepted);
-        out->connections_open += MPRPC__LOAD(&s->connections_open);
-        out->connections_rejected += MPRPC__LOAD(&s->connections_rejected);
-        out->calls += MPRPC__LOAD(&s->calls);
-        out->call_errors += MPRPC__LOAD(&s->call_errors);
-        out->protocol_errors += MPRPC__LOAD(&s->protocol_errors);
-        out->buffer_bytes += MPRPC__LOAD(&s->buffer_bytes);
-    }
+    out->connections_accepted += MPRPC__LOAD(&s->connections_accepted);
+    out->connections_rejected += MPRPC__LOAD(&s->connections_rejected);
+    out->accept_pauses += MPRPC__LOAD(&s->accept_pauses);
+    out->calls += MPRPC__LOAD(&s->calls);
+    out->call_errors += MPRPC__LOAD(&s->call_errors);
+    out->protocol_errors += MPRPC__LOAD(&s->protocol_errors);
+    out->expired += MPRPC__LOAD(&s->expired);
+    out->deadline_dropped += MPRPC__LOAD(&s->deadline_dropped);
+    out->refused += MPRPC__LOAD(&s->refused);
+    out->abandoned += MPRPC__LOAD(&s->abandoned);
+    out->deferred_pending += MPRPC__LOAD(&s->deferred_pending);
+    out->call_pool_bytes += MPRPC__LOAD(&s->call_pool_bytes);
+    out->buffer_bytes += MPRPC__LOAD(&s->buffer_bytes);
 }
 
-/* ---- the call object, seen from a handler ---- */
+MPRPCDEF void mprpc_server_get_stats(mprpc_server *srv, mprpc_server_stats *out)
+{
+    int i, state;
+    if (!out) return;
+    memset(out, 0, sizeof *out);
+    if (!srv) return;
+    state = mprpc__srv_state(srv); /* acquire: the loops are set up once RUNNING is seen */
+    mprpc__stats_add(out, &srv->accept_stats);
+    out->connections_open = MPRPC__LOAD(&srv->open_conns);
+    if (state == MPRPC__SRV_NEW || state == MPRPC__SRV_STARTING) return;
+    for (i = 0; i < srv->nloops; i++) mprpc__stats_add(out, &srv->loops[i].stats);
+}
+
+/* ------------------------------------------------------------------------ */
+/* -- 7h. the call, seen from a handler ------------------------------------ */
+/* ------------------------------------------------------------------------ */
 
 MPRPCDEF void mprpc_call_fail(mprpc_call *call, const char *fmt, ...)
 {
@@ -2783,17 +3284,40 @@ MPRPCDEF void mprpc_call_fail(mprpc_call *call, const char *fmt, ...)
 
 MPRPCDEF void mprpc_call_defer(mprpc_call *call)
 {
-    call->deferred = 1;
+    int expected = MPRPC__CALL_RUNNING;
+    if (!__atomic_compare_exchange_n(&call->state, &expected, MPRPC__CALL_DEFERRED, 0,
+                                     __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+        MPRPC_LOG_WARN("mprpc_call_defer on %s.%s: the call is not in its handler (state %d): ignored",
+                       call->service->name, call->method->name, expected);
 }
 
 MPRPCDEF void mprpc_call_done(mprpc_call *call)
 {
-    mprpc__loop *l = call->loop;
-    pthread_mutex_lock(&l->mu);
-    call->next = l->completed;
-    l->completed = call;
-    pthread_mutex_unlock(&l->mu);
-    mprpc__loop_wake(l);
+    int expected = MPRPC__CALL_DEFERRED;
+    if (!call) return;
+    if (__atomic_compare_exchange_n(&call->state, &expected, MPRPC__CALL_POSTED, 0,
+                                    __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+        mprpc__loop_post(call->loop, call);
+        return;
+    }
+    if (expected == MPRPC__CALL_ABANDONED) { /* the server gave up on it: this is the last reference */
+        MPRPC_LOG_DEBUG("mprpc_call_done on an abandoned call: freed, no answer sent");
+        MPRPC_FREE(call);
+        return;
+    }
+    MPRPC_LOG_ERROR("mprpc_call_done on %s.%s (call_id %llu): the call is %s: ignored",
+                    call->service->name, call->method->name, (unsigned long long)call->call_id,
+                    expected == MPRPC__CALL_RUNNING ? "not deferred (call mprpc_call_defer first)"
+                                                    : "already done");
+}
+
+MPRPCDEF int mprpc_call_time_left_ms(const mprpc_call *call)
+{
+    uint64_t now;
+    if (!call || call->deadline_ms == 0) return -1;
+    now = mprpc__now_ms();
+    if (now >= call->deadline_ms) return 0;
+    return call->deadline_ms - now > (uint64_t)INT_MAX ? INT_MAX : (int)(call->deadline_ms - now);
 }
 
 MPRPCDEF const char *mprpc_call_service(const mprpc_call *call)
