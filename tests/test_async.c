@@ -381,6 +381,13 @@ static void seed_serve(recorder *rc, int fd)
     }
     is = pb_istream_from_buffer(body, h.args_size);
     if (!pb_decode(&is, fixbug_LoginRequest_fields, &rq)) return;
+    if (rq.name.size == 3 && memcmp(rq.name.bytes, "big", 3) == 0) { /* a reply of 200 bytes */
+        memset(body, 0, 200);
+        raw_send_all(fd, body, 200);
+        shutdown(fd, SHUT_WR);
+        raw_wait_closed(fd, 2000);
+        return;
+    }
     rs.has_result = true;
     rs.success = rq.name.size == 8 && memcmp(rq.name.bytes, "zhangsan", 8) == 0;
     if (!pb_encode(&os, fixbug_LoginResponse_fields, &rs)) return;
@@ -551,8 +558,10 @@ static void a_seed_reply_larger_than_max_message_size_is_refused(void)
     cfg.max_message_size = 64;
     mprpc_channel_new(&ch, &cfg);
     mprpc_controller_init(&ctl);
-    /* the fake's Login reply is a few bytes: fits; the bound is checked on what arrives */
-    CHECK_STATUS(login_call(ch, "zhangsan", &rs, &ctl), MPRPC_OK);
+    CHECK_STATUS(login_call(ch, "zhangsan", &rs, &ctl), MPRPC_OK); /* a few bytes: fits */
+    CHECK_STATUS(login_call(ch, "big", &rs, &ctl), MPRPC_ERR_TOO_LARGE);
+    CHECK_CONTAINS(ctl.error_text, "max_message_size (64)");
+    CHECK(mprpc_controller_may_have_run(&ctl));
     mprpc_channel_free(ch);
     recorder_stop(&rc);
 }
@@ -806,6 +815,102 @@ static void warm_async_calls_allocate_nothing(void)
     child_end(&p, SIGTERM);
 }
 
+/* ---- deadline propagation, seen by a handler ---- */
+
+static int dl_runs;      /* atomic: Count handlers run */
+static int dl_time_left; /* atomic: what the last one saw */
+
+static void dl_sleep(mprpc_call *call, const void *request, void *response, void *user)
+{
+    const testsvc_EchoRequest *rq = (const testsvc_EchoRequest *)request;
+    (void)call; (void)response; (void)user;
+    sleep_ms((int)rq->delay_ms); /* blocks the provider's only loop */
+}
+
+static void dl_count(mprpc_call *call, const void *request, void *response, void *user)
+{
+    (void)request; (void)response; (void)user;
+    __atomic_store_n(&dl_time_left, mprpc_call_time_left_ms(call), __ATOMIC_RELAXED);
+    __atomic_add_fetch(&dl_runs, 1, __ATOMIC_RELAXED);
+}
+
+static const mprpc_method dl_methods[] = {
+    MPRPC_METHOD("Sleep", testsvc_EchoRequest, testsvc_EchoResponse, dl_sleep),
+    MPRPC_METHOD("Count", testsvc_EchoRequest, testsvc_EchoResponse, dl_count),
+};
+static const mprpc_service dl_service = MPRPC_SERVICE("Deadline", dl_methods, NULL);
+
+typedef struct dl_pair {
+    mprpc_channel *ch;
+    call_slot sleep, count;
+    int started; /* atomic */
+} dl_pair;
+
+static void dl_slot_done(mprpc_controller *ctl, void *response, void *user)
+{
+    call_slot *s = (call_slot *)user;
+    (void)response;
+    s->status = ctl->status;
+    __atomic_add_fetch(&s->completions, 1, __ATOMIC_RELEASE);
+}
+
+/* On the I/O thread: Sleep then Count, flushed together in one send, so the
+ * provider reads both at once and reaches Count only after Sleep. */
+static void dl_kick_done(mprpc_controller *ctl, void *response, void *user)
+{
+    dl_pair *p = (dl_pair *)user;
+    (void)ctl; (void)response;
+    mprpc_controller_init(&p->sleep.ctl);
+    p->sleep.ctl.timeout_ms = 3000;
+    p->sleep.rq.delay_ms = 300;
+    mprpc_controller_init(&p->count.ctl);
+    p->count.ctl.timeout_ms = 100;
+    if (MPRPC_CALL_ASYNC(p->ch, "Deadline", "Sleep", testsvc_EchoRequest, &p->sleep.rq, testsvc_EchoResponse,
+                         &p->sleep.rs, &p->sleep.ctl, dl_slot_done, &p->sleep) == MPRPC_OK &&
+        MPRPC_CALL_ASYNC(p->ch, "Deadline", "Count", testsvc_EchoRequest, &p->count.rq, testsvc_EchoResponse,
+                         &p->count.rs, &p->count.ctl, dl_slot_done, &p->count) == MPRPC_OK)
+        __atomic_store_n(&p->started, 1, __ATOMIC_RELEASE);
+}
+
+static void handlers_see_the_time_left_and_expired_work_is_not_run(void)
+{
+    static dl_pair p;
+    mprpc_config cfg;
+    mprpc_server *srv = NULL;
+    mprpc_channel *ch;
+    mprpc_controller ctl;
+    testsvc_EchoRequest rq = testsvc_EchoRequest_init_zero;
+    testsvc_EchoResponse rs;
+    long end;
+    int left;
+    test_config(&cfg);
+    cfg.io_threads = 1;
+    CHECK(mprpc_server_new(&srv, &cfg) == MPRPC_OK && mprpc_server_add_service(srv, &test_service) == MPRPC_OK &&
+          mprpc_server_add_service(srv, &dl_service) == MPRPC_OK && mprpc_server_start(srv) == MPRPC_OK);
+    cfg.rpcserver_port = mprpc_server_port(srv);
+    cfg.channel_connections_per_provider = 1;
+    mprpc_channel_new(&ch, &cfg);
+    mprpc_controller_init(&ctl);
+    ctl.timeout_ms = 700;
+    CHECK_STATUS(MPRPC_CALL(ch, "Deadline", "Count", testsvc_EchoRequest, &rq, testsvc_EchoResponse, &rs, &ctl), MPRPC_OK);
+    left = __atomic_load_n(&dl_time_left, __ATOMIC_RELAXED);
+    CHECK(left > 0 && left <= 700);
+    memset(&p, 0, sizeof p);
+    p.ch = ch;
+    __atomic_store_n(&dl_runs, 0, __ATOMIC_RELAXED);
+    mprpc_controller_init(&ctl);
+    CHECK_STATUS(MPRPC_CALL_ASYNC(ch, "TestService", "Echo", testsvc_EchoRequest, &rq, testsvc_EchoResponse, &rs,
+                                  &ctl, dl_kick_done, &p), MPRPC_OK);
+    for (end = now_ms() + 5000; now_ms() < end && !__atomic_load_n(&p.sleep.completions, __ATOMIC_ACQUIRE);) sleep_ms(5);
+    sleep_ms(100);
+    CHECK(__atomic_load_n(&p.started, __ATOMIC_ACQUIRE));
+    CHECK_STATUS(p.sleep.status, MPRPC_OK);
+    CHECK_STATUS(p.count.status, MPRPC_ERR_TIMEOUT);
+    CHECK(p.count.completions == 1);
+    CHECK(__atomic_load_n(&dl_runs, __ATOMIC_RELAXED) == 0); /* its deadline passed behind Sleep */
+    teardown(srv, ch);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -814,6 +919,7 @@ int main(void)
     RUN(sixteen_threads_mix_blocking_and_async_calls_on_one_channel);
     RUN(timed_out_call_names_its_timeout_and_where_it_was);
     RUN(request_carries_the_time_left_within_the_call_timeout);
+    RUN(handlers_see_the_time_left_and_expired_work_is_not_run);
     RUN(version_0_calls_reach_a_seed_provider);
     RUN(a_seed_reply_larger_than_max_message_size_is_refused);
     RUN(unsent_calls_fail_over_to_the_next_provider);
