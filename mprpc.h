@@ -4439,8 +4439,20 @@ static void mprpc__io_event(mprpc_channel *ch, mprpc__pconn *c, uint32_t events)
     }
 }
 
+/* mu held. Whether r's request was queued on its connection (end_off is the connection's: a caller may
+ * be queuing it under wmu right now). */
+static int mprpc__rec_queued(mprpc__rec *r)
+{
+    int queued;
+    if (!r->conn) return 0;
+    pthread_mutex_lock(&r->conn->wmu);
+    queued = r->end_off != 0;
+    pthread_mutex_unlock(&r->conn->wmu);
+    return queued;
+}
+
 /* mu held, I/O thread. Where a timed-out call was, for its error text. */
-static void mprpc__timeout_text(mprpc__rec *r)
+static void mprpc__timeout_text(mprpc__rec *r, int sent)
 {
     mprpc_controller *ctl = r->ctl;
     const char *t = mprpc__timeout_name(r);
@@ -4452,7 +4464,7 @@ static void mprpc__timeout_text(mprpc__rec *r)
                    r->timeout_ms, r->conn->prov->addr);
     else
         mprpc__fmt(ctl->error_text, sizeof ctl->error_text, "no reply from %s within %s (%d ms)%s",
-                   r->conn->prov->addr, t, r->timeout_ms, r->end_off ? "; the request was sent: it may have run" : "");
+                   r->conn->prov->addr, t, r->timeout_ms, sent ? "; the request was sent: it may have run" : "");
 }
 
 /* I/O thread. Times out every call whose deadline passed; its late reply will be discarded. */
@@ -4463,8 +4475,8 @@ static void mprpc__io_expire(mprpc_channel *ch)
     while (ch->nheap > 0 && ch->heap[0]->deadline <= now) {
         mprpc__rec *r = ch->heap[0];
         mprpc__pconn *c = r->conn;
-        int sent = c && r->end_off != 0;
-        mprpc__timeout_text(r);
+        int sent = mprpc__rec_queued(r);
+        mprpc__timeout_text(r, sent);
         if (c) mprpc__prov_failed(ch, c->prov, r->ctl->error_text);
         if (sent) c->abandoned++;
         mprpc__finish_locked(ch, r, MPRPC_ERR_TIMEOUT, sent);
@@ -4543,7 +4555,7 @@ static void mprpc__io_shutdown(mprpc_channel *ch)
     pthread_mutex_lock(&ch->mu);
     while (ch->nheap > 0) {
         mprpc__rec *r = ch->heap[0];
-        int queued = r->conn && r->end_off != 0;
+        int queued = mprpc__rec_queued(r);
         mprpc_controller_set_failed(r->ctl, MPRPC_ERR_SHUTDOWN, "mprpc_channel_free with the call in "
                                     "flight%s", queued ? " (its request was queued: it may have run)" : "");
         mprpc__finish_locked(ch, r, MPRPC_ERR_SHUTDOWN, queued);

@@ -21,7 +21,6 @@ static void *count_realloc(void *p, size_t n) { __atomic_add_fetch(&test_allocs,
 #include "support.h"
 
 #include <signal.h>
-#include <sys/wait.h>
 
 static long now_ms(void)
 {
@@ -41,7 +40,7 @@ typedef struct child {
 } child;
 
 /* A provider with both test services in a child process, on port (0 = any). */
-static int child_start(child *c, int port)
+static int child_fork(child *c, int port)
 {
     int pipefd[2];
     if (pipe(pipefd) != 0) return 0;
@@ -68,13 +67,49 @@ static int child_start(child *c, int port)
     return c->port > 0;
 }
 
+/* Providers are forked by a single-threaded supervisor process started
+ * first thing in main: a process with threads (a channel's I/O thread) must
+ * not fork one (TSan refuses; and it is unsafe anyway). */
+static int sup_cmd = -1, sup_ans = -1;
+
+static void supervisor_start(void)
+{
+    int cmd[2], ans[2];
+    if (pipe(cmd) != 0 || pipe(ans) != 0) return;
+    if (fork() == 0) {
+        int port;
+        close(cmd[1]);
+        close(ans[0]);
+        signal(SIGCHLD, SIG_IGN); /* providers are reaped at once */
+        while (read(cmd[0], &port, sizeof port) == sizeof port) {
+            child c;
+            if (!child_fork(&c, port)) c.pid = 0, c.port = 0;
+            if (write(ans[1], &c, sizeof c) != sizeof c) break;
+        }
+        _exit(0);
+    }
+    close(cmd[0]);
+    close(ans[1]);
+    sup_cmd = cmd[1];
+    sup_ans = ans[0];
+}
+
+static int child_start(child *c, int port)
+{
+    c->pid = 0;
+    c->port = 0;
+    if (write(sup_cmd, &port, sizeof port) != sizeof port || read(sup_ans, c, sizeof *c) != sizeof *c) return 0;
+    return c->port > 0;
+}
+
+/* Sends sig (after SIGCONT, in case it was stopped) and waits until it is gone. */
 static void child_end(child *c, int sig)
 {
-    int status;
+    int i;
     if (c->pid <= 0) return;
     kill(c->pid, SIGCONT);
     kill(c->pid, sig);
-    waitpid(c->pid, &status, 0);
+    for (i = 0; i < 1000 && kill(c->pid, 0) == 0; i++) sleep_ms(5);
     c->pid = 0;
 }
 
@@ -914,6 +949,7 @@ static void handlers_see_the_time_left_and_expired_work_is_not_run(void)
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
+    supervisor_start();
     RUN(async_calls_complete_once_with_their_responses_over_two_connections);
     RUN(callbacks_chain_new_calls_and_may_not_block_or_free);
     RUN(sixteen_threads_mix_blocking_and_async_calls_on_one_channel);
