@@ -3653,14 +3653,14 @@ static void mprpc__complete(mprpc_channel *ch, mprpc__rec *r)
     mprpc_controller *ctl = r->ctl;
     void *resp = r->resp, *user = r->user;
     pthread_mutex_lock(&ch->mu);
-    if (!done) {
-        r->state = MPRPC__REC_DONE;
-        pthread_cond_signal(&r->cv);
-    } else {
-        mprpc__rec_give(ch, r); /* before the callback: it may start calls that want a record */
-    }
+    if (!done) r->state = MPRPC__REC_DONE;
+    else mprpc__rec_give(ch, r); /* before the callback: it may start calls that want a record */
     pthread_mutex_unlock(&ch->mu);
-    if (done) done(ctl, resp, user);
+    /* Signalled after the unlock, so the waiter does not wake into a held mutex. If it already saw
+     * DONE and the record went to another blocking call, that call sees one spurious wake-up:
+     * records live until mprpc_channel_free. */
+    if (!done) pthread_cond_signal(&r->cv);
+    else done(ctl, resp, user);
 }
 
 static void mprpc__run_completions(mprpc_channel *ch)
