@@ -750,8 +750,34 @@ static void stop_loaders(loader *l, pthread_t *th, int n)
     for (i = 0; i < n; i++) pthread_join(th[i], NULL);
 }
 
+/* Log lines kept for the ejection test. */
+static pthread_mutex_t seen_mu = PTHREAD_MUTEX_INITIALIZER;
+static char seen[8192];
+
+static void keep_line(mprpc_log_level level, const char *line, void *user)
+{
+    (void)level; (void)user;
+    pthread_mutex_lock(&seen_mu);
+    if (strlen(seen) + strlen(line) + 2 < sizeof seen) {
+        strcat(seen, line);
+        strcat(seen, "\n");
+    }
+    pthread_mutex_unlock(&seen_mu);
+}
+
+static int seen_has(const char *what)
+{
+    int yes;
+    pthread_mutex_lock(&seen_mu);
+    yes = strstr(seen, what) != NULL;
+    pthread_mutex_unlock(&seen_mu);
+    return yes;
+}
+
 /* One of two providers SIGSTOPped (TCP alive, no answers): within two call
- * timeouts the callers are back to at least half their throughput. */
+ * timeouts the callers are back to at least half their throughput; the
+ * ejection is logged, and so is the provider's return once it answers a
+ * probe after SIGCONT. */
 static void a_stalled_provider_is_ejected_within_two_call_timeouts(void)
 {
     enum { T = 16, TIMEOUT = 500 };
@@ -767,6 +793,10 @@ static void a_stalled_provider_is_ejected_within_two_call_timeouts(void)
     ports[1] = b.port;
     list_config(&cfg, ports, 2);
     cfg.rpc_timeout_ms = TIMEOUT;
+    cfg.log_level = MPRPC_LOG_LEVEL_INFO;
+    seen[0] = '\0';
+    mprpc_logger_set_sink(keep_line, NULL);
+    CHECK_STATUS(mprpc_logger_start(&cfg), MPRPC_OK);
     mprpc_channel_new(&ch, &cfg);
     run_loaders(l, th, T, ch, &ok, &failed);
     t0 = now_ms() + 500;
@@ -776,7 +806,18 @@ static void a_stalled_provider_is_ejected_within_two_call_timeouts(void)
     t0 = now_ms();
     w0 = count_at(&ok, t0 + TIMEOUT * 5 / 4);
     w1 = count_at(&ok, t0 + TIMEOUT * 2); /* the last 3/4 of a timeout before 2 x timeout */
+    kill(a.pid, SIGCONT);
+    sleep_ms(cfg.channel_eject_base_ms + 1000); /* the ejection ends, a probe call is answered */
     stop_loaders(l, th, T);
+    mprpc_logger_stop();
+    mprpc_logger_set_sink(NULL, NULL);
+    {
+        char want[96];
+        snprintf(want, sizeof want, "ejecting provider 127.0.0.1:%d", a.port);
+        CHECK(seen_has(want));
+        snprintf(want, sizeof want, "provider 127.0.0.1:%d answered again", a.port);
+        CHECK(seen_has(want));
+    }
     printf("     before %ld calls/s; %ld calls/s in [1.25, 2] x timeout after the stop; %ld failed\n",
            b1 - b0, (w1 - w0) * 1000 / (TIMEOUT * 3 / 4), failed);
     CHECK(b1 - b0 > 0);
