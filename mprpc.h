@@ -3399,6 +3399,8 @@ struct mprpc__pconn {
     mprpc_buf         out;          /* wmu */
     uint64_t          written;      /* wmu: bytes sent since the connection opened */
     mprpc_buf         in;           /* I/O thread only */
+    int               io_ready;     /* I/O thread only: seen READY or later (no lock needed to know) */
+    int               io_closed;    /* I/O thread only: closed this turn */
     int               flush_listed; /* I/O thread only */
     mprpc__pconn      *flush_next, *dead_next;
 };
@@ -4052,6 +4054,7 @@ static uint64_t mprpc__pconn_close(mprpc_channel *ch, mprpc__pconn *c)
     }
     written = c->written;
     pthread_mutex_unlock(&c->wmu);
+    c->io_closed = 1;
     if (c->state == MPRPC__PCONN_CLOSED) return written;
     if (c->state == MPRPC__PCONN_CONNECTING) ch->nconnecting--;
     c->state = MPRPC__PCONN_CLOSED;
@@ -4421,22 +4424,18 @@ static void mprpc__io_connected(mprpc_channel *ch, mprpc__pconn *c)
 
 static void mprpc__io_event(mprpc_channel *ch, mprpc__pconn *c, uint32_t events)
 {
-    mprpc__pconn_state st;
-    pthread_mutex_lock(&ch->mu);
-    st = c->state;
-    pthread_mutex_unlock(&ch->mu);
-    if (st == MPRPC__PCONN_CLOSED) return; /* closed earlier in this turn */
-    if (st == MPRPC__PCONN_CONNECTING) {
+    if (c->io_closed) return; /* closed earlier in this turn */
+    if (!c->io_ready) { /* once ready it stays so (or closes, which this thread does): ask once */
+        pthread_mutex_lock(&ch->mu);
+        c->io_ready = c->state != MPRPC__PCONN_CONNECTING;
+        pthread_mutex_unlock(&ch->mu);
+    }
+    if (!c->io_ready) {
         if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) mprpc__io_connected(ch, c);
         return;
     }
     if (events & (EPOLLIN | EPOLLERR | EPOLLHUP)) mprpc__io_read(ch, c);
-    if (events & EPOLLOUT) {
-        pthread_mutex_lock(&ch->mu);
-        st = c->state;
-        pthread_mutex_unlock(&ch->mu);
-        if (st != MPRPC__PCONN_CLOSED) mprpc__io_flush(ch, c);
-    }
+    if ((events & EPOLLOUT) && !c->io_closed) mprpc__io_flush(ch, c);
 }
 
 /* mu held. Whether r's request was queued on its connection (end_off is the connection's: a caller may
@@ -4467,11 +4466,9 @@ static void mprpc__timeout_text(mprpc__rec *r, int sent)
                    r->conn->prov->addr, t, r->timeout_ms, sent ? "; the request was sent: it may have run" : "");
 }
 
-/* I/O thread. Times out every call whose deadline passed; its late reply will be discarded. */
-static void mprpc__io_expire(mprpc_channel *ch)
+/* mu held, I/O thread. Times out every call whose deadline passed; its late reply will be discarded. */
+static void mprpc__io_expire(mprpc_channel *ch, uint64_t now)
 {
-    uint64_t now = mprpc__now_ms();
-    pthread_mutex_lock(&ch->mu);
     while (ch->nheap > 0 && ch->heap[0]->deadline <= now) {
         mprpc__rec *r = ch->heap[0];
         mprpc__pconn *c = r->conn;
@@ -4484,15 +4481,12 @@ static void mprpc__io_expire(mprpc_channel *ch)
          * is in an unknown state (the rest may never come): both are closed */
         if (c && (c->seed || (c->ncalls == 0 && mprpc_buf_readable(&c->in) > 0))) mprpc__pconn_close(ch, c);
     }
-    pthread_mutex_unlock(&ch->mu);
 }
 
-/* I/O thread. Fails connects that outlived connect_timeout_ms (their calls go elsewhere). */
-static void mprpc__io_connect_timeouts(mprpc_channel *ch)
+/* mu held, I/O thread. Fails connects that outlived connect_timeout_ms (their calls go elsewhere). */
+static void mprpc__io_connect_timeouts(mprpc_channel *ch, uint64_t now)
 {
-    uint64_t now = mprpc__now_ms();
     size_t i;
-    pthread_mutex_lock(&ch->mu);
     for (i = 0; i < ch->nprovs && ch->nconnecting > 0; i++) {
         mprpc__pconn *c = ch->provs[i]->conns, *next;
         for (; c; c = next) {
@@ -4504,13 +4498,13 @@ static void mprpc__io_connect_timeouts(mprpc_channel *ch)
             mprpc__pconn_fail_locked(ch, c, MPRPC_ERR_CONNECT, why);
         }
     }
-    pthread_mutex_unlock(&ch->mu);
 }
 
-/* I/O thread. How long epoll may sleep: until the next deadline or connect timeout, at most
- * MPRPC__IO_TICK_MS. A caller whose deadline comes sooner than wake_at wakes the thread; others need
- * not, which spares a wake-up per call. -2: the channel is being freed. */
-static int mprpc__io_sleep_ms(mprpc_channel *ch)
+/* I/O thread. Fires the timers that are due (call deadlines, connect timeouts) and says how long
+ * epoll may sleep: until the next one, at most MPRPC__IO_TICK_MS. A caller whose deadline comes sooner
+ * than wake_at wakes the thread; others need not, which spares a wake-up per call. One lock for all of
+ * it. -2: the channel is being freed. */
+static int mprpc__io_timers(mprpc_channel *ch)
 {
     uint64_t now = mprpc__now_ms(), next = now + MPRPC__IO_TICK_MS;
     size_t i;
@@ -4520,6 +4514,8 @@ static int mprpc__io_sleep_ms(mprpc_channel *ch)
         pthread_mutex_unlock(&ch->mu);
         return -2;
     }
+    mprpc__io_expire(ch, now);
+    if (ch->nconnecting > 0) mprpc__io_connect_timeouts(ch, now);
     if (ch->nheap > 0 && ch->heap[0]->deadline < next) next = ch->heap[0]->deadline;
     for (i = 0; i < ch->nprovs && ch->nconnecting > 0; i++)
         for (c = ch->provs[i]->conns; c; c = c->next)
@@ -4570,10 +4566,9 @@ static void *mprpc__io_main(void *arg)
 {
     mprpc_channel *ch = (mprpc_channel *)arg;
     struct epoll_event ev[MPRPC__IO_EVENTS];
+    int sleep_ms = 0;
     for (;;) {
-        int i, n, sleep_ms = mprpc__io_sleep_ms(ch);
-        if (sleep_ms < -1) break;
-        n = epoll_wait(ch->epfd, ev, MPRPC__IO_EVENTS, sleep_ms);
+        int i, n = epoll_wait(ch->epfd, ev, MPRPC__IO_EVENTS, sleep_ms);
         for (i = 0; i < n; i++) {
             if (ev[i].data.ptr == NULL) {
                 uint64_t v;
@@ -4583,9 +4578,9 @@ static void *mprpc__io_main(void *arg)
             }
             mprpc__io_event(ch, (mprpc__pconn *)ev[i].data.ptr, ev[i].events);
         }
-        mprpc__io_expire(ch);
-        mprpc__io_connect_timeouts(ch);
         mprpc__io_turn_end(ch);
+        if ((sleep_ms = mprpc__io_timers(ch)) < -1) break;
+        if (ch->done_head || ch->flush || ch->dead) sleep_ms = 0; /* timers completed calls: run them */
     }
     mprpc__io_shutdown(ch);
     return NULL;
