@@ -186,6 +186,7 @@ typedef struct mprpc_config {
     int      channel_eject_failures;        /* 3 consecutive failures eject a provider; 0 = never */
     int      channel_eject_base_ms;         /* 1000: the first ejection; doubles with each further one */
     int      channel_eject_max_ms;          /* 30000: the longest ejection */
+    int      channel_io_thread;             /* 1; 0: poll mode (mprpc_channel_fd/_dispatch), no thread */
     char     rpcserver_list[512];           /* "": "ip:port,ip:port" providers of a direct channel
                                                (overrides rpcserver_ip/rpcserver_port for calls) */
     /* -- end of caller side -- */
@@ -651,6 +652,18 @@ MPRPCDEF mprpc_status mprpc_channel_call_async(mprpc_channel *ch, const char *se
 #define MPRPC_CALL_ASYNC(ch, service, method, Req, req, Resp, resp, ctl, done, user) \
     mprpc_channel_call_async((ch), (service), (method), Req##_fields, (req), Resp##_fields, (resp), (ctl), (done), (user))
 
+/* Poll mode, for single-threaded programs with their own poll/epoll loop: with channel_io_thread = 0 the
+ * channel starts no thread and one program thread drives it. mprpc_channel_fd is a descriptor that turns
+ * readable when the channel has work (-1 for a channel with its own thread). mprpc_channel_dispatch
+ * does the work without waiting (reads replies, runs completions, sends, times calls out) and returns
+ * how many ms the program may wait for the fd before calling it again (deadlines are checked then; at
+ * most 1000), or -1 when ch is NULL, has its own thread, or the call comes from a completion callback.
+ * Completions run inside mprpc_channel_dispatch, inside a blocking call (which runs the loop itself
+ * until its reply) and inside mprpc_channel_free, all on the program's thread. Every call on a
+ * poll-mode channel must come from that one thread. */
+MPRPCDEF int mprpc_channel_fd(mprpc_channel *ch);
+MPRPCDEF int mprpc_channel_dispatch(mprpc_channel *ch);
+
 #ifdef __cplusplus
 }
 #endif
@@ -829,6 +842,7 @@ static const mprpc__config_key mprpc__config_keys[] = {
     MPRPC__KEY(channel_eject_failures,       NULL,            INT,   0, 1000000),
     MPRPC__KEY(channel_eject_base_ms,        NULL,            INT,   1, 86400000),
     MPRPC__KEY(channel_eject_max_ms,         NULL,            INT,   1, 86400000),
+    MPRPC__KEY(channel_io_thread,            NULL,            BOOL,  0, 1),
     MPRPC__KEY(rpcserver_list,               NULL,            STR,   0, 0),
     /* -- end of caller side -- */
     MPRPC__KEY(zookeeper_ip,                 "zookeeperip",   STR,   0, 0),
@@ -867,6 +881,7 @@ MPRPCDEF void mprpc_config_init(mprpc_config *cfg)
     cfg->channel_eject_failures = 3;
     cfg->channel_eject_base_ms = 1000;
     cfg->channel_eject_max_ms = 30000;
+    cfg->channel_io_thread = 1;
     /* -- end of caller side -- */
     cfg->zookeeper_port = 2181;
     mprpc__copy_str(cfg->zookeeper_root, sizeof cfg->zookeeper_root, "/mprpc");
@@ -3453,6 +3468,8 @@ struct mprpc_channel {
     pthread_t         io;
     int               epfd, evfd;
     int               seed_calls;   /* every call is a v0 call (seed layout, channel_protocol_version 0) */
+    int               threaded;     /* channel_io_thread: 0 = poll mode (one program thread drives it) */
+    int               in_dispatch;  /* poll mode: a turn of the loop is running (that thread only) */
     uint64_t          wake_at;      /* mu: when the I/O thread looks at its timers next */
     mprpc__rec      **recs;         /* the pool: channel_max_pending slots, records made on demand */
     size_t            nrecs;
@@ -3485,9 +3502,11 @@ static int mprpc__remaining_ms(uint64_t deadline)
     return now >= deadline ? 0 : (int)(deadline - now);
 }
 
+/* Whether the caller is the completion context: the I/O thread, or in poll mode a turn of the loop
+ * (mprpc_channel_dispatch, or a blocking call running it). */
 static int mprpc__on_io_thread(const mprpc_channel *ch)
 {
-    return pthread_equal(pthread_self(), ch->io);
+    return ch->threaded ? pthread_equal(pthread_self(), ch->io) : ch->in_dispatch;
 }
 
 static void mprpc__wake(mprpc_channel *ch)
@@ -4562,28 +4581,68 @@ static void mprpc__io_shutdown(mprpc_channel *ch)
     mprpc__io_turn_end(ch);
 }
 
+/* One turn of the loop: wait up to sleep_ms for events, handle them, run completions and flushes, fire
+ * timers. Returns how long the next turn may sleep; -2 once the channel is being freed. Run by the I/O
+ * thread, or in poll mode by mprpc_channel_dispatch and blocking calls. */
+static int mprpc__io_turn(mprpc_channel *ch, int sleep_ms)
+{
+    struct epoll_event ev[MPRPC__IO_EVENTS];
+    int i, n = epoll_wait(ch->epfd, ev, MPRPC__IO_EVENTS, sleep_ms);
+    for (i = 0; i < n; i++) {
+        if (ev[i].data.ptr == NULL) {
+            uint64_t v;
+            ssize_t k = read(ch->evfd, &v, sizeof v);
+            (void)k;
+            continue;
+        }
+        mprpc__io_event(ch, (mprpc__pconn *)ev[i].data.ptr, ev[i].events);
+    }
+    mprpc__io_turn_end(ch);
+    if ((sleep_ms = mprpc__io_timers(ch)) < -1) return sleep_ms;
+    return ch->done_head || ch->flush || ch->dead ? 0 : sleep_ms; /* timers completed calls: at once */
+}
+
 static void *mprpc__io_main(void *arg)
 {
     mprpc_channel *ch = (mprpc_channel *)arg;
-    struct epoll_event ev[MPRPC__IO_EVENTS];
     int sleep_ms = 0;
-    for (;;) {
-        int i, n = epoll_wait(ch->epfd, ev, MPRPC__IO_EVENTS, sleep_ms);
-        for (i = 0; i < n; i++) {
-            if (ev[i].data.ptr == NULL) {
-                uint64_t v;
-                ssize_t k = read(ch->evfd, &v, sizeof v);
-                (void)k;
-                continue;
-            }
-            mprpc__io_event(ch, (mprpc__pconn *)ev[i].data.ptr, ev[i].events);
-        }
-        mprpc__io_turn_end(ch);
-        if ((sleep_ms = mprpc__io_timers(ch)) < -1) break;
-        if (ch->done_head || ch->flush || ch->dead) sleep_ms = 0; /* timers completed calls: run them */
-    }
+    while ((sleep_ms = mprpc__io_turn(ch, sleep_ms)) >= -1) {}
     mprpc__io_shutdown(ch);
     return NULL;
+}
+
+/* ---- poll mode: the program's own loop drives the channel ---- */
+
+MPRPCDEF int mprpc_channel_fd(mprpc_channel *ch)
+{
+    return ch && !ch->threaded ? ch->epfd : -1;
+}
+
+MPRPCDEF int mprpc_channel_dispatch(mprpc_channel *ch)
+{
+    int next;
+    if (!ch || ch->threaded || ch->in_dispatch) return -1;
+    ch->in_dispatch = 1;
+    next = mprpc__io_turn(ch, 0);
+    ch->in_dispatch = 0;
+    return next < 0 ? 0 : next;
+}
+
+/* Poll mode: a blocking call runs the loop itself until its record is done. */
+static void mprpc__wait_polling(mprpc_channel *ch, mprpc__rec *r)
+{
+    int sleep_ms = 0;
+    pthread_mutex_lock(&ch->mu);
+    while (r->state != MPRPC__REC_DONE) {
+        pthread_mutex_unlock(&ch->mu);
+        ch->in_dispatch = 1;
+        sleep_ms = mprpc__io_turn(ch, sleep_ms);
+        ch->in_dispatch = 0;
+        if (sleep_ms < 0) sleep_ms = 0;
+        pthread_mutex_lock(&ch->mu);
+    }
+    mprpc__rec_give(ch, r);
+    pthread_mutex_unlock(&ch->mu);
 }
 
 /* ---- channel lifecycle ---- */
@@ -4681,9 +4740,11 @@ MPRPCDEF mprpc_status mprpc_channel_new(mprpc_channel **out, const mprpc_config 
     ch->epfd = ch->evfd = -1;
     ch->seed_calls = mprpc__registry_wanted(cfg) ? cfg->zookeeper_seed_layout != 0
                                                  : cfg->channel_protocol_version == 0;
+    ch->threaded = cfg->channel_io_thread != 0;
     mprpc__channel_locks_init(ch);
     st = mprpc__channel_setup(ch);
-    if (st == MPRPC_OK && mprpc__thread_start(&ch->io, mprpc__io_main, ch) != 0) st = MPRPC_ERR_IO;
+    if (st == MPRPC_OK && ch->threaded && mprpc__thread_start(&ch->io, mprpc__io_main, ch) != 0)
+        st = MPRPC_ERR_IO;
     if (st != MPRPC_OK) {
         MPRPC_LOG_ERROR("mprpc_channel_new: %s%s%s", mprpc_status_str(st), ch->cfg.error[0] ? ": " : "",
                         ch->cfg.error);
@@ -4705,8 +4766,13 @@ MPRPCDEF void mprpc_channel_free(mprpc_channel *ch)
     pthread_mutex_lock(&ch->mu);
     ch->state = MPRPC__CHAN_STOPPING;
     pthread_mutex_unlock(&ch->mu);
-    mprpc__wake(ch);
-    pthread_join(ch->io, NULL);
+    if (ch->threaded) {
+        mprpc__wake(ch);
+        pthread_join(ch->io, NULL);
+    } else { /* poll mode: the completions run here, on the program's thread */
+        ch->in_dispatch = 1;
+        mprpc__io_shutdown(ch);
+    }
     mprpc__channel_release(ch);
 }
 
@@ -4868,6 +4934,10 @@ MPRPCDEF mprpc_status mprpc_channel_call(mprpc_channel *ch, const char *service,
         return ctl->status;
     }
     if (mprpc__submit(ch, &a, ctl, NULL, NULL, &r) != MPRPC_OK) return ctl->status;
+    if (!ch->threaded) {
+        mprpc__wait_polling(ch, r);
+        return ctl->status;
+    }
     pthread_mutex_lock(&ch->mu); /* the I/O thread completes every call, by its deadline at the latest */
     while (r->state != MPRPC__REC_DONE) pthread_cond_wait(&r->cv, &ch->mu);
     mprpc__rec_give(ch, r);

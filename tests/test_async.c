@@ -987,6 +987,79 @@ static void handlers_see_the_time_left_and_expired_work_is_not_run(void)
     teardown(srv, ch);
 }
 
+/* ---- poll mode ---- */
+
+static pthread_t poll_thread;
+static int poll_wrong_thread;
+
+static void poll_done(mprpc_controller *ctl, void *response, void *user)
+{
+    if (!pthread_equal(pthread_self(), poll_thread)) poll_wrong_thread++;
+    slot_done(ctl, response, user);
+}
+
+/* Drives ch from this thread until calls [0, n) completed or timeout_ms. */
+static int poll_until(mprpc_channel *ch, int n, int timeout_ms)
+{
+    long end = now_ms() + timeout_ms;
+    int i, done = 0, wait_ms = 0;
+    while (done < n && now_ms() < end) {
+        struct pollfd pf;
+        pf.fd = mprpc_channel_fd(ch);
+        pf.events = POLLIN;
+        if (poll(&pf, 1, wait_ms) < 0) break;
+        wait_ms = mprpc_channel_dispatch(ch);
+        for (i = done = 0; i < n; i++) done += slots[i].completions > 0;
+    }
+    return done;
+}
+
+static void poll_mode_runs_calls_on_the_programs_own_thread(void)
+{
+    enum { N = 200 };
+    mprpc_config cfg;
+    mprpc_server *srv;
+    mprpc_channel *ch;
+    mprpc_controller ctl;
+    testsvc_EchoResponse rs;
+    fake_provider fp;
+    int i, right = 0;
+    if (!(srv = provider_up(&cfg))) return;
+    CHECK_STATUS(mprpc_config_set(&cfg, "channel_io_thread", "0"), MPRPC_OK);
+    mprpc_channel_new(&ch, &cfg);
+    poll_thread = pthread_self();
+    poll_wrong_thread = 0;
+    CHECK(mprpc_channel_fd(ch) >= 0);
+    for (i = 0; i < N; i++) {
+        call_slot *sl = &slots[i];
+        memset(sl, 0, sizeof *sl);
+        mprpc_controller_init(&sl->ctl);
+        sl->rq.seq = (uint64_t)i + 1;
+        CHECK_STATUS(MPRPC_CALL_ASYNC(ch, "TestService", "Echo", testsvc_EchoRequest, &sl->rq, testsvc_EchoResponse,
+                                      &sl->rs, &sl->ctl, poll_done, sl), MPRPC_OK);
+    }
+    CHECK(poll_until(ch, N, 10000) == N);
+    for (i = 0; i < N; i++) right += slots[i].right && slots[i].completions == 1;
+    CHECK(right == N);
+    CHECK(poll_wrong_thread == 0);
+    mprpc_controller_init(&ctl);
+    CHECK_STATUS(echo_call(ch, "blocking runs the loop itself", 9, &ctl, &rs), MPRPC_OK);
+    CHECK(rs.seq == 9);
+    mprpc_channel_free(ch);
+    mprpc_server_free(srv);
+    /* deadlines still hold: dispatch's answer says when to look again */
+    CHECK(fake_start(&fp, FAKE_SILENT));
+    cfg.rpcserver_port = fp.port;
+    mprpc_channel_new(&ch, &cfg);
+    CHECK_STATUS(slot_start(ch, 0, "Echo", 100), MPRPC_OK);
+    CHECK(poll_until(ch, 1, 5000) == 1);
+    CHECK_STATUS(slots[0].status, MPRPC_ERR_TIMEOUT);
+    CHECK_STATUS(slot_start(ch, 1, "Echo", 60000), MPRPC_OK);
+    mprpc_channel_free(ch); /* completes it here, on this thread */
+    CHECK(slots[1].completions == 1 && slots[1].status == MPRPC_ERR_SHUTDOWN);
+    fake_stop(&fp);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -1003,6 +1076,7 @@ int main(void)
     RUN(pool_limit_refuses_at_once_without_a_callback);
     RUN(channel_free_with_calls_in_flight_completes_each_once);
     RUN(warm_async_calls_allocate_nothing);
+    RUN(poll_mode_runs_calls_on_the_programs_own_thread);
     RUN(calls_complete_exactly_once_when_the_provider_is_killed_stalled_and_restarted);
     RUN(a_stalled_provider_is_ejected_within_two_call_timeouts);
     RUN(a_provider_stopped_gracefully_under_load_fails_no_call);
