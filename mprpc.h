@@ -638,7 +638,9 @@ MPRPCDEF mprpc_status mprpc_channel_call(mprpc_channel *ch, const char *service,
  * async calls (they are sent together once per I/O-thread turn) and may reuse or free ctl, response and
  * its own state. It must not block: every other call of the channel waits while it runs.
  * mprpc_channel_call from it fails with MPRPC_ERR_INVALID_ARGUMENT, mprpc_channel_free from it is refused
- * (logged, no effect). */
+ * (logged, no effect). With ZooKeeper, the first call of a service the channel has not called before
+ * waits for discovery (up to its timeout) and so would hold up the thread: call each service once from
+ * another thread first. */
 typedef void (*mprpc_done_fn)(mprpc_controller *ctl, void *response, void *user);
 /* Encodes the request before it returns (request may be reused at once); response and ctl must live until
  * done runs. MPRPC_OK: done will run exactly once (also on timeout, connection loss, mprpc_channel_free).
@@ -3368,6 +3370,7 @@ MPRPCDEF const char *mprpc_call_method(const mprpc_call *call)
  * across a registry call or a user callback. */
 
 #define MPRPC__REC_KEEP   (16 * 1024)  /* larger request buffers are given back when a record is freed */
+#define MPRPC__BIG_BUF    (1024 * 1024) /* a connection's buffers above this are given back once empty */
 #define MPRPC__IO_TICK_MS 1000         /* the I/O thread looks at its timers at least this often */
 #define MPRPC__IO_EVENTS  64
 
@@ -3795,7 +3798,7 @@ static int mprpc__prov_usable(mprpc__prov *p, mprpc__rec *r, uint64_t now)
 
 /* mu held. Round-robin over the service's providers, skipping ejected ones and the one r just failed
  * on; when none is left, the one ejected longest ago (or the one r failed on). */
-static mprpc__prov *mprpc__pick_prov(mprpc_channel *ch, mprpc__rec *r)
+static mprpc__prov *mprpc__pick_prov(mprpc__rec *r)
 {
     mprpc__svc *s = r->svc;
     mprpc__prov *oldest = NULL, *p;
@@ -3809,7 +3812,6 @@ static mprpc__prov *mprpc__pick_prov(mprpc_channel *ch, mprpc__rec *r)
         if (mprpc__prov_usable(p, r, now)) return p;
         if (p->state == MPRPC__PROV_EJECTED && (!oldest || p->ejected_at < oldest->ejected_at)) oldest = p;
     }
-    (void)ch;
     if (oldest) return oldest;
     return r->avoid ? r->avoid : s->v[start % s->n];
 }
@@ -3886,7 +3888,6 @@ static mprpc_status mprpc__registry_get(mprpc_channel *ch, uint64_t deadline, mp
     while (!ch->registry && ch->registry_opening && mprpc__remaining_ms(deadline) > 0) {
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_sec += 0;
         ts.tv_nsec += 10 * 1000000L; /* re-check the deadline every 10 ms */
         if (ts.tv_nsec >= 1000000000L) { ts.tv_sec++; ts.tv_nsec -= 1000000000L; }
         pthread_cond_timedwait(&ch->registry_cv, &ch->mu, &ts);
@@ -4131,7 +4132,7 @@ static mprpc_status mprpc__route_call(mprpc_channel *ch, mprpc__rec *r, mprpc__p
         r->attempts++;
         if (r->probe && r->prov) r->prov->probe_out = 0;
         r->probe = 0;
-        if ((p = mprpc__pick_prov(ch, r)) == NULL) break;
+        if ((p = mprpc__pick_prov(r)) == NULL) break;
         st = r->seed ? mprpc__pconn_open(ch, p, 1, out, ctl->error_text, sizeof ctl->error_text)
                      : mprpc__pick_conn(ch, p, out, ctl->error_text, sizeof ctl->error_text);
         r->prov = p;
@@ -4368,6 +4369,7 @@ static int mprpc__io_frames(mprpc_channel *ch, mprpc__pconn *c)
         }
         if (!mprpc__io_reply(ch, c, &f)) return 0;
         mprpc_buf_consume(&c->in, f.frame_size);
+        if (mprpc_buf_readable(&c->in) == 0 && c->in.cap > MPRPC__BIG_BUF) mprpc_buf_free(&c->in);
     }
 }
 
@@ -4413,6 +4415,7 @@ static void mprpc__io_flush(mprpc_channel *ch, mprpc__pconn *c)
         failed = mprpc__send_out(c) < 0;
         err = errno;
         if (!failed) mprpc__pconn_arm(ch, c, mprpc_buf_readable(&c->out) > 0);
+        if (!failed && mprpc_buf_readable(&c->out) == 0 && c->out.cap > MPRPC__BIG_BUF) mprpc_buf_free(&c->out);
     }
     pthread_mutex_unlock(&c->wmu);
     if (failed)
