@@ -554,7 +554,8 @@ static void bad_setup_is_reported_not_crashed(void)
 static int probe_runs;            /* atomic: Slow and Count handlers that ran */
 static int slow_running;          /* atomic: 1 while a Slow handler sleeps */
 static mprpc_call *parked[512];   /* Park: deferred calls the test finishes */
-static int nparked;               /* atomic */
+static int nparked;               /* atomic: parked[0, nparked) are set */
+static int nreserved;             /* atomic: slots of parked handed out */
 static mprpc_server *probe_srv;   /* FreeSelf frees this from its handler */
 
 /* TimeLeft: seq = mprpc_call_time_left_ms + 1 (0: the caller sent no deadline). */
@@ -581,11 +582,12 @@ static void probe_count(mprpc_call *call, const void *request, void *response, v
 
 static void probe_park(mprpc_call *call, const void *request, void *response, void *user)
 {
-    int i = __atomic_fetch_add(&nparked, 1, __ATOMIC_SEQ_CST);
+    int i = __atomic_fetch_add(&nreserved, 1, __ATOMIC_SEQ_CST);
     (void)user;
     ((testsvc_EchoResponse *)response)->seq = ((const testsvc_EchoRequest *)request)->seq;
     mprpc_call_defer(call);
     parked[i] = call;
+    __atomic_add_fetch(&nparked, 1, __ATOMIC_SEQ_CST);
 }
 
 static void probe_done_early(mprpc_call *call, const void *request, void *response, void *user)
@@ -617,6 +619,7 @@ static mprpc_server *probe_up(mprpc_config *cfg)
     cfg->rpcserver_port = 0;
     __atomic_store_n(&probe_runs, 0, __ATOMIC_SEQ_CST);
     __atomic_store_n(&nparked, 0, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&nreserved, 0, __ATOMIC_SEQ_CST);
     CHECK_STATUS(mprpc_server_new(&srv, cfg), MPRPC_OK);
     if (!srv) return NULL;
     CHECK_STATUS(mprpc_server_add_service(srv, &test_service), MPRPC_OK);
