@@ -178,7 +178,18 @@ typedef struct mprpc_config {
     uint32_t max_pending_output;            /* 1 MiB unsent reply bytes per connection before reading
                                                pauses (exceeded by at most one reply) */
     int      drain_timeout_ms;              /* 5000: graceful stop waits this long for calls in flight */
-    int      channel_max_connections;       /* 64 pooled connections per channel */
+    /* -- caller side (section 8) -- */
+    int      channel_max_connections;       /* 64 connections open per channel, all providers together */
+    int      channel_connections_per_provider; /* 2: calls are multiplexed over this many per provider */
+    int      channel_max_pending;           /* 4096 calls in flight per channel; beyond: MPRPC_ERR_BUSY */
+    int      channel_protocol_version;      /* 1; 0: call the direct provider(s) as seed providers (v0) */
+    int      channel_eject_failures;        /* 3 consecutive failures eject a provider; 0 = never */
+    int      channel_eject_base_ms;         /* 1000: the first ejection; doubles with each further one */
+    int      channel_eject_max_ms;          /* 30000: the longest ejection */
+    int      channel_io_thread;             /* 1; 0: poll mode (mprpc_channel_fd/_dispatch), no thread */
+    char     rpcserver_list[512];           /* "": "ip:port,ip:port" providers of a direct channel
+                                               (overrides rpcserver_ip/rpcserver_port for calls) */
+    /* -- end of caller side -- */
     char     zookeeper_ip[MPRPC_ADDR_MAX];  /* "": no ZooKeeper; set it (or _hosts) to use discovery */
     int      zookeeper_port;                /* 2181 */
     char     zookeeper_hosts[512];          /* "": "h1:p1,h2:p2" ensemble, overrides ip/port */
@@ -288,6 +299,7 @@ MPRPCDEF void mprpc_log(mprpc_log_level level, const char *file, int line, const
 typedef struct mprpc_controller {
     mprpc_status status;       /* MPRPC_OK or why the call failed */
     int          timeout_ms;   /* per-call timeout; 0 = the channel's rpc_timeout_ms */
+    int          may_have_run; /* set by the channel: see mprpc_controller_may_have_run */
     char         error_text[256];
 } mprpc_controller;
 
@@ -299,6 +311,21 @@ MPRPCDEF int  mprpc_controller_failed(const mprpc_controller *ctl);
 MPRPCDEF const char *mprpc_controller_error_text(const mprpc_controller *ctl);
 MPRPCDEF void mprpc_controller_set_failed(mprpc_controller *ctl, mprpc_status status,
                                           const char *fmt, ...) MPRPC_PRINTF(3, 4);
+/* Whether the provider may have executed the request of the finished call: 0 means it certainly did
+ * not, so the call is safe to repeat. By status:
+ *   MPRPC_OK, MPRPC_ERR_APPLICATION (the handler failed it), MPRPC_ERR_DECODE (the reply did not
+ *   decode)                                                          1: it ran
+ *   MPRPC_ERR_CONNECTION_LOST (the request had left), MPRPC_ERR_PROTOCOL, MPRPC_ERR_TOO_LARGE (a bad
+ *   reply)                                                           1 if the request had been sent
+ *   MPRPC_ERR_TIMEOUT                                                1 if the request had been sent
+ *     (the provider drops expired work, but a seed provider or a slow handler may still run it); 0 when
+ *     the provider itself answered "deadline passed before the handler ran", or nothing was sent
+ *   MPRPC_ERR_SHUTDOWN                                               1 if mprpc_channel_free came after
+ *     the request was queued; 0 when the provider answered "stopping: not executed" (the channel
+ *     already retried elsewhere and ran out of providers or time)
+ *   MPRPC_ERR_CONNECT, MPRPC_ERR_UNAVAILABLE, MPRPC_ERR_BUSY, MPRPC_ERR_UNKNOWN_SERVICE/METHOD,
+ *   MPRPC_ERR_INVALID_ARGUMENT, MPRPC_ERR_ENCODE, resolving errors   0 */
+MPRPCDEF int  mprpc_controller_may_have_run(const mprpc_controller *ctl);
 
 /* ======================================================================== */
 /* == 6. wire: buffers, framing, headers ================================== */
@@ -583,16 +610,47 @@ MPRPCDEF const char *mprpc_call_method(const mprpc_call *call);
 
 typedef struct mprpc_channel mprpc_channel;
 
-/* A channel calls providers at rpcserver_ip:rpcserver_port, or the providers
- * ZooKeeper lists when zookeeper_ip/zookeeper_hosts is set. It keeps up to
- * channel_max_connections connections open between calls and reconnects when
- * a provider closed or restarted. Thread-safe: any number of threads may call
- * through one channel at once (each call uses its own pooled connection). */
+/* A channel calls the providers of a service: rpcserver_list (or rpcserver_ip:rpcserver_port) for a
+ * direct channel, or the providers ZooKeeper lists when zookeeper_ip/zookeeper_hosts is set (refreshed
+ * when the registry's list changes, never with a channel lock held).
+ *
+ * Connections. Calls are multiplexed: many calls in flight share a connection, matched by call_id.
+ * A channel opens up to channel_connections_per_provider (2) connections per provider (a new one only
+ * while every open one carries calls), and at most channel_max_connections (64) in all; past that, calls
+ * share the connections it has. Blocking and async calls share the same connections. A seed provider
+ * (version-0 calls) gets a fresh connection per call.
+ *
+ * Threads. mprpc_channel_new starts the channel's one I/O thread (epoll over its connections). It reads
+ * replies, decodes them into the callers' response structs, times calls out, and runs every async
+ * completion (mprpc_done_fn). Any number of threads may call through one channel at once.
+ *
+ * Deadlines. A call is bounded as a whole by ctl->timeout_ms (else rpc_timeout_ms): discovery,
+ * connecting (each connect also by connect_timeout_ms), sending and the reply. The request carries the
+ * time left (RpcHeader.timeout_ms) so the provider drops work nobody waits for. A reply that comes after
+ * its call timed out is discarded.
+ *
+ * Failover. A call that was not executed is retried on another provider (or a fresh connection) within
+ * its deadline: a connect failed, the connection died before the request had wholly left, or the provider
+ * answered MPRPC_ERR_SHUTDOWN or MPRPC_ERR_BUSY ("not executed"; that connection takes no new calls).
+ * A call whose request had left is never retried: see mprpc_controller_may_have_run. Providers that keep
+ * failing are ejected for a while (channel_eject_failures, channel_eject_base_ms, channel_eject_max_ms;
+ * README.md has the policy).
+ *
+ * Seed providers. With zookeeper_seed_layout = 1 the channel resolves /<Service>/<Method> and calls the
+ * providers there as the seed C++ caller does (version-0 request, the bare reply read until the provider
+ * closes, bounded by max_message_size and the deadline); channel_protocol_version = 0 does the same for a
+ * direct channel. A seed provider that does not know the method never answers: the call times out. */
 MPRPCDEF mprpc_status mprpc_channel_new(mprpc_channel **out, const mprpc_config *cfg);
+/* Completes every call still in flight with MPRPC_ERR_SHUTDOWN (on the I/O thread, each exactly once;
+ * may have run if its request had been queued on a connection), joins the I/O thread, closes its
+ * connections and frees everything. No other thread may be inside a call on ch meanwhile (a blocking
+ * call in flight is a use after free). Called from a completion callback it does nothing but log an
+ * error: the I/O thread cannot join itself. NULL is a no-op. */
 MPRPCDEF void mprpc_channel_free(mprpc_channel *ch);
-/* The seed's CallMethod. Blocks until the response, an error, or the timeout
- * (ctl->timeout_ms, else rpc_timeout_ms). The outcome is in ctl and also
- * returned. *response is decoded only on success. */
+/* The seed's CallMethod. Blocks until the response, an error, or the timeout (ctl->timeout_ms, else
+ * rpc_timeout_ms). The outcome is in ctl and also returned. *response is decoded only on success (by the
+ * I/O thread, before this returns). From a completion callback it fails at once with
+ * MPRPC_ERR_INVALID_ARGUMENT (it would wait for its own thread); use mprpc_channel_call_async there. */
 MPRPCDEF mprpc_status mprpc_channel_call(mprpc_channel *ch, const char *service,
                                          const char *method,
                                          const pb_msgdesc_t *request_fields, const void *request,
@@ -600,6 +658,39 @@ MPRPCDEF mprpc_status mprpc_channel_call(mprpc_channel *ch, const char *service,
                                          mprpc_controller *ctl);
 #define MPRPC_CALL(ch, service, method, Req, req, Resp, resp, ctl) \
     mprpc_channel_call((ch), (service), (method), Req##_fields, (req), Resp##_fields, (resp), (ctl))
+
+/* Runs on the channel's completion thread, exactly once per call that mprpc_channel_call_async accepted.
+ * ctl holds the outcome; response is decoded when ctl->status is MPRPC_OK. A callback may start new
+ * async calls (they are sent together once per I/O-thread turn) and may reuse or free ctl, response and
+ * its own state. It must not block: every other call of the channel waits while it runs.
+ * mprpc_channel_call from it fails with MPRPC_ERR_INVALID_ARGUMENT, mprpc_channel_free from it is refused
+ * (logged, no effect). With ZooKeeper, the first call of a service the channel has not called before
+ * waits for discovery (up to its timeout) and so would hold up the thread: call each service once from
+ * another thread first. */
+typedef void (*mprpc_done_fn)(mprpc_controller *ctl, void *response, void *user);
+/* Encodes the request before it returns (request may be reused at once); response and ctl must live until
+ * done runs. MPRPC_OK: done will run exactly once (also on timeout, connection loss, mprpc_channel_free).
+ * Any other status: done will not run; ctl holds the error (MPRPC_ERR_BUSY: channel_max_pending calls are
+ * in flight). Returns at once, except that the first call of a service not yet known waits for discovery
+ * (bounded by the call's timeout). Any thread, including a completion callback. */
+MPRPCDEF mprpc_status mprpc_channel_call_async(mprpc_channel *ch, const char *service, const char *method,
+    const pb_msgdesc_t *request_fields, const void *request,
+    const pb_msgdesc_t *response_fields, void *response,
+    mprpc_controller *ctl, mprpc_done_fn done, void *user);
+#define MPRPC_CALL_ASYNC(ch, service, method, Req, req, Resp, resp, ctl, done, user) \
+    mprpc_channel_call_async((ch), (service), (method), Req##_fields, (req), Resp##_fields, (resp), (ctl), (done), (user))
+
+/* Poll mode, for single-threaded programs with their own poll/epoll loop: with channel_io_thread = 0 the
+ * channel starts no thread and one program thread drives it. mprpc_channel_fd is a descriptor that turns
+ * readable when the channel has work (-1 for a channel with its own thread). mprpc_channel_dispatch
+ * does the work without waiting (reads replies, runs completions, sends, times calls out) and returns
+ * how many ms the program may wait for the fd before calling it again (deadlines are checked then; at
+ * most 1000), or -1 when ch is NULL, has its own thread, or the call comes from a completion callback.
+ * Completions run inside mprpc_channel_dispatch, inside a blocking call (which runs the loop itself
+ * until its reply) and inside mprpc_channel_free, all on the program's thread. Every call on a
+ * poll-mode channel must come from that one thread. */
+MPRPCDEF int mprpc_channel_fd(mprpc_channel *ch);
+MPRPCDEF int mprpc_channel_dispatch(mprpc_channel *ch);
 
 #ifdef __cplusplus
 }
@@ -771,7 +862,17 @@ static const mprpc__config_key mprpc__config_keys[] = {
     MPRPC__KEY(max_pipeline_depth,           NULL,            INT,   1, 65536),
     MPRPC__KEY(max_pending_output,           NULL,            U32,   1024, 1073741824),
     MPRPC__KEY(drain_timeout_ms,             NULL,            INT,   0, 600000),
+    /* -- caller side (section 8) -- */
     MPRPC__KEY(channel_max_connections,      NULL,            INT,   1, 65536),
+    MPRPC__KEY(channel_connections_per_provider, NULL,        INT,   1, 64),
+    MPRPC__KEY(channel_max_pending,          NULL,            INT,   1, 1048576),
+    MPRPC__KEY(channel_protocol_version,     NULL,            INT,   0, 1),
+    MPRPC__KEY(channel_eject_failures,       NULL,            INT,   0, 1000000),
+    MPRPC__KEY(channel_eject_base_ms,        NULL,            INT,   1, 86400000),
+    MPRPC__KEY(channel_eject_max_ms,         NULL,            INT,   1, 86400000),
+    MPRPC__KEY(channel_io_thread,            NULL,            BOOL,  0, 1),
+    MPRPC__KEY(rpcserver_list,               NULL,            STR,   0, 0),
+    /* -- end of caller side -- */
     MPRPC__KEY(zookeeper_ip,                 "zookeeperip",   STR,   0, 0),
     MPRPC__KEY(zookeeper_port,               "zookeeperport", INT,   1, 65535),
     MPRPC__KEY(zookeeper_hosts,              NULL,            STR,   0, 0),
@@ -801,7 +902,16 @@ MPRPCDEF void mprpc_config_init(mprpc_config *cfg)
     cfg->max_pipeline_depth = 128;
     cfg->max_pending_output = 1u << 20;
     cfg->drain_timeout_ms = 5000;
+    /* -- caller side (section 8) -- */
     cfg->channel_max_connections = 64;
+    cfg->channel_connections_per_provider = 2;
+    cfg->channel_max_pending = 4096;
+    cfg->channel_protocol_version = 1;
+    cfg->channel_eject_failures = 3;
+    cfg->channel_eject_base_ms = 1000;
+    cfg->channel_eject_max_ms = 30000;
+    cfg->channel_io_thread = 1;
+    /* -- end of caller side -- */
     cfg->zookeeper_port = 2181;
     mprpc__copy_str(cfg->zookeeper_root, sizeof cfg->zookeeper_root, "/mprpc");
     cfg->zookeeper_session_timeout_ms = 10000;
@@ -1503,7 +1613,13 @@ MPRPCDEF void mprpc_controller_init(mprpc_controller *ctl)
 MPRPCDEF void mprpc_controller_reset(mprpc_controller *ctl)
 {
     ctl->status = MPRPC_OK;
+    ctl->may_have_run = 0;
     ctl->error_text[0] = '\0';
+}
+
+MPRPCDEF int mprpc_controller_may_have_run(const mprpc_controller *ctl)
+{
+    return ctl->status == MPRPC_OK || ctl->may_have_run != 0;
 }
 
 MPRPCDEF int mprpc_controller_failed(const mprpc_controller *ctl)
@@ -1798,6 +1914,7 @@ typedef struct mprpc__addrs { /* a provider list ("ip:port" each) owned by the c
     size_t n, cap;
 } mprpc__addrs;
 static void mprpc__addrs_free(mprpc__addrs *a);
+static int mprpc__addrs_set(mprpc__addrs *a, char (*v)[MPRPC_ADDR_MAX], size_t n);
 static int mprpc__registry_wanted(const mprpc_config *cfg);
 static mprpc_status mprpc__registry_open(mprpc__registry **out, const mprpc_config *cfg,
                                          char *err, size_t errlen);
@@ -3502,61 +3619,153 @@ MPRPCDEF const char *mprpc_call_method(const mprpc_call *call)
 /* == 8. channel ========================================================== */
 /* ======================================================================== */
 
-typedef struct mprpc__pconn {
-    int                  fd;
-    char                 addr[MPRPC_ADDR_MAX];
-    mprpc_buf            buf;
-    struct mprpc__pconn *next;
-} mprpc__pconn;
+/* How the caller side works. One I/O thread per channel runs epoll over every provider connection
+ * plus an eventfd for wake-ups.
+ *
+ *   caller threads (blocking and async)        the channel's I/O thread
+ *   resolve providers (registry, no lock)      reads replies, matches call_id -> call record
+ *   take a call record from the pool           decodes into the caller's response struct
+ *   encode the request into the record         completes: signals the blocking caller's cv
+ *   route: provider -> connection                or runs the async callback
+ *   append to the connection's output; send    times calls out (binary heap of deadlines)
+ *     at once if it was empty                  flushes output queued by callbacks once per turn
+ *   blocking: wait on the record's cv          retries unsent calls, ejects failing providers
+ *
+ * Locks. ch->mu guards the pool, the deadline heap, providers, services, connection lists, and every
+ * record's state and links. c->wmu guards one connection's output: buffer, byte counts, fd for sending.
+ * Order: ch->mu before c->wmu. A caller takes c->wmu before it lets ch->mu go (hand over hand), so the
+ * I/O thread, which closes a connection holding both, never sees a half-queued request. No lock is held
+ * across a registry call or a user callback. */
 
-struct mprpc_channel {
-    mprpc_config     cfg;
-    pthread_mutex_t  mu;        /* guards idle, open, registry */
-    pthread_cond_t   cv;        /* a pooled connection came back */
-    mprpc__pconn    *idle;
-    int              open;
-    uint64_t         next_call_id;
-    unsigned         next_provider;
-    mprpc__registry *registry;
-    char             direct_addr[MPRPC_ADDR_MAX];      /* "ip:port" when ZooKeeper is not used */
+#define MPRPC__REC_KEEP   (16 * 1024)  /* larger request buffers are given back when a record is freed */
+#define MPRPC__BIG_BUF    (1024 * 1024) /* a connection's buffers above this are given back once empty */
+#define MPRPC__IO_TICK_MS 1000         /* the I/O thread looks at its timers at least this often */
+#define MPRPC__IO_EVENTS  64
+
+typedef enum mprpc__rec_state {
+    MPRPC__REC_FREE,      /* in the pool's free list */
+    MPRPC__REC_NEW,       /* taken by a caller, being encoded */
+    MPRPC__REC_ROUTED,    /* in the deadline heap; on a connection (or between two, being retried) */
+    MPRPC__REC_FINISHING, /* outcome known, in ctl; the I/O thread is about to complete it */
+    MPRPC__REC_DONE       /* blocking call completed: its caller returns the record */
+} mprpc__rec_state;
+
+typedef enum mprpc__pconn_state {
+    MPRPC__PCONN_CONNECTING,
+    MPRPC__PCONN_READY,
+    MPRPC__PCONN_DRAINING, /* the provider answered SHUTDOWN or BUSY: no new calls; closed when empty */
+    MPRPC__PCONN_CLOSED    /* fd closed; freed at the end of the I/O thread's turn */
+} mprpc__pconn_state;
+
+typedef enum mprpc__prov_state {
+    MPRPC__PROV_OK,
+    MPRPC__PROV_EJECTED, /* out of rotation until ejected_until */
+    MPRPC__PROV_PROBING  /* ejection over: one probe call decides */
+} mprpc__prov_state;
+
+typedef enum mprpc__chan_state { MPRPC__CHAN_RUNNING, MPRPC__CHAN_STOPPING } mprpc__chan_state;
+
+typedef struct mprpc__rec  mprpc__rec;
+typedef struct mprpc__pconn mprpc__pconn;
+typedef struct mprpc__prov mprpc__prov;
+
+struct mprpc__pconn {
+    mprpc__pconn_state state;        /* ch->mu */
+    int               seed;         /* v0: one call, the bare reply read until the provider closes */
+    mprpc__prov      *prov;
+    mprpc__pconn      *next;         /* prov->conns (ch->mu) */
+    mprpc__rec       *calls;        /* routed here and unanswered (ch->mu) */
+    int               ncalls;
+    unsigned          abandoned;    /* timed-out calls whose late reply may still come (ch->mu) */
+    uint64_t          connect_deadline;
+    pthread_mutex_t   wmu;
+    int               fd;           /* wmu to use or close; -1 once closed */
+    int               connected;    /* wmu: sending allowed */
+    int               out_armed;    /* wmu: EPOLLOUT is in the interest set */
+    mprpc_buf         out;          /* wmu */
+    uint64_t          written;      /* wmu: bytes sent since the connection opened */
+    mprpc_buf         in;           /* I/O thread only */
+    int               io_ready;     /* I/O thread only: seen READY or later (no lock needed to know) */
+    int               io_closed;    /* I/O thread only: closed this turn */
+    int               flush_listed; /* I/O thread only */
+    mprpc__pconn      *flush_next, *dead_next;
 };
 
-MPRPCDEF mprpc_status mprpc_channel_new(mprpc_channel **out, const mprpc_config *cfg)
-{
-    mprpc_channel *ch;
-    if (!out || !cfg) return MPRPC_ERR_INVALID_ARGUMENT;
-    *out = NULL;
-    if (mprpc__config_check(cfg, "mprpc_channel_new") != MPRPC_OK) return MPRPC_ERR_CONFIG;
-    ch = (mprpc_channel *)mprpc__zalloc(sizeof *ch);
-    if (!ch) return MPRPC_ERR_NO_MEMORY;
-    ch->cfg = *cfg;
-    mprpc__fmt(ch->direct_addr, sizeof ch->direct_addr, "%s:%d", cfg->rpcserver_ip, cfg->rpcserver_port);
-    pthread_mutex_init(&ch->mu, NULL);
-    pthread_cond_init(&ch->cv, NULL);
-    *out = ch;
-    return MPRPC_OK;
-}
+struct mprpc__prov {
+    char              addr[MPRPC_ADDR_MAX];
+    mprpc__prov_state state;
+    mprpc__pconn      *conns;
+    int               nconns;
+    int               fails;      /* consecutive failures */
+    int               ejections;  /* since the last success: the backoff exponent */
+    int               probe_out;  /* the probe call is in flight */
+    uint64_t          ejected_at, ejected_until;
+};
 
-static void mprpc__pconn_free(mprpc__pconn *pc)
-{
-    if (pc->fd >= 0) close(pc->fd);
-    mprpc_buf_free(&pc->buf);
-    MPRPC_FREE(pc);
-}
+typedef struct mprpc__svc {
+    char          key[2 * MPRPC_NAME_MAX + 2]; /* "Service", or "Service/Method" in the seed layout */
+    uint64_t      gen;                         /* the registry's generation of v */
+    mprpc__prov **v;
+    size_t        n;
+    unsigned      rr;
+} mprpc__svc;
 
-MPRPCDEF void mprpc_channel_free(mprpc_channel *ch)
-{
-    mprpc__pconn *pc, *next;
-    if (!ch) return;
-    for (pc = ch->idle; pc; pc = next) {
-        next = pc->next;
-        mprpc__pconn_free(pc);
-    }
-    mprpc__registry_close(ch->registry);
-    pthread_cond_destroy(&ch->cv);
-    pthread_mutex_destroy(&ch->mu);
-    MPRPC_FREE(ch);
-}
+struct mprpc__rec {
+    mprpc__rec_state  state;
+    uint32_t          idx, gen;   /* call_id = gen << 32 | (idx + 1): never 0, stale ids do not match */
+    size_t            heap_at;    /* index in ch->heap, or SIZE_MAX */
+    uint64_t          deadline;
+    int               timeout_ms, timeout_is_ctl;
+    int               attempts, probe, seed;
+    mprpc__svc       *svc;
+    mprpc__prov      *prov, *avoid;
+    mprpc__pconn      *conn;
+    mprpc__rec       *cprev, *cnext; /* conn->calls */
+    mprpc__rec       *next;          /* free list or the I/O thread's completion list */
+    uint64_t          end_off;       /* conn->appended once its frame is queued there; 0 = not queued */
+    mprpc_buf         req;           /* the encoded frame, kept for retries */
+    const pb_msgdesc_t *resp_fields;
+    void             *resp;
+    mprpc_controller *ctl;
+    mprpc_done_fn     done;          /* NULL: a blocking caller waits on cv */
+    void             *user;
+    pthread_cond_t    cv;
+};
+
+struct mprpc_channel {
+    mprpc_config      cfg;
+    pthread_mutex_t   mu;
+    mprpc__chan_state state;
+    pthread_t         io;
+    int               epfd, evfd;
+    int               seed_calls;   /* every call is a v0 call (seed layout, channel_protocol_version 0) */
+    int               threaded;     /* channel_io_thread: 0 = poll mode (one program thread drives it) */
+    int               in_dispatch;  /* poll mode: a turn of the loop is running (that thread only) */
+    uint64_t          wake_at;      /* mu: when the I/O thread looks at its timers next */
+    mprpc__rec      **recs;         /* the pool: channel_max_pending slots, records made on demand */
+    size_t            nrecs;
+    mprpc__rec       *free_recs;
+    mprpc__rec      **heap;         /* calls in flight by deadline */
+    size_t            nheap;
+    mprpc__svc      **svcs;
+    size_t            nsvcs;
+    mprpc__prov     **provs;        /* every provider ever named; kept until mprpc_channel_free */
+    size_t            nprovs;
+    int               nconns, nconnecting;
+    mprpc__svc       *direct;       /* no ZooKeeper: rpcserver_list or rpcserver_ip:port */
+    mprpc__registry  *registry;
+    int               registry_opening;
+    pthread_cond_t    registry_cv;
+    mprpc__rec       *done_head, *done_tail; /* I/O thread only */
+    mprpc__pconn      *flush, *dead;          /* I/O thread only */
+};
+
+typedef struct mprpc__call_args {
+    const char *service, *method;
+    const pb_msgdesc_t *req_fields, *resp_fields;
+    const void *req;
+    void *resp;
+} mprpc__call_args;
 
 static int mprpc__remaining_ms(uint64_t deadline)
 {
@@ -3564,21 +3773,459 @@ static int mprpc__remaining_ms(uint64_t deadline)
     return now >= deadline ? 0 : (int)(deadline - now);
 }
 
-/* Waits for fd to become ready for events, bounded by the deadline. */
-static mprpc_status mprpc__wait_fd(int fd, short events, uint64_t deadline)
+/* Whether the caller is the completion context: the I/O thread, or in poll mode a turn of the loop
+ * (mprpc_channel_dispatch, or a blocking call running it). */
+static int mprpc__on_io_thread(const mprpc_channel *ch)
 {
+    return ch->threaded ? pthread_equal(pthread_self(), ch->io) : ch->in_dispatch;
+}
+
+static void mprpc__wake(mprpc_channel *ch)
+{
+    uint64_t one = 1;
+    ssize_t n = write(ch->evfd, &one, sizeof one);
+    (void)n; /* a full counter already means "wake up" */
+}
+
+static const char *mprpc__timeout_name(const mprpc__rec *r)
+{
+    return r->timeout_is_ctl ? "ctl->timeout_ms" : "rpc_timeout_ms";
+}
+
+/* ---- pool and calls ---- */
+
+static uint64_t mprpc__call_id(const mprpc__rec *r)
+{
+    return (uint64_t)r->gen << 32 | (uint64_t)(r->idx + 1);
+}
+
+/* mu held. A free record, or a new one while under channel_max_pending. */
+static mprpc_status mprpc__rec_take(mprpc_channel *ch, mprpc__rec **out)
+{
+    mprpc__rec *r = ch->free_recs;
+    if (r) {
+        ch->free_recs = r->next;
+    } else {
+        if (ch->nrecs >= (size_t)ch->cfg.channel_max_pending) return MPRPC_ERR_BUSY;
+        r = (mprpc__rec *)mprpc__zalloc(sizeof *r);
+        if (!r) return MPRPC_ERR_NO_MEMORY;
+        pthread_cond_init(&r->cv, NULL);
+        r->idx = (uint32_t)ch->nrecs;
+        ch->recs[ch->nrecs++] = r;
+    }
+    r->gen = r->gen + 1 ? r->gen + 1 : 1;
+    r->state = MPRPC__REC_NEW;
+    r->heap_at = SIZE_MAX;
+    r->attempts = r->probe = 0;
+    r->prov = r->avoid = NULL;
+    r->conn = NULL;
+    r->end_off = 0;
+    *out = r;
+    return MPRPC_OK;
+}
+
+/* mu held. */
+static void mprpc__rec_give(mprpc_channel *ch, mprpc__rec *r)
+{
+    if (r->req.cap > MPRPC__REC_KEEP) mprpc_buf_free(&r->req);
+    r->req.pos = r->req.len = 0;
+    r->state = MPRPC__REC_FREE;
+    r->next = ch->free_recs;
+    ch->free_recs = r;
+}
+
+/* mu held. The record a reply's call_id names, if it waits on c. */
+static mprpc__rec *mprpc__rec_find(mprpc_channel *ch, const mprpc__pconn *c, uint64_t id)
+{
+    uint32_t low = (uint32_t)id;
+    mprpc__rec *r;
+    if (low == 0 || low > ch->nrecs) return NULL;
+    r = ch->recs[low - 1];
+    if (r->gen != (uint32_t)(id >> 32) || r->state != MPRPC__REC_ROUTED || r->conn != c) return NULL;
+    return r;
+}
+
+/* The deadline heap (mu held): a binary min-heap of records by deadline. */
+static void mprpc__heap_set(mprpc_channel *ch, size_t i, mprpc__rec *r)
+{
+    ch->heap[i] = r;
+    r->heap_at = i;
+}
+
+static void mprpc__heap_up(mprpc_channel *ch, size_t i)
+{
+    mprpc__rec *r = ch->heap[i];
+    while (i > 0 && ch->heap[(i - 1) / 2]->deadline > r->deadline) {
+        mprpc__heap_set(ch, i, ch->heap[(i - 1) / 2]);
+        i = (i - 1) / 2;
+    }
+    mprpc__heap_set(ch, i, r);
+}
+
+static void mprpc__heap_down(mprpc_channel *ch, size_t i)
+{
+    mprpc__rec *r = ch->heap[i];
     for (;;) {
-        struct pollfd p;
-        int n;
-        p.fd = fd;
-        p.events = events;
-        p.revents = 0;
-        n = poll(&p, 1, mprpc__remaining_ms(deadline));
-        if (n > 0) return MPRPC_OK;
-        if (n == 0) return MPRPC_ERR_TIMEOUT;
-        if (errno != EINTR) return MPRPC_ERR_IO;
+        size_t c = 2 * i + 1;
+        if (c >= ch->nheap) break;
+        if (c + 1 < ch->nheap && ch->heap[c + 1]->deadline < ch->heap[c]->deadline) c++;
+        if (ch->heap[c]->deadline >= r->deadline) break;
+        mprpc__heap_set(ch, i, ch->heap[c]);
+        i = c;
+    }
+    mprpc__heap_set(ch, i, r);
+}
+
+static void mprpc__heap_push(mprpc_channel *ch, mprpc__rec *r)
+{
+    mprpc__heap_set(ch, ch->nheap++, r);
+    mprpc__heap_up(ch, r->heap_at);
+}
+
+static void mprpc__heap_remove(mprpc_channel *ch, mprpc__rec *r)
+{
+    size_t i = r->heap_at;
+    mprpc__rec *last;
+    if (i == SIZE_MAX) return;
+    r->heap_at = SIZE_MAX;
+    last = ch->heap[--ch->nheap];
+    if (i == ch->nheap) return;
+    mprpc__heap_set(ch, i, last);
+    mprpc__heap_up(ch, i);
+    mprpc__heap_down(ch, last->heap_at);
+}
+
+/* mu held. Puts r on c's list of unanswered calls, or takes it off. */
+static void mprpc__rec_link(mprpc__pconn *c, mprpc__rec *r)
+{
+    r->conn = c;
+    r->cprev = NULL;
+    r->cnext = c->calls;
+    if (c->calls) c->calls->cprev = r;
+    c->calls = r;
+    c->ncalls++;
+}
+
+static void mprpc__rec_unlink(mprpc__rec *r)
+{
+    mprpc__pconn *c = r->conn;
+    if (!c) return;
+    if (r->cprev) r->cprev->cnext = r->cnext;
+    else c->calls = r->cnext;
+    if (r->cnext) r->cnext->cprev = r->cprev;
+    c->ncalls--;
+    r->conn = NULL;
+}
+
+/* I/O thread. Queues r for completion at the end of the turn. */
+static void mprpc__done_push(mprpc_channel *ch, mprpc__rec *r)
+{
+    r->next = NULL;
+    if (ch->done_tail) ch->done_tail->next = r;
+    else ch->done_head = r;
+    ch->done_tail = r;
+}
+
+/* mu held, I/O thread. r's outcome (status, text) is in its controller: queue it for completion. */
+static void mprpc__finish_locked(mprpc_channel *ch, mprpc__rec *r, mprpc_status st, int may_have_run)
+{
+    mprpc__heap_remove(ch, r);
+    mprpc__rec_unlink(r);
+    if (r->probe && r->prov) r->prov->probe_out = 0;
+    r->state = MPRPC__REC_FINISHING;
+    r->ctl->status = st;
+    r->ctl->may_have_run = st == MPRPC_OK || may_have_run;
+    mprpc__done_push(ch, r);
+}
+
+/* I/O thread, no lock held: wakes the blocking caller or runs the callback. */
+static void mprpc__complete(mprpc_channel *ch, mprpc__rec *r)
+{
+    mprpc_done_fn done = r->done;
+    mprpc_controller *ctl = r->ctl;
+    void *resp = r->resp, *user = r->user;
+    pthread_mutex_lock(&ch->mu);
+    if (!done) r->state = MPRPC__REC_DONE;
+    else mprpc__rec_give(ch, r); /* before the callback: it may start calls that want a record */
+    pthread_mutex_unlock(&ch->mu);
+    /* Signalled after the unlock, so the waiter does not wake into a held mutex. If it already saw
+     * DONE and the record went to another blocking call, that call sees one spurious wake-up:
+     * records live until mprpc_channel_free. */
+    if (!done) pthread_cond_signal(&r->cv);
+    else done(ctl, resp, user);
+}
+
+static void mprpc__run_completions(mprpc_channel *ch)
+{
+    mprpc__rec *r;
+    while ((r = ch->done_head) != NULL) {
+        ch->done_head = r->next;
+        if (!ch->done_head) ch->done_tail = NULL;
+        mprpc__complete(ch, r);
     }
 }
+
+/* Fills ctl (and the response on success) from a v1 reply. */
+static void mprpc__take_reply(const char *addr, const mprpc_response_frame *f,
+                              const pb_msgdesc_t *fields, void *resp, mprpc_controller *ctl)
+{
+    const mprpc_RpcResponseHeader *h = &f->header;
+    pb_istream_t is;
+    if (h->status != MPRPC_OK) {
+        int known = h->status > 0 && h->status < MPRPC_AGAIN;
+        mprpc_controller_set_failed(ctl, known ? (mprpc_status)h->status : MPRPC_ERR_PROTOCOL, "%.*s",
+                                    (int)h->error_text.size, (const char *)h->error_text.bytes);
+        ctl->may_have_run = h->status == MPRPC_ERR_APPLICATION; /* other provider errors: not run */
+        return;
+    }
+    is = pb_istream_from_buffer(f->body, h->body_size);
+    if (!pb_decode(&is, fields, resp))
+        mprpc_controller_set_failed(ctl, MPRPC_ERR_DECODE, "reply from %s: cannot decode the response: %s",
+                                    addr, PB_GET_ERROR(&is));
+    else
+        ctl->status = MPRPC_OK;
+    ctl->may_have_run = 1;
+}
+
+/* Decodes a seed provider's bare reply (everything it sent before closing). */
+static void mprpc__take_seed_reply(const char *addr, const uint8_t *body, size_t n,
+                                   const pb_msgdesc_t *fields, void *resp, mprpc_controller *ctl)
+{
+    pb_istream_t is = pb_istream_from_buffer(body, n);
+    if (!pb_decode(&is, fields, resp))
+        mprpc_controller_set_failed(ctl, MPRPC_ERR_DECODE, "v0 reply from %s (%zu bytes): cannot decode "
+                                    "the response: %s", addr, n, PB_GET_ERROR(&is));
+    else
+        ctl->status = MPRPC_OK;
+    ctl->may_have_run = 1;
+}
+
+/* ---- providers and ejection ---- */
+
+/* Outlier ejection, in the manner of Envoy/gRPC outlier detection (consecutive errors eject a host for
+ * base x 2^n, capped) and Dubbo's failover (an unsent call moves to the next provider):
+ *  - a failure is a call timed out on the provider (connecting or waiting for the reply), a refused,
+ *    reset or timed-out connect, or a connection lost with calls on it; any reply is a success;
+ *  - channel_eject_failures (3) consecutive failures eject it for channel_eject_base_ms (1000) x 2^n,
+ *    capped at channel_eject_max_ms (30000); n counts ejections since its last success. Envoy's
+ *    defaults are 5 errors and 30 s; here each failure costs a whole call timeout, so 3 and a short
+ *    first ejection, so that a stalled provider is out within about one call timeout and a restarted
+ *    one is back within a second;
+ *  - when the ejection ends one probe call is sent to it: a reply returns it to rotation, a failure
+ *    ejects it again for twice as long;
+ *  - the last provider is never out of reach: when every provider of a service is ejected, calls go to
+ *    the one ejected longest ago. Ejections and returns are logged (WARN, INFO). */
+static void mprpc__prov_eject(mprpc_channel *ch, mprpc__prov *p, const char *why)
+{
+    uint64_t ms = (uint64_t)ch->cfg.channel_eject_base_ms, now = mprpc__now_ms();
+    int i;
+    for (i = 0; i < p->ejections && ms < (uint64_t)ch->cfg.channel_eject_max_ms; i++) ms *= 2;
+    if (ms > (uint64_t)ch->cfg.channel_eject_max_ms) ms = (uint64_t)ch->cfg.channel_eject_max_ms;
+    MPRPC_LOG_WARN("channel: ejecting provider %s for %llu ms after %d consecutive failures (last: %s)",
+                   p->addr, (unsigned long long)ms, p->fails, why);
+    p->state = MPRPC__PROV_EJECTED;
+    p->ejections++;
+    p->probe_out = 0;
+    p->ejected_at = now;
+    p->ejected_until = now + ms;
+}
+
+/* mu held. */
+static void mprpc__prov_failed(mprpc_channel *ch, mprpc__prov *p, const char *why)
+{
+    int k = ch->cfg.channel_eject_failures;
+    p->fails++;
+    if (k <= 0 || p->state == MPRPC__PROV_EJECTED) return;
+    if (p->state == MPRPC__PROV_PROBING || p->fails >= k) mprpc__prov_eject(ch, p, why);
+}
+
+static void mprpc__prov_ok(mprpc__prov *p)
+{
+    p->fails = 0;
+    if (p->state == MPRPC__PROV_OK) return;
+    MPRPC_LOG_INFO("channel: provider %s answered again: back in rotation", p->addr);
+    p->state = MPRPC__PROV_OK;
+    p->ejections = 0;
+    p->probe_out = 0;
+}
+
+/* mu held. Whether p takes r now; an ejection that ended makes r its probe. */
+static int mprpc__prov_usable(mprpc__prov *p, mprpc__rec *r, uint64_t now)
+{
+    if (p->state == MPRPC__PROV_EJECTED && now >= p->ejected_until) {
+        MPRPC_LOG_INFO("channel: provider %s: ejection over, probing it with one call", p->addr);
+        p->state = MPRPC__PROV_PROBING;
+        p->probe_out = 0;
+    }
+    if (p->state == MPRPC__PROV_OK) return 1;
+    if (p->state != MPRPC__PROV_PROBING || p->probe_out) return 0;
+    p->probe_out = 1;
+    r->probe = 1;
+    return 1;
+}
+
+/* mu held. Round-robin over the service's providers, skipping ejected ones and the one r just failed
+ * on; when none is left, the one ejected longest ago (or the one r failed on). */
+static mprpc__prov *mprpc__pick_prov(mprpc__rec *r)
+{
+    mprpc__svc *s = r->svc;
+    mprpc__prov *oldest = NULL, *p;
+    uint64_t now = mprpc__now_ms();
+    size_t i, start;
+    if (s->n == 0) return NULL;
+    start = s->rr++;
+    for (i = 0; i < s->n; i++) {
+        p = s->v[(start + i) % s->n];
+        if (p == r->avoid && s->n > 1) continue;
+        if (mprpc__prov_usable(p, r, now)) return p;
+        if (p->state == MPRPC__PROV_EJECTED && (!oldest || p->ejected_at < oldest->ejected_at)) oldest = p;
+    }
+    if (oldest) return oldest;
+    return r->avoid ? r->avoid : s->v[start % s->n];
+}
+
+/* mu held. The provider object for addr, made on first sight. */
+static mprpc__prov *mprpc__prov_get(mprpc_channel *ch, const char *addr)
+{
+    mprpc__prov *p, **grown;
+    size_t i;
+    for (i = 0; i < ch->nprovs; i++)
+        if (strcmp(ch->provs[i]->addr, addr) == 0) return ch->provs[i];
+    grown = (mprpc__prov **)MPRPC_REALLOC(ch->provs, (ch->nprovs + 1) * sizeof *grown);
+    if (!grown) return NULL;
+    ch->provs = grown;
+    p = (mprpc__prov *)mprpc__zalloc(sizeof *p);
+    if (!p) return NULL;
+    mprpc__copy_str(p->addr, sizeof p->addr, addr);
+    ch->provs[ch->nprovs++] = p;
+    return p;
+}
+
+/* ---- services: provider tables refreshed when the registry's generation changes ---- */
+
+/* mu held. Replaces s's providers with the list a names. */
+static mprpc_status mprpc__svc_install(mprpc_channel *ch, mprpc__svc *s, char (*addrs)[MPRPC_ADDR_MAX],
+                                       size_t n)
+{
+    mprpc__prov **v = (mprpc__prov **)mprpc__zalloc((n ? n : 1) * sizeof *v);
+    size_t i;
+    if (!v) return MPRPC_ERR_NO_MEMORY;
+    for (i = 0; i < n; i++) {
+        if ((v[i] = mprpc__prov_get(ch, addrs[i])) == NULL) {
+            MPRPC_FREE(v);
+            return MPRPC_ERR_NO_MEMORY;
+        }
+    }
+    MPRPC_FREE(s->v);
+    s->v = v;
+    s->n = n;
+    return MPRPC_OK;
+}
+
+/* mu held. The table for key, made empty on first use. */
+static mprpc__svc *mprpc__svc_get(mprpc_channel *ch, const char *key)
+{
+    mprpc__svc *s, **grown;
+    size_t i;
+    for (i = 0; i < ch->nsvcs; i++)
+        if (strcmp(ch->svcs[i]->key, key) == 0) return ch->svcs[i];
+    grown = (mprpc__svc **)MPRPC_REALLOC(ch->svcs, (ch->nsvcs + 1) * sizeof *grown);
+    if (!grown) return NULL;
+    ch->svcs = grown;
+    s = (mprpc__svc *)mprpc__zalloc(sizeof *s);
+    if (!s) return NULL;
+    mprpc__copy_str(s->key, sizeof s->key, key);
+    ch->svcs[ch->nsvcs++] = s;
+    return s;
+}
+
+static void mprpc__svc_free(mprpc__svc *s)
+{
+    if (!s) return;
+    MPRPC_FREE(s->v);
+    MPRPC_FREE(s);
+}
+
+/* Opens the registry on first use. It returns at once (its worker connects in the background); a
+ * second caller meanwhile waits for the first, bounded by its own deadline. */
+static mprpc_status mprpc__registry_get(mprpc_channel *ch, uint64_t deadline, mprpc__registry **out,
+                                        char *err, size_t errlen)
+{
+    mprpc_status st = MPRPC_OK;
+    pthread_mutex_lock(&ch->mu);
+    while (!ch->registry && ch->registry_opening && mprpc__remaining_ms(deadline) > 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += 10 * 1000000L; /* re-check the deadline every 10 ms */
+        if (ts.tv_nsec >= 1000000000L) { ts.tv_sec++; ts.tv_nsec -= 1000000000L; }
+        pthread_cond_timedwait(&ch->registry_cv, &ch->mu, &ts);
+    }
+    if ((*out = ch->registry) != NULL || ch->registry_opening) {
+        pthread_mutex_unlock(&ch->mu);
+        if (!*out) mprpc__fmt(err, errlen, "the ZooKeeper session is still being opened");
+        return *out ? MPRPC_OK : MPRPC_ERR_TIMEOUT;
+    }
+    ch->registry_opening = 1;
+    pthread_mutex_unlock(&ch->mu);
+    st = mprpc__registry_open(out, &ch->cfg, err, errlen);
+    pthread_mutex_lock(&ch->mu);
+    ch->registry_opening = 0;
+    if (st == MPRPC_OK) ch->registry = *out;
+    pthread_cond_broadcast(&ch->registry_cv);
+    pthread_mutex_unlock(&ch->mu);
+    return st;
+}
+
+/* Asks the registry (no lock held) and installs a list newer than the table's. */
+static mprpc_status mprpc__discover(mprpc_channel *ch, const char *service, const char *method,
+                                    uint64_t deadline, mprpc__svc **out, char *err, size_t errlen)
+{
+    mprpc__addrs addrs = {NULL, 0, 0};
+    mprpc__registry *reg;
+    char key[2 * MPRPC_NAME_MAX + 2];
+    uint64_t gen, seen;
+    mprpc_status st = mprpc__registry_get(ch, deadline, &reg, err, errlen);
+    if (st != MPRPC_OK) return st;
+    mprpc__fmt(key, sizeof key, "%s%s%s", service, ch->cfg.zookeeper_seed_layout ? "/" : "",
+               ch->cfg.zookeeper_seed_layout ? method : "");
+    pthread_mutex_lock(&ch->mu);
+    *out = mprpc__svc_get(ch, key);
+    gen = seen = *out ? (*out)->gen : 0;
+    pthread_mutex_unlock(&ch->mu);
+    if (!*out) return MPRPC_ERR_NO_MEMORY;
+    st = mprpc__registry_resolve(reg, service, method, deadline, &gen, &addrs, err, errlen);
+    if (st == MPRPC_OK && gen != seen) {
+        pthread_mutex_lock(&ch->mu);
+        if (gen > (*out)->gen) st = mprpc__svc_install(ch, *out, addrs.v, addrs.n);
+        if (st == MPRPC_OK && gen > (*out)->gen) (*out)->gen = gen;
+        pthread_mutex_unlock(&ch->mu);
+    }
+    mprpc__addrs_free(&addrs);
+    return st;
+}
+
+/* The providers of service: the direct list, or what the registry names. */
+static mprpc_status mprpc__resolve(mprpc_channel *ch, const mprpc__call_args *a, uint64_t deadline,
+                                   const char *tname, int tms, mprpc__svc **svc, mprpc_controller *ctl)
+{
+    char why[200];
+    mprpc_status st;
+    if (ch->direct) {
+        *svc = ch->direct;
+        return MPRPC_OK;
+    }
+    why[0] = '\0';
+    st = mprpc__discover(ch, a->service, a->method, deadline, svc, why, sizeof why);
+    if (st == MPRPC_OK) return MPRPC_OK;
+    if (st == MPRPC_ERR_TIMEOUT)
+        mprpc_controller_set_failed(ctl, st, "resolving %s: %s (%d ms) passed: %s", a->service, tname,
+                                    tms, why);
+    else
+        mprpc_controller_set_failed(ctl, st, "resolving %s: %s", a->service, why);
+    return st;
+}
+
+/* ---- connections ---- */
 
 static int mprpc__parse_addr(const char *addr, struct sockaddr_in *sa)
 {
@@ -3596,299 +4243,945 @@ static int mprpc__parse_addr(const char *addr, struct sockaddr_in *sa)
     return 1;
 }
 
-/* A non-blocking connect bounded by connect_timeout_ms and the call deadline. */
-static mprpc_status mprpc__connect(const mprpc_channel *ch, const char *addr, uint64_t deadline,
-                                   int *out, mprpc_controller *ctl)
+/* wmu held. Tells epoll whether c wants EPOLLOUT (connecting, or output pending). */
+static void mprpc__pconn_arm(mprpc_channel *ch, mprpc__pconn *c, int want)
+{
+    struct epoll_event ev;
+    if (c->fd < 0 || want == c->out_armed) return;
+    memset(&ev, 0, sizeof ev);
+    ev.events = EPOLLIN | (want ? EPOLLOUT : 0u);
+    ev.data.ptr = c;
+    if (epoll_ctl(ch->epfd, EPOLL_CTL_MOD, c->fd, &ev) == 0) c->out_armed = want;
+}
+
+/* A non-blocking socket connecting to addr; *connected when it already did. */
+static int mprpc__dial(const char *addr, int *connected, char *why, size_t whylen)
 {
     struct sockaddr_in sa;
-    uint64_t cdl = mprpc__now_ms() + (uint64_t)ch->cfg.connect_timeout_ms;
-    int fd, err = 0, one = 1;
-    socklen_t elen = sizeof err;
-    mprpc_status st;
+    int fd, one = 1;
     if (!mprpc__parse_addr(addr, &sa)) {
-        mprpc_controller_set_failed(ctl, MPRPC_ERR_CONNECT, "bad provider address '%s'", addr);
-        return MPRPC_ERR_CONNECT;
+        mprpc__fmt(why, whylen, "bad provider address '%s'", addr);
+        return -1;
     }
     fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
-        mprpc_controller_set_failed(ctl, MPRPC_ERR_IO, "socket: %s", strerror(errno));
-        return MPRPC_ERR_IO;
-    }
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
-        if (errno != EINPROGRESS) {
-            err = errno;
-        } else {
-            st = mprpc__wait_fd(fd, POLLOUT, cdl < deadline ? cdl : deadline);
-            if (st == MPRPC_ERR_TIMEOUT) {
-                /* within the call's time, a provider that does not answer is one we cannot reach:
-                 * MPRPC_ERR_CONNECT lets the call move on to the next provider */
-                st = cdl < deadline ? MPRPC_ERR_CONNECT : MPRPC_ERR_TIMEOUT;
-                close(fd);
-                mprpc_controller_set_failed(ctl, st, "connect %s: timed out", addr);
-                return st;
-            }
-            if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) != 0) err = errno;
-        }
-    }
-    if (err) {
-        close(fd);
-        mprpc_controller_set_failed(ctl, MPRPC_ERR_CONNECT, "connect %s: %s", addr, strerror(err));
-        return MPRPC_ERR_CONNECT;
+        mprpc__fmt(why, whylen, "socket: %s", strerror(errno));
+        return -1;
     }
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    *out = fd;
+    *connected = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+    if (!*connected && errno != EINPROGRESS) {
+        mprpc__fmt(why, whylen, "connect %s: %s", addr, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* mu held. Opens a connection to p (counted against channel_max_connections) and watches it. */
+static mprpc_status mprpc__pconn_open(mprpc_channel *ch, mprpc__prov *p, int seed, mprpc__pconn **out,
+                                     char *why, size_t whylen)
+{
+    struct epoll_event ev;
+    mprpc__pconn *c;
+    int fd, connected = 0;
+    if (ch->nconns >= ch->cfg.channel_max_connections) {
+        mprpc__fmt(why, whylen, "channel_max_connections (%d) connections open; none to %s free",
+                   ch->cfg.channel_max_connections, p->addr);
+        return MPRPC_ERR_BUSY;
+    }
+    if ((fd = mprpc__dial(p->addr, &connected, why, whylen)) < 0) return MPRPC_ERR_CONNECT;
+    c = (mprpc__pconn *)mprpc__zalloc(sizeof *c);
+    if (!c) {
+        close(fd);
+        mprpc__fmt(why, whylen, "no memory for a connection");
+        return MPRPC_ERR_NO_MEMORY;
+    }
+    pthread_mutex_init(&c->wmu, NULL);
+    c->fd = fd;
+    c->seed = seed;
+    c->prov = p;
+    c->connected = connected;
+    c->out_armed = !connected;
+    c->state = connected ? MPRPC__PCONN_READY : MPRPC__PCONN_CONNECTING;
+    c->connect_deadline = mprpc__now_ms() + (uint64_t)ch->cfg.connect_timeout_ms;
+    memset(&ev, 0, sizeof ev);
+    ev.events = EPOLLIN | (connected ? 0u : EPOLLOUT);
+    ev.data.ptr = c;
+    if (epoll_ctl(ch->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+        mprpc__fmt(why, whylen, "epoll_ctl: %s", strerror(errno));
+        close(fd);
+        pthread_mutex_destroy(&c->wmu);
+        MPRPC_FREE(c);
+        return MPRPC_ERR_IO;
+    }
+    c->next = p->conns;
+    p->conns = c;
+    p->nconns++;
+    ch->nconns++;
+    if (!connected) ch->nconnecting++;
+    if (!connected && c->connect_deadline < ch->wake_at) {
+        ch->wake_at = c->connect_deadline;
+        mprpc__wake(ch);
+    }
+    *out = c;
     return MPRPC_OK;
 }
 
-/* A pooled connection is reusable only if the provider has not closed it and
- * sent nothing unasked: either would make it readable while idle. */
-static int mprpc__pconn_alive(const mprpc__pconn *pc)
+/* mu held, I/O thread. Closes c (its calls are the caller's business) and buries it until the end of
+ * the turn; returns how many bytes of its output had left. */
+static uint64_t mprpc__pconn_close(mprpc_channel *ch, mprpc__pconn *c)
 {
-    struct pollfd p;
-    p.fd = pc->fd;
-    p.events = POLLIN;
-    p.revents = 0;
-    return poll(&p, 1, 0) == 0;
+    mprpc__pconn **pp;
+    uint64_t written;
+    pthread_mutex_lock(&c->wmu);
+    if (c->fd >= 0) {
+        epoll_ctl(ch->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+        close(c->fd);
+        c->fd = -1;
+    }
+    written = c->written;
+    pthread_mutex_unlock(&c->wmu);
+    c->io_closed = 1;
+    if (c->state == MPRPC__PCONN_CLOSED) return written;
+    if (c->state == MPRPC__PCONN_CONNECTING) ch->nconnecting--;
+    c->state = MPRPC__PCONN_CLOSED;
+    for (pp = &c->prov->conns; *pp && *pp != c; pp = &(*pp)->next) {}
+    if (*pp) *pp = c->next;
+    c->prov->nconns--;
+    ch->nconns--;
+    c->dead_next = ch->dead;
+    ch->dead = c;
+    return written;
 }
 
-/* Takes an idle connection to addr from the pool or opens one; waits for a
- * free slot when channel_max_connections are busy. *reused tells which. */
-static mprpc_status mprpc__acquire(mprpc_channel *ch, const char *addr, uint64_t deadline,
-                                   mprpc__pconn **out, int *reused, mprpc_controller *ctl)
+static void mprpc__pconn_free(mprpc__pconn *c)
 {
-    mprpc__pconn *pc, **pp;
+    mprpc_buf_free(&c->in);
+    mprpc_buf_free(&c->out);
+    pthread_mutex_destroy(&c->wmu);
+    MPRPC_FREE(c);
+}
+
+/* mu held. The least loaded open connection to p, or a new one while p has fewer than
+ * channel_connections_per_provider and every open one carries calls. */
+static mprpc_status mprpc__pick_conn(mprpc_channel *ch, mprpc__prov *p, mprpc__pconn **out, char *why,
+                                     size_t whylen)
+{
+    mprpc__pconn *c, *best = NULL;
+    int usable = 0;
     mprpc_status st;
-    int fd;
-    pthread_mutex_lock(&ch->mu);
-    for (;;) {
-        for (pp = &ch->idle; *pp && strcmp((*pp)->addr, addr) != 0; pp = &(*pp)->next) {}
-        if ((pc = *pp) != NULL) {
-            *pp = pc->next;
-            pthread_mutex_unlock(&ch->mu);
-            if (mprpc__pconn_alive(pc)) {
-                *out = pc;
-                *reused = 1;
-                return MPRPC_OK;
-            }
-            mprpc__pconn_free(pc); /* the provider closed or restarted: quietly dial again */
-            pthread_mutex_lock(&ch->mu);
-            ch->open--;
+    for (c = p->conns; c; c = c->next) {
+        if (c->seed || (c->state != MPRPC__PCONN_READY && c->state != MPRPC__PCONN_CONNECTING)) continue;
+        usable++;
+        if (!best || c->ncalls < best->ncalls) best = c;
+    }
+    if (best && (best->ncalls == 0 || usable >= ch->cfg.channel_connections_per_provider)) {
+        *out = best;
+        return MPRPC_OK;
+    }
+    st = mprpc__pconn_open(ch, p, 0, out, why, whylen);
+    if (st != MPRPC_OK && best) { /* over channel_max_connections: share one */
+        *out = best;
+        return MPRPC_OK;
+    }
+    return st;
+}
+
+/* mu held. Puts r on a connection to one of its service's providers; a provider that refuses at once
+ * counts a failure and the next one is tried. On failure the text is in r->ctl. */
+static mprpc_status mprpc__route_call(mprpc_channel *ch, mprpc__rec *r, mprpc__pconn **out)
+{
+    mprpc_controller *ctl = r->ctl;
+    mprpc_status st = MPRPC_ERR_UNAVAILABLE;
+    size_t tries;
+    for (tries = 0; tries < r->svc->n + 1; tries++) {
+        mprpc__prov *p;
+        r->attempts++;
+        if (r->probe && r->prov) r->prov->probe_out = 0;
+        r->probe = 0;
+        if ((p = mprpc__pick_prov(r)) == NULL) break;
+        st = r->seed ? mprpc__pconn_open(ch, p, 1, out, ctl->error_text, sizeof ctl->error_text)
+                     : mprpc__pick_conn(ch, p, out, ctl->error_text, sizeof ctl->error_text);
+        r->prov = p;
+        if (st == MPRPC_OK) {
+            mprpc__rec_link(*out, r);
+            r->state = MPRPC__REC_ROUTED;
+            return MPRPC_OK;
+        }
+        if (r->probe) p->probe_out = 0;
+        r->probe = 0;
+        if (st != MPRPC_ERR_CONNECT) return st;
+        mprpc__prov_failed(ch, p, ctl->error_text);
+        r->avoid = p;
+    }
+    if (r->svc->n == 0) {
+        mprpc__fmt(ctl->error_text, sizeof ctl->error_text, "no provider of %s is registered", r->svc->key);
+        return MPRPC_ERR_UNAVAILABLE;
+    }
+    return st;
+}
+
+/* wmu held. Sends what c's output holds until the socket is full. -1: the connection failed. */
+static int mprpc__send_out(mprpc__pconn *c)
+{
+    while (mprpc_buf_readable(&c->out) > 0) {
+        ssize_t n = send(c->fd, c->out.data + c->out.pos, mprpc_buf_readable(&c->out), MSG_NOSIGNAL);
+        if (n > 0) {
+            mprpc_buf_consume(&c->out, (size_t)n);
+            c->written += (uint64_t)n;
             continue;
         }
-        if (ch->open >= ch->cfg.channel_max_connections && ch->idle) { /* make room: drop an idle one to another provider */
-            pc = ch->idle;
-            ch->idle = pc->next;
-            ch->open--;
-            mprpc__pconn_free(pc);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
+        return -1;
+    }
+    return 0;
+}
+
+/* wmu held. A retried v1 request gets a fresh timeout_ms (the time left now); otherwise the frame
+ * encoded when the call was made goes out as it is. */
+static mprpc_status mprpc__append_request(mprpc_channel *ch, mprpc__pconn *c, mprpc__rec *r)
+{
+    mprpc_request_frame f;
+    uint8_t henc[mprpc_RpcHeader_size], prefix[MPRPC_FRAME_PREFIX];
+    pb_ostream_t os = pb_ostream_from_buffer(henc, sizeof henc);
+    size_t body;
+    mprpc_status st;
+    if (r->attempts <= 1 || r->seed ||
+        mprpc_wire_decode_request(r->req.data, r->req.len, ch->cfg.max_message_size, &f) != MPRPC_OK)
+        return mprpc_buf_append(&c->out, r->req.data, r->req.len, SIZE_MAX);
+    f.header.timeout_ms = (uint32_t)(mprpc__remaining_ms(r->deadline) > 0 ? mprpc__remaining_ms(r->deadline) : 1);
+    if (!pb_encode(&os, mprpc_RpcHeader_fields, &f.header)) return MPRPC_ERR_ENCODE;
+    body = f.header.args_size;
+    mprpc__put_u32le(prefix, (uint32_t)os.bytes_written);
+    st = mprpc_buf_reserve(&c->out, sizeof prefix + os.bytes_written + body, SIZE_MAX);
+    if (st != MPRPC_OK) return st;
+    mprpc_buf_append(&c->out, prefix, sizeof prefix, SIZE_MAX);
+    mprpc_buf_append(&c->out, henc, os.bytes_written, SIZE_MAX);
+    return mprpc_buf_append(&c->out, f.body, body, SIZE_MAX);
+}
+
+/* wmu held. Queues r's request on c. From a caller thread: sends at once when the output was empty,
+ * and leaves what the socket did not take to the I/O thread (EPOLLOUT). From the I/O thread (callbacks,
+ * retries): lists c to be flushed once at the end of the turn, so many calls share one send. */
+static mprpc_status mprpc__enqueue(mprpc_channel *ch, mprpc__pconn *c, mprpc__rec *r, int from_io)
+{
+    int was_empty = mprpc_buf_readable(&c->out) == 0;
+    mprpc_status st = mprpc__append_request(ch, c, r);
+    if (st != MPRPC_OK) return st;
+    r->end_off = c->written + mprpc_buf_readable(&c->out); /* sent once written reaches it */
+    if (from_io) {
+        if (!c->flush_listed) {
+            c->flush_listed = 1;
+            c->flush_next = ch->flush;
+            ch->flush = c;
         }
-        if (ch->open < ch->cfg.channel_max_connections) break;
-        if (mprpc__remaining_ms(deadline) == 0) {
-            pthread_mutex_unlock(&ch->mu);
-            mprpc_controller_set_failed(ctl, MPRPC_ERR_TIMEOUT,
-                                        "all %d channel connections busy until the deadline",
-                                        ch->cfg.channel_max_connections);
-            return MPRPC_ERR_TIMEOUT;
-        }
-        {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += 10 * 1000000L; /* re-check the deadline every 10 ms */
-            if (ts.tv_nsec >= 1000000000L) { ts.tv_sec++; ts.tv_nsec -= 1000000000L; }
-            pthread_cond_timedwait(&ch->cv, &ch->mu, &ts);
+        return MPRPC_OK;
+    }
+    if (c->connected && c->fd >= 0 && was_empty && mprpc__send_out(c) < 0) {
+        mprpc__pconn_arm(ch, c, 1); /* the I/O thread meets the error and deals with the calls */
+        return MPRPC_OK;
+    }
+    mprpc__pconn_arm(ch, c, c->connected ? mprpc_buf_readable(&c->out) > 0 : 1);
+    return MPRPC_OK;
+}
+
+/* ---- the I/O thread ---- */
+
+static void mprpc__retry(mprpc_channel *ch, mprpc__rec *r, mprpc_status last);
+
+/* mu held, I/O thread. c failed: a call whose request had wholly left may have run and fails with st;
+ * the others were never seen by the provider and are retried elsewhere. */
+static void mprpc__pconn_fail_locked(mprpc_channel *ch, mprpc__pconn *c, mprpc_status st, const char *why)
+{
+    int had_calls = c->ncalls > 0, was_connecting = c->state == MPRPC__PCONN_CONNECTING;
+    uint64_t written = mprpc__pconn_close(ch, c);
+    mprpc__rec *r;
+    if (had_calls || was_connecting) mprpc__prov_failed(ch, c->prov, why);
+    while ((r = c->calls) != NULL) {
+        mprpc__rec_unlink(r);
+        if (r->end_off != 0 && r->end_off <= written) {
+            mprpc_controller_set_failed(r->ctl, st, "%s (the request had been sent: it may have run)", why);
+            mprpc__finish_locked(ch, r, st, 1);
+        } else {
+            mprpc__copy_str(r->ctl->error_text, sizeof r->ctl->error_text, why);
+            r->avoid = c->prov;
+            mprpc__retry(ch, r, st);
         }
     }
-    ch->open++;
+}
+
+static void mprpc__pconn_fail(mprpc_channel *ch, mprpc__pconn *c, mprpc_status st, const char *fmt, ...)
+    MPRPC_PRINTF(4, 5);
+static void mprpc__pconn_fail(mprpc_channel *ch, mprpc__pconn *c, mprpc_status st, const char *fmt, ...)
+{
+    char why[200];
+    va_list ap;
+    va_start(ap, fmt);
+    mprpc__vfmt(why, sizeof why, fmt, ap);
+    va_end(ap);
+    pthread_mutex_lock(&ch->mu);
+    mprpc__pconn_fail_locked(ch, c, st, why);
     pthread_mutex_unlock(&ch->mu);
-    st = mprpc__connect(ch, addr, deadline, &fd, ctl);
-    pc = st == MPRPC_OK ? (mprpc__pconn *)mprpc__zalloc(sizeof *pc) : NULL;
-    if (!pc) {
-        if (st == MPRPC_OK) {
-            close(fd);
-            st = MPRPC_ERR_NO_MEMORY;
-            mprpc_controller_set_failed(ctl, st, "no memory for a connection");
+}
+
+/* mu held, I/O thread. r was not executed (never sent, or answered SHUTDOWN/BUSY): route it again
+ * within its deadline, at most once per provider and once more. last is why the previous try failed;
+ * its text is in r->ctl. */
+static void mprpc__retry(mprpc_channel *ch, mprpc__rec *r, mprpc_status last)
+{
+    mprpc__pconn *c;
+    mprpc_status st;
+    r->end_off = 0;
+    if (r->attempts > (int)r->svc->n || mprpc__remaining_ms(r->deadline) == 0) {
+        if (r->svc->n > 1) {
+            char last_text[sizeof r->ctl->error_text];
+            mprpc__copy_str(last_text, sizeof last_text, r->ctl->error_text);
+            mprpc_controller_set_failed(r->ctl, MPRPC_ERR_UNAVAILABLE, "no provider of %s reachable (%d "
+                                        "tries; last: %s)", r->svc->key, r->attempts, last_text);
+            last = MPRPC_ERR_UNAVAILABLE;
         }
+        mprpc__finish_locked(ch, r, last, 0);
+        return;
+    }
+    st = mprpc__route_call(ch, r, &c);
+    if (st == MPRPC_OK) {
+        pthread_mutex_lock(&c->wmu);
+        st = mprpc__enqueue(ch, c, r, 1);
+        pthread_mutex_unlock(&c->wmu);
+        if (st == MPRPC_OK) return;
+        mprpc__fmt(r->ctl->error_text, sizeof r->ctl->error_text, "no memory to queue the request");
+    }
+    mprpc__finish_locked(ch, r, st, 0);
+}
+
+/* I/O thread. A v1 reply for c: complete its call, discard a late one, or retry a call the provider
+ * refused (SHUTDOWN, BUSY: not executed; the connection takes no new calls). 0: c was closed. */
+static int mprpc__io_reply(mprpc_channel *ch, mprpc__pconn *c, const mprpc_response_frame *f)
+{
+    int32_t status = f->header.status;
+    int refused = status == MPRPC_ERR_SHUTDOWN || status == MPRPC_ERR_BUSY, closed;
+    mprpc__rec *r;
+    pthread_mutex_lock(&ch->mu);
+    r = mprpc__rec_find(ch, c, f->header.call_id);
+    if (!r) {
+        int late = c->abandoned > 0;
+        if (late) c->abandoned--;
+        pthread_mutex_unlock(&ch->mu);
+        if (late) return 1;
+        mprpc__pconn_fail(ch, c, MPRPC_ERR_PROTOCOL, "%s answered call %llu, which it was not sent",
+                         c->prov->addr, (unsigned long long)f->header.call_id);
+        return 0;
+    }
+    mprpc__prov_ok(r->prov);
+    mprpc__rec_unlink(r);
+    if (refused) {
+        if (c->state == MPRPC__PCONN_READY) c->state = MPRPC__PCONN_DRAINING;
+        mprpc_controller_set_failed(r->ctl, (mprpc_status)status, "%s: %.*s", c->prov->addr,
+                                    (int)f->header.error_text.size, (const char *)f->header.error_text.bytes);
+        r->avoid = c->prov;
+        mprpc__retry(ch, r, (mprpc_status)status);
+    } else {
+        mprpc__heap_remove(ch, r);
+        if (r->probe) r->prov->probe_out = 0;
+        r->state = MPRPC__REC_FINISHING;
+    }
+    if (c->state == MPRPC__PCONN_DRAINING && c->ncalls == 0) mprpc__pconn_close(ch, c);
+    closed = c->state == MPRPC__PCONN_CLOSED;
+    pthread_mutex_unlock(&ch->mu);
+    if (!refused) { /* decoded outside the lock: the record is the I/O thread's now */
+        mprpc__take_reply(c->prov->addr, f, r->resp_fields, r->resp, r->ctl);
+        mprpc__done_push(ch, r);
+    }
+    return !closed;
+}
+
+/* I/O thread. A seed provider closed after its bare reply: that is the call's answer. */
+static void mprpc__io_seed_reply(mprpc_channel *ch, mprpc__pconn *c)
+{
+    mprpc__rec *r;
+    pthread_mutex_lock(&ch->mu);
+    if ((r = c->calls) != NULL) {
+        mprpc__rec_unlink(r);
+        mprpc__heap_remove(ch, r);
+        mprpc__prov_ok(r->prov);
+        if (r->probe) r->prov->probe_out = 0;
+        r->state = MPRPC__REC_FINISHING;
+    }
+    mprpc__pconn_close(ch, c);
+    pthread_mutex_unlock(&ch->mu);
+    if (!r) return;
+    mprpc__take_seed_reply(c->prov->addr, c->in.data + c->in.pos, mprpc_buf_readable(&c->in),
+                           r->resp_fields, r->resp, r->ctl);
+    mprpc__done_push(ch, r);
+}
+
+/* I/O thread. Every whole v1 frame in c's input. 0: c was closed. */
+static int mprpc__io_frames(mprpc_channel *ch, mprpc__pconn *c)
+{
+    size_t max = ch->cfg.max_message_size;
+    for (;;) {
+        mprpc_response_frame f;
+        mprpc_status st = mprpc_wire_decode_response(c->in.data + c->in.pos, mprpc_buf_readable(&c->in),
+                                                     max, &f);
+        if (st == MPRPC_AGAIN) return 1;
+        if (st == MPRPC_ERR_TOO_LARGE) {
+            mprpc__pconn_fail(ch, c, st, "reply from %s: body of %u bytes exceeds max_message_size (%zu)",
+                             c->prov->addr, (unsigned)f.header.body_size, max);
+            return 0;
+        }
+        if (st != MPRPC_OK) {
+            mprpc__pconn_fail(ch, c, st, "reply from %s: unparseable response header", c->prov->addr);
+            return 0;
+        }
+        if (!mprpc__io_reply(ch, c, &f)) return 0;
+        mprpc_buf_consume(&c->in, f.frame_size);
+        if (mprpc_buf_readable(&c->in) == 0 && c->in.cap > MPRPC__BIG_BUF) mprpc_buf_free(&c->in);
+    }
+}
+
+/* I/O thread. Reads what c has (a few chunks per event, for fairness) and handles it. */
+static void mprpc__io_read(mprpc_channel *ch, mprpc__pconn *c)
+{
+    size_t max = c->seed ? (size_t)ch->cfg.max_message_size + 1 : mprpc__max_frame(ch->cfg.max_message_size) + 65536;
+    int i;
+    for (i = 0; i < 4; i++) {
+        size_t room;
+        ssize_t n;
+        if (mprpc_buf_reserve(&c->in, 65536, max) != MPRPC_OK && mprpc_buf_reserve(&c->in, 1, max) != MPRPC_OK) {
+            mprpc__pconn_fail(ch, c, MPRPC_ERR_TOO_LARGE, "reply from %s exceeds max_message_size (%u)",
+                             c->prov->addr, (unsigned)ch->cfg.max_message_size);
+            return;
+        }
+        room = c->in.cap - c->in.len;
+        n = recv(c->fd, c->in.data + c->in.len, room, 0);
+        if (n > 0) {
+            c->in.len += (size_t)n;
+            if (c->seed && mprpc_buf_readable(&c->in) > ch->cfg.max_message_size) continue;
+            if (!c->seed && !mprpc__io_frames(ch, c)) return;
+            if ((size_t)n < room) return;
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+        if (n == 0 && c->seed) mprpc__io_seed_reply(ch, c);
+        else if (n == 0) mprpc__pconn_fail(ch, c, MPRPC_ERR_CONNECTION_LOST, "%s closed the connection "
+                                          "before replying", c->prov->addr);
+        else mprpc__pconn_fail(ch, c, MPRPC_ERR_CONNECTION_LOST, "receiving from %s: %s", c->prov->addr,
+                              strerror(errno));
+        return;
+    }
+}
+
+/* I/O thread. Sends c's pending output; drops EPOLLOUT once it is all out. */
+static void mprpc__io_flush(mprpc_channel *ch, mprpc__pconn *c)
+{
+    int failed = 0, err = 0;
+    pthread_mutex_lock(&c->wmu);
+    if (c->fd >= 0 && c->connected) {
+        failed = mprpc__send_out(c) < 0;
+        err = errno;
+        if (!failed) mprpc__pconn_arm(ch, c, mprpc_buf_readable(&c->out) > 0);
+        if (!failed && mprpc_buf_readable(&c->out) == 0 && c->out.cap > MPRPC__BIG_BUF) mprpc_buf_free(&c->out);
+    }
+    pthread_mutex_unlock(&c->wmu);
+    if (failed)
+        mprpc__pconn_fail(ch, c, MPRPC_ERR_CONNECTION_LOST, "sending to %s: %s", c->prov->addr, strerror(err));
+}
+
+/* I/O thread. A connect finished, well or not. */
+static void mprpc__io_connected(mprpc_channel *ch, mprpc__pconn *c)
+{
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
+    if (err) {
+        mprpc__pconn_fail(ch, c, MPRPC_ERR_CONNECT, "connect %s: %s", c->prov->addr, strerror(err));
+        return;
+    }
+    pthread_mutex_lock(&ch->mu);
+    if (c->state == MPRPC__PCONN_CONNECTING) {
+        c->state = MPRPC__PCONN_READY;
+        ch->nconnecting--;
+    }
+    pthread_mutex_unlock(&ch->mu);
+    pthread_mutex_lock(&c->wmu);
+    c->connected = 1;
+    pthread_mutex_unlock(&c->wmu);
+    mprpc__io_flush(ch, c);
+}
+
+static void mprpc__io_event(mprpc_channel *ch, mprpc__pconn *c, uint32_t events)
+{
+    if (c->io_closed) return; /* closed earlier in this turn */
+    if (!c->io_ready) { /* once ready it stays so (or closes, which this thread does): ask once */
         pthread_mutex_lock(&ch->mu);
-        ch->open--;
-        pthread_cond_signal(&ch->cv);
+        c->io_ready = c->state != MPRPC__PCONN_CONNECTING;
+        pthread_mutex_unlock(&ch->mu);
+    }
+    if (!c->io_ready) {
+        if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) mprpc__io_connected(ch, c);
+        return;
+    }
+    if (events & (EPOLLIN | EPOLLERR | EPOLLHUP)) mprpc__io_read(ch, c);
+    if ((events & EPOLLOUT) && !c->io_closed) mprpc__io_flush(ch, c);
+}
+
+/* mu held. Whether r's request was queued on its connection (end_off is the connection's: a caller may
+ * be queuing it under wmu right now). */
+static int mprpc__rec_queued(mprpc__rec *r)
+{
+    int queued;
+    if (!r->conn) return 0;
+    pthread_mutex_lock(&r->conn->wmu);
+    queued = r->end_off != 0;
+    pthread_mutex_unlock(&r->conn->wmu);
+    return queued;
+}
+
+/* mu held, I/O thread. Where a timed-out call was, for its error text. */
+static void mprpc__timeout_text(mprpc__rec *r, int sent)
+{
+    mprpc_controller *ctl = r->ctl;
+    const char *t = mprpc__timeout_name(r);
+    if (!r->conn)
+        mprpc__fmt(ctl->error_text, sizeof ctl->error_text, "%s (%d ms) passed before a provider of %s "
+                   "could be reached", t, r->timeout_ms, r->svc->key);
+    else if (r->conn->state == MPRPC__PCONN_CONNECTING)
+        mprpc__fmt(ctl->error_text, sizeof ctl->error_text, "%s (%d ms) passed while connecting to %s", t,
+                   r->timeout_ms, r->conn->prov->addr);
+    else
+        mprpc__fmt(ctl->error_text, sizeof ctl->error_text, "no reply from %s within %s (%d ms)%s",
+                   r->conn->prov->addr, t, r->timeout_ms, sent ? "; the request was sent: it may have run" : "");
+}
+
+/* mu held, I/O thread. Times out every call whose deadline passed; its late reply will be discarded. */
+static void mprpc__io_expire(mprpc_channel *ch, uint64_t now)
+{
+    while (ch->nheap > 0 && ch->heap[0]->deadline <= now) {
+        mprpc__rec *r = ch->heap[0];
+        mprpc__pconn *c = r->conn;
+        int sent = mprpc__rec_queued(r);
+        mprpc__timeout_text(r, sent);
+        if (c) mprpc__prov_failed(ch, c->prov, r->ctl->error_text);
+        if (sent) c->abandoned++;
+        mprpc__finish_locked(ch, r, MPRPC_ERR_TIMEOUT, sent);
+        /* a seed connection's only call is over; a connection left with no calls and half a reply
+         * is in an unknown state (the rest may never come): both are closed */
+        if (c && (c->seed || (c->ncalls == 0 && mprpc_buf_readable(&c->in) > 0))) mprpc__pconn_close(ch, c);
+    }
+}
+
+/* mu held, I/O thread. Fails connects that outlived connect_timeout_ms (their calls go elsewhere). */
+static void mprpc__io_connect_timeouts(mprpc_channel *ch, uint64_t now)
+{
+    size_t i;
+    for (i = 0; i < ch->nprovs && ch->nconnecting > 0; i++) {
+        mprpc__pconn *c = ch->provs[i]->conns, *next;
+        for (; c; c = next) {
+            next = c->next;
+            if (c->state != MPRPC__PCONN_CONNECTING || c->connect_deadline > now) continue;
+            char why[160];
+            mprpc__fmt(why, sizeof why, "connect %s: timed out after connect_timeout_ms (%d ms)",
+                       c->prov->addr, ch->cfg.connect_timeout_ms);
+            mprpc__pconn_fail_locked(ch, c, MPRPC_ERR_CONNECT, why);
+        }
+    }
+}
+
+/* I/O thread. Fires the timers that are due (call deadlines, connect timeouts) and says how long
+ * epoll may sleep: until the next one, at most MPRPC__IO_TICK_MS. A caller whose deadline comes sooner
+ * than wake_at wakes the thread; others need not, which spares a wake-up per call. One lock for all of
+ * it. -2: the channel is being freed. */
+static int mprpc__io_timers(mprpc_channel *ch)
+{
+    uint64_t now = mprpc__now_ms(), next = now + MPRPC__IO_TICK_MS;
+    size_t i;
+    mprpc__pconn *c;
+    pthread_mutex_lock(&ch->mu);
+    if (ch->state != MPRPC__CHAN_RUNNING) {
+        pthread_mutex_unlock(&ch->mu);
+        return -2;
+    }
+    mprpc__io_expire(ch, now);
+    if (ch->nconnecting > 0) mprpc__io_connect_timeouts(ch, now);
+    if (ch->nheap > 0 && ch->heap[0]->deadline < next) next = ch->heap[0]->deadline;
+    for (i = 0; i < ch->nprovs && ch->nconnecting > 0; i++)
+        for (c = ch->provs[i]->conns; c; c = c->next)
+            if (c->state == MPRPC__PCONN_CONNECTING && c->connect_deadline < next) next = c->connect_deadline;
+    ch->wake_at = next;
+    pthread_mutex_unlock(&ch->mu);
+    return next > now ? (int)(next - now) : 0;
+}
+
+/* I/O thread. The end of a turn: completions (their callbacks may queue calls), then one flush per
+ * connection with output queued this turn, then connections closed this turn are freed. */
+static void mprpc__io_turn_end(mprpc_channel *ch)
+{
+    mprpc__pconn *c;
+    mprpc__run_completions(ch);
+    while ((c = ch->flush) != NULL) {
+        ch->flush = c->flush_next;
+        c->flush_listed = 0;
+        mprpc__io_flush(ch, c);
+        mprpc__run_completions(ch); /* a failed flush may have completed calls */
+    }
+    while ((c = ch->dead) != NULL) {
+        ch->dead = c->dead_next;
+        mprpc__pconn_free(c);
+    }
+}
+
+/* I/O thread. mprpc_channel_free: every call in flight completes with MPRPC_ERR_SHUTDOWN (may have run
+ * if its request had been queued on a connection), every connection closes. */
+static void mprpc__io_shutdown(mprpc_channel *ch)
+{
+    size_t i;
+    pthread_mutex_lock(&ch->mu);
+    while (ch->nheap > 0) {
+        mprpc__rec *r = ch->heap[0];
+        int queued = mprpc__rec_queued(r);
+        mprpc_controller_set_failed(r->ctl, MPRPC_ERR_SHUTDOWN, "mprpc_channel_free with the call in "
+                                    "flight%s", queued ? " (its request was queued: it may have run)" : "");
+        mprpc__finish_locked(ch, r, MPRPC_ERR_SHUTDOWN, queued);
+    }
+    for (i = 0; i < ch->nprovs; i++)
+        while (ch->provs[i]->conns) mprpc__pconn_close(ch, ch->provs[i]->conns);
+    pthread_mutex_unlock(&ch->mu);
+    mprpc__io_turn_end(ch);
+}
+
+/* One turn of the loop: wait up to sleep_ms for events, handle them, run completions and flushes, fire
+ * timers. Returns how long the next turn may sleep; -2 once the channel is being freed. Run by the I/O
+ * thread, or in poll mode by mprpc_channel_dispatch and blocking calls. */
+static int mprpc__io_turn(mprpc_channel *ch, int sleep_ms)
+{
+    struct epoll_event ev[MPRPC__IO_EVENTS];
+    int i, n = epoll_wait(ch->epfd, ev, MPRPC__IO_EVENTS, sleep_ms);
+    for (i = 0; i < n; i++) {
+        if (ev[i].data.ptr == NULL) {
+            uint64_t v;
+            ssize_t k = read(ch->evfd, &v, sizeof v);
+            (void)k;
+            continue;
+        }
+        mprpc__io_event(ch, (mprpc__pconn *)ev[i].data.ptr, ev[i].events);
+    }
+    mprpc__io_turn_end(ch);
+    if ((sleep_ms = mprpc__io_timers(ch)) < -1) return sleep_ms;
+    return ch->done_head || ch->flush || ch->dead ? 0 : sleep_ms; /* timers completed calls: at once */
+}
+
+static void *mprpc__io_main(void *arg)
+{
+    mprpc_channel *ch = (mprpc_channel *)arg;
+    int sleep_ms = 0;
+    while ((sleep_ms = mprpc__io_turn(ch, sleep_ms)) >= -1) {}
+    mprpc__io_shutdown(ch);
+    return NULL;
+}
+
+/* ---- poll mode: the program's own loop drives the channel ---- */
+
+MPRPCDEF int mprpc_channel_fd(mprpc_channel *ch)
+{
+    return ch && !ch->threaded ? ch->epfd : -1;
+}
+
+MPRPCDEF int mprpc_channel_dispatch(mprpc_channel *ch)
+{
+    int next;
+    if (!ch || ch->threaded || ch->in_dispatch) return -1;
+    ch->in_dispatch = 1;
+    next = mprpc__io_turn(ch, 0);
+    ch->in_dispatch = 0;
+    return next < 0 ? 0 : next;
+}
+
+/* Poll mode: a blocking call runs the loop itself until its record is done. */
+static void mprpc__wait_polling(mprpc_channel *ch, mprpc__rec *r)
+{
+    int sleep_ms = 0;
+    pthread_mutex_lock(&ch->mu);
+    while (r->state != MPRPC__REC_DONE) {
+        pthread_mutex_unlock(&ch->mu);
+        ch->in_dispatch = 1;
+        sleep_ms = mprpc__io_turn(ch, sleep_ms);
+        ch->in_dispatch = 0;
+        if (sleep_ms < 0) sleep_ms = 0;
+        pthread_mutex_lock(&ch->mu);
+    }
+    mprpc__rec_give(ch, r);
+    pthread_mutex_unlock(&ch->mu);
+}
+
+/* ---- channel lifecycle ---- */
+
+/* Fills the direct channel's provider table: rpcserver_list, else rpcserver_ip:rpcserver_port. */
+static mprpc_status mprpc__direct_list(mprpc_channel *ch)
+{
+    char (*v)[MPRPC_ADDR_MAX] = NULL, list[sizeof ch->cfg.rpcserver_list], *tok, *save = NULL;
+    mprpc__addrs addrs = {NULL, 0, 0};
+    size_t n = 0;
+    mprpc_status st;
+    struct sockaddr_in sa;
+    mprpc__copy_str(list, sizeof list, ch->cfg.rpcserver_list[0] ? ch->cfg.rpcserver_list : "");
+    /* an entry takes at least 2 bytes with its separator: at most sizeof list / 2 + 1 of them */
+    v = (char (*)[MPRPC_ADDR_MAX])mprpc__zalloc((sizeof list / 2 + 1) * MPRPC_ADDR_MAX);
+    if (!v) return MPRPC_ERR_NO_MEMORY;
+    for (tok = strtok_r(list, ", ", &save); tok; tok = strtok_r(NULL, ", ", &save)) {
+        if (strlen(tok) >= MPRPC_ADDR_MAX || !mprpc__parse_addr(tok, &sa)) {
+            mprpc__fmt(ch->cfg.error, sizeof ch->cfg.error, "rpcserver_list: '%.64s' is not ip:port", tok);
+            MPRPC_FREE(v);
+            return MPRPC_ERR_CONFIG;
+        }
+        mprpc__copy_str(v[n++], MPRPC_ADDR_MAX, tok);
+    }
+    if (n == 0)
+        mprpc__fmt(v[n++], MPRPC_ADDR_MAX, "%s:%d", ch->cfg.rpcserver_ip, ch->cfg.rpcserver_port);
+    ch->direct = mprpc__svc_get(ch, "");
+    st = ch->direct && mprpc__addrs_set(&addrs, v, n) ? mprpc__svc_install(ch, ch->direct, addrs.v, addrs.n)
+                                                       : MPRPC_ERR_NO_MEMORY;
+    mprpc__addrs_free(&addrs); /* the same shape as a registry answer */
+    MPRPC_FREE(v);
+    return st;
+}
+
+static void mprpc__channel_release(mprpc_channel *ch)
+{
+    size_t i;
+    for (i = 0; i < ch->nrecs; i++) {
+        mprpc_buf_free(&ch->recs[i]->req);
+        pthread_cond_destroy(&ch->recs[i]->cv);
+        MPRPC_FREE(ch->recs[i]);
+    }
+    for (i = 0; i < ch->nsvcs; i++) mprpc__svc_free(ch->svcs[i]);
+    for (i = 0; i < ch->nprovs; i++) MPRPC_FREE(ch->provs[i]);
+    MPRPC_FREE(ch->recs);
+    MPRPC_FREE(ch->heap);
+    MPRPC_FREE(ch->svcs);
+    MPRPC_FREE(ch->provs);
+    mprpc__registry_close(ch->registry);
+    if (ch->epfd >= 0) close(ch->epfd);
+    if (ch->evfd >= 0) close(ch->evfd);
+    pthread_cond_destroy(&ch->registry_cv);
+    pthread_mutex_destroy(&ch->mu);
+    MPRPC_FREE(ch);
+}
+
+/* The kernel objects and the pool's arrays. */
+static mprpc_status mprpc__channel_setup(mprpc_channel *ch)
+{
+    struct epoll_event ev;
+    size_t slots = (size_t)ch->cfg.channel_max_pending;
+    ch->recs = (mprpc__rec **)mprpc__zalloc(slots * sizeof *ch->recs);
+    ch->heap = (mprpc__rec **)mprpc__zalloc(slots * sizeof *ch->heap);
+    if (!ch->recs || !ch->heap) return MPRPC_ERR_NO_MEMORY;
+    ch->epfd = epoll_create1(EPOLL_CLOEXEC);
+    ch->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (ch->epfd < 0 || ch->evfd < 0) return MPRPC_ERR_IO;
+    memset(&ev, 0, sizeof ev);
+    ev.events = EPOLLIN;
+    ev.data.ptr = NULL;
+    if (epoll_ctl(ch->epfd, EPOLL_CTL_ADD, ch->evfd, &ev) != 0) return MPRPC_ERR_IO;
+    if (mprpc__registry_wanted(&ch->cfg)) return MPRPC_OK;
+    return mprpc__direct_list(ch);
+}
+
+static void mprpc__channel_locks_init(mprpc_channel *ch)
+{
+    pthread_condattr_t ca;
+    pthread_mutex_init(&ch->mu, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&ch->registry_cv, &ca);
+    pthread_condattr_destroy(&ca);
+}
+
+MPRPCDEF mprpc_status mprpc_channel_new(mprpc_channel **out, const mprpc_config *cfg)
+{
+    mprpc_channel *ch;
+    mprpc_status st;
+    if (!out || !cfg) return MPRPC_ERR_INVALID_ARGUMENT;
+    *out = NULL;
+    if (mprpc__config_check(cfg, "mprpc_channel_new") != MPRPC_OK) return MPRPC_ERR_CONFIG;
+    ch = (mprpc_channel *)mprpc__zalloc(sizeof *ch);
+    if (!ch) return MPRPC_ERR_NO_MEMORY;
+    ch->cfg = *cfg;
+    ch->epfd = ch->evfd = -1;
+    ch->seed_calls = mprpc__registry_wanted(cfg) ? cfg->zookeeper_seed_layout != 0
+                                                 : cfg->channel_protocol_version == 0;
+    ch->threaded = cfg->channel_io_thread != 0;
+    mprpc__channel_locks_init(ch);
+    st = mprpc__channel_setup(ch);
+    if (st == MPRPC_OK && ch->threaded && mprpc__thread_start(&ch->io, mprpc__io_main, ch) != 0)
+        st = MPRPC_ERR_IO;
+    if (st != MPRPC_OK) {
+        MPRPC_LOG_ERROR("mprpc_channel_new: %s%s%s", mprpc_status_str(st), ch->cfg.error[0] ? ": " : "",
+                        ch->cfg.error);
+        mprpc__channel_release(ch);
+        return st;
+    }
+    *out = ch;
+    return MPRPC_OK;
+}
+
+MPRPCDEF void mprpc_channel_free(mprpc_channel *ch)
+{
+    if (!ch) return;
+    if (mprpc__on_io_thread(ch)) {
+        MPRPC_LOG_ERROR("mprpc_channel_free called from a completion callback: refused, the channel stays "
+                        "open (free it from another thread)");
+        return;
+    }
+    pthread_mutex_lock(&ch->mu);
+    ch->state = MPRPC__CHAN_STOPPING;
+    pthread_mutex_unlock(&ch->mu);
+    if (ch->threaded) {
+        mprpc__wake(ch);
+        pthread_join(ch->io, NULL);
+    } else { /* poll mode: the completions run here, on the program's thread */
+        ch->in_dispatch = 1;
+        mprpc__io_shutdown(ch);
+    }
+    mprpc__channel_release(ch);
+}
+
+/* ---- making calls (blocking and async share all of this) ---- */
+
+/* Checks a call's arguments; fills ctl on failure. */
+static mprpc_status mprpc__check_call(mprpc_channel *ch, const mprpc__call_args *a, mprpc_controller *ctl,
+                                      const char *fn)
+{
+    if (!ch || !a->service || !a->method || !a->req_fields || !a->req || !a->resp_fields || !a->resp) {
+        mprpc_controller_set_failed(ctl, MPRPC_ERR_INVALID_ARGUMENT, "%s: NULL argument", fn);
+        return ctl->status;
+    }
+    if (strlen(a->service) > MPRPC_NAME_MAX || strlen(a->method) > MPRPC_NAME_MAX) {
+        mprpc_controller_set_failed(ctl, MPRPC_ERR_INVALID_ARGUMENT,
+                                    "service and method names are limited to %d bytes", MPRPC_NAME_MAX);
+        return ctl->status;
+    }
+    return MPRPC_OK;
+}
+
+/* The request, encoded once into the record (v0 for seed providers) with the time left. */
+static mprpc_status mprpc__encode(mprpc_channel *ch, mprpc__rec *r, const mprpc__call_args *a)
+{
+    mprpc_request_meta m;
+    mprpc_status st;
+    int left = mprpc__remaining_ms(r->deadline);
+    memset(&m, 0, sizeof m);
+    m.service = a->service;
+    m.method = a->method;
+    m.call_id = mprpc__call_id(r);
+    m.timeout_ms = (uint32_t)(left > 0 ? left : 1);
+    m.version = r->seed ? 0 : MPRPC_PROTOCOL_VERSION;
+    r->req.pos = r->req.len = 0;
+    st = mprpc_wire_encode_request_meta(&r->req, ch->cfg.max_message_size, &m, a->req_fields, a->req);
+    if (st != MPRPC_OK)
+        mprpc_controller_set_failed(r->ctl, st, "%s.%s: cannot encode the request: %s%s", a->service,
+                                    a->method, mprpc_status_str(st),
+                                    st == MPRPC_ERR_TOO_LARGE ? " (over max_message_size)" : "");
+    return st;
+}
+
+/* mu held. r could not be queued: back to the pool, unless the I/O thread already took it over. */
+static mprpc_status mprpc__unqueue(mprpc_channel *ch, mprpc__rec *r, mprpc__pconn *c, uint32_t gen,
+                                   mprpc_status st)
+{
+    if (r->gen != gen || r->state != MPRPC__REC_ROUTED || r->conn != c || r->end_off != 0) return MPRPC_OK;
+    mprpc__heap_remove(ch, r);
+    mprpc__rec_unlink(r);
+    if (r->probe) r->prov->probe_out = 0;
+    mprpc_controller_set_failed(r->ctl, st, "no memory to queue the request");
+    mprpc__rec_give(ch, r);
+    return st;
+}
+
+/* Starts r: deadline heap, route, queue. MPRPC_OK: it will complete on the I/O thread. */
+static mprpc_status mprpc__launch(mprpc_channel *ch, mprpc__rec *r)
+{
+    mprpc_controller *ctl = r->ctl;
+    uint32_t gen = r->gen;
+    mprpc__pconn *c;
+    mprpc_status st;
+    int wake = 0;
+    pthread_mutex_lock(&ch->mu);
+    if (ch->state != MPRPC__CHAN_RUNNING) {
+        mprpc__rec_give(ch, r);
+        pthread_mutex_unlock(&ch->mu);
+        mprpc_controller_set_failed(ctl, MPRPC_ERR_SHUTDOWN, "the channel is being freed");
+        return MPRPC_ERR_SHUTDOWN;
+    }
+    mprpc__heap_push(ch, r);
+    if (r->deadline < ch->wake_at) {
+        ch->wake_at = r->deadline;
+        wake = !mprpc__on_io_thread(ch);
+    }
+    st = mprpc__route_call(ch, r, &c);
+    if (st != MPRPC_OK) {
+        mprpc__heap_remove(ch, r);
+        mprpc__rec_give(ch, r);
+        pthread_mutex_unlock(&ch->mu);
+        ctl->status = st;
+        return st;
+    }
+    pthread_mutex_lock(&c->wmu);
+    pthread_mutex_unlock(&ch->mu);
+    st = mprpc__enqueue(ch, c, r, mprpc__on_io_thread(ch));
+    pthread_mutex_unlock(&c->wmu);
+    if (wake) mprpc__wake(ch);
+    if (st == MPRPC_OK) return MPRPC_OK;
+    pthread_mutex_lock(&ch->mu);
+    st = mprpc__unqueue(ch, r, c, gen, st);
+    pthread_mutex_unlock(&ch->mu);
+    return st;
+}
+
+/* Everything a call does before it waits: resolve (no lock held), take a record, encode, launch. On
+ * MPRPC_OK *out completes later on the I/O thread; otherwise ctl says why and nothing runs. */
+static mprpc_status mprpc__submit(mprpc_channel *ch, const mprpc__call_args *a, mprpc_controller *ctl,
+                                  mprpc_done_fn done, void *user, mprpc__rec **out)
+{
+    int from_ctl = ctl->timeout_ms > 0, tms = from_ctl ? ctl->timeout_ms : ch->cfg.rpc_timeout_ms;
+    uint64_t deadline = mprpc__now_ms() + (uint64_t)tms;
+    mprpc__svc *svc;
+    mprpc__rec *r;
+    mprpc_status st = mprpc__resolve(ch, a, deadline, from_ctl ? "ctl->timeout_ms" : "rpc_timeout_ms", tms,
+                                     &svc, ctl);
+    if (st != MPRPC_OK) return st;
+    pthread_mutex_lock(&ch->mu);
+    st = mprpc__rec_take(ch, &r);
+    pthread_mutex_unlock(&ch->mu);
+    if (st != MPRPC_OK) {
+        mprpc_controller_set_failed(ctl, st, st == MPRPC_ERR_BUSY ? "channel_max_pending (%d) calls already "
+                                    "in flight" : "no memory for a call record (%d allowed)",
+                                    ch->cfg.channel_max_pending);
+        return st;
+    }
+    r->deadline = deadline;
+    r->timeout_ms = tms;
+    r->timeout_is_ctl = from_ctl;
+    r->seed = ch->seed_calls;
+    r->svc = svc;
+    r->ctl = ctl;
+    r->resp_fields = a->resp_fields;
+    r->resp = a->resp;
+    r->done = done;
+    r->user = user;
+    if ((st = mprpc__encode(ch, r, a)) != MPRPC_OK) {
+        pthread_mutex_lock(&ch->mu);
+        mprpc__rec_give(ch, r);
         pthread_mutex_unlock(&ch->mu);
         return st;
     }
-    pc->fd = fd;
-    mprpc__copy_str(pc->addr, sizeof pc->addr, addr);
-    *out = pc;
-    *reused = 0;
-    return MPRPC_OK;
+    *out = r;
+    return mprpc__launch(ch, r);
 }
 
-static void mprpc__release(mprpc_channel *ch, mprpc__pconn *pc, int healthy)
-{
-    if (healthy && pc->buf.cap > MPRPC__KEEP_BUF) mprpc_buf_free(&pc->buf);
-    pthread_mutex_lock(&ch->mu);
-    if (healthy) {
-        pc->buf.pos = pc->buf.len = 0;
-        pc->next = ch->idle;
-        ch->idle = pc;
-    } else {
-        ch->open--;
-    }
-    pthread_cond_signal(&ch->cv);
-    pthread_mutex_unlock(&ch->mu);
-    if (!healthy) mprpc__pconn_free(pc);
-}
-
-/* Sends the whole frame in pc->buf. MPRPC_AGAIN: the connection died before
- * a byte left, so the request may safely go out on another connection. */
-static mprpc_status mprpc__send_frame(mprpc__pconn *pc, uint64_t deadline, mprpc_controller *ctl)
-{
-    size_t sent = 0, total = mprpc_buf_readable(&pc->buf);
-    while (sent < total) {
-        ssize_t n = send(pc->fd, pc->buf.data + pc->buf.pos + sent, total - sent, MSG_NOSIGNAL);
-        if (n > 0) { sent += (size_t)n; continue; }
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            if (mprpc__wait_fd(pc->fd, POLLOUT, deadline) == MPRPC_OK) continue;
-            mprpc_controller_set_failed(ctl, MPRPC_ERR_TIMEOUT, "sending to %s: timed out", pc->addr);
-            return MPRPC_ERR_TIMEOUT;
-        }
-        if (sent == 0) return MPRPC_AGAIN;
-        mprpc_controller_set_failed(ctl, MPRPC_ERR_CONNECTION_LOST, "sending to %s: %s", pc->addr,
-                                    strerror(errno));
-        return MPRPC_ERR_CONNECTION_LOST;
-    }
-    return MPRPC_OK;
-}
-
-/* Reads until one whole response frame is in pc->buf. */
-static mprpc_status mprpc__recv_frame(mprpc_channel *ch, mprpc__pconn *pc, uint64_t deadline,
-                                      mprpc_response_frame *f, mprpc_controller *ctl)
-{
-    size_t max = ch->cfg.max_message_size, maxframe = mprpc__max_frame(max);
-    pc->buf.pos = pc->buf.len = 0;
-    for (;;) {
-        ssize_t n;
-        mprpc_status st = mprpc_wire_decode_response(pc->buf.data, pc->buf.len, max, f);
-        if (st == MPRPC_OK) return MPRPC_OK;
-        if (st != MPRPC_AGAIN) {
-            mprpc_controller_set_failed(ctl, st, "reply from %s: %s", pc->addr,
-                                        st == MPRPC_ERR_TOO_LARGE ? "body exceeds max_message_size"
-                                                                  : "unparseable response header");
-            return st;
-        }
-        if (mprpc_buf_reserve(&pc->buf, 16384, maxframe) != MPRPC_OK &&
-            mprpc_buf_reserve(&pc->buf, 1, maxframe) != MPRPC_OK) {
-            mprpc_controller_set_failed(ctl, MPRPC_ERR_TOO_LARGE, "reply from %s exceeds max_message_size",
-                                        pc->addr);
-            return MPRPC_ERR_TOO_LARGE;
-        }
-        n = recv(pc->fd, pc->buf.data + pc->buf.len, pc->buf.cap - pc->buf.len, 0);
-        if (n > 0) { pc->buf.len += (size_t)n; continue; }
-        if (n == 0) {
-            mprpc_controller_set_failed(ctl, MPRPC_ERR_CONNECTION_LOST,
-                                        "%s closed the connection before replying", pc->addr);
-            return MPRPC_ERR_CONNECTION_LOST;
-        }
-        if (errno == EINTR) continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            if (mprpc__wait_fd(pc->fd, POLLIN, deadline) == MPRPC_OK) continue;
-            mprpc_controller_set_failed(ctl, MPRPC_ERR_TIMEOUT, "no reply from %s within the timeout",
-                                        pc->addr);
-            return MPRPC_ERR_TIMEOUT;
-        }
-        mprpc_controller_set_failed(ctl, MPRPC_ERR_CONNECTION_LOST, "receiving from %s: %s", pc->addr,
-                                    strerror(errno));
-        return MPRPC_ERR_CONNECTION_LOST;
-    }
-}
-
-typedef struct mprpc__call_args {
-    const char *service, *method;
-    const pb_msgdesc_t *req_fields, *resp_fields;
-    const void *req;
-    void *resp;
-} mprpc__call_args;
-
-/* Turns a parsed reply into the controller's verdict and the response. */
-static mprpc_status mprpc__take_reply(const mprpc__pconn *pc, uint64_t call_id,
-                                      const mprpc_response_frame *f, const mprpc__call_args *a,
-                                      mprpc_controller *ctl)
-{
-    const mprpc_RpcResponseHeader *h = &f->header;
-    pb_istream_t is;
-    if (h->call_id != call_id || f->frame_size != mprpc_buf_readable(&pc->buf)) {
-        mprpc_controller_set_failed(ctl, MPRPC_ERR_PROTOCOL, "%s answered call %llu while call %llu "
-                                    "was waiting", pc->addr, (unsigned long long)h->call_id,
-                                    (unsigned long long)call_id);
-        return MPRPC_ERR_PROTOCOL;
-    }
-    if (h->status != MPRPC_OK) {
-        int known = h->status > 0 && h->status < MPRPC_AGAIN;
-        mprpc_controller_set_failed(ctl, known ? (mprpc_status)h->status : MPRPC_ERR_PROTOCOL,
-                                    "%.*s", (int)h->error_text.size, (const char *)h->error_text.bytes);
-        return MPRPC_OK; /* a clean answer: the connection stays usable */
-    }
-    is = pb_istream_from_buffer(f->body, h->body_size);
-    if (!pb_decode(&is, a->resp_fields, a->resp)) {
-        mprpc_controller_set_failed(ctl, MPRPC_ERR_DECODE, "%s.%s: cannot decode the response: %s",
-                                    a->service, a->method, PB_GET_ERROR(&is));
-    }
-    return MPRPC_OK;
-}
-
-/* One attempt on one provider. MPRPC_AGAIN: nothing was sent, try elsewhere. */
-static mprpc_status mprpc__call_once(mprpc_channel *ch, const char *addr, const mprpc__call_args *a,
-                                     uint64_t deadline, mprpc_controller *ctl)
-{
-    mprpc__pconn *pc;
-    mprpc_response_frame f;
-    uint64_t id = __atomic_add_fetch(&ch->next_call_id, 1, __ATOMIC_RELAXED);
-    int reused = 0, tries;
-    mprpc_status st;
-    for (tries = 0; tries < 2; tries++) {
-        st = mprpc__acquire(ch, addr, deadline, &pc, &reused, ctl);
-        if (st != MPRPC_OK) return st == MPRPC_ERR_CONNECT ? MPRPC_AGAIN : st;
-        pc->buf.pos = pc->buf.len = 0;
-        st = mprpc_wire_encode_request(&pc->buf, ch->cfg.max_message_size, id, a->service, a->method,
-                                       a->req_fields, a->req);
-        if (st != MPRPC_OK) {
-            mprpc__release(ch, pc, 1);
-            mprpc_controller_set_failed(ctl, st, "%s.%s: cannot encode the request: %s", a->service,
-                                        a->method, mprpc_status_str(st));
-            return st;
-        }
-        st = mprpc__send_frame(pc, deadline, ctl);
-        if (st != MPRPC_AGAIN) break;
-        mprpc__release(ch, pc, 0); /* a stale pooled connection: dial once more */
-        if (!reused) return MPRPC_AGAIN;
-    }
-    if (st == MPRPC_AGAIN) return MPRPC_AGAIN;
-    if (st == MPRPC_OK) st = mprpc__recv_frame(ch, pc, deadline, &f, ctl);
-    if (st == MPRPC_OK) st = mprpc__take_reply(pc, id, &f, a, ctl);
-    mprpc__release(ch, pc, st == MPRPC_OK);
-    return st;
-}
-
-/* Fills addrs with the providers of service: the configured address, or
- * what ZooKeeper lists. */
-static mprpc_status mprpc__providers(mprpc_channel *ch, const char *service, const char *method,
-                                     uint64_t deadline, mprpc__addrs *addrs, mprpc_controller *ctl)
-{
-    mprpc_status st = MPRPC_OK;
-    uint64_t gen = 0;
-    if (!mprpc__registry_wanted(&ch->cfg)) { /* the one configured address, lent without a copy */
-        addrs->v = &ch->direct_addr;
-        addrs->n = 1;
-        return MPRPC_OK;
-    }
-    pthread_mutex_lock(&ch->mu);
-    if (!ch->registry) /* opened on first use, retried on the next call if it failed */
-        st = mprpc__registry_open(&ch->registry, &ch->cfg, ctl->error_text, sizeof ctl->error_text);
-    pthread_mutex_unlock(&ch->mu);
-    if (st == MPRPC_OK)
-        st = mprpc__registry_resolve(ch->registry, service, method, deadline, &gen, addrs,
-                                     ctl->error_text, sizeof ctl->error_text);
-    if (st != MPRPC_OK) ctl->status = st;
-    return st;
-}
+/* ---- the blocking API ---- */
 
 MPRPCDEF mprpc_status mprpc_channel_call(mprpc_channel *ch, const char *service,
                                          const char *method,
@@ -3896,55 +5189,57 @@ MPRPCDEF mprpc_status mprpc_channel_call(mprpc_channel *ch, const char *service,
                                          const pb_msgdesc_t *response_fields, void *response,
                                          mprpc_controller *ctl)
 {
-    mprpc__addrs addrs = {NULL, 0, 0};
     mprpc__call_args a;
-    size_t n = 0, i, start;
-    uint64_t deadline;
-    mprpc_status st;
+    mprpc__rec *r;
     if (!ctl) return MPRPC_ERR_INVALID_ARGUMENT;
     mprpc_controller_reset(ctl);
-    if (!ch || !service || !method || !request_fields || !request || !response_fields || !response) {
-        mprpc_controller_set_failed(ctl, MPRPC_ERR_INVALID_ARGUMENT, "mprpc_channel_call: NULL argument");
-        return ctl->status;
-    }
-    if (strlen(service) > MPRPC_NAME_MAX || strlen(method) > MPRPC_NAME_MAX) {
-        mprpc_controller_set_failed(ctl, MPRPC_ERR_INVALID_ARGUMENT,
-                                    "service and method names are limited to %d bytes", MPRPC_NAME_MAX);
-        return ctl->status;
-    }
     a.service = service;
     a.method = method;
     a.req_fields = request_fields;
     a.req = request;
     a.resp_fields = response_fields;
     a.resp = response;
-    deadline = mprpc__now_ms() + (uint64_t)(ctl->timeout_ms > 0 ? ctl->timeout_ms : ch->cfg.rpc_timeout_ms);
-    st = mprpc__providers(ch, service, method, deadline, &addrs, ctl);
-    if (st != MPRPC_OK) {
-        if (addrs.v != &ch->direct_addr) mprpc__addrs_free(&addrs); /* lent, or ours */
-        return st;
+    if (mprpc__check_call(ch, &a, ctl, "mprpc_channel_call") != MPRPC_OK) return ctl->status;
+    if (mprpc__on_io_thread(ch)) {
+        mprpc_controller_set_failed(ctl, MPRPC_ERR_INVALID_ARGUMENT, "mprpc_channel_call from a completion "
+                                    "callback would wait for its own thread: use mprpc_channel_call_async");
+        return ctl->status;
     }
-    n = addrs.n;
-    start = __atomic_fetch_add(&ch->next_provider, 1, __ATOMIC_RELAXED);
-    for (i = 0; i < n; i++) { /* round-robin; an unreachable provider passes the call on */
-        mprpc_controller_reset(ctl); /* a failed connect to the previous one is not this call's verdict */
-        st = mprpc__call_once(ch, addrs.v[(start + i) % n], &a, deadline, ctl);
-        if (st != MPRPC_AGAIN) {
-            if (addrs.v != &ch->direct_addr) mprpc__addrs_free(&addrs); /* lent, or ours */
-            return ctl->status;
-        }
-        if (mprpc__remaining_ms(deadline) == 0) break;
+    if (mprpc__submit(ch, &a, ctl, NULL, NULL, &r) != MPRPC_OK) return ctl->status;
+    if (!ch->threaded) {
+        mprpc__wait_polling(ch, r);
+        return ctl->status;
     }
-    if (n > 1 || mprpc__registry_wanted(&ch->cfg)) { /* every provider discovery named failed */
-        char last[sizeof ctl->error_text];
-        mprpc__copy_str(last, sizeof last, ctl->error_text);
-        mprpc_controller_set_failed(ctl, MPRPC_ERR_UNAVAILABLE, "no provider of '%s' reachable (%zu tried; last: %s)",
-                                    service, n, last);
-    } else if (ctl->status == MPRPC_OK) {
-        mprpc_controller_set_failed(ctl, MPRPC_ERR_CONNECTION_LOST, "%s: connection lost before sending", addrs.v[0]);
-    }
-    if (addrs.v != &ch->direct_addr) mprpc__addrs_free(&addrs); /* lent, or ours */
+    pthread_mutex_lock(&ch->mu); /* the I/O thread completes every call, by its deadline at the latest */
+    while (r->state != MPRPC__REC_DONE) pthread_cond_wait(&r->cv, &ch->mu);
+    mprpc__rec_give(ch, r);
+    pthread_mutex_unlock(&ch->mu);
     return ctl->status;
+}
+
+/* ---- the async API ---- */
+
+MPRPCDEF mprpc_status mprpc_channel_call_async(mprpc_channel *ch, const char *service, const char *method,
+    const pb_msgdesc_t *request_fields, const void *request,
+    const pb_msgdesc_t *response_fields, void *response,
+    mprpc_controller *ctl, mprpc_done_fn done, void *user)
+{
+    mprpc__call_args a;
+    mprpc__rec *r;
+    if (!ctl) return MPRPC_ERR_INVALID_ARGUMENT;
+    mprpc_controller_reset(ctl);
+    a.service = service;
+    a.method = method;
+    a.req_fields = request_fields;
+    a.req = request;
+    a.resp_fields = response_fields;
+    a.resp = response;
+    if (mprpc__check_call(ch, &a, ctl, "mprpc_channel_call_async") != MPRPC_OK) return ctl->status;
+    if (!done) {
+        mprpc_controller_set_failed(ctl, MPRPC_ERR_INVALID_ARGUMENT, "mprpc_channel_call_async: NULL done");
+        return ctl->status;
+    }
+    return mprpc__submit(ch, &a, ctl, done, user, &r);
 }
 
 /* ======================================================================== */
@@ -4003,6 +5298,20 @@ static void mprpc__addrs_free(mprpc__addrs *a)
     memset(a, 0, sizeof *a);
 }
 
+/* Copies n addresses into a, growing it to fit. */
+static int mprpc__addrs_set(mprpc__addrs *a, char (*v)[MPRPC_ADDR_MAX], size_t n)
+{
+    if (n > a->cap) {
+        char (*grown)[MPRPC_ADDR_MAX] = (char (*)[MPRPC_ADDR_MAX])MPRPC_REALLOC(a->v, n * MPRPC_ADDR_MAX);
+        if (!grown) return 0;
+        a->v = grown;
+        a->cap = n;
+    }
+    if (n) memcpy(a->v, v, n * MPRPC_ADDR_MAX);
+    a->n = n;
+    return 1;
+}
+
 #ifdef MPRPC_NO_ZOOKEEPER
 
 static const char mprpc__reg_compiled_out[] =
@@ -4049,20 +5358,6 @@ static mprpc_status mprpc__registry_resolve(mprpc__registry *r, const char *serv
 #endif
 #include <zookeeper/zookeeper.h>
 #include <netdb.h> /* getaddrinfo: naming the host that does not resolve */
-
-/* Copies n addresses into a, growing it to fit. */
-static int mprpc__addrs_set(mprpc__addrs *a, char (*v)[MPRPC_ADDR_MAX], size_t n)
-{
-    if (n > a->cap) {
-        char (*grown)[MPRPC_ADDR_MAX] = (char (*)[MPRPC_ADDR_MAX])MPRPC_REALLOC(a->v, n * MPRPC_ADDR_MAX);
-        if (!grown) return 0;
-        a->v = grown;
-        a->cap = n;
-    }
-    if (n) memcpy(a->v, v, n * MPRPC_ADDR_MAX);
-    a->n = n;
-    return 1;
-}
 
 #define MPRPC__REG_RETRY_MS 500  /* worker: pause before retrying whatever failed */
 #define MPRPC__REG_REOPEN_MS 1000 /* worker: pause before trying to open a session again */

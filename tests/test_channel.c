@@ -25,6 +25,7 @@ static void check_fault(fake_mode mode, mprpc_status want, const char *want_text
     CHECK_STATUS(echo_call(ch, "x", 1, &ctl, &rs), want);
     CHECK(mprpc_controller_failed(&ctl));
     CHECK_CONTAINS(ctl.error_text, want_text);
+    CHECK(mprpc_controller_may_have_run(&ctl)); /* each fault comes after the request was sent */
     /* the same fault again: the channel did not get stuck */
     CHECK_STATUS(echo_call(ch, "x", 2, &ctl, &rs), want);
     mprpc_channel_free(ch);
@@ -62,6 +63,7 @@ static void nobody_listening_is_a_connect_error(void)
     mprpc_channel_new(&ch, &cfg);
     mprpc_controller_init(&ctl);
     CHECK_STATUS(echo_call(ch, "x", 1, &ctl, &rs), MPRPC_ERR_CONNECT);
+    CHECK(!mprpc_controller_may_have_run(&ctl)); /* nothing was sent: safe to repeat */
     {
         char want[64];
         snprintf(want, sizeof want, "127.0.0.1:%d", port);
@@ -144,14 +146,15 @@ static void *deferred_caller(void *arg)
     return ch;
 }
 
-static void pool_bounds_connections_and_waits_for_one(void)
+/* Six threads, slow calls: they share the channel's multiplexed connections
+ * (channel_connections_per_provider, 2) instead of one connection each. */
+static void blocking_threads_share_two_connections(void)
 {
     mprpc_config cfg;
     mprpc_server *srv;
     mprpc_channel *ch;
     mprpc_server_stats st;
     if (!(srv = provider_up(&cfg))) return;
-    cfg.channel_max_connections = 2;
     mprpc_channel_new(&ch, &cfg);
     {
         pthread_t t[6];
@@ -168,6 +171,61 @@ static void pool_bounds_connections_and_waits_for_one(void)
     teardown(srv, ch);
 }
 
+/* channel_max_connections bounds a channel's connections in all; past it calls share. */
+static void max_connections_bounds_the_channel(void)
+{
+    mprpc_config cfg;
+    mprpc_server *srv;
+    mprpc_channel *ch;
+    mprpc_server_stats st;
+    pthread_t t[4];
+    int i;
+    if (!(srv = provider_up(&cfg))) return;
+    cfg.channel_max_connections = 1;
+    mprpc_channel_new(&ch, &cfg);
+    for (i = 0; i < 4; i++) pthread_create(&t[i], NULL, deferred_caller, ch);
+    for (i = 0; i < 4; i++) {
+        void *ok;
+        pthread_join(t[i], &ok);
+        CHECK(ok != NULL);
+    }
+    mprpc_server_get_stats(srv, &st);
+    CHECK(st.connections_accepted == 1);
+    teardown(srv, ch);
+}
+
+/* A provider at max_connections answers BUSY ("not executed"): the call is
+ * retried on the other provider and succeeds. */
+static void busy_provider_passes_the_call_to_another(void)
+{
+    mprpc_config full_cfg, cfg, other_cfg;
+    mprpc_server *full, *other;
+    mprpc_channel *holder, *ch;
+    mprpc_controller ctl;
+    mprpc_server_stats st;
+    testsvc_EchoResponse rs;
+    int i, ok = 0;
+    test_config(&full_cfg);
+    full_cfg.max_connections = 1;
+    if (!(full = start_provider(&full_cfg, 0))) { CHECK(full != NULL); return; }
+    if (!(other = provider_up(&other_cfg))) { mprpc_server_free(full); return; }
+    mprpc_channel_new(&holder, &full_cfg); /* holds the full provider's one connection */
+    mprpc_controller_init(&ctl);
+    CHECK_STATUS(echo_call(holder, "hold", 1, &ctl, &rs), MPRPC_OK);
+    test_config(&cfg);
+    snprintf(cfg.rpcserver_list, sizeof cfg.rpcserver_list, "127.0.0.1:%d,127.0.0.1:%d",
+             full_cfg.rpcserver_port, other_cfg.rpcserver_port);
+    mprpc_channel_new(&ch, &cfg);
+    for (i = 0; i < 10; i++) ok += echo_call(ch, "x", (uint64_t)i, &ctl, &rs) == MPRPC_OK;
+    CHECK(ok == 10);
+    mprpc_server_get_stats(full, &st);
+    CHECK(st.calls == 1); /* only the holder's call ran there */
+    mprpc_channel_free(ch);
+    mprpc_channel_free(holder);
+    mprpc_server_free(other);
+    mprpc_server_free(full);
+}
+
 int main(void)
 {
     RUN(garbage_reply_is_a_protocol_error);
@@ -180,6 +238,8 @@ int main(void)
     RUN(nobody_listening_is_a_connect_error);
     RUN(per_call_timeout_overrides_the_default);
     RUN(bad_arguments_fail_cleanly);
-    RUN(pool_bounds_connections_and_waits_for_one);
+    RUN(blocking_threads_share_two_connections);
+    RUN(max_connections_bounds_the_channel);
+    RUN(busy_provider_passes_the_call_to_another);
     return test_summary("test_channel");
 }
