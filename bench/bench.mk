@@ -4,8 +4,11 @@
 #
 # Targets:
 #   bench-build   raw/mprpc/gRPC echo servers and the load generators -> build/bench/
-#   bench         full matrix via bench/run.sh; writes docs/BENCHMARKS.md, docs/bench.png
-#   bench-quick   one short point per system, prints the table only
+#   bench         full matrix via bench/run.sh (6 systems: raw raw-blocking mprpc
+#                 mprpc-channel mprpc-async grpc; ~10 min); writes docs/BENCHMARKS.md,
+#                 docs/bench.png
+#   bench-quick   S=32 at C=8 and C=64, one short run per system (~30 s); prints
+#                 the RESULT lines and tables only
 #   bench-clean   remove build/bench/
 #   bench-idle    10,000 idle connections against the mprpc provider
 #

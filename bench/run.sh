@@ -529,8 +529,8 @@ EOF
     echo "  \`bench/mprpc_bench.c\` (\`--proto raw-blocking|mprpc-channel|mprpc-async\`),"
     echo "  as above."
     echo "- Order: for each point, the reps are interleaved across systems"
-    echo "  (raw, raw-blocking, mprpc, ..., raw, raw-blocking, mprpc, ...), so slow drifts in background load"
-    echo "  hit every system alike."
+    echo "  (raw, raw-blocking, mprpc, ..., raw, raw-blocking, mprpc, ...), so slow"
+    echo "  drifts in background load hit every system alike."
     echo "- Each point: ${warmup} s warm-up, then ${duration} s measured; a fresh server"
     echo "  per run; $reps runs per point, the table shows the median of each metric"
     echo "  (errors: sum)."
@@ -593,8 +593,9 @@ EOF
       cat bench/notes.md
     fi
     echo
-    echo "Reproduce: \`make bench\` (or \`bench/run.sh\`); one quick point per system:"
-    echo "\`bench/run.sh --quick\`. Raw RESULT lines of this run: \`$results\`."
+    echo "Reproduce: \`make bench\` (or \`bench/run.sh\`); S=32 at C=8 and C=64 for every"
+    echo "system, one short run each: \`make bench-quick\` (\`bench/run.sh --quick\`)."
+    echo "Raw RESULT lines of this run: \`$results\`."
   } >docs/BENCHMARKS.md
   echo
   echo "wrote docs/BENCHMARKS.md and docs/bench.png"
