@@ -57,7 +57,7 @@
  *   9. registry (ZooKeeper)
  *
  * THREADS
- *   A server runs io_threads event-loop threads (loop 0 also accepts). Handlers run
+ *   A server runs io_threads event-loop threads and one acceptor thread. Handlers run
  *   on a loop thread; one that blocks stalls that loop's other connections, so
  *   slow work defers the call (mprpc_call_defer) and finishes it from any thread
  *   (mprpc_call_done). A channel may be shared by any number of threads.
@@ -178,7 +178,17 @@ typedef struct mprpc_config {
     uint32_t max_pending_output;            /* 1 MiB unsent reply bytes per connection before reading
                                                pauses (exceeded by at most one reply) */
     int      drain_timeout_ms;              /* 5000: graceful stop waits this long for calls in flight */
-    int      channel_max_connections;       /* 64 pooled connections per channel */
+    /* -- caller side (section 8) -- */
+    int      channel_max_connections;       /* 64 connections open per channel, all providers together */
+    int      channel_connections_per_provider; /* 2: calls are multiplexed over this many per provider */
+    int      channel_max_pending;           /* 4096 calls in flight per channel; beyond: MPRPC_ERR_BUSY */
+    int      channel_protocol_version;      /* 1; 0: call the direct provider(s) as seed providers (v0) */
+    int      channel_eject_failures;        /* 3 consecutive failures eject a provider; 0 = never */
+    int      channel_eject_base_ms;         /* 1000: the first ejection; doubles with each further one */
+    int      channel_eject_max_ms;          /* 30000: the longest ejection */
+    char     rpcserver_list[512];           /* "": "ip:port,ip:port" providers of a direct channel
+                                               (overrides rpcserver_ip/rpcserver_port for calls) */
+    /* -- end of caller side -- */
     char     zookeeper_ip[MPRPC_ADDR_MAX];  /* "": no ZooKeeper; set it (or _hosts) to use discovery */
     int      zookeeper_port;                /* 2181 */
     char     zookeeper_hosts[512];          /* "": "h1:p1,h2:p2" ensemble, overrides ip/port */
@@ -263,6 +273,7 @@ MPRPCDEF void mprpc_log(mprpc_log_level level, const char *file, int line, const
 typedef struct mprpc_controller {
     mprpc_status status;       /* MPRPC_OK or why the call failed */
     int          timeout_ms;   /* per-call timeout; 0 = the channel's rpc_timeout_ms */
+    int          may_have_run; /* set by the channel: see mprpc_controller_may_have_run */
     char         error_text[256];
 } mprpc_controller;
 
@@ -274,6 +285,21 @@ MPRPCDEF int  mprpc_controller_failed(const mprpc_controller *ctl);
 MPRPCDEF const char *mprpc_controller_error_text(const mprpc_controller *ctl);
 MPRPCDEF void mprpc_controller_set_failed(mprpc_controller *ctl, mprpc_status status,
                                           const char *fmt, ...) MPRPC_PRINTF(3, 4);
+/* Whether the provider may have executed the request of the finished call: 0 means it certainly did
+ * not, so the call is safe to repeat. By status:
+ *   MPRPC_OK, MPRPC_ERR_APPLICATION (the handler failed it), MPRPC_ERR_DECODE (the reply did not
+ *   decode)                                                          1: it ran
+ *   MPRPC_ERR_CONNECTION_LOST (the request had left), MPRPC_ERR_PROTOCOL, MPRPC_ERR_TOO_LARGE (a bad
+ *   reply)                                                           1 if the request had been sent
+ *   MPRPC_ERR_TIMEOUT                                                1 if the request had been sent
+ *     (the provider drops expired work, but a seed provider or a slow handler may still run it); 0 when
+ *     the provider itself answered "deadline passed before the handler ran", or nothing was sent
+ *   MPRPC_ERR_SHUTDOWN                                               1 if mprpc_channel_free came after
+ *     the request was queued; 0 when the provider answered "stopping: not executed" (the channel
+ *     already retried elsewhere and ran out of providers or time)
+ *   MPRPC_ERR_CONNECT, MPRPC_ERR_UNAVAILABLE, MPRPC_ERR_BUSY, MPRPC_ERR_UNKNOWN_SERVICE/METHOD,
+ *   MPRPC_ERR_INVALID_ARGUMENT, MPRPC_ERR_ENCODE, resolving errors   0 */
+MPRPCDEF int  mprpc_controller_may_have_run(const mprpc_controller *ctl);
 
 /* ======================================================================== */
 /* == 6. wire: buffers, framing, headers ================================== */
@@ -464,49 +490,90 @@ typedef struct mprpc_service {
 typedef struct mprpc_server_stats {
     uint64_t connections_accepted;
     uint64_t connections_open;
-    uint64_t connections_rejected;  /* over max_connections or out of fds */
+    uint64_t connections_rejected;  /* over max_connections (answered BUSY), arrived while stopping
+                                     * (answered SHUTDOWN), or shed when out of fds */
     uint64_t calls;                 /* requests dispatched to a handler */
     uint64_t call_errors;           /* error responses sent (any status) */
-    uint64_t protocol_errors;       /* connections closed for bad frames */
+    uint64_t protocol_errors;       /* connections ended for bad frames */
     uint64_t buffer_bytes;          /* now held by connection input/output buffers: bounded per
                                      * connection by about max_pending_output + max_message_size
                                      * + 64 KiB */
+    uint64_t expired;               /* requests not run: the caller's deadline (timeout_ms) had
+                                     * passed before the handler could run; answered TIMEOUT */
+    uint64_t deadline_dropped;      /* deferred calls finished after their deadline: answer dropped */
+    uint64_t refused;               /* requests answered BUSY or SHUTDOWN without running */
+    uint64_t abandoned;             /* deferred calls given up at drain_timeout_ms */
+    uint64_t deferred_pending;      /* deferred calls now waiting for mprpc_call_done; each holds one
+                                     * call object (the largest request + response structs + ~400 B),
+                                     * at most max_pipeline_depth per connection */
+    uint64_t call_pool_bytes;       /* idle call objects kept for reuse: at most 64 per loop, the
+                                     * rest are freed when their calls finish */
+    uint64_t accept_pauses;         /* times accepting paused 100 ms for lack of file descriptors */
 } mprpc_server_stats;
 
-/* Creates a stopped server with a copy of cfg (validated at start). Fails only
- * with MPRPC_ERR_INVALID_ARGUMENT or MPRPC_ERR_NO_MEMORY. */
+/* LIFECYCLE. A server is new (services may be added), running, stopping
+ * (draining) or stopped; every function below checks that state first.
+ *   new --start/run--> running --stop--> stopping --(drained)--> stopped
+ * Threads: io_threads event loops run the handlers; one acceptor thread
+ * accepts (a blocked loop never stops accepting) and performs the drain.
+ * The stats stay readable until mprpc_server_free. */
+
+/* Creates a new server with a copy of cfg (validated at start). Fails with
+ * MPRPC_ERR_INVALID_ARGUMENT, MPRPC_ERR_NO_MEMORY or MPRPC_ERR_IO (no eventfd). */
 MPRPCDEF mprpc_status mprpc_server_new(mprpc_server **out, const mprpc_config *cfg);
 /* The seed's NotifyService. The service table and its strings must outlive the
- * server (they are not copied). Before start only. */
+ * server (they are not copied). While new only. */
 MPRPCDEF mprpc_status mprpc_server_add_service(mprpc_server *srv, const mprpc_service *svc);
-/* Binds, listens, starts io_threads loops and registers in ZooKeeper when
- * configured; returns once calls are being served. A server that failed to
- * start, or has stopped, cannot be started again: free it and make another. */
+/* Binds, listens, starts the loops and the acceptor, and registers in
+ * ZooKeeper when configured; returns once calls are being served (MPRPC_OK
+ * at once if already running). A server that failed to start, or has stopped,
+ * cannot be started again (MPRPC_ERR_INVALID_ARGUMENT): free it and make
+ * another. After an earlier mprpc_server_stop: MPRPC_ERR_SHUTDOWN. */
 MPRPCDEF mprpc_status mprpc_server_start(mprpc_server *srv);
-/* The seed's Run: starts if needed, blocks until mprpc_server_stop, then
- * shuts down gracefully (see mprpc_server_stop) and returns. */
+/* The seed's Run: starts if new, blocks until the server has stopped
+ * (mprpc_server_stop, then the drain) and returns MPRPC_OK. Returns at once
+ * if it has already stopped. Any number of threads may wait in it. */
 MPRPCDEF mprpc_status mprpc_server_run(mprpc_server *srv);
-/* Asks the server to stop. Async-signal-safe and callable from any thread.
- * The stop deregisters from ZooKeeper, refuses new connections, answers every
- * request already received (waiting at most drain_timeout_ms for deferred
- * calls), flushes replies, closes sockets and joins the loops. */
+/* Asks the server to stop; returns at once. Async-signal-safe and callable
+ * from any thread, a handler included, any number of times; before start it
+ * makes start refuse. The drain runs by itself (after start or run): it
+ * deregisters from ZooKeeper, stops accepting (connections waiting in the
+ * backlog are answered SHUTDOWN), answers every request already read, and
+ * answers MPRPC_ERR_SHUTDOWN ("not executed") to each request read after the
+ * stop began. A connection is closed once it has nothing left to answer and
+ * has sent no request for 250 ms (or the peer closed): shutdown(SHUT_WR) first,
+ * then reading until the peer's EOF (at most 1 s), so no answer is lost to a
+ * reset. Deferred calls are waited for up to drain_timeout_ms; then they are
+ * abandoned (their mprpc_call_done frees them, harmlessly) and the remaining
+ * connections closed. */
 MPRPCDEF void mprpc_server_stop(mprpc_server *srv);
-/* Stops (if running), waits for the shutdown, frees everything. NULL is a no-op. */
+/* Stops (see mprpc_server_stop), waits for the drain and for every thread in
+ * mprpc_server_run to return, then frees everything. Safe from any thread but
+ * the server's own: called from a handler it is refused (logged, the server
+ * is only told to stop, nothing is freed). NULL is a no-op. */
 MPRPCDEF void mprpc_server_free(mprpc_server *srv);
 /* The port actually bound (useful with rpcserver_port = 0); 0 before start. */
 MPRPCDEF int  mprpc_server_port(const mprpc_server *srv);
 /* Why the last call on srv failed ("" if none). */
 MPRPCDEF const char *mprpc_server_error(const mprpc_server *srv);
+/* Any thread, any time until mprpc_server_free; also after run returned. */
 MPRPCDEF void mprpc_server_get_stats(mprpc_server *srv, mprpc_server_stats *out);
 
 /* Inside a handler (or before mprpc_call_done for a deferred call). */
 MPRPCDEF void mprpc_call_fail(mprpc_call *call, const char *fmt, ...) MPRPC_PRINTF(2, 3);
+/* Inside the handler only: the call stays open after the handler returns. */
 MPRPCDEF void mprpc_call_defer(mprpc_call *call);
 /* Finishes a deferred call from any thread: the response is encoded and sent
- * by the call's loop. Exactly once per deferred call, also while the server
- * stops: mprpc_server_run/free wait until every deferred call is done (after
- * drain_timeout_ms its connection is closed and the answer discarded). */
+ * by the call's loop. Exactly once per deferred call. On a call that was not
+ * deferred (or is already done) it is refused: logged, nothing else happens.
+ * After drain_timeout_ms of a stop the server abandons the call: this then
+ * only frees it (no answer). If the caller's deadline has passed, the answer
+ * is dropped (counted in stats.deadline_dropped): nobody waits for it. */
 MPRPCDEF void mprpc_call_done(mprpc_call *call);
+/* Milliseconds left before the caller's deadline (RpcHeader.timeout_ms,
+ * counted from when the request arrived): -1 when the caller sent none,
+ * 0 once it has passed. Any thread, until mprpc_call_done. */
+MPRPCDEF int  mprpc_call_time_left_ms(const mprpc_call *call);
 MPRPCDEF const char *mprpc_call_service(const mprpc_call *call);
 MPRPCDEF const char *mprpc_call_method(const mprpc_call *call);
 
@@ -516,16 +583,47 @@ MPRPCDEF const char *mprpc_call_method(const mprpc_call *call);
 
 typedef struct mprpc_channel mprpc_channel;
 
-/* A channel calls providers at rpcserver_ip:rpcserver_port, or the providers
- * ZooKeeper lists when zookeeper_ip/zookeeper_hosts is set. It keeps up to
- * channel_max_connections connections open between calls and reconnects when
- * a provider closed or restarted. Thread-safe: any number of threads may call
- * through one channel at once (each call uses its own pooled connection). */
+/* A channel calls the providers of a service: rpcserver_list (or rpcserver_ip:rpcserver_port) for a
+ * direct channel, or the providers ZooKeeper lists when zookeeper_ip/zookeeper_hosts is set (refreshed
+ * when the registry's list changes, never with a channel lock held).
+ *
+ * Connections. Calls are multiplexed: many calls in flight share a connection, matched by call_id.
+ * A channel opens up to channel_connections_per_provider (2) connections per provider (a new one only
+ * while every open one carries calls), and at most channel_max_connections (64) in all; past that, calls
+ * share the connections it has. Blocking and async calls share the same connections. A seed provider
+ * (version-0 calls) gets a fresh connection per call.
+ *
+ * Threads. mprpc_channel_new starts the channel's one I/O thread (epoll over its connections). It reads
+ * replies, decodes them into the callers' response structs, times calls out, and runs every async
+ * completion (mprpc_done_fn). Any number of threads may call through one channel at once.
+ *
+ * Deadlines. A call is bounded as a whole by ctl->timeout_ms (else rpc_timeout_ms): discovery,
+ * connecting (each connect also by connect_timeout_ms), sending and the reply. The request carries the
+ * time left (RpcHeader.timeout_ms) so the provider drops work nobody waits for. A reply that comes after
+ * its call timed out is discarded.
+ *
+ * Failover. A call that was not executed is retried on another provider (or a fresh connection) within
+ * its deadline: a connect failed, the connection died before the request had wholly left, or the provider
+ * answered MPRPC_ERR_SHUTDOWN or MPRPC_ERR_BUSY ("not executed"; that connection takes no new calls).
+ * A call whose request had left is never retried: see mprpc_controller_may_have_run. Providers that keep
+ * failing are ejected for a while (channel_eject_failures, channel_eject_base_ms, channel_eject_max_ms;
+ * README.md has the policy).
+ *
+ * Seed providers. With zookeeper_seed_layout = 1 the channel resolves /<Service>/<Method> and calls the
+ * providers there as the seed C++ caller does (version-0 request, the bare reply read until the provider
+ * closes, bounded by max_message_size and the deadline); channel_protocol_version = 0 does the same for a
+ * direct channel. A seed provider that does not know the method never answers: the call times out. */
 MPRPCDEF mprpc_status mprpc_channel_new(mprpc_channel **out, const mprpc_config *cfg);
+/* Completes every call still in flight with MPRPC_ERR_SHUTDOWN (on the I/O thread, each exactly once;
+ * may have run if its request had been queued on a connection), joins the I/O thread, closes its
+ * connections and frees everything. No other thread may be inside a call on ch meanwhile (a blocking
+ * call in flight is a use after free). Called from a completion callback it does nothing but log an
+ * error: the I/O thread cannot join itself. NULL is a no-op. */
 MPRPCDEF void mprpc_channel_free(mprpc_channel *ch);
-/* The seed's CallMethod. Blocks until the response, an error, or the timeout
- * (ctl->timeout_ms, else rpc_timeout_ms). The outcome is in ctl and also
- * returned. *response is decoded only on success. */
+/* The seed's CallMethod. Blocks until the response, an error, or the timeout (ctl->timeout_ms, else
+ * rpc_timeout_ms). The outcome is in ctl and also returned. *response is decoded only on success (by the
+ * I/O thread, before this returns). From a completion callback it fails at once with
+ * MPRPC_ERR_INVALID_ARGUMENT (it would wait for its own thread); use mprpc_channel_call_async there. */
 MPRPCDEF mprpc_status mprpc_channel_call(mprpc_channel *ch, const char *service,
                                          const char *method,
                                          const pb_msgdesc_t *request_fields, const void *request,
@@ -533,6 +631,25 @@ MPRPCDEF mprpc_status mprpc_channel_call(mprpc_channel *ch, const char *service,
                                          mprpc_controller *ctl);
 #define MPRPC_CALL(ch, service, method, Req, req, Resp, resp, ctl) \
     mprpc_channel_call((ch), (service), (method), Req##_fields, (req), Resp##_fields, (resp), (ctl))
+
+/* Runs on the channel's completion thread, exactly once per call that mprpc_channel_call_async accepted.
+ * ctl holds the outcome; response is decoded when ctl->status is MPRPC_OK. A callback may start new
+ * async calls (they are sent together once per I/O-thread turn) and may reuse or free ctl, response and
+ * its own state. It must not block: every other call of the channel waits while it runs.
+ * mprpc_channel_call from it fails with MPRPC_ERR_INVALID_ARGUMENT, mprpc_channel_free from it is refused
+ * (logged, no effect). */
+typedef void (*mprpc_done_fn)(mprpc_controller *ctl, void *response, void *user);
+/* Encodes the request before it returns (request may be reused at once); response and ctl must live until
+ * done runs. MPRPC_OK: done will run exactly once (also on timeout, connection loss, mprpc_channel_free).
+ * Any other status: done will not run; ctl holds the error (MPRPC_ERR_BUSY: channel_max_pending calls are
+ * in flight). Returns at once, except that the first call of a service not yet known waits for discovery
+ * (bounded by the call's timeout). Any thread, including a completion callback. */
+MPRPCDEF mprpc_status mprpc_channel_call_async(mprpc_channel *ch, const char *service, const char *method,
+    const pb_msgdesc_t *request_fields, const void *request,
+    const pb_msgdesc_t *response_fields, void *response,
+    mprpc_controller *ctl, mprpc_done_fn done, void *user);
+#define MPRPC_CALL_ASYNC(ch, service, method, Req, req, Resp, resp, ctl, done, user) \
+    mprpc_channel_call_async((ch), (service), (method), Req##_fields, (req), Resp##_fields, (resp), (ctl), (done), (user))
 
 #ifdef __cplusplus
 }
@@ -704,7 +821,16 @@ static const mprpc__config_key mprpc__config_keys[] = {
     MPRPC__KEY(max_pipeline_depth,           NULL,            INT,   1, 65536),
     MPRPC__KEY(max_pending_output,           NULL,            U32,   1024, 1073741824),
     MPRPC__KEY(drain_timeout_ms,             NULL,            INT,   0, 600000),
+    /* -- caller side (section 8) -- */
     MPRPC__KEY(channel_max_connections,      NULL,            INT,   1, 65536),
+    MPRPC__KEY(channel_connections_per_provider, NULL,        INT,   1, 64),
+    MPRPC__KEY(channel_max_pending,          NULL,            INT,   1, 1048576),
+    MPRPC__KEY(channel_protocol_version,     NULL,            INT,   0, 1),
+    MPRPC__KEY(channel_eject_failures,       NULL,            INT,   0, 1000000),
+    MPRPC__KEY(channel_eject_base_ms,        NULL,            INT,   1, 86400000),
+    MPRPC__KEY(channel_eject_max_ms,         NULL,            INT,   1, 86400000),
+    MPRPC__KEY(rpcserver_list,               NULL,            STR,   0, 0),
+    /* -- end of caller side -- */
     MPRPC__KEY(zookeeper_ip,                 "zookeeperip",   STR,   0, 0),
     MPRPC__KEY(zookeeper_port,               "zookeeperport", INT,   1, 65535),
     MPRPC__KEY(zookeeper_hosts,              NULL,            STR,   0, 0),
@@ -733,7 +859,15 @@ MPRPCDEF void mprpc_config_init(mprpc_config *cfg)
     cfg->max_pipeline_depth = 128;
     cfg->max_pending_output = 1u << 20;
     cfg->drain_timeout_ms = 5000;
+    /* -- caller side (section 8) -- */
     cfg->channel_max_connections = 64;
+    cfg->channel_connections_per_provider = 2;
+    cfg->channel_max_pending = 4096;
+    cfg->channel_protocol_version = 1;
+    cfg->channel_eject_failures = 3;
+    cfg->channel_eject_base_ms = 1000;
+    cfg->channel_eject_max_ms = 30000;
+    /* -- end of caller side -- */
     cfg->zookeeper_port = 2181;
     mprpc__copy_str(cfg->zookeeper_root, sizeof cfg->zookeeper_root, "/mprpc");
     cfg->zookeeper_session_timeout_ms = 10000;
@@ -1206,7 +1340,13 @@ MPRPCDEF void mprpc_controller_init(mprpc_controller *ctl)
 MPRPCDEF void mprpc_controller_reset(mprpc_controller *ctl)
 {
     ctl->status = MPRPC_OK;
+    ctl->may_have_run = 0;
     ctl->error_text[0] = '\0';
+}
+
+MPRPCDEF int mprpc_controller_may_have_run(const mprpc_controller *ctl)
+{
+    return ctl->status == MPRPC_OK || ctl->may_have_run != 0;
 }
 
 MPRPCDEF int mprpc_controller_failed(const mprpc_controller *ctl)
@@ -1528,9 +1668,16 @@ static mprpc_status mprpc__registry_resolve(mprpc__registry *r, const char *serv
 #if MPRPC_READ_CHUNK < 256
 #  error "mprpc.h: MPRPC_READ_CHUNK must be at least 256 bytes"
 #endif
-#define MPRPC__READ_CHUNK      ((size_t)(MPRPC_READ_CHUNK))
+#define MPRPC__READ_CHUNK       ((size_t)(MPRPC_READ_CHUNK))
 #define MPRPC__ACCEPTS_PER_WAKE 64
-#define MPRPC__KEEP_BUF        (64 * 1024)  /* larger idle buffers are given back */
+#define MPRPC__KEEP_BUF         (64 * 1024) /* larger idle buffers are given back */
+#define MPRPC__CALL_POOL_MAX    64    /* idle call objects a loop keeps; the rest are freed */
+#define MPRPC__REFUSED_MAX      64    /* connections held open at once only to refuse requests */
+#define MPRPC__BUSY_GRACE_MS    500   /* an over-limit connection is answered BUSY this long */
+#define MPRPC__DRAIN_QUIET_MS   250   /* a stopping connection closes after this long without a request */
+#define MPRPC__LINGER_MS        1000  /* after shutdown(SHUT_WR), wait this long for the peer's EOF */
+#define MPRPC__LINGER_BYTES     (1u << 20) /* ... or until it sent this much more */
+#define MPRPC__ACCEPT_PAUSE_MS  100   /* out of descriptors: how long accepting pauses */
 
 #define MPRPC__ADD(p, v) __atomic_add_fetch((p), (v), __ATOMIC_RELAXED)
 #define MPRPC__LOAD(p)   __atomic_load_n((p), __ATOMIC_RELAXED)
@@ -1538,32 +1685,62 @@ static mprpc_status mprpc__registry_resolve(mprpc__registry *r, const char *serv
 typedef struct mprpc__loop mprpc__loop;
 typedef struct mprpc__conn mprpc__conn;
 
+/* A connection is in exactly one of these states. Event handlers only record
+ * facts (bytes arrived, the peer shut its side, a send failed); the state
+ * changes in mprpc__conn_settle, the one function that turns facts into
+ * consequences (epoll interest, pausing, shutting down, closing). */
+typedef enum mprpc__conn_state {
+    MPRPC__CONN_SERVING,   /* reads requests and runs them */
+    MPRPC__CONN_REFUSING,  /* reads requests and answers each with refuse_status (BUSY: over
+                              max_connections; SHUTDOWN: the server stops) without running it */
+    MPRPC__CONN_FINISHING, /* takes no new request; answers what it took, then shuts its write side */
+    MPRPC__CONN_LINGERING, /* write side shut; reads and discards until EOF or a bound, so that
+                              the close sends no RST while the peer may still read answers */
+    MPRPC__CONN_CLOSED     /* descriptor closed; the struct waits for its deferred calls */
+} mprpc__conn_state;
+
 struct mprpc__conn {
-    int           fd;
-    mprpc__loop  *loop;
-    mprpc__conn  *prev, *next;        /* the loop's open list, or its dead list */
-    mprpc_buf     in;                 /* only a partial frame lives here */
-    mprpc_buf     out;                /* only what the socket did not take */
-    uint64_t      last_active_ms;
-    uint64_t      partial_since_ms;   /* 0, or when an unfinished frame began waiting */
-    int           inflight;           /* deferred calls not yet finished */
-    uint32_t      events;             /* current epoll interest */
-    size_t        accounted;          /* in.cap + out.cap as counted in stats.buffer_bytes */
-    unsigned      closed : 1;         /* fd closed; struct lives until inflight == 0 */
-    unsigned      eof : 1;            /* peer shut its side: answer, then close */
-    unsigned      close_after_flush : 1;
-    unsigned      paused : 1;         /* serving stopped at a limit; c->in may hold whole requests */
+    int               fd;
+    mprpc__conn_state state;
+    mprpc__loop      *loop;
+    mprpc__conn      *prev, *next;     /* the loop's open list, or its dead list */
+    mprpc_buf         in;              /* requests not yet served: partial, or paused */
+    mprpc_buf         out;             /* encoded replies the socket has not taken yet */
+    uint64_t          in_read_ms;      /* when the newest bytes of `in` arrived */
+    size_t            in_before_stop;  /* leading bytes of `in` read before the stop: served */
+    uint64_t          last_active_ms;
+    uint64_t          partial_since_ms; /* 0, or when an unfinished frame began waiting */
+    uint64_t          until_ms;        /* REFUSING: close after; LINGERING: give up on EOF after */
+    size_t            lingered;        /* bytes discarded while lingering */
+    int               refuse_status;   /* MPRPC_ERR_BUSY or MPRPC_ERR_SHUTDOWN */
+    int               inflight;        /* deferred calls not yet finished */
+    uint32_t          events;          /* current epoll interest */
+    size_t            accounted;       /* in.cap + out.cap as counted in stats.buffer_bytes */
+    unsigned          peer_eof : 1;    /* fact: the peer shut its sending side */
+    unsigned          failed : 1;      /* fact: the socket failed (reset, error): close at once */
+    unsigned          counted_open : 1;/* counted in open_conns (not a refused connection) */
+};
+
+/* A call's own state, changed atomically: a deferred call is finished by any
+ * thread, and abandoned by its loop when drain_timeout_ms passes. */
+enum {
+    MPRPC__CALL_RUNNING,   /* in its handler */
+    MPRPC__CALL_DEFERRED,  /* mprpc_call_defer called; mprpc_call_done not yet */
+    MPRPC__CALL_POSTED,    /* mprpc_call_done called; the loop will answer it */
+    MPRPC__CALL_ABANDONED  /* the server gave up on it; mprpc_call_done frees it */
 };
 
 struct mprpc_call {
-    mprpc_call          *next;        /* free list or completion queue */
+    mprpc_call          *prev, *next;  /* the loop's free list or its deferred list */
+    mprpc_call          *posted_next;  /* the loop's queue of finished deferred calls */
     mprpc__loop         *loop;
     mprpc__conn         *conn;
     const mprpc_service *service;
     const mprpc_method  *method;
     uint64_t             call_id;
+    uint64_t             deadline_ms;  /* 0: the caller sent no deadline */
     uint32_t             version;
-    int                  deferred;
+    int                  state;        /* MPRPC__CALL_*, atomic */
     int                  status;
     char                 error_text[256];
     void                *request;
@@ -1577,19 +1754,20 @@ struct mprpc__loop {
     int              wakefd;
     pthread_t        thread;
     int              thread_started;
-    pthread_mutex_t  mu;              /* guards incoming, completed, drain_requested */
+    pthread_mutex_t  mu;              /* guards incoming, posted, drain_requested */
     mprpc__conn     *incoming;        /* handed over by the acceptor */
-    mprpc_call      *completed;       /* finished deferred calls, from any thread */
+    mprpc_call      *posted;          /* finished deferred calls, from any thread */
     int              drain_requested;
     /* loop thread only below */
     mprpc__conn     *conns;
     mprpc__conn     *dead;
     size_t           nconns;
-    int              outstanding;     /* deferred calls of this loop not yet finished */
+    mprpc_call      *deferred;        /* calls deferred and not yet answered or abandoned */
     mprpc_call      *free_calls;
+    int              nfree;
     uint8_t         *rbuf;
-    mprpc_buf        wbuf;
     int              draining;
+    int              tick_ms;
     uint64_t         drain_deadline_ms;
     uint64_t         next_sweep_ms;
     mprpc_server_stats stats;         /* updated with relaxed atomics */
@@ -1608,6 +1786,16 @@ typedef struct mprpc__route {
     const mprpc_method  *method;      /* NULL: the entry names the service itself */
 } mprpc__route;
 
+/* The server's lifecycle: changed under life_mu (and stored atomically, so
+ * lock-free readers see it), announced on life_cv. */
+enum {
+    MPRPC__SRV_NEW,       /* services may be added */
+    MPRPC__SRV_STARTING,  /* mprpc_server_start is at work */
+    MPRPC__SRV_RUNNING,   /* serving */
+    MPRPC__SRV_STOPPING,  /* draining: deregistered, not accepting, answering what it took */
+    MPRPC__SRV_STOPPED    /* loops joined, sockets closed; stats still readable */
+};
+
 struct mprpc_server {
     mprpc_config          cfg;
     const mprpc_service **services;
@@ -1615,18 +1803,23 @@ struct mprpc_server {
     mprpc__route         *routes;
     size_t                route_mask;
     size_t                call_size;    /* one call object: header + largest request + response */
-    mprpc__loop          *loops;
+    mprpc__loop          *loops;        /* kept until mprpc_server_free: their stats outlive the run */
     int                   nloops;
-    unsigned              next_loop;
-    int                   listen_fd;
-    int                   spare_fd;     /* given up to shed a connection when out of fds */
-    uint64_t              accept_paused_until_ms; /* loop 0: 0, or when to listen again */
-    int                   stop_fd;
+    unsigned              next_loop;    /* acceptor thread only */
+    int                   listen_fd;    /* acceptor thread only once started */
+    int                   spare_fd;     /* acceptor thread only: given up to shed a connection */
+    int                   stop_fd;      /* eventfd written by mprpc_server_stop */
     int                   port;
+    pthread_t             acceptor;
+    int                   acceptor_started;
+    pthread_mutex_t       life_mu;
+    pthread_cond_t        life_cv;
+    int                   state;        /* MPRPC__SRV_*, atomic */
     int                   stop_requested; /* atomic: set from signal handlers and other threads */
-    int                   started;
-    int                   shut_down;
-    uint64_t              open_conns;
+    int                   runners;      /* threads inside mprpc_server_run (life_mu) */
+    uint64_t              open_conns;   /* atomic: connections served (max_connections) */
+    uint64_t              refused_conns;/* atomic: connections held only to refuse requests */
+    mprpc_server_stats    accept_stats; /* the acceptor's counters, relaxed atomics */
     mprpc__registry      *registry;
     char                  error[256];
 };
@@ -1641,7 +1834,14 @@ static void mprpc__srv_fail(mprpc_server *srv, const char *fmt, ...)
     MPRPC_LOG_ERROR("%s", srv->error);
 }
 
-/* ---- routing: (service, method) -> method, one hash probe per request ---- */
+static int mprpc__srv_state(const mprpc_server *srv)
+{
+    return __atomic_load_n(&srv->state, __ATOMIC_ACQUIRE);
+}
+
+/* ------------------------------------------------------------------------ */
+/* -- 7a. routing: (service, method) -> method, one hash probe per request - */
+/* ------------------------------------------------------------------------ */
 
 static uint64_t mprpc__hash(const uint8_t *s, size_t n, const uint8_t *m, size_t mn)
 {
@@ -1714,18 +1914,13 @@ static int mprpc__name_ok(const char *s, size_t max)
     return s && s[0] && strlen(s) <= max;
 }
 
-MPRPCDEF mprpc_status mprpc_server_add_service(mprpc_server *srv, const mprpc_service *svc)
+/* Why svc cannot be added ("" if it can). */
+static int mprpc__service_check(mprpc_server *srv, const mprpc_service *svc)
 {
-    const mprpc_service **grown;
     size_t i, j;
-    if (!srv || !svc) return MPRPC_ERR_INVALID_ARGUMENT;
-    if (srv->started) {
-        mprpc__srv_fail(srv, "add_service '%s': the server is already started", svc->name);
-        return MPRPC_ERR_INVALID_ARGUMENT;
-    }
     if (!mprpc__name_ok(svc->name, MPRPC_NAME_MAX) || (svc->method_count && !svc->methods)) {
         mprpc__srv_fail(srv, "add_service: service name missing or over %d bytes", MPRPC_NAME_MAX);
-        return MPRPC_ERR_INVALID_ARGUMENT;
+        return 0;
     }
     for (i = 0; i < svc->method_count; i++) {
         const mprpc_method *m = &svc->methods[i];
@@ -1733,19 +1928,31 @@ MPRPCDEF mprpc_status mprpc_server_add_service(mprpc_server *srv, const mprpc_se
             !m->response_fields) {
             mprpc__srv_fail(srv, "add_service '%s': method %zu lacks a name (<= %d bytes), "
                             "handler or field descriptors", svc->name, i, MPRPC_NAME_MAX);
-            return MPRPC_ERR_INVALID_ARGUMENT;
+            return 0;
         }
         for (j = 0; j < i; j++)
             if (strcmp(svc->methods[j].name, m->name) == 0) {
                 mprpc__srv_fail(srv, "add_service '%s': method '%s' listed twice", svc->name, m->name);
-                return MPRPC_ERR_INVALID_ARGUMENT;
+                return 0;
             }
     }
     for (i = 0; i < srv->nservices; i++)
         if (strcmp(srv->services[i]->name, svc->name) == 0) {
             mprpc__srv_fail(srv, "add_service: service '%s' added twice", svc->name);
-            return MPRPC_ERR_INVALID_ARGUMENT;
+            return 0;
         }
+    return 1;
+}
+
+MPRPCDEF mprpc_status mprpc_server_add_service(mprpc_server *srv, const mprpc_service *svc)
+{
+    const mprpc_service **grown;
+    if (!srv || !svc) return MPRPC_ERR_INVALID_ARGUMENT;
+    if (mprpc__srv_state(srv) != MPRPC__SRV_NEW) {
+        mprpc__srv_fail(srv, "add_service '%s': the server is already started", svc->name);
+        return MPRPC_ERR_INVALID_ARGUMENT;
+    }
+    if (!mprpc__service_check(srv, svc)) return MPRPC_ERR_INVALID_ARGUMENT;
     grown = (const mprpc_service **)MPRPC_REALLOC((void *)srv->services,
                                                   (srv->nservices + 1) * sizeof *grown);
     if (!grown) return MPRPC_ERR_NO_MEMORY;
@@ -1754,17 +1961,95 @@ MPRPCDEF mprpc_status mprpc_server_add_service(mprpc_server *srv, const mprpc_se
     return MPRPC_OK;
 }
 
-/* ---- connections ---- */
+/* ------------------------------------------------------------------------ */
+/* -- 7b. event loop: the epoll backend and the cross-thread hand-offs ----- */
+/* ------------------------------------------------------------------------ */
 
-static void mprpc__conn_watch(mprpc__conn *c, uint32_t events)
+/* Every epoll call of the server goes through these (as redis's ae_epoll.c);
+ * each result is checked by its caller. */
+static int mprpc__ep_ctl(mprpc__loop *l, int op, int fd, uint32_t events, void *ptr)
 {
     struct epoll_event ev;
-    if (c->closed || c->events == events) return;
     memset(&ev, 0, sizeof ev);
     ev.events = events;
-    ev.data.ptr = c;
-    if (epoll_ctl(c->loop->epfd, EPOLL_CTL_MOD, c->fd, &ev) == 0) c->events = events;
+    ev.data.ptr = ptr;
+    return epoll_ctl(l->epfd, op, fd, &ev);
 }
+
+static int mprpc__ep_add(mprpc__loop *l, int fd, uint32_t events, void *ptr)
+{
+    return mprpc__ep_ctl(l, EPOLL_CTL_ADD, fd, events, ptr);
+}
+
+static int mprpc__ep_mod(mprpc__loop *l, int fd, uint32_t events, void *ptr)
+{
+    return mprpc__ep_ctl(l, EPOLL_CTL_MOD, fd, events, ptr);
+}
+
+static int mprpc__ep_wait(mprpc__loop *l, struct epoll_event *evs, int max, int timeout_ms)
+{
+    int n;
+    do n = epoll_wait(l->epfd, evs, max, timeout_ms); while (n < 0 && errno == EINTR);
+    return n;
+}
+
+static void mprpc__loop_wake(mprpc__loop *l)
+{
+    uint64_t one = 1;
+    ssize_t n;
+    do n = write(l->wakefd, &one, sizeof one); while (n < 0 && errno == EINTR);
+}
+
+/* Hands a connection to a loop (acceptor thread). */
+static void mprpc__loop_hand_over(mprpc__loop *l, mprpc__conn *c)
+{
+    pthread_mutex_lock(&l->mu);
+    c->next = l->incoming;
+    l->incoming = c;
+    pthread_mutex_unlock(&l->mu);
+    mprpc__loop_wake(l);
+}
+
+/* Queues a finished deferred call for its loop (any thread). The wake is
+ * written under the lock: once the loop has taken the call it may finish
+ * draining and close wakefd, so nothing may touch the loop after unlocking. */
+static void mprpc__loop_post(mprpc__loop *l, mprpc_call *call)
+{
+    int was_empty;
+    pthread_mutex_lock(&l->mu);
+    was_empty = l->posted == NULL;
+    call->posted_next = l->posted;
+    l->posted = call;
+    if (was_empty) mprpc__loop_wake(l);
+    pthread_mutex_unlock(&l->mu);
+}
+
+static mprpc_status mprpc__loop_init(mprpc_server *srv, mprpc__loop *l, int index)
+{
+    int idle = srv->cfg.idle_timeout_ms;
+    memset(l, 0, sizeof *l);
+    l->srv = srv;
+    l->index = index;
+    l->tick_ms = idle > 0 && idle < 4000 ? (idle + 3) / 4 : 1000;
+    pthread_mutex_init(&l->mu, NULL);
+    l->epfd = epoll_create1(EPOLL_CLOEXEC);
+    l->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    l->rbuf = (uint8_t *)MPRPC_MALLOC(MPRPC__READ_CHUNK);
+    if (l->epfd < 0 || l->wakefd < 0 || !l->rbuf) {
+        mprpc__srv_fail(srv, "loop %d: cannot create epoll/eventfd/%zu-byte buffer: %s", index,
+                        MPRPC__READ_CHUNK, strerror(errno));
+        return l->rbuf ? MPRPC_ERR_IO : MPRPC_ERR_NO_MEMORY;
+    }
+    if (mprpc__ep_add(l, l->wakefd, EPOLLIN, &l->wakefd) != 0) {
+        mprpc__srv_fail(srv, "loop %d: epoll_ctl add eventfd: %s", index, strerror(errno));
+        return MPRPC_ERR_IO;
+    }
+    return MPRPC_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* -- 7c. connection: buffers, input, output, and settling the state ------- */
+/* ------------------------------------------------------------------------ */
 
 static void mprpc__list_unlink(mprpc__conn **head, mprpc__conn *c)
 {
@@ -1792,21 +2077,25 @@ static void mprpc__conn_account(mprpc__conn *c)
     }
 }
 
-/* Closes the socket now; the struct is freed at the end of the loop
+static void mprpc__buf_shrink(mprpc_buf *b)
+{
+    if (mprpc_buf_readable(b) == 0 && b->cap > MPRPC__KEEP_BUF) mprpc_buf_free(b);
+}
+
+/* Closes the descriptor now. The struct is freed at the end of the loop
  * iteration (other events of this batch may still name it) and only once no
  * deferred call refers to it. */
 static void mprpc__conn_close(mprpc__conn *c)
 {
     mprpc__loop *l = c->loop;
-    if (c->closed) return;
-    c->closed = 1;
+    if (c->state == MPRPC__CONN_CLOSED) return;
+    c->state = MPRPC__CONN_CLOSED;
     close(c->fd);
     c->fd = -1;
     mprpc__list_unlink(&l->conns, c);
     l->nconns--;
     mprpc__list_push(&l->dead, c);
-    MPRPC__ADD(&l->srv->open_conns, (uint64_t)-1);
-    MPRPC__ADD(&l->stats.connections_open, (uint64_t)-1);
+    MPRPC__ADD(c->counted_open ? &l->srv->open_conns : &l->srv->refused_conns, (uint64_t)-1);
 }
 
 static void mprpc__conn_free_dead(mprpc__loop *l)
@@ -1826,37 +2115,36 @@ static void mprpc__conn_free_dead(mprpc__loop *l)
     }
 }
 
-static void mprpc__buf_shrink(mprpc_buf *b)
+/* The connection takes no new request; it answers what it took, then ends. */
+static void mprpc__conn_finish(mprpc__conn *c)
 {
-    if (mprpc_buf_readable(b) == 0 && b->cap > MPRPC__KEEP_BUF) mprpc_buf_free(b);
+    if (c->state == MPRPC__CONN_SERVING || c->state == MPRPC__CONN_REFUSING)
+        c->state = MPRPC__CONN_FINISHING;
 }
 
-
-/* Is the connection allowed to take more requests right now? Replies
- * staged in the loop's wbuf count as pending output too: they are this
- * connection's (wbuf is flushed to one connection before the next is
- * served), and one read can hold hundreds of small requests with large
- * replies. */
+/* May the connection take another request now? Replies the peer has not read
+ * and calls in flight count against its limits. */
 static int mprpc__conn_can_take(const mprpc__conn *c)
 {
     const mprpc_config *cfg = &c->loop->srv->cfg;
-    return !c->closed && !c->close_after_flush && c->inflight < cfg->max_pipeline_depth &&
-           mprpc_buf_readable(&c->out) + mprpc_buf_readable(&c->loop->wbuf) <= cfg->max_pending_output;
+    if (c->state != MPRPC__CONN_SERVING && c->state != MPRPC__CONN_REFUSING) return 0;
+    return c->inflight < cfg->max_pipeline_depth &&
+           mprpc_buf_readable(&c->out) <= cfg->max_pending_output;
 }
 
-static void mprpc__conn_update_interest(mprpc__conn *c)
+/* Does `in` hold at least one whole (or malformed) frame? */
+static int mprpc__conn_has_frame(const mprpc__conn *c)
 {
-    uint32_t ev = 0;
-    if (c->closed) return;
-    if (!c->eof && !c->loop->draining && mprpc__conn_can_take(c)) ev |= EPOLLIN;
-    if (mprpc_buf_readable(&c->out) > 0) ev |= EPOLLOUT;
-    mprpc__conn_watch(c, ev);
+    mprpc_request_frame f;
+    if (mprpc_buf_readable(&c->in) == 0) return 0;
+    return mprpc_wire_decode_request(c->in.data + c->in.pos, mprpc_buf_readable(&c->in),
+                                     c->loop->srv->cfg.max_message_size, &f) != MPRPC_AGAIN;
 }
 
-/* Writes what it can of c->out. */
+/* Writes what it can of c->out; a peer that is gone is recorded as a fact. */
 static void mprpc__conn_flush(mprpc__conn *c)
 {
-    while (!c->closed && mprpc_buf_readable(&c->out) > 0) {
+    while (mprpc_buf_readable(&c->out) > 0) {
         ssize_t n = send(c->fd, c->out.data + c->out.pos, mprpc_buf_readable(&c->out), MSG_NOSIGNAL);
         if (n > 0) { /* a peer reading a large reply slowly is not idle */
             mprpc_buf_consume(&c->out, (size_t)n);
@@ -1865,223 +2153,25 @@ static void mprpc__conn_flush(mprpc__conn *c)
         }
         if (n < 0 && errno == EINTR) continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
-        mprpc__conn_close(c); /* EPIPE, ECONNRESET: the peer is gone */
+        c->failed = 1; /* EPIPE, ECONNRESET: the peer is gone */
         return;
     }
     mprpc__buf_shrink(&c->out);
 }
 
-/* Sends the loop's staged replies for c: straight to the socket when nothing
- * is queued before them, the rest into c->out. */
-static void mprpc__conn_serve_buffered(mprpc__conn *c);
+static size_t mprpc__conn_serve(mprpc__conn *c, const uint8_t *data, size_t len, uint64_t frame_ms,
+                                size_t before_stop);
 
-static void mprpc__conn_send_staged(mprpc__conn *c)
-{
-    mprpc__loop *l = c->loop;
-    mprpc_buf *w = &l->wbuf;
-    for (;;) {
-        if (mprpc_buf_readable(w) > 0 && !c->closed && mprpc_buf_readable(&c->out) == 0) {
-            while (mprpc_buf_readable(w) > 0) {
-                ssize_t n = send(c->fd, w->data + w->pos, mprpc_buf_readable(w), MSG_NOSIGNAL);
-                if (n > 0) { mprpc_buf_consume(w, (size_t)n); continue; }
-                if (n < 0 && errno == EINTR) continue;
-                if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
-                mprpc__conn_close(c);
-                break;
-            }
-        }
-        /* c->out may exceed max_pending_output by one reply: reading pauses until it drains */
-        if (!c->closed && mprpc_buf_readable(w) > 0 &&
-            mprpc_buf_append(&c->out, w->data + w->pos, mprpc_buf_readable(w), SIZE_MAX) != MPRPC_OK)
-            mprpc__conn_close(c);
-        w->pos = w->len = 0;
-        /* A pause that ends here (the staged replies went out, a deferred call
-         * finished) resumes the requests already read: no new byte may ever
-         * come to trigger it. */
-        if (c->closed || !c->paused || !mprpc__conn_can_take(c)) break;
-        mprpc__conn_serve_buffered(c);
-    }
-    mprpc__buf_shrink(w);
-    mprpc__conn_account(c);
-    if (c->closed) return;
-    if ((c->close_after_flush || c->eof) && c->inflight == 0 && mprpc_buf_readable(&c->out) == 0) {
-        mprpc__conn_close(c);
-        return;
-    }
-    mprpc__conn_update_interest(c);
-}
-
-/* ---- calls ---- */
-
-static mprpc_call *mprpc__call_get(mprpc__loop *l)
-{
-    mprpc_call *call = l->free_calls;
-    if (call) l->free_calls = call->next;
-    else call = (mprpc_call *)MPRPC_MALLOC(l->srv->call_size);
-    return call;
-}
-
-static void mprpc__call_put(mprpc__loop *l, mprpc_call *call)
-{
-    call->next = l->free_calls;
-    l->free_calls = call;
-}
-
-static void mprpc__call_setup(mprpc_call *call, mprpc__conn *c, const mprpc__route *r,
-                              const mprpc_RpcHeader *h)
-{
-    uint8_t *base = (uint8_t *)call + mprpc__align_up(sizeof(mprpc_call));
-    call->next = NULL;
-    call->loop = c->loop;
-    call->conn = c;
-    call->service = r->service;
-    call->method = r->method;
-    call->call_id = h->call_id;
-    call->version = h->version;
-    call->deferred = 0;
-    call->status = MPRPC_OK;
-    call->error_text[0] = '\0';
-    call->request = base;
-    call->response = base + mprpc__align_up(r->method->request_size);
-    memset(call->request, 0, r->method->request_size);
-    memset(call->response, 0, r->method->response_size);
-}
-
-/* Stages an error reply (v1) or, for a seed caller that has no error channel,
- * ends the connection after what is already queued. */
-static void mprpc__reply_error(mprpc__conn *c, uint32_t version, uint64_t call_id, int status,
-                               const char *fmt, ...) MPRPC_PRINTF(5, 6);
-static void mprpc__reply_error(mprpc__conn *c, uint32_t version, uint64_t call_id, int status,
-                               const char *fmt, ...)
-{
-    char text[256];
-    va_list ap;
-    va_start(ap, fmt);
-    mprpc__vfmt(text, sizeof text, fmt, ap);
-    va_end(ap);
-    MPRPC__ADD(&c->loop->stats.call_errors, 1);
-    MPRPC_LOG_DEBUG("fd %d: %s: %s", c->fd, mprpc_status_name(status), text);
-    if (version == 0 ||
-        mprpc_wire_encode_response(&c->loop->wbuf, 0, call_id, status, text, NULL, NULL) != MPRPC_OK)
-        c->close_after_flush = 1;
-}
-
-/* Encodes the reply of a finished call into the loop's staging buffer. */
-static void mprpc__call_stage_reply(mprpc_call *call)
-{
-    mprpc__conn *c = call->conn;
-    mprpc__loop *l = call->loop;
-    size_t max = l->srv->cfg.max_message_size;
-    const mprpc_method *m = call->method;
-    mprpc_status st;
-    if (call->version == 0) { /* seed caller: the bare message, then close */
-        size_t n = 0;
-        pb_ostream_t os;
-        c->close_after_flush = 1;
-        if (!pb_get_encoded_size(&n, m->response_fields, call->response) || n > max ||
-            mprpc_buf_reserve(&l->wbuf, n, mprpc_buf_readable(&l->wbuf) + n) != MPRPC_OK)
-            return;
-        os = pb_ostream_from_buffer(l->wbuf.data + l->wbuf.len, n);
-        if (pb_encode(&os, m->response_fields, call->response)) l->wbuf.len += n;
-        return;
-    }
-    if (call->status != MPRPC_OK) {
-        mprpc__reply_error(c, call->version, call->call_id, call->status, "%s", call->error_text);
-        return;
-    }
-    st = mprpc_wire_encode_response(&l->wbuf, max, call->call_id, MPRPC_OK, NULL,
-                                    m->response_fields, call->response);
-    if (st != MPRPC_OK)
-        mprpc__reply_error(c, call->version, call->call_id, st, "%s.%s: cannot encode the response: %s",
-                           call->service->name, m->name, mprpc_status_str(st));
-}
-
-/* Decodes the request and runs the handler; the reply is staged unless the
- * handler deferred the call. */
-static void mprpc__dispatch(mprpc__conn *c, const mprpc_request_frame *f)
-{
-    const mprpc_RpcHeader *h = &f->header;
-    mprpc__loop *l = c->loop;
-    const mprpc__route *r;
-    mprpc_call *call;
-    pb_istream_t is;
-    r = mprpc__route_find(l->srv, h->service_name.bytes, h->service_name.size,
-                          h->method_name.bytes, h->method_name.size);
-    if (!r) {
-        if (!mprpc__route_find(l->srv, h->service_name.bytes, h->service_name.size, NULL, 0))
-            mprpc__reply_error(c, h->version, h->call_id, MPRPC_ERR_UNKNOWN_SERVICE,
-                               "unknown service '%.*s'", (int)h->service_name.size,
-                               (const char *)h->service_name.bytes);
-        else
-            mprpc__reply_error(c, h->version, h->call_id, MPRPC_ERR_UNKNOWN_METHOD,
-                               "unknown method '%.*s' in service '%.*s'", (int)h->method_name.size,
-                               (const char *)h->method_name.bytes, (int)h->service_name.size,
-                               (const char *)h->service_name.bytes);
-        return;
-    }
-    call = mprpc__call_get(l);
-    if (!call) {
-        mprpc__reply_error(c, h->version, h->call_id, MPRPC_ERR_NO_MEMORY, "provider out of memory");
-        return;
-    }
-    mprpc__call_setup(call, c, r, h);
-    if (r->method->prepare) r->method->prepare(call, call->request, call->response, r->service->user);
-    is = pb_istream_from_buffer(f->body, h->args_size);
-    if (!pb_decode(&is, r->method->request_fields, call->request)) {
-        mprpc__reply_error(c, h->version, h->call_id, MPRPC_ERR_DECODE, "%s.%s: cannot decode the request: %s",
-                           r->service->name, r->method->name, PB_GET_ERROR(&is));
-        mprpc__call_put(l, call);
-        return;
-    }
-    MPRPC__ADD(&l->stats.calls, 1);
-    r->method->handler(call, call->request, call->response, r->service->user);
-    if (call->deferred) {
-        c->inflight++;
-        l->outstanding++;
-        return;
-    }
-    mprpc__call_stage_reply(call);
-    mprpc__call_put(l, call);
-}
-
-/* Serves every complete frame in data[0, len) that the connection may take;
- * returns the bytes consumed. Replies are staged in the loop's wbuf. */
-static size_t mprpc__conn_serve(mprpc__conn *c, const uint8_t *data, size_t len)
-{
-    size_t off = 0, max = c->loop->srv->cfg.max_message_size;
-    while (mprpc__conn_can_take(c)) {
-        mprpc_request_frame f;
-        mprpc_status st = mprpc_wire_decode_request(data + off, len - off, max, &f);
-        if (st == MPRPC_AGAIN) break;
-        if (st == MPRPC_ERR_TOO_LARGE) { /* the header is known: say why, then hang up */
-            mprpc__reply_error(c, f.header.version, f.header.call_id, st,
-                               "request of %u bytes exceeds max_message_size %zu",
-                               (unsigned)f.header.args_size, max);
-            c->close_after_flush = 1;
-            MPRPC__ADD(&c->loop->stats.protocol_errors, 1);
-            return len;
-        }
-        if (st != MPRPC_OK) { /* cannot even frame it: nothing sensible to answer */
-            MPRPC_LOG_WARN("fd %d: unparseable request header, closing", c->fd);
-            MPRPC__ADD(&c->loop->stats.protocol_errors, 1);
-            c->close_after_flush = 1;
-            return len;
-        }
-        mprpc__dispatch(c, &f);
-        off += f.frame_size;
-        if (f.header.version == 0) c->close_after_flush = 1; /* one call per seed connection */
-    }
-    c->paused = off < len && !mprpc__conn_can_take(c);
-    return off;
-}
-
-/* Serves what sits in c->in (after a pause ends, or new bytes were appended). */
+/* Serves the whole requests waiting in c->in that the connection may take. */
 static void mprpc__conn_serve_buffered(mprpc__conn *c)
 {
-    size_t used;
-    if (mprpc_buf_readable(&c->in) == 0) return;
-    used = mprpc__conn_serve(c, c->in.data + c->in.pos, mprpc_buf_readable(&c->in));
+    size_t used, before_stop;
+    if (mprpc_buf_readable(&c->in) == 0 || !mprpc__conn_can_take(c)) return;
+    before_stop = c->state == MPRPC__CONN_SERVING ? SIZE_MAX : c->in_before_stop;
+    used = mprpc__conn_serve(c, c->in.data + c->in.pos, mprpc_buf_readable(&c->in), c->in_read_ms,
+                             before_stop);
     mprpc_buf_consume(&c->in, used);
+    c->in_before_stop = used < c->in_before_stop ? c->in_before_stop - used : 0;
     /* the unfinished-frame clock restarts with each frame served: a busy
      * pipeliner whose reads always end mid-frame is not half-finished */
     if (mprpc_buf_readable(&c->in) == 0) c->partial_since_ms = 0;
@@ -2089,18 +2179,90 @@ static void mprpc__conn_serve_buffered(mprpc__conn *c)
     mprpc__buf_shrink(&c->in);
 }
 
+/* Serves and writes until neither makes progress: a pause that ends here (the
+ * output drained, a deferred call finished) resumes the requests already read,
+ * since no new byte may ever come to trigger it. */
+static void mprpc__conn_pump(mprpc__conn *c)
+{
+    size_t before;
+    do {
+        before = mprpc_buf_readable(&c->in);
+        mprpc__conn_serve_buffered(c);
+        mprpc__conn_flush(c);
+    } while (!c->failed && mprpc_buf_readable(&c->in) < before && mprpc__conn_can_take(c));
+}
+
+/* The state transitions that follow from the facts and the clock. */
+static void mprpc__conn_advance(mprpc__conn *c, uint64_t now)
+{
+    int answered = c->inflight == 0 && mprpc_buf_readable(&c->out) == 0;
+    int open = c->state == MPRPC__CONN_SERVING || c->state == MPRPC__CONN_REFUSING;
+    if (open && c->peer_eof && !mprpc__conn_has_frame(c)) mprpc__conn_finish(c);
+    if (c->state == MPRPC__CONN_REFUSING && now >= c->until_ms && answered && !mprpc__conn_has_frame(c))
+        mprpc__conn_finish(c);
+    if (c->state == MPRPC__CONN_FINISHING && answered) {
+        if (c->peer_eof) { /* both directions done: nothing unread, so no RST */
+            mprpc__conn_close(c);
+            return;
+        }
+        if (shutdown(c->fd, SHUT_WR) != 0) {
+            c->failed = 1;
+            return;
+        }
+        c->state = MPRPC__CONN_LINGERING;
+        c->until_ms = now + MPRPC__LINGER_MS;
+    }
+    if (c->state == MPRPC__CONN_LINGERING && (c->peer_eof || now >= c->until_ms))
+        mprpc__conn_close(c);
+}
+
+static uint32_t mprpc__conn_interest(const mprpc__conn *c)
+{
+    uint32_t ev = 0;
+    if (c->state == MPRPC__CONN_LINGERING || (!c->peer_eof && mprpc__conn_can_take(c))) ev |= EPOLLIN;
+    if (mprpc_buf_readable(&c->out) > 0) ev |= EPOLLOUT;
+    return ev;
+}
+
+/* The one place where a connection's facts become consequences: serving what
+ * a pause held back, writing, the next state, then the epoll interest that
+ * state needs. Called after every event on the connection and on every timer
+ * sweep, so no path can forget a step. */
+static void mprpc__conn_settle(mprpc__conn *c, uint64_t now)
+{
+    uint32_t want;
+    if (c->state == MPRPC__CONN_CLOSED) return;
+    if (!c->failed) mprpc__conn_pump(c);
+    if (!c->failed) mprpc__conn_advance(c, now);
+    if (c->failed) mprpc__conn_close(c);
+    if (c->state == MPRPC__CONN_CLOSED) return;
+    mprpc__conn_account(c);
+    want = mprpc__conn_interest(c);
+    if (want == c->events) return;
+    if (mprpc__ep_mod(c->loop, c->fd, want, c) != 0) { /* interest unknown: the connection cannot go on */
+        MPRPC_LOG_WARN("fd %d: epoll_ctl modify to events 0x%x: %s; closing", c->fd, (unsigned)want,
+                       strerror(errno));
+        mprpc__conn_close(c);
+        return;
+    }
+    c->events = want;
+}
+
 /* Where the next read lands: the tail of c->in when a partial frame waits
  * there (continued in place), else the loop's read buffer. 0 if the
- * connection had to be closed. */
+ * connection cannot read (it is closed, or c->in cannot grow). */
 static int mprpc__conn_read_target(mprpc__conn *c, uint8_t **dst, size_t *room, int *buffered)
 {
     mprpc__loop *l = c->loop;
     size_t maxframe = mprpc__max_frame(l->srv->cfg.max_message_size);
-    *buffered = mprpc_buf_readable(&c->in) > 0;
+    *buffered = c->state != MPRPC__CONN_LINGERING && mprpc_buf_readable(&c->in) > 0;
+    if (c->state == MPRPC__CONN_CLOSED) return 0;
     if (*buffered) {
         if (mprpc_buf_reserve(&c->in, MPRPC__READ_CHUNK < maxframe ? MPRPC__READ_CHUNK : maxframe,
                               maxframe + MPRPC__READ_CHUNK) != MPRPC_OK) {
-            mprpc__conn_close(c);
+            MPRPC_LOG_WARN("fd %d: cannot grow the input buffer past %zu bytes: finishing", c->fd,
+                           c->in.cap);
+            mprpc__conn_finish(c);
             return 0;
         }
         *dst = c->in.data + c->in.len;
@@ -2112,34 +2274,44 @@ static int mprpc__conn_read_target(mprpc__conn *c, uint8_t **dst, size_t *room, 
     return 1;
 }
 
+/* Keeps the unserved tail of a read in c->in. */
+static void mprpc__conn_keep(mprpc__conn *c, const uint8_t *p, size_t n, uint64_t now)
+{
+    size_t maxframe = mprpc__max_frame(c->loop->srv->cfg.max_message_size);
+    if (c->state != MPRPC__CONN_SERVING && c->state != MPRPC__CONN_REFUSING) return;
+    if (mprpc_buf_append(&c->in, p, n, maxframe + MPRPC__READ_CHUNK) != MPRPC_OK) {
+        /* the byte stream has a hole now: answer what was taken, then end */
+        MPRPC_LOG_WARN("fd %d: out of memory keeping %zu unserved bytes: finishing", c->fd, n);
+        mprpc__conn_finish(c);
+        return;
+    }
+    c->partial_since_ms = now;
+}
+
 /* Handles n bytes that just landed at the read target (n == 0: the peer
  * shut its side). Everything a peer sends passes through here; the fuzz
  * target tests/fuzz/fuzz_provider.c drives it without a socket. */
 static void mprpc__conn_received(mprpc__conn *c, int buffered, size_t n)
 {
     mprpc__loop *l = c->loop;
-    size_t maxframe = mprpc__max_frame(l->srv->cfg.max_message_size);
-    c->last_active_ms = mprpc__now_ms();
-    if (n == 0) { /* the peer is done sending; it may still read our answers */
-        c->eof = 1;
-        if (mprpc_buf_readable(&c->in)) c->close_after_flush = 1; /* a half frame never completes */
-        mprpc__conn_send_staged(c);
-        return;
-    }
-    if (buffered) {
+    uint64_t now = mprpc__now_ms();
+    size_t used;
+    c->last_active_ms = now;
+    if (n == 0) {
+        c->peer_eof = 1;
+    } else if (c->state == MPRPC__CONN_LINGERING) {
+        c->lingered += n; /* discarded; a peer that keeps sending is cut off */
+        if (c->lingered > MPRPC__LINGER_BYTES) c->until_ms = now;
+    } else if (buffered) {
         c->in.len += n;
+        c->in_read_ms = now;
         mprpc__conn_serve_buffered(c);
     } else {
-        size_t used = mprpc__conn_serve(c, l->rbuf, n);
-        if (used < n && !c->close_after_flush) {
-            if (mprpc_buf_append(&c->in, l->rbuf + used, n - used, maxframe + MPRPC__READ_CHUNK) != MPRPC_OK) {
-                mprpc__conn_close(c);
-                return;
-            }
-            c->partial_since_ms = c->last_active_ms;
-        }
+        c->in_read_ms = now;
+        used = mprpc__conn_serve(c, l->rbuf, n, now, c->state == MPRPC__CONN_SERVING ? SIZE_MAX : 0);
+        if (used < n) mprpc__conn_keep(c, l->rbuf + used, n - used, now);
     }
-    mprpc__conn_send_staged(c);
+    mprpc__conn_settle(c, now);
 }
 
 static void mprpc__conn_on_readable(mprpc__conn *c)
@@ -2148,64 +2320,388 @@ static void mprpc__conn_on_readable(mprpc__conn *c)
     size_t room;
     int buffered;
     ssize_t n;
-    if (!mprpc__conn_read_target(c, &dst, &room, &buffered)) return;
+    if (!mprpc__conn_read_target(c, &dst, &room, &buffered)) {
+        mprpc__conn_settle(c, mprpc__now_ms());
+        return;
+    }
     do n = recv(c->fd, dst, room, 0); while (n < 0 && errno == EINTR);
     if (n < 0) {
-        if (errno != EAGAIN && errno != EWOULDBLOCK) mprpc__conn_close(c);
+        if (errno != EAGAIN && errno != EWOULDBLOCK) c->failed = 1;
+        mprpc__conn_settle(c, mprpc__now_ms());
         return;
     }
     mprpc__conn_received(c, buffered, (size_t)n);
 }
 
-static void mprpc__conn_on_writable(mprpc__conn *c)
+static void mprpc__conn_on_event(mprpc__conn *c, uint32_t events)
 {
-    mprpc__conn_flush(c);
-    if (c->closed) return;
-    mprpc__conn_send_staged(c); /* resumes serving if the flush ended a pause */
+    if (c->state == MPRPC__CONN_CLOSED) return;
+    if ((events & (EPOLLHUP | EPOLLERR)) && !(events & EPOLLIN))
+        c->failed = 1; /* both directions gone: nobody can read our replies */
+    else if (events & EPOLLIN)
+        mprpc__conn_on_readable(c);
+    mprpc__conn_settle(c, mprpc__now_ms()); /* EPOLLOUT: the settle writes */
 }
 
-/* ---- cross-thread hand-offs: new connections and finished deferred calls ---- */
-
-static void mprpc__loop_wake(mprpc__loop *l)
-{
-    uint64_t one = 1;
-    ssize_t n;
-    do n = write(l->wakefd, &one, sizeof one); while (n < 0 && errno == EINTR);
-}
-
+/* A connection the acceptor handed over starts here. */
 static void mprpc__conn_attach(mprpc__loop *l, mprpc__conn *c)
 {
-    struct epoll_event ev;
-    memset(&ev, 0, sizeof ev);
+    uint64_t now = mprpc__now_ms();
     c->loop = l;
     c->events = EPOLLIN;
-    ev.events = EPOLLIN;
-    ev.data.ptr = c;
-    c->last_active_ms = mprpc__now_ms();
+    c->last_active_ms = now;
     mprpc__list_push(&l->conns, c);
     l->nconns++;
-    if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, c->fd, &ev) != 0) {
-        MPRPC_LOG_WARN("epoll_ctl add fd %d: %s", c->fd, strerror(errno));
+    if (l->draining && c->state == MPRPC__CONN_SERVING) { /* accepted just before the stop */
+        c->state = MPRPC__CONN_REFUSING;
+        c->refuse_status = MPRPC_ERR_SHUTDOWN;
+        c->until_ms = now + MPRPC__DRAIN_QUIET_MS;
+    }
+    if (mprpc__ep_add(l, c->fd, EPOLLIN, c) != 0) {
+        MPRPC_LOG_WARN("fd %d: epoll_ctl add: %s; closing", c->fd, strerror(errno));
         mprpc__conn_close(c);
     }
 }
 
-static void mprpc__call_finish_deferred(mprpc_call *call)
+/* ------------------------------------------------------------------------ */
+/* -- 7d. dispatch: call objects, deadlines, handlers, replies ------------- */
+/* ------------------------------------------------------------------------ */
+
+/* Idle call objects are pooled per loop, at most MPRPC__CALL_POOL_MAX of
+ * them: a burst of deferred calls gives its memory back once it is over. */
+static mprpc_call *mprpc__call_get(mprpc__loop *l)
 {
-    mprpc__loop *l = call->loop;
-    mprpc__conn *c = call->conn;
-    c->inflight--;
-    l->outstanding--;
-    if (!c->closed) {
-        mprpc__call_stage_reply(call);
-        mprpc__call_put(l, call);
-        mprpc__conn_send_staged(c); /* resumes serving if this call ended a pause */
+    mprpc_call *call = l->free_calls;
+    if (!call) return (mprpc_call *)MPRPC_MALLOC(l->srv->call_size);
+    l->free_calls = call->next;
+    l->nfree--;
+    MPRPC__ADD(&l->stats.call_pool_bytes, (uint64_t)0 - (uint64_t)l->srv->call_size);
+    return call;
+}
+
+static void mprpc__call_put(mprpc__loop *l, mprpc_call *call)
+{
+    if (l->nfree >= MPRPC__CALL_POOL_MAX) {
+        MPRPC_FREE(call);
         return;
     }
+    call->next = l->free_calls;
+    l->free_calls = call;
+    l->nfree++;
+    MPRPC__ADD(&l->stats.call_pool_bytes, (uint64_t)l->srv->call_size);
+}
+
+/* The loop's list of deferred calls (to abandon them when the drain times out). */
+static void mprpc__deferred_add(mprpc__loop *l, mprpc_call *call)
+{
+    call->prev = NULL;
+    call->next = l->deferred;
+    if (l->deferred) l->deferred->prev = call;
+    l->deferred = call;
+    call->conn->inflight++;
+    MPRPC__ADD(&l->stats.deferred_pending, 1);
+}
+
+static void mprpc__deferred_remove(mprpc__loop *l, mprpc_call *call)
+{
+    if (call->prev) call->prev->next = call->next;
+    else l->deferred = call->next;
+    if (call->next) call->next->prev = call->prev;
+    call->prev = call->next = NULL;
+    call->conn->inflight--;
+    MPRPC__ADD(&l->stats.deferred_pending, (uint64_t)-1);
+}
+
+static void mprpc__call_setup(mprpc_call *call, mprpc__conn *c, const mprpc__route *r,
+                              const mprpc_RpcHeader *h, uint64_t deadline_ms)
+{
+    uint8_t *base = (uint8_t *)call + mprpc__align_up(sizeof(mprpc_call));
+    memset(call, 0, sizeof *call);
+    call->loop = c->loop;
+    call->conn = c;
+    call->service = r->service;
+    call->method = r->method;
+    call->call_id = h->call_id;
+    call->version = h->version;
+    call->deadline_ms = deadline_ms;
+    call->state = MPRPC__CALL_RUNNING;
+    call->status = MPRPC_OK;
+    call->request = base;
+    call->response = base + mprpc__align_up(r->method->request_size);
+    memset(call->request, 0, r->method->request_size);
+    memset(call->response, 0, r->method->response_size);
+}
+
+/* Queues an error reply in c->out (v1) or, for a seed caller that has no
+ * error channel, ends the connection after what is already queued. */
+static void mprpc__reply_error(mprpc__conn *c, uint32_t version, uint64_t call_id, int status,
+                               const char *fmt, ...) MPRPC_PRINTF(5, 6);
+static void mprpc__reply_error(mprpc__conn *c, uint32_t version, uint64_t call_id, int status,
+                               const char *fmt, ...)
+{
+    char text[256];
+    mprpc_status st;
+    va_list ap;
+    va_start(ap, fmt);
+    mprpc__vfmt(text, sizeof text, fmt, ap);
+    va_end(ap);
+    MPRPC__ADD(&c->loop->stats.call_errors, 1);
+    MPRPC_LOG_DEBUG("fd %d: %s: %s", c->fd, mprpc_status_name(status), text);
+    if (version == 0) {
+        mprpc__conn_finish(c);
+        return;
+    }
+    st = mprpc_wire_encode_response(&c->out, 0, call_id, status, text, NULL, NULL);
+    if (st != MPRPC_OK) {
+        MPRPC_LOG_WARN("fd %d: cannot queue an error reply (%s, %zu bytes queued): finishing", c->fd,
+                       mprpc_status_name(st), mprpc_buf_readable(&c->out));
+        mprpc__conn_finish(c);
+    }
+}
+
+/* The seed's reply: the bare message, then the connection ends. */
+static void mprpc__reply_seed(mprpc__conn *c, const mprpc_call *call)
+{
+    const mprpc_method *m = call->method;
+    size_t n = 0, max = c->loop->srv->cfg.max_message_size;
+    pb_ostream_t os;
+    mprpc__conn_finish(c);
+    if (!pb_get_encoded_size(&n, m->response_fields, call->response) || n > max ||
+        mprpc_buf_reserve(&c->out, n, mprpc_buf_readable(&c->out) + n) != MPRPC_OK) {
+        MPRPC_LOG_WARN("fd %d: %s.%s: cannot encode the seed reply (%zu bytes, max %zu)", c->fd,
+                       call->service->name, m->name, n, max);
+        return;
+    }
+    os = pb_ostream_from_buffer(c->out.data + c->out.len, n);
+    if (pb_encode(&os, m->response_fields, call->response)) c->out.len += n;
+}
+
+/* Encodes the reply of a finished call into its own connection's buffer:
+ * a reply can only ever be written to the connection that asked. */
+static void mprpc__reply(mprpc__conn *c, const mprpc_call *call)
+{
+    const mprpc_method *m = call->method;
+    mprpc_status st;
+    if (call->version == 0) {
+        mprpc__reply_seed(c, call);
+        return;
+    }
+    if (call->status != MPRPC_OK) {
+        mprpc__reply_error(c, call->version, call->call_id, call->status, "%s", call->error_text);
+        return;
+    }
+    st = mprpc_wire_encode_response(&c->out, c->loop->srv->cfg.max_message_size, call->call_id,
+                                    MPRPC_OK, NULL, m->response_fields, call->response);
+    if (st != MPRPC_OK)
+        mprpc__reply_error(c, call->version, call->call_id, st, "%s.%s: cannot encode the response: %s",
+                           call->service->name, m->name, mprpc_status_str(st));
+}
+
+/* Decodes the request and runs the handler; the reply is queued unless the
+ * handler deferred the call. */
+static void mprpc__call_run(mprpc__conn *c, const mprpc__route *r, const mprpc_request_frame *f,
+                            uint64_t deadline_ms)
+{
+    const mprpc_RpcHeader *h = &f->header;
+    mprpc__loop *l = c->loop;
+    mprpc_call *call = mprpc__call_get(l);
+    pb_istream_t is;
+    if (!call) {
+        mprpc__reply_error(c, h->version, h->call_id, MPRPC_ERR_NO_MEMORY,
+                           "provider out of memory (a call object of %zu bytes)", l->srv->call_size);
+        return;
+    }
+    mprpc__call_setup(call, c, r, h, deadline_ms);
+    if (r->method->prepare) r->method->prepare(call, call->request, call->response, r->service->user);
+    is = pb_istream_from_buffer(f->body, h->args_size);
+    if (!pb_decode(&is, r->method->request_fields, call->request)) {
+        mprpc__reply_error(c, h->version, h->call_id, MPRPC_ERR_DECODE, "%s.%s: cannot decode the request: %s",
+                           r->service->name, r->method->name, PB_GET_ERROR(&is));
+        mprpc__call_put(l, call);
+        return;
+    }
+    MPRPC__ADD(&l->stats.calls, 1);
+    r->method->handler(call, call->request, call->response, r->service->user);
+    if (__atomic_load_n(&call->state, __ATOMIC_ACQUIRE) != MPRPC__CALL_RUNNING) {
+        mprpc__deferred_add(l, call); /* may be posted already: the loop answers it next wake */
+        return;
+    }
+    mprpc__reply(c, call);
     mprpc__call_put(l, call);
 }
 
-static void mprpc__loop_begin_drain(mprpc__loop *l);
+/* The route of a request, or an error reply saying which name is unknown. */
+static const mprpc__route *mprpc__conn_route(mprpc__conn *c, const mprpc_RpcHeader *h)
+{
+    const mprpc_server *srv = c->loop->srv;
+    const mprpc__route *r = mprpc__route_find(srv, h->service_name.bytes, h->service_name.size,
+                                              h->method_name.bytes, h->method_name.size);
+    if (r) return r;
+    if (!mprpc__route_find(srv, h->service_name.bytes, h->service_name.size, NULL, 0))
+        mprpc__reply_error(c, h->version, h->call_id, MPRPC_ERR_UNKNOWN_SERVICE,
+                           "unknown service '%.*s'", (int)h->service_name.size,
+                           (const char *)h->service_name.bytes);
+    else
+        mprpc__reply_error(c, h->version, h->call_id, MPRPC_ERR_UNKNOWN_METHOD,
+                           "unknown method '%.*s' in service '%.*s'", (int)h->method_name.size,
+                           (const char *)h->method_name.bytes, (int)h->service_name.size,
+                           (const char *)h->service_name.bytes);
+    return NULL;
+}
+
+/* A request the connection will not run: over max_connections, or the
+ * server stops. The caller may send it elsewhere (it never ran). */
+static void mprpc__conn_refuse(mprpc__conn *c, const mprpc_RpcHeader *h)
+{
+    MPRPC__ADD(&c->loop->stats.refused, 1);
+    if (c->refuse_status == MPRPC_ERR_SHUTDOWN) {
+        c->until_ms = mprpc__now_ms() + MPRPC__DRAIN_QUIET_MS;
+        mprpc__reply_error(c, h->version, h->call_id, MPRPC_ERR_SHUTDOWN,
+                           "provider is stopping: not executed");
+        return;
+    }
+    mprpc__reply_error(c, h->version, h->call_id, MPRPC_ERR_BUSY,
+                       "provider at max_connections (%d): not executed",
+                       c->loop->srv->cfg.max_connections);
+}
+
+/* One whole request: refused, expired, or run. frame_ms is when its last
+ * byte arrived; the caller's deadline counts from there. */
+static void mprpc__conn_take(mprpc__conn *c, const mprpc_request_frame *f, uint64_t frame_ms, int run)
+{
+    const mprpc_RpcHeader *h = &f->header;
+    const mprpc__route *r;
+    uint64_t deadline = 0, now;
+    if (!run) {
+        mprpc__conn_refuse(c, h);
+        return;
+    }
+    if (!(r = mprpc__conn_route(c, h))) return;
+    if (h->version != 0 && h->timeout_ms != 0) {
+        deadline = frame_ms + h->timeout_ms;
+        now = mprpc__now_ms();
+        if (now >= deadline) {
+            MPRPC__ADD(&c->loop->stats.expired, 1);
+            mprpc__reply_error(c, h->version, h->call_id, MPRPC_ERR_TIMEOUT,
+                               "deadline passed before the handler ran (timeout_ms %u, waited %llu ms)",
+                               (unsigned)h->timeout_ms, (unsigned long long)(now - frame_ms));
+            return;
+        }
+    }
+    mprpc__call_run(c, r, f, deadline);
+}
+
+/* A frame that cannot be served: say why when the header is known, then end. */
+static void mprpc__conn_bad_frame(mprpc__conn *c, const mprpc_request_frame *f, mprpc_status st)
+{
+    MPRPC__ADD(&c->loop->stats.protocol_errors, 1);
+    if (st == MPRPC_ERR_TOO_LARGE)
+        mprpc__reply_error(c, f->header.version, f->header.call_id, st,
+                           "request of %u bytes exceeds max_message_size %u",
+                           (unsigned)f->header.args_size, (unsigned)c->loop->srv->cfg.max_message_size);
+    else
+        MPRPC_LOG_WARN("fd %d: unparseable request header (%s), closing", c->fd, mprpc_status_name(st));
+    mprpc__conn_finish(c);
+}
+
+/* Serves every whole frame in data[0, len) the connection may take; returns
+ * the bytes consumed. Frames ending within the first before_stop bytes were
+ * read before the server began to stop: they run; later ones are refused. */
+static size_t mprpc__conn_serve(mprpc__conn *c, const uint8_t *data, size_t len, uint64_t frame_ms,
+                                size_t before_stop)
+{
+    size_t off = 0, max = c->loop->srv->cfg.max_message_size;
+    while (off < len && mprpc__conn_can_take(c)) {
+        mprpc_request_frame f;
+        mprpc_status st = mprpc_wire_decode_request(data + off, len - off, max, &f);
+        if (st == MPRPC_AGAIN) break;
+        if (st != MPRPC_OK) {
+            mprpc__conn_bad_frame(c, &f, st);
+            return len;
+        }
+        mprpc__conn_take(c, &f, frame_ms,
+                         c->state == MPRPC__CONN_SERVING || off + f.frame_size <= before_stop);
+        off += f.frame_size;
+        if (f.header.version == 0) mprpc__conn_finish(c); /* one call per seed connection */
+    }
+    return off;
+}
+
+/* A deferred call came back (mprpc_call_done): answer it, unless its
+ * connection is gone or the caller's deadline has passed (then nobody waits
+ * for the answer: it is dropped and counted). */
+static void mprpc__call_finish_deferred(mprpc__loop *l, mprpc_call *call)
+{
+    mprpc__conn *c = call->conn;
+    uint64_t now = mprpc__now_ms();
+    mprpc__deferred_remove(l, call);
+    if (c->state != MPRPC__CONN_CLOSED && c->state != MPRPC__CONN_LINGERING) {
+        if (call->deadline_ms && now > call->deadline_ms) {
+            MPRPC__ADD(&l->stats.deadline_dropped, 1);
+            MPRPC_LOG_DEBUG("fd %d: %s.%s call_id %llu finished %llu ms after its deadline: answer dropped",
+                            c->fd, call->service->name, call->method->name,
+                            (unsigned long long)call->call_id,
+                            (unsigned long long)(now - call->deadline_ms));
+        } else {
+            mprpc__reply(c, call);
+        }
+    }
+    mprpc__call_put(l, call);
+    mprpc__conn_settle(c, now);
+}
+
+/* drain_timeout_ms passed: every deferred call still out is abandoned (its
+ * later mprpc_call_done frees it) and every connection closed. A call already
+ * posted stays: the loop answers it on its next wake. */
+static void mprpc__loop_abandon(mprpc__loop *l)
+{
+    mprpc_call *call = l->deferred, *next, *kept = NULL;
+    int abandoned = 0;
+    for (; call; call = next) {
+        int expected = MPRPC__CALL_DEFERRED;
+        next = call->next;
+        mprpc__deferred_remove(l, call); /* before the exchange: after it the call is not ours */
+        if (__atomic_compare_exchange_n(&call->state, &expected, MPRPC__CALL_ABANDONED, 0,
+                                        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+            abandoned++;
+            continue;
+        }
+        call->posted_next = kept;
+        kept = call;
+    }
+    for (; kept; kept = next) { /* posted meanwhile: still ours */
+        next = kept->posted_next;
+        mprpc__deferred_add(l, kept);
+    }
+    if (abandoned || l->nconns)
+        MPRPC_LOG_WARN("loop %d: drain_timeout_ms %d passed: abandoning %d deferred call(s), closing %zu "
+                       "connection(s)", l->index, l->srv->cfg.drain_timeout_ms, abandoned, l->nconns);
+    MPRPC__ADD(&l->stats.abandoned, (uint64_t)abandoned);
+    while (l->conns) mprpc__conn_close(l->conns);
+}
+
+/* ------------------------------------------------------------------------ */
+/* -- 7e. the loop thread: wake-ups, timers, draining ---------------------- */
+/* ------------------------------------------------------------------------ */
+
+/* The stop reached this loop: requests already read are served; anything
+ * read from now on is refused with SHUTDOWN. */
+static void mprpc__loop_begin_drain(mprpc__loop *l, uint64_t now)
+{
+    mprpc__conn *c, *next;
+    l->draining = 1;
+    l->drain_deadline_ms = now + (uint64_t)l->srv->cfg.drain_timeout_ms;
+    for (c = l->conns; c; c = next) {
+        next = c->next;
+        if (c->state == MPRPC__CONN_SERVING) {
+            c->state = MPRPC__CONN_REFUSING;
+            c->refuse_status = MPRPC_ERR_SHUTDOWN;
+            c->in_before_stop = mprpc_buf_readable(&c->in);
+            c->until_ms = now + MPRPC__DRAIN_QUIET_MS;
+        }
+        mprpc__conn_settle(c, now);
+    }
+}
 
 static void mprpc__loop_on_wake(mprpc__loop *l)
 {
@@ -2217,138 +2713,38 @@ static void mprpc__loop_on_wake(mprpc__loop *l)
     do n = read(l->wakefd, &v, sizeof v); while (n < 0 && errno == EINTR);
     pthread_mutex_lock(&l->mu);
     in = l->incoming;
-    done = l->completed;
+    done = l->posted;
     drain = l->drain_requested;
     l->incoming = NULL;
-    l->completed = NULL;
+    l->posted = NULL;
     pthread_mutex_unlock(&l->mu);
     for (; in; in = next) {
         next = in->next;
         mprpc__conn_attach(l, in);
     }
     for (; done; done = cnext) {
-        cnext = done->next;
-        mprpc__call_finish_deferred(done);
+        cnext = done->posted_next;
+        mprpc__call_finish_deferred(l, done);
     }
-    if (drain && !l->draining) mprpc__loop_begin_drain(l);
+    if (drain && !l->draining) mprpc__loop_begin_drain(l, mprpc__now_ms());
 }
 
-/* ---- accepting (loop 0) ---- */
-
-/* Out of file descriptors, listening stops for this long when even the spare
- * descriptor cannot shed the pending connection (another thread took the
- * slot): level-triggered epoll would otherwise report the listener forever. */
-#define MPRPC__ACCEPT_PAUSE_MS 100
-
-static void mprpc__accept_watch(mprpc__loop *l, int on)
-{
-    mprpc_server *srv = l->srv;
-    struct epoll_event ev;
-    memset(&ev, 0, sizeof ev);
-    ev.events = EPOLLIN;
-    ev.data.ptr = &srv->listen_fd;
-    epoll_ctl(l->epfd, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, srv->listen_fd, &ev);
-    srv->accept_paused_until_ms = on ? 0 : mprpc__now_ms() + MPRPC__ACCEPT_PAUSE_MS;
-}
-
-/* Out of file descriptors: give up the spare one to accept and drop the
- * pending connection, so it does not sit in the backlog making epoll spin. */
-static void mprpc__shed_connection(mprpc__loop *l)
-{
-    mprpc_server *srv = l->srv;
-    int fd = -1;
-    if (srv->spare_fd >= 0) {
-        close(srv->spare_fd);
-        fd = accept(srv->listen_fd, NULL, NULL);
-        if (fd >= 0) close(fd);
-    }
-    srv->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    MPRPC__ADD(&l->stats.connections_rejected, 1);
-    if (fd < 0 || srv->spare_fd < 0) {
-        MPRPC_LOG_WARN("out of file descriptors: not accepting for %d ms", MPRPC__ACCEPT_PAUSE_MS);
-        mprpc__accept_watch(l, 0);
-    }
-}
-
-static void mprpc__accept_ready(mprpc__loop *l)
-{
-    mprpc_server *srv = l->srv;
-    int i, one = 1;
-    for (i = 0; i < MPRPC__ACCEPTS_PER_WAKE && srv->listen_fd >= 0; i++) {
-        mprpc__conn *c;
-        mprpc__loop *target;
-        int fd = accept4(srv->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno == EINTR || errno == ECONNABORTED) continue;
-            if (errno == EMFILE || errno == ENFILE) {
-                MPRPC_LOG_WARN("accept: %s: shedding a connection", strerror(errno));
-                mprpc__shed_connection(l);
-                if (srv->accept_paused_until_ms) return;
-                continue;
-            }
-            if (errno != EAGAIN && errno != EWOULDBLOCK) MPRPC_LOG_WARN("accept: %s", strerror(errno));
-            return;
-        }
-        if (MPRPC__LOAD(&srv->open_conns) >= (uint64_t)srv->cfg.max_connections ||
-            !(c = (mprpc__conn *)mprpc__zalloc(sizeof *c))) {
-            MPRPC__ADD(&l->stats.connections_rejected, 1); /* counted before the peer can see it */
-            close(fd);
-            continue;
-        }
-        c->fd = fd;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        MPRPC__ADD(&srv->open_conns, 1);
-        MPRPC__ADD(&l->stats.connections_accepted, 1);
-        target = &srv->loops[srv->next_loop++ % (unsigned)srv->nloops];
-        MPRPC__ADD(&target->stats.connections_open, 1);
-        if (target == l) {
-            mprpc__conn_attach(l, c);
-            continue;
-        }
-        pthread_mutex_lock(&target->mu);
-        c->next = target->incoming;
-        target->incoming = c;
-        pthread_mutex_unlock(&target->mu);
-        mprpc__loop_wake(target);
-    }
-}
-
-/* ---- timers and shutdown ---- */
-
+/* Timers: idle connections and unfinished frames end; every connection is
+ * settled, so time-based transitions (refusing, lingering) happen. */
 static void mprpc__loop_sweep(mprpc__loop *l, uint64_t now)
 {
     int idle = l->srv->cfg.idle_timeout_ms;
     mprpc__conn *c, *next;
-    if (idle <= 0) return;
     for (c = l->conns; c; c = next) {
         next = c->next;
-        if (c->inflight > 0) continue;
-        if (now - c->last_active_ms > (uint64_t)idle ||
-            (c->partial_since_ms && now - c->partial_since_ms > (uint64_t)idle)) {
+        if (idle > 0 && c->inflight == 0 && c->state != MPRPC__CONN_LINGERING &&
+            (now - c->last_active_ms > (uint64_t)idle ||
+             (c->partial_since_ms && now - c->partial_since_ms > (uint64_t)idle))) {
             MPRPC_LOG_DEBUG("fd %d: idle or unfinished frame for %d ms, closing", c->fd, idle);
-            mprpc__conn_close(c);
+            mprpc__conn_finish(c);
+            if (c->state == MPRPC__CONN_FINISHING) mprpc_buf_free(&c->in); /* never completes */
         }
-    }
-}
-
-static void mprpc__loop_begin_drain(mprpc__loop *l)
-{
-    mprpc_server *srv = l->srv;
-    mprpc__conn *c, *next;
-    l->draining = 1;
-    l->drain_deadline_ms = mprpc__now_ms() + (uint64_t)srv->cfg.drain_timeout_ms;
-    if (l->index == 0 && srv->listen_fd >= 0) { /* refuse new connections from now on */
-        epoll_ctl(l->epfd, EPOLL_CTL_DEL, srv->listen_fd, NULL);
-        close(srv->listen_fd);
-        srv->listen_fd = -1;
-    }
-    for (c = l->conns; c; c = next) {
-        next = c->next;
-        /* requests already sent are accepted calls: read them once, answer them */
-        if (mprpc__conn_can_take(c)) mprpc__conn_on_readable(c);
-        if (c->closed) continue;
-        c->eof = 1; /* read no more; answer what is buffered, then close */
-        mprpc__conn_send_staged(c);
+        mprpc__conn_settle(c, now);
     }
 }
 
@@ -2356,55 +2752,43 @@ static void mprpc__loop_begin_drain(mprpc__loop *l)
  * its own is outstanding (those point into this loop). */
 static int mprpc__loop_drained(mprpc__loop *l, uint64_t now)
 {
-    if (now >= l->drain_deadline_ms) {
-        while (l->conns) mprpc__conn_close(l->conns);
+    if (now >= l->drain_deadline_ms && (l->conns || l->deferred)) mprpc__loop_abandon(l);
+    return l->nconns == 0 && l->deferred == NULL;
+}
+
+static void mprpc__loop_dispatch(mprpc__loop *l, struct epoll_event *evs, int n)
+{
+    int i;
+    for (i = 0; i < n; i++) {
+        if (evs[i].data.ptr == &l->wakefd) mprpc__loop_on_wake(l);
+        else mprpc__conn_on_event((mprpc__conn *)evs[i].data.ptr, evs[i].events);
     }
-    return l->nconns == 0 && l->outstanding == 0;
 }
 
 /* The event loop: one per thread. Each iteration waits for events (at most
- * until the next idle sweep), handles them, then frees the connections
- * closed during the iteration. */
+ * until the next sweep), handles them, frees the connections closed during
+ * the iteration, then runs the timers. */
 static void *mprpc__loop_main(void *arg)
 {
     mprpc__loop *l = (mprpc__loop *)arg;
-    mprpc_server *srv = l->srv;
     struct epoll_event evs[64];
-    int tick = srv->cfg.idle_timeout_ms > 0 && srv->cfg.idle_timeout_ms < 4000
-               ? (srv->cfg.idle_timeout_ms + 3) / 4 : 1000;
     sigset_t all;
     sigfillset(&all); /* signals belong to the application's threads */
     pthread_sigmask(SIG_BLOCK, &all, NULL);
     for (;;) {
         uint64_t now;
-        int i, n = epoll_wait(l->epfd, evs, 64,
-                              l->draining ? 20 : srv->accept_paused_until_ms && l->index == 0
-                                                 ? MPRPC__ACCEPT_PAUSE_MS : tick);
-        if (n < 0 && errno != EINTR) {
-            MPRPC_LOG_ERROR("loop %d: epoll_wait: %s", l->index, strerror(errno));
+        int n = mprpc__ep_wait(l, evs, 64, l->draining ? 20 : l->tick_ms);
+        if (n < 0) {
+            MPRPC_LOG_ERROR("loop %d: epoll_wait: %s; the loop stops", l->index, strerror(errno));
+            mprpc__loop_abandon(l);
             break;
         }
-        for (i = 0; i < n; i++) {
-            void *p = evs[i].data.ptr;
-            mprpc__conn *c = (mprpc__conn *)p;
-            if (p == &l->wakefd) { mprpc__loop_on_wake(l); continue; }
-            if (p == &srv->listen_fd) { mprpc__accept_ready(l); continue; }
-            if (c->closed) continue;
-            if ((evs[i].events & (EPOLLHUP | EPOLLERR)) && !(evs[i].events & EPOLLIN)) {
-                mprpc__conn_close(c); /* both directions gone: nobody can read our replies */
-                continue;
-            }
-            if (evs[i].events & EPOLLIN) mprpc__conn_on_readable(c);
-            if (!c->closed && (evs[i].events & EPOLLOUT)) mprpc__conn_on_writable(c);
-        }
+        mprpc__loop_dispatch(l, evs, n);
         mprpc__conn_free_dead(l);
         now = mprpc__now_ms();
-        if (l->index == 0 && srv->accept_paused_until_ms && now >= srv->accept_paused_until_ms &&
-            srv->listen_fd >= 0 && !l->draining)
-            mprpc__accept_watch(l, 1);
-        if (now >= l->next_sweep_ms) {
+        if (now >= l->next_sweep_ms || l->draining) {
             mprpc__loop_sweep(l, now);
-            l->next_sweep_ms = now + (uint64_t)tick;
+            l->next_sweep_ms = now + (uint64_t)l->tick_ms;
         }
         if (l->draining && mprpc__loop_drained(l, now)) break;
     }
@@ -2412,7 +2796,153 @@ static void *mprpc__loop_main(void *arg)
     return NULL;
 }
 
-/* ---- server lifecycle ---- */
+/* Releases what the loop holds; its stats stay readable. */
+static void mprpc__loop_uninit(mprpc__loop *l)
+{
+    mprpc_call *call, *next;
+    mprpc__conn *c, *cnext;
+    while (l->conns) mprpc__conn_close(l->conns);
+    mprpc__conn_free_dead(l);
+    for (c = l->incoming; c; c = cnext) { /* handed over after the loop had stopped */
+        cnext = c->next;
+        close(c->fd);
+        MPRPC__ADD(c->counted_open ? &l->srv->open_conns : &l->srv->refused_conns, (uint64_t)-1);
+        MPRPC_FREE(c);
+    }
+    l->incoming = NULL;
+    for (call = l->free_calls; call; call = next) {
+        next = call->next;
+        MPRPC_FREE(call);
+    }
+    l->free_calls = NULL;
+    __atomic_store_n(&l->stats.call_pool_bytes, 0, __ATOMIC_RELAXED);
+    l->nfree = 0;
+    if (l->epfd >= 0) close(l->epfd);
+    if (l->wakefd >= 0) close(l->wakefd);
+    l->epfd = l->wakefd = -1;
+    MPRPC_FREE(l->rbuf);
+    l->rbuf = NULL;
+    pthread_mutex_destroy(&l->mu);
+}
+
+/* ------------------------------------------------------------------------ */
+/* -- 7f. accept: a thread of its own ------------------------------------- */
+/* ------------------------------------------------------------------------ */
+
+/* Accepting has a thread of its own rather than riding on loop 0 (or every
+ * loop with SO_REUSEPORT/EPOLLEXCLUSIVE): a handler that blocks its loop can
+ * then never stop new connections from being served by the other loops;
+ * max_connections, the spare descriptor and the accept pause stay in one
+ * thread (no shared state to race on, no per-loop listener the kernel would
+ * keep feeding while that loop is stuck); and the same thread waits for
+ * mprpc_server_stop and runs the drain, whether the server was started with
+ * start or run. It costs one mostly idle thread. */
+
+/* Out of file descriptors: give up the spare one to accept and drop the
+ * pending connection, so it does not sit in the backlog making poll spin.
+ * Returns 0, or until when accepting pauses (the spare could not be had
+ * back: polling the listener would spin). */
+static uint64_t mprpc__accept_shed(mprpc_server *srv)
+{
+    int fd = -1;
+    if (srv->spare_fd >= 0) {
+        close(srv->spare_fd);
+        fd = accept(srv->listen_fd, NULL, NULL);
+        if (fd >= 0) close(fd);
+    }
+    srv->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    MPRPC__ADD(&srv->accept_stats.connections_rejected, 1);
+    if (fd >= 0 && srv->spare_fd >= 0) return 0;
+    MPRPC__ADD(&srv->accept_stats.accept_pauses, 1);
+    MPRPC_LOG_WARN("out of file descriptors: not accepting for %d ms", MPRPC__ACCEPT_PAUSE_MS);
+    return mprpc__now_ms() + MPRPC__ACCEPT_PAUSE_MS;
+}
+
+/* A new connection: served, held to refuse its requests (over max_connections,
+ * or the server stops), or closed at once when even that bound is reached. */
+static void mprpc__accept_one(mprpc_server *srv, int fd, int stopping)
+{
+    int one = 1, over = MPRPC__LOAD(&srv->open_conns) >= (uint64_t)srv->cfg.max_connections;
+    mprpc__conn *c = NULL;
+    if ((!over && !stopping) || MPRPC__LOAD(&srv->refused_conns) < MPRPC__REFUSED_MAX)
+        c = (mprpc__conn *)mprpc__zalloc(sizeof *c);
+    if (!c) {
+        MPRPC__ADD(&srv->accept_stats.connections_rejected, 1); /* counted before the peer can see it */
+        close(fd);
+        return;
+    }
+    c->fd = fd;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (over || stopping) {
+        c->state = MPRPC__CONN_REFUSING;
+        c->refuse_status = stopping ? MPRPC_ERR_SHUTDOWN : MPRPC_ERR_BUSY;
+        c->until_ms = mprpc__now_ms() + (stopping ? MPRPC__DRAIN_QUIET_MS : MPRPC__BUSY_GRACE_MS);
+        MPRPC__ADD(&srv->refused_conns, 1);
+        MPRPC__ADD(&srv->accept_stats.connections_rejected, 1);
+    } else {
+        c->counted_open = 1;
+        MPRPC__ADD(&srv->open_conns, 1);
+        MPRPC__ADD(&srv->accept_stats.connections_accepted, 1);
+    }
+    mprpc__loop_hand_over(&srv->loops[srv->next_loop++ % (unsigned)srv->nloops], c);
+}
+
+/* Accepts what is pending, at most max. Returns 0, or until when to pause. */
+static uint64_t mprpc__accept_batch(mprpc_server *srv, int max, int stopping)
+{
+    int i;
+    for (i = 0; i < max; i++) {
+        int fd = accept4(srv->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd >= 0) {
+            mprpc__accept_one(srv, fd, stopping);
+            continue;
+        }
+        if (errno == EINTR || errno == ECONNABORTED) continue;
+        if (errno == EMFILE || errno == ENFILE) {
+            uint64_t pause = mprpc__accept_shed(srv);
+            if (pause) return pause;
+            continue;
+        }
+        if (errno != EAGAIN && errno != EWOULDBLOCK) MPRPC_LOG_WARN("accept: %s", strerror(errno));
+        return 0;
+    }
+    return 0;
+}
+
+static void mprpc__server_drain(mprpc_server *srv);
+
+/* Waits for the listener or the stop; the accept pause is a local of this
+ * thread. Then drains the server. */
+static void *mprpc__acceptor_main(void *arg)
+{
+    mprpc_server *srv = (mprpc_server *)arg;
+    uint64_t paused_until = 0;
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);
+    while (!__atomic_load_n(&srv->stop_requested, __ATOMIC_SEQ_CST)) {
+        struct pollfd pf[2];
+        uint64_t now = mprpc__now_ms();
+        int timeout = -1, n;
+        if (paused_until && now >= paused_until) paused_until = 0;
+        if (paused_until) timeout = (int)(paused_until - now);
+        pf[0].fd = srv->stop_fd;
+        pf[1].fd = paused_until ? -1 : srv->listen_fd; /* a negative fd is skipped */
+        pf[0].events = pf[1].events = POLLIN;
+        pf[0].revents = pf[1].revents = 0;
+        n = poll(pf, 2, timeout);
+        if (n < 0 && errno != EINTR) {
+            MPRPC_LOG_ERROR("acceptor: poll: %s; stopping the server", strerror(errno));
+            break;
+        }
+        if (n > 0 && pf[1].revents) paused_until = mprpc__accept_batch(srv, MPRPC__ACCEPTS_PER_WAKE, 0);
+    }
+    mprpc__server_drain(srv);
+    return NULL;
+}
+/* ------------------------------------------------------------------------ */
+/* -- 7g. lifecycle: new, start, run, stop, free --------------------------- */
+/* ------------------------------------------------------------------------ */
 
 MPRPCDEF mprpc_status mprpc_server_new(mprpc_server **out, const mprpc_config *cfg)
 {
@@ -2422,9 +2952,31 @@ MPRPCDEF mprpc_status mprpc_server_new(mprpc_server **out, const mprpc_config *c
     srv = (mprpc_server *)mprpc__zalloc(sizeof *srv);
     if (!srv) return MPRPC_ERR_NO_MEMORY;
     srv->cfg = *cfg;
-    srv->listen_fd = srv->spare_fd = srv->stop_fd = -1;
+    srv->listen_fd = srv->spare_fd = -1;
+    srv->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK); /* before start: stop may come any time */
+    if (srv->stop_fd < 0) {
+        MPRPC_FREE(srv);
+        return MPRPC_ERR_IO;
+    }
+    pthread_mutex_init(&srv->life_mu, NULL);
+    pthread_cond_init(&srv->life_cv, NULL);
+    srv->state = MPRPC__SRV_NEW;
     *out = srv;
     return MPRPC_OK;
+}
+
+static void mprpc__srv_set_state(mprpc_server *srv, int state)
+{
+    pthread_mutex_lock(&srv->life_mu);
+    __atomic_store_n(&srv->state, state, __ATOMIC_RELEASE);
+    pthread_cond_broadcast(&srv->life_cv);
+    pthread_mutex_unlock(&srv->life_mu);
+}
+
+/* Waits (life_mu held) until the state is none of the two given. */
+static void mprpc__srv_wait_while(mprpc_server *srv, int a, int b)
+{
+    while (srv->state == a || srv->state == b) pthread_cond_wait(&srv->life_cv, &srv->life_mu);
 }
 
 static mprpc_status mprpc__listen(mprpc_server *srv)
@@ -2452,59 +3004,6 @@ static mprpc_status mprpc__listen(mprpc_server *srv)
     srv->listen_fd = fd;
     srv->port = ntohs(sa.sin_port);
     return MPRPC_OK;
-}
-
-static mprpc_status mprpc__loop_init(mprpc_server *srv, mprpc__loop *l, int index)
-{
-    struct epoll_event ev;
-    memset(l, 0, sizeof *l);
-    l->srv = srv;
-    l->index = index;
-    l->epfd = l->wakefd = -1;
-    pthread_mutex_init(&l->mu, NULL);
-    l->epfd = epoll_create1(EPOLL_CLOEXEC);
-    l->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    l->rbuf = (uint8_t *)MPRPC_MALLOC(MPRPC__READ_CHUNK);
-    if (l->epfd < 0 || l->wakefd < 0 || !l->rbuf) {
-        mprpc__srv_fail(srv, "loop %d: cannot create epoll/eventfd/buffer: %s", index, strerror(errno));
-        return MPRPC_ERR_IO;
-    }
-    memset(&ev, 0, sizeof ev);
-    ev.events = EPOLLIN;
-    ev.data.ptr = &l->wakefd;
-    if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->wakefd, &ev) != 0) goto fail;
-    if (index == 0) {
-        ev.data.ptr = &srv->listen_fd;
-        if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, srv->listen_fd, &ev) != 0) goto fail;
-    }
-    return MPRPC_OK;
-fail:
-    mprpc__srv_fail(srv, "loop %d: epoll_ctl: %s", index, strerror(errno));
-    return MPRPC_ERR_IO;
-}
-
-static void mprpc__loop_uninit(mprpc__loop *l)
-{
-    mprpc_call *call, *next;
-    mprpc__conn *c, *cnext;
-    while (l->conns) mprpc__conn_close(l->conns);
-    mprpc__conn_free_dead(l);
-    for (c = l->incoming; c; c = cnext) { /* accepted for this loop after it had stopped */
-        cnext = c->next;
-        close(c->fd);
-        MPRPC_FREE(c);
-    }
-    l->incoming = NULL;
-    for (call = l->free_calls; call; call = next) {
-        next = call->next;
-        MPRPC_FREE(call);
-    }
-    l->free_calls = NULL;
-    if (l->epfd >= 0) close(l->epfd);
-    if (l->wakefd >= 0) close(l->wakefd);
-    MPRPC_FREE(l->rbuf);
-    mprpc_buf_free(&l->wbuf);
-    pthread_mutex_destroy(&l->mu);
 }
 
 /* ZooKeeper registration once calls can be served. */
@@ -2535,62 +3034,63 @@ static mprpc_status mprpc__server_publish(mprpc_server *srv)
     return MPRPC_OK;
 }
 
-static void mprpc__server_teardown(mprpc_server *srv);
-
-MPRPCDEF mprpc_status mprpc_server_start(mprpc_server *srv)
+/* Sockets, loops and their threads, then the acceptor. */
+static mprpc_status mprpc__server_open(mprpc_server *srv)
 {
     mprpc_status st;
     int i;
-    if (!srv) return MPRPC_ERR_INVALID_ARGUMENT;
-    if (srv->started) return MPRPC_OK;
-    if (srv->shut_down) { /* its loops and sockets are gone: start again with a new server */
-        mprpc__srv_fail(srv, "this server has stopped (or failed to start); create a new one");
-        return MPRPC_ERR_INVALID_ARGUMENT;
-    }
-    srv->error[0] = '\0';
     if (mprpc_config_validate(&srv->cfg) != MPRPC_OK) {
         mprpc__srv_fail(srv, "%s", srv->cfg.error);
         return MPRPC_ERR_CONFIG;
     }
     st = mprpc__routes_build(srv);
     if (st == MPRPC_OK) st = mprpc__listen(srv);
-    if (st == MPRPC_OK) {
-        srv->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-        srv->stop_fd = eventfd(0, EFD_CLOEXEC);
-        srv->nloops = srv->cfg.io_threads;
-        srv->loops = (mprpc__loop *)MPRPC_MALLOC((size_t)srv->nloops * sizeof *srv->loops);
-        if (!srv->loops || srv->stop_fd < 0) st = MPRPC_ERR_NO_MEMORY;
-        for (i = 0; st == MPRPC_OK && i < srv->nloops; i++) st = mprpc__loop_init(srv, &srv->loops[i], i);
-        if (st != MPRPC_OK) srv->nloops = i; /* only those initialised get torn down */
+    if (st != MPRPC_OK) return st;
+    srv->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    srv->loops = (mprpc__loop *)mprpc__zalloc((size_t)srv->cfg.io_threads * sizeof *srv->loops);
+    if (!srv->loops) return MPRPC_ERR_NO_MEMORY;
+    for (i = 0; i < srv->cfg.io_threads; i++) {
+        st = mprpc__loop_init(srv, &srv->loops[srv->nloops], i);
+        srv->nloops++; /* every loop initialised (even partly) is torn down */
+        if (st != MPRPC_OK) return st;
     }
-    for (i = 0; st == MPRPC_OK && i < srv->nloops; i++) {
+    for (i = 0; i < srv->nloops; i++) {
         if (mprpc__thread_start(&srv->loops[i].thread, mprpc__loop_main, &srv->loops[i]) != 0) {
-            mprpc__srv_fail(srv, "cannot start loop thread %d", i);
-            st = MPRPC_ERR_IO;
-            break;
+            mprpc__srv_fail(srv, "cannot start loop thread %d of %d", i, srv->nloops);
+            return MPRPC_ERR_IO;
         }
         srv->loops[i].thread_started = 1;
     }
-    srv->started = 1;
-    if (st == MPRPC_OK) st = mprpc__server_publish(srv);
-    if (st != MPRPC_OK) {
-        mprpc__server_teardown(srv);
-        srv->started = 0;
-        return st;
+    if (mprpc__thread_start(&srv->acceptor, mprpc__acceptor_main, srv) != 0) {
+        mprpc__srv_fail(srv, "cannot start the acceptor thread");
+        return MPRPC_ERR_IO;
     }
-    MPRPC_LOG_INFO("serving %zu service(s) on %s:%d with %d loop(s)", srv->nservices,
-                   srv->cfg.rpcserver_ip, srv->port, srv->nloops);
+    srv->acceptor_started = 1;
     return MPRPC_OK;
 }
 
-/* Graceful stop: deregister, drain every loop, join, release everything. */
-static void mprpc__server_teardown(mprpc_server *srv)
+static void mprpc__join(pthread_t t, const char *what, int index)
+{
+    int rc = pthread_join(t, NULL);
+    if (rc != 0) MPRPC_LOG_ERROR("pthread_join %s %d: %s", what, index, strerror(rc));
+}
+
+/* Graceful stop (on the acceptor thread, or inline when start failed):
+ * deregister, refuse what waits in the backlog, drain every loop, join,
+ * release everything but the loops' stats. */
+static void mprpc__server_drain(mprpc_server *srv)
 {
     int i;
-    if (srv->shut_down) return;
-    srv->shut_down = 1;
+    pthread_mutex_lock(&srv->life_mu);
+    mprpc__srv_wait_while(srv, MPRPC__SRV_STARTING, -1); /* start finishes first (it may publish) */
+    pthread_mutex_unlock(&srv->life_mu);
+    mprpc__srv_set_state(srv, MPRPC__SRV_STOPPING);
     mprpc__registry_close(srv->registry); /* callers stop picking us before we close */
     srv->registry = NULL;
+    if (srv->listen_fd >= 0 && srv->nloops > 0 && srv->loops[srv->nloops - 1].thread_started)
+        mprpc__accept_batch(srv, 1024, 1); /* each answered SHUTDOWN rather than reset */
+    if (srv->listen_fd >= 0) close(srv->listen_fd);
+    srv->listen_fd = -1;
     for (i = 0; i < srv->nloops; i++) {
         mprpc__loop *l = &srv->loops[i];
         pthread_mutex_lock(&l->mu);
@@ -2599,27 +3099,86 @@ static void mprpc__server_teardown(mprpc_server *srv)
         mprpc__loop_wake(l);
     }
     for (i = 0; i < srv->nloops; i++)
-        if (srv->loops[i].thread_started) pthread_join(srv->loops[i].thread, NULL);
+        if (srv->loops[i].thread_started) mprpc__join(srv->loops[i].thread, "loop", i);
     for (i = 0; i < srv->nloops; i++) mprpc__loop_uninit(&srv->loops[i]);
-    MPRPC_FREE(srv->loops);
-    srv->loops = NULL;
-    srv->nloops = 0;
-    if (srv->listen_fd >= 0) close(srv->listen_fd);
     if (srv->spare_fd >= 0) close(srv->spare_fd);
-    srv->listen_fd = srv->spare_fd = -1;
+    srv->spare_fd = -1;
     MPRPC_LOG_INFO("provider on port %d stopped", srv->port);
+    mprpc__srv_set_state(srv, MPRPC__SRV_STOPPED);
+}
+
+/* NEW -> STARTING, or why not. *running: it already runs (start is a no-op). */
+static mprpc_status mprpc__server_claim_start(mprpc_server *srv, int *running)
+{
+    mprpc_status st = MPRPC_OK;
+    *running = 0;
+    pthread_mutex_lock(&srv->life_mu);
+    if (srv->state == MPRPC__SRV_RUNNING) {
+        *running = 1;
+    } else if (srv->state != MPRPC__SRV_NEW) { /* its loops and sockets are gone, or going */
+        st = MPRPC_ERR_INVALID_ARGUMENT;
+    } else if (__atomic_load_n(&srv->stop_requested, __ATOMIC_SEQ_CST)) {
+        __atomic_store_n(&srv->state, MPRPC__SRV_STOPPED, __ATOMIC_RELEASE);
+        st = MPRPC_ERR_SHUTDOWN;
+    } else {
+        __atomic_store_n(&srv->state, MPRPC__SRV_STARTING, __ATOMIC_RELEASE);
+    }
+    pthread_mutex_unlock(&srv->life_mu);
+    if (st == MPRPC_ERR_INVALID_ARGUMENT)
+        mprpc__srv_fail(srv, "this server has stopped (or failed to start, or is starting); create a new one");
+    if (st == MPRPC_ERR_SHUTDOWN)
+        mprpc__srv_fail(srv, "mprpc_server_stop was called before start: not starting");
+    return st;
+}
+
+/* Start failed half-way: tear down what exists, through the acceptor when it runs. */
+static void mprpc__server_abort_start(mprpc_server *srv)
+{
+    mprpc__srv_set_state(srv, MPRPC__SRV_STOPPING);
+    if (!srv->acceptor_started) {
+        mprpc__server_drain(srv);
+        return;
+    }
+    mprpc_server_stop(srv);
+    mprpc__join(srv->acceptor, "acceptor", 0);
+    srv->acceptor_started = 0;
+}
+
+MPRPCDEF mprpc_status mprpc_server_start(mprpc_server *srv)
+{
+    mprpc_status st;
+    int running;
+    if (!srv) return MPRPC_ERR_INVALID_ARGUMENT;
+    st = mprpc__server_claim_start(srv, &running);
+    if (st != MPRPC_OK || running) return st;
+    srv->error[0] = '\0';
+    st = mprpc__server_open(srv);
+    if (st == MPRPC_OK) st = mprpc__server_publish(srv);
+    if (st != MPRPC_OK) {
+        mprpc__server_abort_start(srv);
+        return st;
+    }
+    MPRPC_LOG_INFO("serving %zu service(s) on %s:%d with %d loop(s)", srv->nservices,
+                   srv->cfg.rpcserver_ip, srv->port, srv->nloops);
+    mprpc__srv_set_state(srv, MPRPC__SRV_RUNNING); /* a stop that came meanwhile drains now */
+    return MPRPC_OK;
 }
 
 MPRPCDEF mprpc_status mprpc_server_run(mprpc_server *srv)
 {
-    mprpc_status st = mprpc_server_start(srv);
-    if (st != MPRPC_OK) return st;
-    while (!__atomic_load_n(&srv->stop_requested, __ATOMIC_SEQ_CST)) {
-        uint64_t v;
-        ssize_t n = read(srv->stop_fd, &v, sizeof v);
-        if (n < 0 && errno != EINTR) break;
+    mprpc_status st;
+    if (!srv) return MPRPC_ERR_INVALID_ARGUMENT;
+    if (mprpc__srv_state(srv) == MPRPC__SRV_NEW) {
+        st = mprpc_server_start(srv);
+        if (st != MPRPC_OK) return st;
     }
-    mprpc__server_teardown(srv);
+    pthread_mutex_lock(&srv->life_mu);
+    srv->runners++;
+    while (srv->state != MPRPC__SRV_STOPPED && srv->state != MPRPC__SRV_NEW)
+        pthread_cond_wait(&srv->life_cv, &srv->life_mu);
+    srv->runners--;
+    pthread_cond_broadcast(&srv->life_cv);
+    pthread_mutex_unlock(&srv->life_mu);
     return MPRPC_OK;
 }
 
@@ -2629,16 +3188,42 @@ MPRPCDEF void mprpc_server_stop(mprpc_server *srv)
     uint64_t one = 1;
     if (!srv) return;
     __atomic_store_n(&srv->stop_requested, 1, __ATOMIC_SEQ_CST); /* lock-free: signal-safe */
-    if (srv->stop_fd >= 0 && write(srv->stop_fd, &one, sizeof one) < 0) { /* nothing to do */ }
+    if (write(srv->stop_fd, &one, sizeof one) < 0) { /* full counter: already signalled */ }
     errno = saved;
+}
+
+/* Is the calling thread one of the server's own (a handler's loop, the acceptor)? */
+static int mprpc__server_on_own_thread(mprpc_server *srv)
+{
+    pthread_t self = pthread_self();
+    int i, state = mprpc__srv_state(srv);
+    if (state == MPRPC__SRV_NEW || state == MPRPC__SRV_STARTING) return 0;
+    if (srv->acceptor_started && pthread_equal(self, srv->acceptor)) return 1;
+    for (i = 0; i < srv->nloops; i++)
+        if (srv->loops[i].thread_started && pthread_equal(self, srv->loops[i].thread)) return 1;
+    return 0;
 }
 
 MPRPCDEF void mprpc_server_free(mprpc_server *srv)
 {
     if (!srv) return;
+    if (mprpc__server_on_own_thread(srv)) { /* the drain would wait for this very thread */
+        mprpc_server_stop(srv);
+        mprpc__srv_fail(srv, "mprpc_server_free called on one of the server's own threads (from a "
+                        "handler?): refused; the server stops, free it from another thread");
+        return;
+    }
     mprpc_server_stop(srv);
-    if (srv->started) mprpc__server_teardown(srv);
-    if (srv->stop_fd >= 0) close(srv->stop_fd);
+    pthread_mutex_lock(&srv->life_mu);
+    while (srv->state == MPRPC__SRV_STARTING || srv->state == MPRPC__SRV_RUNNING ||
+           srv->state == MPRPC__SRV_STOPPING || srv->runners > 0)
+        pthread_cond_wait(&srv->life_cv, &srv->life_mu);
+    pthread_mutex_unlock(&srv->life_mu);
+    if (srv->acceptor_started) mprpc__join(srv->acceptor, "acceptor", 0);
+    close(srv->stop_fd);
+    pthread_cond_destroy(&srv->life_cv);
+    pthread_mutex_destroy(&srv->life_mu);
+    MPRPC_FREE(srv->loops);
     MPRPC_FREE(srv->routes);
     MPRPC_FREE((void *)srv->services);
     MPRPC_FREE(srv);
@@ -2654,24 +3239,39 @@ MPRPCDEF const char *mprpc_server_error(const mprpc_server *srv)
     return srv ? srv->error : "no server";
 }
 
-MPRPCDEF void mprpc_server_get_stats(mprpc_server *srv, mprpc_server_stats *out)
+static void mprpc__stats_add(mprpc_server_stats *out, const mprpc_server_stats *s)
 {
-    int i;
-    memset(out, 0, sizeof *out);
-    if (!srv || srv->shut_down) return;
-    for (i = 0; i < srv->nloops; i++) {
-        const mprpc_server_stats *s = &srv->loops[i].stats;
-        out->connections_accepted += MPRPC__LOAD(&s->connections_accepted);
-        out->connections_open += MPRPC__LOAD(&s->connections_open);
-        out->connections_rejected += MPRPC__LOAD(&s->connections_rejected);
-        out->calls += MPRPC__LOAD(&s->calls);
-        out->call_errors += MPRPC__LOAD(&s->call_errors);
-        out->protocol_errors += MPRPC__LOAD(&s->protocol_errors);
-        out->buffer_bytes += MPRPC__LOAD(&s->buffer_bytes);
-    }
+    out->connections_accepted += MPRPC__LOAD(&s->connections_accepted);
+    out->connections_rejected += MPRPC__LOAD(&s->connections_rejected);
+    out->accept_pauses += MPRPC__LOAD(&s->accept_pauses);
+    out->calls += MPRPC__LOAD(&s->calls);
+    out->call_errors += MPRPC__LOAD(&s->call_errors);
+    out->protocol_errors += MPRPC__LOAD(&s->protocol_errors);
+    out->expired += MPRPC__LOAD(&s->expired);
+    out->deadline_dropped += MPRPC__LOAD(&s->deadline_dropped);
+    out->refused += MPRPC__LOAD(&s->refused);
+    out->abandoned += MPRPC__LOAD(&s->abandoned);
+    out->deferred_pending += MPRPC__LOAD(&s->deferred_pending);
+    out->call_pool_bytes += MPRPC__LOAD(&s->call_pool_bytes);
+    out->buffer_bytes += MPRPC__LOAD(&s->buffer_bytes);
 }
 
-/* ---- the call object, seen from a handler ---- */
+MPRPCDEF void mprpc_server_get_stats(mprpc_server *srv, mprpc_server_stats *out)
+{
+    int i, state;
+    if (!out) return;
+    memset(out, 0, sizeof *out);
+    if (!srv) return;
+    state = mprpc__srv_state(srv); /* acquire: the loops are set up once RUNNING is seen */
+    mprpc__stats_add(out, &srv->accept_stats);
+    out->connections_open = MPRPC__LOAD(&srv->open_conns);
+    if (state == MPRPC__SRV_NEW || state == MPRPC__SRV_STARTING) return;
+    for (i = 0; i < srv->nloops; i++) mprpc__stats_add(out, &srv->loops[i].stats);
+}
+
+/* ------------------------------------------------------------------------ */
+/* -- 7h. the call, seen from a handler ------------------------------------ */
+/* ------------------------------------------------------------------------ */
 
 MPRPCDEF void mprpc_call_fail(mprpc_call *call, const char *fmt, ...)
 {
@@ -2684,17 +3284,40 @@ MPRPCDEF void mprpc_call_fail(mprpc_call *call, const char *fmt, ...)
 
 MPRPCDEF void mprpc_call_defer(mprpc_call *call)
 {
-    call->deferred = 1;
+    int expected = MPRPC__CALL_RUNNING;
+    if (!__atomic_compare_exchange_n(&call->state, &expected, MPRPC__CALL_DEFERRED, 0,
+                                     __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+        MPRPC_LOG_WARN("mprpc_call_defer on %s.%s: the call is not in its handler (state %d): ignored",
+                       call->service->name, call->method->name, expected);
 }
 
 MPRPCDEF void mprpc_call_done(mprpc_call *call)
 {
-    mprpc__loop *l = call->loop;
-    pthread_mutex_lock(&l->mu);
-    call->next = l->completed;
-    l->completed = call;
-    pthread_mutex_unlock(&l->mu);
-    mprpc__loop_wake(l);
+    int expected = MPRPC__CALL_DEFERRED;
+    if (!call) return;
+    if (__atomic_compare_exchange_n(&call->state, &expected, MPRPC__CALL_POSTED, 0,
+                                    __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+        mprpc__loop_post(call->loop, call);
+        return;
+    }
+    if (expected == MPRPC__CALL_ABANDONED) { /* the server gave up on it: this is the last reference */
+        MPRPC_LOG_DEBUG("mprpc_call_done on an abandoned call: freed, no answer sent");
+        MPRPC_FREE(call);
+        return;
+    }
+    MPRPC_LOG_ERROR("mprpc_call_done on %s.%s (call_id %llu): the call is %s: ignored",
+                    call->service->name, call->method->name, (unsigned long long)call->call_id,
+                    expected == MPRPC__CALL_RUNNING ? "not deferred (call mprpc_call_defer first)"
+                                                    : "already done");
+}
+
+MPRPCDEF int mprpc_call_time_left_ms(const mprpc_call *call)
+{
+    uint64_t now;
+    if (!call || call->deadline_ms == 0) return -1;
+    now = mprpc__now_ms();
+    if (now >= call->deadline_ms) return 0;
+    return call->deadline_ms - now > (uint64_t)INT_MAX ? INT_MAX : (int)(call->deadline_ms - now);
 }
 
 MPRPCDEF const char *mprpc_call_service(const mprpc_call *call)
@@ -2711,60 +3334,148 @@ MPRPCDEF const char *mprpc_call_method(const mprpc_call *call)
 /* == 8. channel ========================================================== */
 /* ======================================================================== */
 
-typedef struct mprpc__pconn {
-    int                  fd;
-    char                 addr[MPRPC_ADDR_MAX];
-    mprpc_buf            buf;
-    struct mprpc__pconn *next;
-} mprpc__pconn;
+/* How the caller side works. One I/O thread per channel runs epoll over every provider connection
+ * plus an eventfd for wake-ups.
+ *
+ *   caller threads (blocking and async)        the channel's I/O thread
+ *   resolve providers (registry, no lock)      reads replies, matches call_id -> call record
+ *   take a call record from the pool           decodes into the caller's response struct
+ *   encode the request into the record         completes: signals the blocking caller's cv
+ *   route: provider -> connection                or runs the async callback
+ *   append to the connection's output; send    times calls out (binary heap of deadlines)
+ *     at once if it was empty                  flushes output queued by callbacks once per turn
+ *   blocking: wait on the record's cv          retries unsent calls, ejects failing providers
+ *
+ * Locks. ch->mu guards the pool, the deadline heap, providers, services, connection lists, and every
+ * record's state and links. c->wmu guards one connection's output: buffer, byte counts, fd for sending.
+ * Order: ch->mu before c->wmu. A caller takes c->wmu before it lets ch->mu go (hand over hand), so the
+ * I/O thread, which closes a connection holding both, never sees a half-queued request. No lock is held
+ * across a registry call or a user callback. */
 
-struct mprpc_channel {
-    mprpc_config     cfg;
-    pthread_mutex_t  mu;        /* guards idle, open, registry */
-    pthread_cond_t   cv;        /* a pooled connection came back */
-    mprpc__pconn    *idle;
-    int              open;
-    uint64_t         next_call_id;
-    unsigned         next_provider;
-    mprpc__registry *registry;
-    char             direct_addr[MPRPC_ADDR_MAX];      /* "ip:port" when ZooKeeper is not used */
+#define MPRPC__REC_KEEP   (16 * 1024)  /* larger request buffers are given back when a record is freed */
+#define MPRPC__IO_TICK_MS 1000         /* the I/O thread looks at its timers at least this often */
+#define MPRPC__IO_EVENTS  64
+
+typedef enum mprpc__rec_state {
+    MPRPC__REC_FREE,      /* in the pool's free list */
+    MPRPC__REC_NEW,       /* taken by a caller, being encoded */
+    MPRPC__REC_ROUTED,    /* in the deadline heap; on a connection (or between two, being retried) */
+    MPRPC__REC_FINISHING, /* outcome known, in ctl; the I/O thread is about to complete it */
+    MPRPC__REC_DONE       /* blocking call completed: its caller returns the record */
+} mprpc__rec_state;
+
+typedef enum mprpc__pconn_state {
+    MPRPC__PCONN_CONNECTING,
+    MPRPC__PCONN_READY,
+    MPRPC__PCONN_DRAINING, /* the provider answered SHUTDOWN or BUSY: no new calls; closed when empty */
+    MPRPC__PCONN_CLOSED    /* fd closed; freed at the end of the I/O thread's turn */
+} mprpc__pconn_state;
+
+typedef enum mprpc__prov_state {
+    MPRPC__PROV_OK,
+    MPRPC__PROV_EJECTED, /* out of rotation until ejected_until */
+    MPRPC__PROV_PROBING  /* ejection over: one probe call decides */
+} mprpc__prov_state;
+
+typedef enum mprpc__chan_state { MPRPC__CHAN_RUNNING, MPRPC__CHAN_STOPPING } mprpc__chan_state;
+
+typedef struct mprpc__rec  mprpc__rec;
+typedef struct mprpc__pconn mprpc__pconn;
+typedef struct mprpc__prov mprpc__prov;
+
+struct mprpc__pconn {
+    mprpc__pconn_state state;        /* ch->mu */
+    int               seed;         /* v0: one call, the bare reply read until the provider closes */
+    mprpc__prov      *prov;
+    mprpc__pconn      *next;         /* prov->conns (ch->mu) */
+    mprpc__rec       *calls;        /* routed here and unanswered (ch->mu) */
+    int               ncalls;
+    unsigned          abandoned;    /* timed-out calls whose late reply may still come (ch->mu) */
+    uint64_t          connect_deadline;
+    pthread_mutex_t   wmu;
+    int               fd;           /* wmu to use or close; -1 once closed */
+    int               connected;    /* wmu: sending allowed */
+    int               out_armed;    /* wmu: EPOLLOUT is in the interest set */
+    mprpc_buf         out;          /* wmu */
+    uint64_t          written;      /* wmu: bytes sent since the connection opened */
+    mprpc_buf         in;           /* I/O thread only */
+    int               flush_listed; /* I/O thread only */
+    mprpc__pconn      *flush_next, *dead_next;
 };
 
-MPRPCDEF mprpc_status mprpc_channel_new(mprpc_channel **out, const mprpc_config *cfg)
-{
-    mprpc_channel *ch;
-    if (!out || !cfg) return MPRPC_ERR_INVALID_ARGUMENT;
-    *out = NULL;
-    ch = (mprpc_channel *)mprpc__zalloc(sizeof *ch);
-    if (!ch) return MPRPC_ERR_NO_MEMORY;
-    ch->cfg = *cfg;
-    mprpc__fmt(ch->direct_addr, sizeof ch->direct_addr, "%s:%d", cfg->rpcserver_ip, cfg->rpcserver_port);
-    pthread_mutex_init(&ch->mu, NULL);
-    pthread_cond_init(&ch->cv, NULL);
-    *out = ch;
-    return MPRPC_OK;
-}
+struct mprpc__prov {
+    char              addr[MPRPC_ADDR_MAX];
+    mprpc__prov_state state;
+    mprpc__pconn      *conns;
+    int               nconns;
+    int               fails;      /* consecutive failures */
+    int               ejections;  /* since the last success: the backoff exponent */
+    int               probe_out;  /* the probe call is in flight */
+    uint64_t          ejected_at, ejected_until;
+};
 
-static void mprpc__pconn_free(mprpc__pconn *pc)
-{
-    if (pc->fd >= 0) close(pc->fd);
-    mprpc_buf_free(&pc->buf);
-    MPRPC_FREE(pc);
-}
+typedef struct mprpc__svc {
+    char          key[2 * MPRPC_NAME_MAX + 2]; /* "Service", or "Service/Method" in the seed layout */
+    uint64_t      gen;                         /* the registry's generation of v */
+    mprpc__prov **v;
+    size_t        n;
+    unsigned      rr;
+} mprpc__svc;
 
-MPRPCDEF void mprpc_channel_free(mprpc_channel *ch)
-{
-    mprpc__pconn *pc, *next;
-    if (!ch) return;
-    for (pc = ch->idle; pc; pc = next) {
-        next = pc->next;
-        mprpc__pconn_free(pc);
-    }
-    mprpc__registry_close(ch->registry);
-    pthread_cond_destroy(&ch->cv);
-    pthread_mutex_destroy(&ch->mu);
-    MPRPC_FREE(ch);
-}
+struct mprpc__rec {
+    mprpc__rec_state  state;
+    uint32_t          idx, gen;   /* call_id = gen << 32 | (idx + 1): never 0, stale ids do not match */
+    size_t            heap_at;    /* index in ch->heap, or SIZE_MAX */
+    uint64_t          deadline;
+    int               timeout_ms, timeout_is_ctl;
+    int               attempts, probe, seed;
+    mprpc__svc       *svc;
+    mprpc__prov      *prov, *avoid;
+    mprpc__pconn      *conn;
+    mprpc__rec       *cprev, *cnext; /* conn->calls */
+    mprpc__rec       *next;          /* free list or the I/O thread's completion list */
+    uint64_t          end_off;       /* conn->appended once its frame is queued there; 0 = not queued */
+    mprpc_buf         req;           /* the encoded frame, kept for retries */
+    const pb_msgdesc_t *resp_fields;
+    void             *resp;
+    mprpc_controller *ctl;
+    mprpc_done_fn     done;          /* NULL: a blocking caller waits on cv */
+    void             *user;
+    pthread_cond_t    cv;
+};
+
+struct mprpc_channel {
+    mprpc_config      cfg;
+    pthread_mutex_t   mu;
+    mprpc__chan_state state;
+    pthread_t         io;
+    int               epfd, evfd;
+    int               seed_calls;   /* every call is a v0 call (seed layout, channel_protocol_version 0) */
+    uint64_t          wake_at;      /* mu: when the I/O thread looks at its timers next */
+    mprpc__rec      **recs;         /* the pool: channel_max_pending slots, records made on demand */
+    size_t            nrecs;
+    mprpc__rec       *free_recs;
+    mprpc__rec      **heap;         /* calls in flight by deadline */
+    size_t            nheap;
+    mprpc__svc      **svcs;
+    size_t            nsvcs;
+    mprpc__prov     **provs;        /* every provider ever named; kept until mprpc_channel_free */
+    size_t            nprovs;
+    int               nconns, nconnecting;
+    mprpc__svc       *direct;       /* no ZooKeeper: rpcserver_list or rpcserver_ip:port */
+    mprpc__registry  *registry;
+    int               registry_opening;
+    pthread_cond_t    registry_cv;
+    mprpc__rec       *done_head, *done_tail; /* I/O thread only */
+    mprpc__pconn      *flush, *dead;          /* I/O thread only */
+};
+
+typedef struct mprpc__call_args {
+    const char *service, *method;
+    const pb_msgdesc_t *req_fields, *resp_fields;
+    const void *req;
+    void *resp;
+} mprpc__call_args;
 
 static int mprpc__remaining_ms(uint64_t deadline)
 {
@@ -2772,21 +3483,459 @@ static int mprpc__remaining_ms(uint64_t deadline)
     return now >= deadline ? 0 : (int)(deadline - now);
 }
 
-/* Waits for fd to become ready for events, bounded by the deadline. */
-static mprpc_status mprpc__wait_fd(int fd, short events, uint64_t deadline)
+static int mprpc__on_io_thread(const mprpc_channel *ch)
 {
+    return pthread_equal(pthread_self(), ch->io);
+}
+
+static void mprpc__wake(mprpc_channel *ch)
+{
+    uint64_t one = 1;
+    ssize_t n = write(ch->evfd, &one, sizeof one);
+    (void)n; /* a full counter already means "wake up" */
+}
+
+static const char *mprpc__timeout_name(const mprpc__rec *r)
+{
+    return r->timeout_is_ctl ? "ctl->timeout_ms" : "rpc_timeout_ms";
+}
+
+/* ---- pool and calls ---- */
+
+static uint64_t mprpc__call_id(const mprpc__rec *r)
+{
+    return (uint64_t)r->gen << 32 | (uint64_t)(r->idx + 1);
+}
+
+/* mu held. A free record, or a new one while under channel_max_pending. */
+static mprpc_status mprpc__rec_take(mprpc_channel *ch, mprpc__rec **out)
+{
+    mprpc__rec *r = ch->free_recs;
+    if (r) {
+        ch->free_recs = r->next;
+    } else {
+        if (ch->nrecs >= (size_t)ch->cfg.channel_max_pending) return MPRPC_ERR_BUSY;
+        r = (mprpc__rec *)mprpc__zalloc(sizeof *r);
+        if (!r) return MPRPC_ERR_NO_MEMORY;
+        pthread_cond_init(&r->cv, NULL);
+        r->idx = (uint32_t)ch->nrecs;
+        ch->recs[ch->nrecs++] = r;
+    }
+    r->gen = r->gen + 1 ? r->gen + 1 : 1;
+    r->state = MPRPC__REC_NEW;
+    r->heap_at = SIZE_MAX;
+    r->attempts = r->probe = 0;
+    r->prov = r->avoid = NULL;
+    r->conn = NULL;
+    r->end_off = 0;
+    *out = r;
+    return MPRPC_OK;
+}
+
+/* mu held. */
+static void mprpc__rec_give(mprpc_channel *ch, mprpc__rec *r)
+{
+    if (r->req.cap > MPRPC__REC_KEEP) mprpc_buf_free(&r->req);
+    r->req.pos = r->req.len = 0;
+    r->state = MPRPC__REC_FREE;
+    r->next = ch->free_recs;
+    ch->free_recs = r;
+}
+
+/* mu held. The record a reply's call_id names, if it waits on c. */
+static mprpc__rec *mprpc__rec_find(mprpc_channel *ch, const mprpc__pconn *c, uint64_t id)
+{
+    uint32_t low = (uint32_t)id;
+    mprpc__rec *r;
+    if (low == 0 || low > ch->nrecs) return NULL;
+    r = ch->recs[low - 1];
+    if (r->gen != (uint32_t)(id >> 32) || r->state != MPRPC__REC_ROUTED || r->conn != c) return NULL;
+    return r;
+}
+
+/* The deadline heap (mu held): a binary min-heap of records by deadline. */
+static void mprpc__heap_set(mprpc_channel *ch, size_t i, mprpc__rec *r)
+{
+    ch->heap[i] = r;
+    r->heap_at = i;
+}
+
+static void mprpc__heap_up(mprpc_channel *ch, size_t i)
+{
+    mprpc__rec *r = ch->heap[i];
+    while (i > 0 && ch->heap[(i - 1) / 2]->deadline > r->deadline) {
+        mprpc__heap_set(ch, i, ch->heap[(i - 1) / 2]);
+        i = (i - 1) / 2;
+    }
+    mprpc__heap_set(ch, i, r);
+}
+
+static void mprpc__heap_down(mprpc_channel *ch, size_t i)
+{
+    mprpc__rec *r = ch->heap[i];
     for (;;) {
-        struct pollfd p;
-        int n;
-        p.fd = fd;
-        p.events = events;
-        p.revents = 0;
-        n = poll(&p, 1, mprpc__remaining_ms(deadline));
-        if (n > 0) return MPRPC_OK;
-        if (n == 0) return MPRPC_ERR_TIMEOUT;
-        if (errno != EINTR) return MPRPC_ERR_IO;
+        size_t c = 2 * i + 1;
+        if (c >= ch->nheap) break;
+        if (c + 1 < ch->nheap && ch->heap[c + 1]->deadline < ch->heap[c]->deadline) c++;
+        if (ch->heap[c]->deadline >= r->deadline) break;
+        mprpc__heap_set(ch, i, ch->heap[c]);
+        i = c;
+    }
+    mprpc__heap_set(ch, i, r);
+}
+
+static void mprpc__heap_push(mprpc_channel *ch, mprpc__rec *r)
+{
+    mprpc__heap_set(ch, ch->nheap++, r);
+    mprpc__heap_up(ch, r->heap_at);
+}
+
+static void mprpc__heap_remove(mprpc_channel *ch, mprpc__rec *r)
+{
+    size_t i = r->heap_at;
+    mprpc__rec *last;
+    if (i == SIZE_MAX) return;
+    r->heap_at = SIZE_MAX;
+    last = ch->heap[--ch->nheap];
+    if (i == ch->nheap) return;
+    mprpc__heap_set(ch, i, last);
+    mprpc__heap_up(ch, i);
+    mprpc__heap_down(ch, last->heap_at);
+}
+
+/* mu held. Puts r on c's list of unanswered calls, or takes it off. */
+static void mprpc__rec_link(mprpc__pconn *c, mprpc__rec *r)
+{
+    r->conn = c;
+    r->cprev = NULL;
+    r->cnext = c->calls;
+    if (c->calls) c->calls->cprev = r;
+    c->calls = r;
+    c->ncalls++;
+}
+
+static void mprpc__rec_unlink(mprpc__rec *r)
+{
+    mprpc__pconn *c = r->conn;
+    if (!c) return;
+    if (r->cprev) r->cprev->cnext = r->cnext;
+    else c->calls = r->cnext;
+    if (r->cnext) r->cnext->cprev = r->cprev;
+    c->ncalls--;
+    r->conn = NULL;
+}
+
+/* I/O thread. Queues r for completion at the end of the turn. */
+static void mprpc__done_push(mprpc_channel *ch, mprpc__rec *r)
+{
+    r->next = NULL;
+    if (ch->done_tail) ch->done_tail->next = r;
+    else ch->done_head = r;
+    ch->done_tail = r;
+}
+
+/* mu held, I/O thread. r's outcome (status, text) is in its controller: queue it for completion. */
+static void mprpc__finish_locked(mprpc_channel *ch, mprpc__rec *r, mprpc_status st, int may_have_run)
+{
+    mprpc__heap_remove(ch, r);
+    mprpc__rec_unlink(r);
+    if (r->probe && r->prov) r->prov->probe_out = 0;
+    r->state = MPRPC__REC_FINISHING;
+    r->ctl->status = st;
+    r->ctl->may_have_run = st == MPRPC_OK || may_have_run;
+    mprpc__done_push(ch, r);
+}
+
+/* I/O thread, no lock held: wakes the blocking caller or runs the callback. */
+static void mprpc__complete(mprpc_channel *ch, mprpc__rec *r)
+{
+    mprpc_done_fn done = r->done;
+    mprpc_controller *ctl = r->ctl;
+    void *resp = r->resp, *user = r->user;
+    pthread_mutex_lock(&ch->mu);
+    if (!done) r->state = MPRPC__REC_DONE;
+    else mprpc__rec_give(ch, r); /* before the callback: it may start calls that want a record */
+    pthread_mutex_unlock(&ch->mu);
+    /* Signalled after the unlock, so the waiter does not wake into a held mutex. If it already saw
+     * DONE and the record went to another blocking call, that call sees one spurious wake-up:
+     * records live until mprpc_channel_free. */
+    if (!done) pthread_cond_signal(&r->cv);
+    else done(ctl, resp, user);
+}
+
+static void mprpc__run_completions(mprpc_channel *ch)
+{
+    mprpc__rec *r;
+    while ((r = ch->done_head) != NULL) {
+        ch->done_head = r->next;
+        if (!ch->done_head) ch->done_tail = NULL;
+        mprpc__complete(ch, r);
     }
 }
+
+/* Fills ctl (and the response on success) from a v1 reply. */
+static void mprpc__take_reply(const char *addr, const mprpc_response_frame *f,
+                              const pb_msgdesc_t *fields, void *resp, mprpc_controller *ctl)
+{
+    const mprpc_RpcResponseHeader *h = &f->header;
+    pb_istream_t is;
+    if (h->status != MPRPC_OK) {
+        int known = h->status > 0 && h->status < MPRPC_AGAIN;
+        mprpc_controller_set_failed(ctl, known ? (mprpc_status)h->status : MPRPC_ERR_PROTOCOL, "%.*s",
+                                    (int)h->error_text.size, (const char *)h->error_text.bytes);
+        ctl->may_have_run = h->status == MPRPC_ERR_APPLICATION; /* other provider errors: not run */
+        return;
+    }
+    is = pb_istream_from_buffer(f->body, h->body_size);
+    if (!pb_decode(&is, fields, resp))
+        mprpc_controller_set_failed(ctl, MPRPC_ERR_DECODE, "reply from %s: cannot decode the response: %s",
+                                    addr, PB_GET_ERROR(&is));
+    else
+        ctl->status = MPRPC_OK;
+    ctl->may_have_run = 1;
+}
+
+/* Decodes a seed provider's bare reply (everything it sent before closing). */
+static void mprpc__take_seed_reply(const char *addr, const uint8_t *body, size_t n,
+                                   const pb_msgdesc_t *fields, void *resp, mprpc_controller *ctl)
+{
+    pb_istream_t is = pb_istream_from_buffer(body, n);
+    if (!pb_decode(&is, fields, resp))
+        mprpc_controller_set_failed(ctl, MPRPC_ERR_DECODE, "v0 reply from %s (%zu bytes): cannot decode "
+                                    "the response: %s", addr, n, PB_GET_ERROR(&is));
+    else
+        ctl->status = MPRPC_OK;
+    ctl->may_have_run = 1;
+}
+
+/* ---- providers and ejection ---- */
+
+/* Outlier ejection, in the manner of Envoy/gRPC outlier detection (consecutive errors eject a host for
+ * base x 2^n, capped) and Dubbo's failover (an unsent call moves to the next provider):
+ *  - a failure is a call timed out on the provider (connecting or waiting for the reply), a refused,
+ *    reset or timed-out connect, or a connection lost with calls on it; any reply is a success;
+ *  - channel_eject_failures (3) consecutive failures eject it for channel_eject_base_ms (1000) x 2^n,
+ *    capped at channel_eject_max_ms (30000); n counts ejections since its last success. Envoy's
+ *    defaults are 5 errors and 30 s; here each failure costs a whole call timeout, so 3 and a short
+ *    first ejection, so that a stalled provider is out within about one call timeout and a restarted
+ *    one is back within a second;
+ *  - when the ejection ends one probe call is sent to it: a reply returns it to rotation, a failure
+ *    ejects it again for twice as long;
+ *  - the last provider is never out of reach: when every provider of a service is ejected, calls go to
+ *    the one ejected longest ago. Ejections and returns are logged (WARN, INFO). */
+static void mprpc__prov_eject(mprpc_channel *ch, mprpc__prov *p, const char *why)
+{
+    uint64_t ms = (uint64_t)ch->cfg.channel_eject_base_ms, now = mprpc__now_ms();
+    int i;
+    for (i = 0; i < p->ejections && ms < (uint64_t)ch->cfg.channel_eject_max_ms; i++) ms *= 2;
+    if (ms > (uint64_t)ch->cfg.channel_eject_max_ms) ms = (uint64_t)ch->cfg.channel_eject_max_ms;
+    MPRPC_LOG_WARN("channel: ejecting provider %s for %llu ms after %d consecutive failures (last: %s)",
+                   p->addr, (unsigned long long)ms, p->fails, why);
+    p->state = MPRPC__PROV_EJECTED;
+    p->ejections++;
+    p->probe_out = 0;
+    p->ejected_at = now;
+    p->ejected_until = now + ms;
+}
+
+/* mu held. */
+static void mprpc__prov_failed(mprpc_channel *ch, mprpc__prov *p, const char *why)
+{
+    int k = ch->cfg.channel_eject_failures;
+    p->fails++;
+    if (k <= 0 || p->state == MPRPC__PROV_EJECTED) return;
+    if (p->state == MPRPC__PROV_PROBING || p->fails >= k) mprpc__prov_eject(ch, p, why);
+}
+
+static void mprpc__prov_ok(mprpc__prov *p)
+{
+    p->fails = 0;
+    if (p->state == MPRPC__PROV_OK) return;
+    MPRPC_LOG_INFO("channel: provider %s answered again: back in rotation", p->addr);
+    p->state = MPRPC__PROV_OK;
+    p->ejections = 0;
+    p->probe_out = 0;
+}
+
+/* mu held. Whether p takes r now; an ejection that ended makes r its probe. */
+static int mprpc__prov_usable(mprpc__prov *p, mprpc__rec *r, uint64_t now)
+{
+    if (p->state == MPRPC__PROV_EJECTED && now >= p->ejected_until) {
+        MPRPC_LOG_INFO("channel: provider %s: ejection over, probing it with one call", p->addr);
+        p->state = MPRPC__PROV_PROBING;
+        p->probe_out = 0;
+    }
+    if (p->state == MPRPC__PROV_OK) return 1;
+    if (p->state != MPRPC__PROV_PROBING || p->probe_out) return 0;
+    p->probe_out = 1;
+    r->probe = 1;
+    return 1;
+}
+
+/* mu held. Round-robin over the service's providers, skipping ejected ones and the one r just failed
+ * on; when none is left, the one ejected longest ago (or the one r failed on). */
+static mprpc__prov *mprpc__pick_prov(mprpc_channel *ch, mprpc__rec *r)
+{
+    mprpc__svc *s = r->svc;
+    mprpc__prov *oldest = NULL, *p;
+    uint64_t now = mprpc__now_ms();
+    size_t i, start;
+    if (s->n == 0) return NULL;
+    start = s->rr++;
+    for (i = 0; i < s->n; i++) {
+        p = s->v[(start + i) % s->n];
+        if (p == r->avoid && s->n > 1) continue;
+        if (mprpc__prov_usable(p, r, now)) return p;
+        if (p->state == MPRPC__PROV_EJECTED && (!oldest || p->ejected_at < oldest->ejected_at)) oldest = p;
+    }
+    (void)ch;
+    if (oldest) return oldest;
+    return r->avoid ? r->avoid : s->v[start % s->n];
+}
+
+/* mu held. The provider object for addr, made on first sight. */
+static mprpc__prov *mprpc__prov_get(mprpc_channel *ch, const char *addr)
+{
+    mprpc__prov *p, **grown;
+    size_t i;
+    for (i = 0; i < ch->nprovs; i++)
+        if (strcmp(ch->provs[i]->addr, addr) == 0) return ch->provs[i];
+    grown = (mprpc__prov **)MPRPC_REALLOC(ch->provs, (ch->nprovs + 1) * sizeof *grown);
+    if (!grown) return NULL;
+    ch->provs = grown;
+    p = (mprpc__prov *)mprpc__zalloc(sizeof *p);
+    if (!p) return NULL;
+    mprpc__copy_str(p->addr, sizeof p->addr, addr);
+    ch->provs[ch->nprovs++] = p;
+    return p;
+}
+
+/* ---- services: provider tables refreshed when the registry's generation changes ---- */
+
+/* mu held. Replaces s's providers with the list a names. */
+static mprpc_status mprpc__svc_install(mprpc_channel *ch, mprpc__svc *s, char (*addrs)[MPRPC_ADDR_MAX],
+                                       size_t n)
+{
+    mprpc__prov **v = (mprpc__prov **)mprpc__zalloc((n ? n : 1) * sizeof *v);
+    size_t i;
+    if (!v) return MPRPC_ERR_NO_MEMORY;
+    for (i = 0; i < n; i++) {
+        if ((v[i] = mprpc__prov_get(ch, addrs[i])) == NULL) {
+            MPRPC_FREE(v);
+            return MPRPC_ERR_NO_MEMORY;
+        }
+    }
+    MPRPC_FREE(s->v);
+    s->v = v;
+    s->n = n;
+    return MPRPC_OK;
+}
+
+/* mu held. The table for key, made empty on first use. */
+static mprpc__svc *mprpc__svc_get(mprpc_channel *ch, const char *key)
+{
+    mprpc__svc *s, **grown;
+    size_t i;
+    for (i = 0; i < ch->nsvcs; i++)
+        if (strcmp(ch->svcs[i]->key, key) == 0) return ch->svcs[i];
+    grown = (mprpc__svc **)MPRPC_REALLOC(ch->svcs, (ch->nsvcs + 1) * sizeof *grown);
+    if (!grown) return NULL;
+    ch->svcs = grown;
+    s = (mprpc__svc *)mprpc__zalloc(sizeof *s);
+    if (!s) return NULL;
+    mprpc__copy_str(s->key, sizeof s->key, key);
+    ch->svcs[ch->nsvcs++] = s;
+    return s;
+}
+
+static void mprpc__svc_free(mprpc__svc *s)
+{
+    if (!s) return;
+    MPRPC_FREE(s->v);
+    MPRPC_FREE(s);
+}
+
+/* Opens the registry on first use. It returns at once (its worker connects in the background); a
+ * second caller meanwhile waits for the first, bounded by its own deadline. */
+static mprpc_status mprpc__registry_get(mprpc_channel *ch, uint64_t deadline, mprpc__registry **out,
+                                        char *err, size_t errlen)
+{
+    mprpc_status st = MPRPC_OK;
+    pthread_mutex_lock(&ch->mu);
+    while (!ch->registry && ch->registry_opening && mprpc__remaining_ms(deadline) > 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_sec += 0;
+        ts.tv_nsec += 10 * 1000000L; /* re-check the deadline every 10 ms */
+        if (ts.tv_nsec >= 1000000000L) { ts.tv_sec++; ts.tv_nsec -= 1000000000L; }
+        pthread_cond_timedwait(&ch->registry_cv, &ch->mu, &ts);
+    }
+    if ((*out = ch->registry) != NULL || ch->registry_opening) {
+        pthread_mutex_unlock(&ch->mu);
+        if (!*out) mprpc__fmt(err, errlen, "the ZooKeeper session is still being opened");
+        return *out ? MPRPC_OK : MPRPC_ERR_TIMEOUT;
+    }
+    ch->registry_opening = 1;
+    pthread_mutex_unlock(&ch->mu);
+    st = mprpc__registry_open(out, &ch->cfg, err, errlen);
+    pthread_mutex_lock(&ch->mu);
+    ch->registry_opening = 0;
+    if (st == MPRPC_OK) ch->registry = *out;
+    pthread_cond_broadcast(&ch->registry_cv);
+    pthread_mutex_unlock(&ch->mu);
+    return st;
+}
+
+/* Asks the registry (no lock held) and installs a list newer than the table's. */
+static mprpc_status mprpc__discover(mprpc_channel *ch, const char *service, const char *method,
+                                    uint64_t deadline, mprpc__svc **out, char *err, size_t errlen)
+{
+    mprpc__addrs addrs = {NULL, 0, 0};
+    mprpc__registry *reg;
+    char key[2 * MPRPC_NAME_MAX + 2];
+    uint64_t gen, seen;
+    mprpc_status st = mprpc__registry_get(ch, deadline, &reg, err, errlen);
+    if (st != MPRPC_OK) return st;
+    mprpc__fmt(key, sizeof key, "%s%s%s", service, ch->cfg.zookeeper_seed_layout ? "/" : "",
+               ch->cfg.zookeeper_seed_layout ? method : "");
+    pthread_mutex_lock(&ch->mu);
+    *out = mprpc__svc_get(ch, key);
+    gen = seen = *out ? (*out)->gen : 0;
+    pthread_mutex_unlock(&ch->mu);
+    if (!*out) return MPRPC_ERR_NO_MEMORY;
+    st = mprpc__registry_resolve(reg, service, method, deadline, &gen, &addrs, err, errlen);
+    if (st == MPRPC_OK && gen != seen) {
+        pthread_mutex_lock(&ch->mu);
+        if (gen > (*out)->gen) st = mprpc__svc_install(ch, *out, addrs.v, addrs.n);
+        if (st == MPRPC_OK && gen > (*out)->gen) (*out)->gen = gen;
+        pthread_mutex_unlock(&ch->mu);
+    }
+    mprpc__addrs_free(&addrs);
+    return st;
+}
+
+/* The providers of service: the direct list, or what the registry names. */
+static mprpc_status mprpc__resolve(mprpc_channel *ch, const mprpc__call_args *a, uint64_t deadline,
+                                   const char *tname, int tms, mprpc__svc **svc, mprpc_controller *ctl)
+{
+    char why[200];
+    mprpc_status st;
+    if (ch->direct) {
+        *svc = ch->direct;
+        return MPRPC_OK;
+    }
+    why[0] = '\0';
+    st = mprpc__discover(ch, a->service, a->method, deadline, svc, why, sizeof why);
+    if (st == MPRPC_OK) return MPRPC_OK;
+    if (st == MPRPC_ERR_TIMEOUT)
+        mprpc_controller_set_failed(ctl, st, "resolving %s: %s (%d ms) passed: %s", a->service, tname,
+                                    tms, why);
+    else
+        mprpc_controller_set_failed(ctl, st, "resolving %s: %s", a->service, why);
+    return st;
+}
+
+/* ---- connections ---- */
 
 static int mprpc__parse_addr(const char *addr, struct sockaddr_in *sa)
 {
@@ -2804,301 +3953,902 @@ static int mprpc__parse_addr(const char *addr, struct sockaddr_in *sa)
     return 1;
 }
 
-/* A non-blocking connect bounded by connect_timeout_ms and the call deadline. */
-static mprpc_status mprpc__connect(const mprpc_channel *ch, const char *addr, uint64_t deadline,
-                                   int *out, mprpc_controller *ctl)
+/* wmu held. Tells epoll whether c wants EPOLLOUT (connecting, or output pending). */
+static void mprpc__pconn_arm(mprpc_channel *ch, mprpc__pconn *c, int want)
+{
+    struct epoll_event ev;
+    if (c->fd < 0 || want == c->out_armed) return;
+    memset(&ev, 0, sizeof ev);
+    ev.events = EPOLLIN | (want ? EPOLLOUT : 0u);
+    ev.data.ptr = c;
+    if (epoll_ctl(ch->epfd, EPOLL_CTL_MOD, c->fd, &ev) == 0) c->out_armed = want;
+}
+
+/* A non-blocking socket connecting to addr; *connected when it already did. */
+static int mprpc__dial(const char *addr, int *connected, char *why, size_t whylen)
 {
     struct sockaddr_in sa;
-    uint64_t cdl = mprpc__now_ms() + (uint64_t)ch->cfg.connect_timeout_ms;
-    int fd, err = 0, one = 1;
-    socklen_t elen = sizeof err;
-    mprpc_status st;
+    int fd, one = 1;
     if (!mprpc__parse_addr(addr, &sa)) {
-        mprpc_controller_set_failed(ctl, MPRPC_ERR_CONNECT, "bad provider address '%s'", addr);
-        return MPRPC_ERR_CONNECT;
+        mprpc__fmt(why, whylen, "bad provider address '%s'", addr);
+        return -1;
     }
     fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
-        mprpc_controller_set_failed(ctl, MPRPC_ERR_IO, "socket: %s", strerror(errno));
-        return MPRPC_ERR_IO;
-    }
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
-        if (errno != EINPROGRESS) {
-            err = errno;
-        } else {
-            st = mprpc__wait_fd(fd, POLLOUT, cdl < deadline ? cdl : deadline);
-            if (st == MPRPC_ERR_TIMEOUT) {
-                /* within the call's time, a provider that does not answer is one we cannot reach:
-                 * MPRPC_ERR_CONNECT lets the call move on to the next provider */
-                st = cdl < deadline ? MPRPC_ERR_CONNECT : MPRPC_ERR_TIMEOUT;
-                close(fd);
-                mprpc_controller_set_failed(ctl, st, "connect %s: timed out", addr);
-                return st;
-            }
-            if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) != 0) err = errno;
-        }
-    }
-    if (err) {
-        close(fd);
-        mprpc_controller_set_failed(ctl, MPRPC_ERR_CONNECT, "connect %s: %s", addr, strerror(err));
-        return MPRPC_ERR_CONNECT;
+        mprpc__fmt(why, whylen, "socket: %s", strerror(errno));
+        return -1;
     }
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    *out = fd;
+    *connected = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+    if (!*connected && errno != EINPROGRESS) {
+        mprpc__fmt(why, whylen, "connect %s: %s", addr, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* mu held. Opens a connection to p (counted against channel_max_connections) and watches it. */
+static mprpc_status mprpc__pconn_open(mprpc_channel *ch, mprpc__prov *p, int seed, mprpc__pconn **out,
+                                     char *why, size_t whylen)
+{
+    struct epoll_event ev;
+    mprpc__pconn *c;
+    int fd, connected = 0;
+    if (ch->nconns >= ch->cfg.channel_max_connections) {
+        mprpc__fmt(why, whylen, "channel_max_connections (%d) connections open; none to %s free",
+                   ch->cfg.channel_max_connections, p->addr);
+        return MPRPC_ERR_BUSY;
+    }
+    if ((fd = mprpc__dial(p->addr, &connected, why, whylen)) < 0) return MPRPC_ERR_CONNECT;
+    c = (mprpc__pconn *)mprpc__zalloc(sizeof *c);
+    if (!c) {
+        close(fd);
+        mprpc__fmt(why, whylen, "no memory for a connection");
+        return MPRPC_ERR_NO_MEMORY;
+    }
+    pthread_mutex_init(&c->wmu, NULL);
+    c->fd = fd;
+    c->seed = seed;
+    c->prov = p;
+    c->connected = connected;
+    c->out_armed = !connected;
+    c->state = connected ? MPRPC__PCONN_READY : MPRPC__PCONN_CONNECTING;
+    c->connect_deadline = mprpc__now_ms() + (uint64_t)ch->cfg.connect_timeout_ms;
+    memset(&ev, 0, sizeof ev);
+    ev.events = EPOLLIN | (connected ? 0u : EPOLLOUT);
+    ev.data.ptr = c;
+    if (epoll_ctl(ch->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+        mprpc__fmt(why, whylen, "epoll_ctl: %s", strerror(errno));
+        close(fd);
+        pthread_mutex_destroy(&c->wmu);
+        MPRPC_FREE(c);
+        return MPRPC_ERR_IO;
+    }
+    c->next = p->conns;
+    p->conns = c;
+    p->nconns++;
+    ch->nconns++;
+    if (!connected) ch->nconnecting++;
+    if (!connected && c->connect_deadline < ch->wake_at) {
+        ch->wake_at = c->connect_deadline;
+        mprpc__wake(ch);
+    }
+    *out = c;
     return MPRPC_OK;
 }
 
-/* A pooled connection is reusable only if the provider has not closed it and
- * sent nothing unasked: either would make it readable while idle. */
-static int mprpc__pconn_alive(const mprpc__pconn *pc)
+/* mu held, I/O thread. Closes c (its calls are the caller's business) and buries it until the end of
+ * the turn; returns how many bytes of its output had left. */
+static uint64_t mprpc__pconn_close(mprpc_channel *ch, mprpc__pconn *c)
 {
-    struct pollfd p;
-    p.fd = pc->fd;
-    p.events = POLLIN;
-    p.revents = 0;
-    return poll(&p, 1, 0) == 0;
+    mprpc__pconn **pp;
+    uint64_t written;
+    pthread_mutex_lock(&c->wmu);
+    if (c->fd >= 0) {
+        epoll_ctl(ch->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+        close(c->fd);
+        c->fd = -1;
+    }
+    written = c->written;
+    pthread_mutex_unlock(&c->wmu);
+    if (c->state == MPRPC__PCONN_CLOSED) return written;
+    if (c->state == MPRPC__PCONN_CONNECTING) ch->nconnecting--;
+    c->state = MPRPC__PCONN_CLOSED;
+    for (pp = &c->prov->conns; *pp && *pp != c; pp = &(*pp)->next) {}
+    if (*pp) *pp = c->next;
+    c->prov->nconns--;
+    ch->nconns--;
+    c->dead_next = ch->dead;
+    ch->dead = c;
+    return written;
 }
 
-/* Takes an idle connection to addr from the pool or opens one; waits for a
- * free slot when channel_max_connections are busy. *reused tells which. */
-static mprpc_status mprpc__acquire(mprpc_channel *ch, const char *addr, uint64_t deadline,
-                                   mprpc__pconn **out, int *reused, mprpc_controller *ctl)
+static void mprpc__pconn_free(mprpc__pconn *c)
 {
-    mprpc__pconn *pc, **pp;
+    mprpc_buf_free(&c->in);
+    mprpc_buf_free(&c->out);
+    pthread_mutex_destroy(&c->wmu);
+    MPRPC_FREE(c);
+}
+
+/* mu held. The least loaded open connection to p, or a new one while p has fewer than
+ * channel_connections_per_provider and every open one carries calls. */
+static mprpc_status mprpc__pick_conn(mprpc_channel *ch, mprpc__prov *p, mprpc__pconn **out, char *why,
+                                     size_t whylen)
+{
+    mprpc__pconn *c, *best = NULL;
+    int usable = 0;
     mprpc_status st;
-    int fd;
-    pthread_mutex_lock(&ch->mu);
-    for (;;) {
-        for (pp = &ch->idle; *pp && strcmp((*pp)->addr, addr) != 0; pp = &(*pp)->next) {}
-        if ((pc = *pp) != NULL) {
-            *pp = pc->next;
-            pthread_mutex_unlock(&ch->mu);
-            if (mprpc__pconn_alive(pc)) {
-                *out = pc;
-                *reused = 1;
-                return MPRPC_OK;
-            }
-            mprpc__pconn_free(pc); /* the provider closed or restarted: quietly dial again */
-            pthread_mutex_lock(&ch->mu);
-            ch->open--;
+    for (c = p->conns; c; c = c->next) {
+        if (c->seed || (c->state != MPRPC__PCONN_READY && c->state != MPRPC__PCONN_CONNECTING)) continue;
+        usable++;
+        if (!best || c->ncalls < best->ncalls) best = c;
+    }
+    if (best && (best->ncalls == 0 || usable >= ch->cfg.channel_connections_per_provider)) {
+        *out = best;
+        return MPRPC_OK;
+    }
+    st = mprpc__pconn_open(ch, p, 0, out, why, whylen);
+    if (st != MPRPC_OK && best) { /* over channel_max_connections: share one */
+        *out = best;
+        return MPRPC_OK;
+    }
+    return st;
+}
+
+/* mu held. Puts r on a connection to one of its service's providers; a provider that refuses at once
+ * counts a failure and the next one is tried. On failure the text is in r->ctl. */
+static mprpc_status mprpc__route_call(mprpc_channel *ch, mprpc__rec *r, mprpc__pconn **out)
+{
+    mprpc_controller *ctl = r->ctl;
+    mprpc_status st = MPRPC_ERR_UNAVAILABLE;
+    size_t tries;
+    for (tries = 0; tries < r->svc->n + 1; tries++) {
+        mprpc__prov *p;
+        r->attempts++;
+        if (r->probe && r->prov) r->prov->probe_out = 0;
+        r->probe = 0;
+        if ((p = mprpc__pick_prov(ch, r)) == NULL) break;
+        st = r->seed ? mprpc__pconn_open(ch, p, 1, out, ctl->error_text, sizeof ctl->error_text)
+                     : mprpc__pick_conn(ch, p, out, ctl->error_text, sizeof ctl->error_text);
+        r->prov = p;
+        if (st == MPRPC_OK) {
+            mprpc__rec_link(*out, r);
+            r->state = MPRPC__REC_ROUTED;
+            return MPRPC_OK;
+        }
+        if (r->probe) p->probe_out = 0;
+        r->probe = 0;
+        if (st != MPRPC_ERR_CONNECT) return st;
+        mprpc__prov_failed(ch, p, ctl->error_text);
+        r->avoid = p;
+    }
+    if (r->svc->n == 0) {
+        mprpc__fmt(ctl->error_text, sizeof ctl->error_text, "no provider of %s is registered", r->svc->key);
+        return MPRPC_ERR_UNAVAILABLE;
+    }
+    return st;
+}
+
+/* wmu held. Sends what c's output holds until the socket is full. -1: the connection failed. */
+static int mprpc__send_out(mprpc__pconn *c)
+{
+    while (mprpc_buf_readable(&c->out) > 0) {
+        ssize_t n = send(c->fd, c->out.data + c->out.pos, mprpc_buf_readable(&c->out), MSG_NOSIGNAL);
+        if (n > 0) {
+            mprpc_buf_consume(&c->out, (size_t)n);
+            c->written += (uint64_t)n;
             continue;
         }
-        if (ch->open >= ch->cfg.channel_max_connections && ch->idle) { /* make room: drop an idle one to another provider */
-            pc = ch->idle;
-            ch->idle = pc->next;
-            ch->open--;
-            mprpc__pconn_free(pc);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
+        return -1;
+    }
+    return 0;
+}
+
+/* wmu held. A retried v1 request gets a fresh timeout_ms (the time left now); otherwise the frame
+ * encoded when the call was made goes out as it is. */
+static mprpc_status mprpc__append_request(mprpc_channel *ch, mprpc__pconn *c, mprpc__rec *r)
+{
+    mprpc_request_frame f;
+    uint8_t henc[mprpc_RpcHeader_size], prefix[MPRPC_FRAME_PREFIX];
+    pb_ostream_t os = pb_ostream_from_buffer(henc, sizeof henc);
+    size_t body;
+    mprpc_status st;
+    if (r->attempts <= 1 || r->seed ||
+        mprpc_wire_decode_request(r->req.data, r->req.len, ch->cfg.max_message_size, &f) != MPRPC_OK)
+        return mprpc_buf_append(&c->out, r->req.data, r->req.len, SIZE_MAX);
+    f.header.timeout_ms = (uint32_t)(mprpc__remaining_ms(r->deadline) > 0 ? mprpc__remaining_ms(r->deadline) : 1);
+    if (!pb_encode(&os, mprpc_RpcHeader_fields, &f.header)) return MPRPC_ERR_ENCODE;
+    body = f.header.args_size;
+    mprpc__put_u32le(prefix, (uint32_t)os.bytes_written);
+    st = mprpc_buf_reserve(&c->out, sizeof prefix + os.bytes_written + body, SIZE_MAX);
+    if (st != MPRPC_OK) return st;
+    mprpc_buf_append(&c->out, prefix, sizeof prefix, SIZE_MAX);
+    mprpc_buf_append(&c->out, henc, os.bytes_written, SIZE_MAX);
+    return mprpc_buf_append(&c->out, f.body, body, SIZE_MAX);
+}
+
+/* wmu held. Queues r's request on c. From a caller thread: sends at once when the output was empty,
+ * and leaves what the socket did not take to the I/O thread (EPOLLOUT). From the I/O thread (callbacks,
+ * retries): lists c to be flushed once at the end of the turn, so many calls share one send. */
+static mprpc_status mprpc__enqueue(mprpc_channel *ch, mprpc__pconn *c, mprpc__rec *r, int from_io)
+{
+    int was_empty = mprpc_buf_readable(&c->out) == 0;
+    mprpc_status st = mprpc__append_request(ch, c, r);
+    if (st != MPRPC_OK) return st;
+    r->end_off = c->written + mprpc_buf_readable(&c->out); /* sent once written reaches it */
+    if (from_io) {
+        if (!c->flush_listed) {
+            c->flush_listed = 1;
+            c->flush_next = ch->flush;
+            ch->flush = c;
         }
-        if (ch->open < ch->cfg.channel_max_connections) break;
-        if (mprpc__remaining_ms(deadline) == 0) {
-            pthread_mutex_unlock(&ch->mu);
-            mprpc_controller_set_failed(ctl, MPRPC_ERR_TIMEOUT,
-                                        "all %d channel connections busy until the deadline",
-                                        ch->cfg.channel_max_connections);
-            return MPRPC_ERR_TIMEOUT;
-        }
-        {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += 10 * 1000000L; /* re-check the deadline every 10 ms */
-            if (ts.tv_nsec >= 1000000000L) { ts.tv_sec++; ts.tv_nsec -= 1000000000L; }
-            pthread_cond_timedwait(&ch->cv, &ch->mu, &ts);
+        return MPRPC_OK;
+    }
+    if (c->connected && c->fd >= 0 && was_empty && mprpc__send_out(c) < 0) {
+        mprpc__pconn_arm(ch, c, 1); /* the I/O thread meets the error and deals with the calls */
+        return MPRPC_OK;
+    }
+    mprpc__pconn_arm(ch, c, c->connected ? mprpc_buf_readable(&c->out) > 0 : 1);
+    return MPRPC_OK;
+}
+
+/* ---- the I/O thread ---- */
+
+static void mprpc__retry(mprpc_channel *ch, mprpc__rec *r, mprpc_status last);
+
+/* mu held, I/O thread. c failed: a call whose request had wholly left may have run and fails with st;
+ * the others were never seen by the provider and are retried elsewhere. */
+static void mprpc__pconn_fail_locked(mprpc_channel *ch, mprpc__pconn *c, mprpc_status st, const char *why)
+{
+    int had_calls = c->ncalls > 0, was_connecting = c->state == MPRPC__PCONN_CONNECTING;
+    uint64_t written = mprpc__pconn_close(ch, c);
+    mprpc__rec *r;
+    if (had_calls || was_connecting) mprpc__prov_failed(ch, c->prov, why);
+    while ((r = c->calls) != NULL) {
+        mprpc__rec_unlink(r);
+        if (r->end_off != 0 && r->end_off <= written) {
+            mprpc_controller_set_failed(r->ctl, st, "%s (the request had been sent: it may have run)", why);
+            mprpc__finish_locked(ch, r, st, 1);
+        } else {
+            mprpc__copy_str(r->ctl->error_text, sizeof r->ctl->error_text, why);
+            r->avoid = c->prov;
+            mprpc__retry(ch, r, st);
         }
     }
-    ch->open++;
+}
+
+static void mprpc__pconn_fail(mprpc_channel *ch, mprpc__pconn *c, mprpc_status st, const char *fmt, ...)
+    MPRPC_PRINTF(4, 5);
+static void mprpc__pconn_fail(mprpc_channel *ch, mprpc__pconn *c, mprpc_status st, const char *fmt, ...)
+{
+    char why[200];
+    va_list ap;
+    va_start(ap, fmt);
+    mprpc__vfmt(why, sizeof why, fmt, ap);
+    va_end(ap);
+    pthread_mutex_lock(&ch->mu);
+    mprpc__pconn_fail_locked(ch, c, st, why);
     pthread_mutex_unlock(&ch->mu);
-    st = mprpc__connect(ch, addr, deadline, &fd, ctl);
-    pc = st == MPRPC_OK ? (mprpc__pconn *)mprpc__zalloc(sizeof *pc) : NULL;
-    if (!pc) {
-        if (st == MPRPC_OK) {
-            close(fd);
-            st = MPRPC_ERR_NO_MEMORY;
-            mprpc_controller_set_failed(ctl, st, "no memory for a connection");
+}
+
+/* mu held, I/O thread. r was not executed (never sent, or answered SHUTDOWN/BUSY): route it again
+ * within its deadline, at most once per provider and once more. last is why the previous try failed;
+ * its text is in r->ctl. */
+static void mprpc__retry(mprpc_channel *ch, mprpc__rec *r, mprpc_status last)
+{
+    mprpc__pconn *c;
+    mprpc_status st;
+    r->end_off = 0;
+    if (r->attempts > (int)r->svc->n || mprpc__remaining_ms(r->deadline) == 0) {
+        if (r->svc->n > 1) {
+            char last_text[sizeof r->ctl->error_text];
+            mprpc__copy_str(last_text, sizeof last_text, r->ctl->error_text);
+            mprpc_controller_set_failed(r->ctl, MPRPC_ERR_UNAVAILABLE, "no provider of %s reachable (%d "
+                                        "tries; last: %s)", r->svc->key, r->attempts, last_text);
+            last = MPRPC_ERR_UNAVAILABLE;
         }
+        mprpc__finish_locked(ch, r, last, 0);
+        return;
+    }
+    st = mprpc__route_call(ch, r, &c);
+    if (st == MPRPC_OK) {
+        pthread_mutex_lock(&c->wmu);
+        st = mprpc__enqueue(ch, c, r, 1);
+        pthread_mutex_unlock(&c->wmu);
+        if (st == MPRPC_OK) return;
+        mprpc__fmt(r->ctl->error_text, sizeof r->ctl->error_text, "no memory to queue the request");
+    }
+    mprpc__finish_locked(ch, r, st, 0);
+}
+
+/* I/O thread. A v1 reply for c: complete its call, discard a late one, or retry a call the provider
+ * refused (SHUTDOWN, BUSY: not executed; the connection takes no new calls). 0: c was closed. */
+static int mprpc__io_reply(mprpc_channel *ch, mprpc__pconn *c, const mprpc_response_frame *f)
+{
+    int32_t status = f->header.status;
+    int refused = status == MPRPC_ERR_SHUTDOWN || status == MPRPC_ERR_BUSY, closed;
+    mprpc__rec *r;
+    pthread_mutex_lock(&ch->mu);
+    r = mprpc__rec_find(ch, c, f->header.call_id);
+    if (!r) {
+        int late = c->abandoned > 0;
+        if (late) c->abandoned--;
+        pthread_mutex_unlock(&ch->mu);
+        if (late) return 1;
+        mprpc__pconn_fail(ch, c, MPRPC_ERR_PROTOCOL, "%s answered call %llu, which it was not sent",
+                         c->prov->addr, (unsigned long long)f->header.call_id);
+        return 0;
+    }
+    mprpc__prov_ok(r->prov);
+    mprpc__rec_unlink(r);
+    if (refused) {
+        if (c->state == MPRPC__PCONN_READY) c->state = MPRPC__PCONN_DRAINING;
+        mprpc_controller_set_failed(r->ctl, (mprpc_status)status, "%s: %.*s", c->prov->addr,
+                                    (int)f->header.error_text.size, (const char *)f->header.error_text.bytes);
+        r->avoid = c->prov;
+        mprpc__retry(ch, r, (mprpc_status)status);
+    } else {
+        mprpc__heap_remove(ch, r);
+        if (r->probe) r->prov->probe_out = 0;
+        r->state = MPRPC__REC_FINISHING;
+    }
+    if (c->state == MPRPC__PCONN_DRAINING && c->ncalls == 0) mprpc__pconn_close(ch, c);
+    closed = c->state == MPRPC__PCONN_CLOSED;
+    pthread_mutex_unlock(&ch->mu);
+    if (!refused) { /* decoded outside the lock: the record is the I/O thread's now */
+        mprpc__take_reply(c->prov->addr, f, r->resp_fields, r->resp, r->ctl);
+        mprpc__done_push(ch, r);
+    }
+    return !closed;
+}
+
+/* I/O thread. A seed provider closed after its bare reply: that is the call's answer. */
+static void mprpc__io_seed_reply(mprpc_channel *ch, mprpc__pconn *c)
+{
+    mprpc__rec *r;
+    pthread_mutex_lock(&ch->mu);
+    if ((r = c->calls) != NULL) {
+        mprpc__rec_unlink(r);
+        mprpc__heap_remove(ch, r);
+        mprpc__prov_ok(r->prov);
+        if (r->probe) r->prov->probe_out = 0;
+        r->state = MPRPC__REC_FINISHING;
+    }
+    mprpc__pconn_close(ch, c);
+    pthread_mutex_unlock(&ch->mu);
+    if (!r) return;
+    mprpc__take_seed_reply(c->prov->addr, c->in.data + c->in.pos, mprpc_buf_readable(&c->in),
+                           r->resp_fields, r->resp, r->ctl);
+    mprpc__done_push(ch, r);
+}
+
+/* I/O thread. Every whole v1 frame in c's input. 0: c was closed. */
+static int mprpc__io_frames(mprpc_channel *ch, mprpc__pconn *c)
+{
+    size_t max = ch->cfg.max_message_size;
+    for (;;) {
+        mprpc_response_frame f;
+        mprpc_status st = mprpc_wire_decode_response(c->in.data + c->in.pos, mprpc_buf_readable(&c->in),
+                                                     max, &f);
+        if (st == MPRPC_AGAIN) return 1;
+        if (st == MPRPC_ERR_TOO_LARGE) {
+            mprpc__pconn_fail(ch, c, st, "reply from %s: body of %u bytes exceeds max_message_size (%zu)",
+                             c->prov->addr, (unsigned)f.header.body_size, max);
+            return 0;
+        }
+        if (st != MPRPC_OK) {
+            mprpc__pconn_fail(ch, c, st, "reply from %s: unparseable response header", c->prov->addr);
+            return 0;
+        }
+        if (!mprpc__io_reply(ch, c, &f)) return 0;
+        mprpc_buf_consume(&c->in, f.frame_size);
+    }
+}
+
+/* I/O thread. Reads what c has (a few chunks per event, for fairness) and handles it. */
+static void mprpc__io_read(mprpc_channel *ch, mprpc__pconn *c)
+{
+    size_t max = c->seed ? (size_t)ch->cfg.max_message_size + 1 : mprpc__max_frame(ch->cfg.max_message_size) + 65536;
+    int i;
+    for (i = 0; i < 4; i++) {
+        size_t room;
+        ssize_t n;
+        if (mprpc_buf_reserve(&c->in, 65536, max) != MPRPC_OK && mprpc_buf_reserve(&c->in, 1, max) != MPRPC_OK) {
+            mprpc__pconn_fail(ch, c, MPRPC_ERR_TOO_LARGE, "reply from %s exceeds max_message_size (%u)",
+                             c->prov->addr, (unsigned)ch->cfg.max_message_size);
+            return;
+        }
+        room = c->in.cap - c->in.len;
+        n = recv(c->fd, c->in.data + c->in.len, room, 0);
+        if (n > 0) {
+            c->in.len += (size_t)n;
+            if (c->seed && mprpc_buf_readable(&c->in) > ch->cfg.max_message_size) continue;
+            if (!c->seed && !mprpc__io_frames(ch, c)) return;
+            if ((size_t)n < room) return;
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+        if (n == 0 && c->seed) mprpc__io_seed_reply(ch, c);
+        else if (n == 0) mprpc__pconn_fail(ch, c, MPRPC_ERR_CONNECTION_LOST, "%s closed the connection "
+                                          "before replying", c->prov->addr);
+        else mprpc__pconn_fail(ch, c, MPRPC_ERR_CONNECTION_LOST, "receiving from %s: %s", c->prov->addr,
+                              strerror(errno));
+        return;
+    }
+}
+
+/* I/O thread. Sends c's pending output; drops EPOLLOUT once it is all out. */
+static void mprpc__io_flush(mprpc_channel *ch, mprpc__pconn *c)
+{
+    int failed = 0, err = 0;
+    pthread_mutex_lock(&c->wmu);
+    if (c->fd >= 0 && c->connected) {
+        failed = mprpc__send_out(c) < 0;
+        err = errno;
+        if (!failed) mprpc__pconn_arm(ch, c, mprpc_buf_readable(&c->out) > 0);
+    }
+    pthread_mutex_unlock(&c->wmu);
+    if (failed)
+        mprpc__pconn_fail(ch, c, MPRPC_ERR_CONNECTION_LOST, "sending to %s: %s", c->prov->addr, strerror(err));
+}
+
+/* I/O thread. A connect finished, well or not. */
+static void mprpc__io_connected(mprpc_channel *ch, mprpc__pconn *c)
+{
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
+    if (err) {
+        mprpc__pconn_fail(ch, c, MPRPC_ERR_CONNECT, "connect %s: %s", c->prov->addr, strerror(err));
+        return;
+    }
+    pthread_mutex_lock(&ch->mu);
+    if (c->state == MPRPC__PCONN_CONNECTING) {
+        c->state = MPRPC__PCONN_READY;
+        ch->nconnecting--;
+    }
+    pthread_mutex_unlock(&ch->mu);
+    pthread_mutex_lock(&c->wmu);
+    c->connected = 1;
+    pthread_mutex_unlock(&c->wmu);
+    mprpc__io_flush(ch, c);
+}
+
+static void mprpc__io_event(mprpc_channel *ch, mprpc__pconn *c, uint32_t events)
+{
+    mprpc__pconn_state st;
+    pthread_mutex_lock(&ch->mu);
+    st = c->state;
+    pthread_mutex_unlock(&ch->mu);
+    if (st == MPRPC__PCONN_CLOSED) return; /* closed earlier in this turn */
+    if (st == MPRPC__PCONN_CONNECTING) {
+        if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) mprpc__io_connected(ch, c);
+        return;
+    }
+    if (events & (EPOLLIN | EPOLLERR | EPOLLHUP)) mprpc__io_read(ch, c);
+    if (events & EPOLLOUT) {
         pthread_mutex_lock(&ch->mu);
-        ch->open--;
-        pthread_cond_signal(&ch->cv);
+        st = c->state;
+        pthread_mutex_unlock(&ch->mu);
+        if (st != MPRPC__PCONN_CLOSED) mprpc__io_flush(ch, c);
+    }
+}
+
+/* mu held. Whether r's request was queued on its connection (end_off is the connection's: a caller may
+ * be queuing it under wmu right now). */
+static int mprpc__rec_queued(mprpc__rec *r)
+{
+    int queued;
+    if (!r->conn) return 0;
+    pthread_mutex_lock(&r->conn->wmu);
+    queued = r->end_off != 0;
+    pthread_mutex_unlock(&r->conn->wmu);
+    return queued;
+}
+
+/* mu held, I/O thread. Where a timed-out call was, for its error text. */
+static void mprpc__timeout_text(mprpc__rec *r, int sent)
+{
+    mprpc_controller *ctl = r->ctl;
+    const char *t = mprpc__timeout_name(r);
+    if (!r->conn)
+        mprpc__fmt(ctl->error_text, sizeof ctl->error_text, "%s (%d ms) passed before a provider of %s "
+                   "could be reached", t, r->timeout_ms, r->svc->key);
+    else if (r->conn->state == MPRPC__PCONN_CONNECTING)
+        mprpc__fmt(ctl->error_text, sizeof ctl->error_text, "%s (%d ms) passed while connecting to %s", t,
+                   r->timeout_ms, r->conn->prov->addr);
+    else
+        mprpc__fmt(ctl->error_text, sizeof ctl->error_text, "no reply from %s within %s (%d ms)%s",
+                   r->conn->prov->addr, t, r->timeout_ms, sent ? "; the request was sent: it may have run" : "");
+}
+
+/* I/O thread. Times out every call whose deadline passed; its late reply will be discarded. */
+static void mprpc__io_expire(mprpc_channel *ch)
+{
+    uint64_t now = mprpc__now_ms();
+    pthread_mutex_lock(&ch->mu);
+    while (ch->nheap > 0 && ch->heap[0]->deadline <= now) {
+        mprpc__rec *r = ch->heap[0];
+        mprpc__pconn *c = r->conn;
+        int sent = mprpc__rec_queued(r);
+        mprpc__timeout_text(r, sent);
+        if (c) mprpc__prov_failed(ch, c->prov, r->ctl->error_text);
+        if (sent) c->abandoned++;
+        mprpc__finish_locked(ch, r, MPRPC_ERR_TIMEOUT, sent);
+        /* a seed connection's only call is over; a connection left with no calls and half a reply
+         * is in an unknown state (the rest may never come): both are closed */
+        if (c && (c->seed || (c->ncalls == 0 && mprpc_buf_readable(&c->in) > 0))) mprpc__pconn_close(ch, c);
+    }
+    pthread_mutex_unlock(&ch->mu);
+}
+
+/* I/O thread. Fails connects that outlived connect_timeout_ms (their calls go elsewhere). */
+static void mprpc__io_connect_timeouts(mprpc_channel *ch)
+{
+    uint64_t now = mprpc__now_ms();
+    size_t i;
+    pthread_mutex_lock(&ch->mu);
+    for (i = 0; i < ch->nprovs && ch->nconnecting > 0; i++) {
+        mprpc__pconn *c = ch->provs[i]->conns, *next;
+        for (; c; c = next) {
+            next = c->next;
+            if (c->state != MPRPC__PCONN_CONNECTING || c->connect_deadline > now) continue;
+            char why[160];
+            mprpc__fmt(why, sizeof why, "connect %s: timed out after connect_timeout_ms (%d ms)",
+                       c->prov->addr, ch->cfg.connect_timeout_ms);
+            mprpc__pconn_fail_locked(ch, c, MPRPC_ERR_CONNECT, why);
+        }
+    }
+    pthread_mutex_unlock(&ch->mu);
+}
+
+/* I/O thread. How long epoll may sleep: until the next deadline or connect timeout, at most
+ * MPRPC__IO_TICK_MS. A caller whose deadline comes sooner than wake_at wakes the thread; others need
+ * not, which spares a wake-up per call. -2: the channel is being freed. */
+static int mprpc__io_sleep_ms(mprpc_channel *ch)
+{
+    uint64_t now = mprpc__now_ms(), next = now + MPRPC__IO_TICK_MS;
+    size_t i;
+    mprpc__pconn *c;
+    pthread_mutex_lock(&ch->mu);
+    if (ch->state != MPRPC__CHAN_RUNNING) {
+        pthread_mutex_unlock(&ch->mu);
+        return -2;
+    }
+    if (ch->nheap > 0 && ch->heap[0]->deadline < next) next = ch->heap[0]->deadline;
+    for (i = 0; i < ch->nprovs && ch->nconnecting > 0; i++)
+        for (c = ch->provs[i]->conns; c; c = c->next)
+            if (c->state == MPRPC__PCONN_CONNECTING && c->connect_deadline < next) next = c->connect_deadline;
+    ch->wake_at = next;
+    pthread_mutex_unlock(&ch->mu);
+    return next > now ? (int)(next - now) : 0;
+}
+
+/* I/O thread. The end of a turn: completions (their callbacks may queue calls), then one flush per
+ * connection with output queued this turn, then connections closed this turn are freed. */
+static void mprpc__io_turn_end(mprpc_channel *ch)
+{
+    mprpc__pconn *c;
+    mprpc__run_completions(ch);
+    while ((c = ch->flush) != NULL) {
+        ch->flush = c->flush_next;
+        c->flush_listed = 0;
+        mprpc__io_flush(ch, c);
+        mprpc__run_completions(ch); /* a failed flush may have completed calls */
+    }
+    while ((c = ch->dead) != NULL) {
+        ch->dead = c->dead_next;
+        mprpc__pconn_free(c);
+    }
+}
+
+/* I/O thread. mprpc_channel_free: every call in flight completes with MPRPC_ERR_SHUTDOWN (may have run
+ * if its request had been queued on a connection), every connection closes. */
+static void mprpc__io_shutdown(mprpc_channel *ch)
+{
+    size_t i;
+    pthread_mutex_lock(&ch->mu);
+    while (ch->nheap > 0) {
+        mprpc__rec *r = ch->heap[0];
+        int queued = mprpc__rec_queued(r);
+        mprpc_controller_set_failed(r->ctl, MPRPC_ERR_SHUTDOWN, "mprpc_channel_free with the call in "
+                                    "flight%s", queued ? " (its request was queued: it may have run)" : "");
+        mprpc__finish_locked(ch, r, MPRPC_ERR_SHUTDOWN, queued);
+    }
+    for (i = 0; i < ch->nprovs; i++)
+        while (ch->provs[i]->conns) mprpc__pconn_close(ch, ch->provs[i]->conns);
+    pthread_mutex_unlock(&ch->mu);
+    mprpc__io_turn_end(ch);
+}
+
+static void *mprpc__io_main(void *arg)
+{
+    mprpc_channel *ch = (mprpc_channel *)arg;
+    struct epoll_event ev[MPRPC__IO_EVENTS];
+    for (;;) {
+        int i, n, sleep_ms = mprpc__io_sleep_ms(ch);
+        if (sleep_ms < -1) break;
+        n = epoll_wait(ch->epfd, ev, MPRPC__IO_EVENTS, sleep_ms);
+        for (i = 0; i < n; i++) {
+            if (ev[i].data.ptr == NULL) {
+                uint64_t v;
+                ssize_t k = read(ch->evfd, &v, sizeof v);
+                (void)k;
+                continue;
+            }
+            mprpc__io_event(ch, (mprpc__pconn *)ev[i].data.ptr, ev[i].events);
+        }
+        mprpc__io_expire(ch);
+        mprpc__io_connect_timeouts(ch);
+        mprpc__io_turn_end(ch);
+    }
+    mprpc__io_shutdown(ch);
+    return NULL;
+}
+
+/* ---- channel lifecycle ---- */
+
+/* Fills the direct channel's provider table: rpcserver_list, else rpcserver_ip:rpcserver_port. */
+static mprpc_status mprpc__direct_list(mprpc_channel *ch)
+{
+    char (*v)[MPRPC_ADDR_MAX] = NULL, list[sizeof ch->cfg.rpcserver_list], *tok, *save = NULL;
+    mprpc__addrs addrs = {NULL, 0, 0};
+    size_t n = 0;
+    mprpc_status st;
+    struct sockaddr_in sa;
+    mprpc__copy_str(list, sizeof list, ch->cfg.rpcserver_list[0] ? ch->cfg.rpcserver_list : "");
+    /* an entry takes at least 2 bytes with its separator: at most sizeof list / 2 + 1 of them */
+    v = (char (*)[MPRPC_ADDR_MAX])mprpc__zalloc((sizeof list / 2 + 1) * MPRPC_ADDR_MAX);
+    if (!v) return MPRPC_ERR_NO_MEMORY;
+    for (tok = strtok_r(list, ", ", &save); tok; tok = strtok_r(NULL, ", ", &save)) {
+        if (strlen(tok) >= MPRPC_ADDR_MAX || !mprpc__parse_addr(tok, &sa)) {
+            mprpc__fmt(ch->cfg.error, sizeof ch->cfg.error, "rpcserver_list: '%.64s' is not ip:port", tok);
+            MPRPC_FREE(v);
+            return MPRPC_ERR_CONFIG;
+        }
+        mprpc__copy_str(v[n++], MPRPC_ADDR_MAX, tok);
+    }
+    if (n == 0)
+        mprpc__fmt(v[n++], MPRPC_ADDR_MAX, "%s:%d", ch->cfg.rpcserver_ip, ch->cfg.rpcserver_port);
+    ch->direct = mprpc__svc_get(ch, "");
+    st = ch->direct && mprpc__addrs_set(&addrs, v, n) ? mprpc__svc_install(ch, ch->direct, addrs.v, addrs.n)
+                                                       : MPRPC_ERR_NO_MEMORY;
+    mprpc__addrs_free(&addrs); /* the same shape as a registry answer */
+    MPRPC_FREE(v);
+    return st;
+}
+
+static void mprpc__channel_release(mprpc_channel *ch)
+{
+    size_t i;
+    for (i = 0; i < ch->nrecs; i++) {
+        mprpc_buf_free(&ch->recs[i]->req);
+        pthread_cond_destroy(&ch->recs[i]->cv);
+        MPRPC_FREE(ch->recs[i]);
+    }
+    for (i = 0; i < ch->nsvcs; i++) mprpc__svc_free(ch->svcs[i]);
+    for (i = 0; i < ch->nprovs; i++) MPRPC_FREE(ch->provs[i]);
+    MPRPC_FREE(ch->recs);
+    MPRPC_FREE(ch->heap);
+    MPRPC_FREE(ch->svcs);
+    MPRPC_FREE(ch->provs);
+    mprpc__registry_close(ch->registry);
+    if (ch->epfd >= 0) close(ch->epfd);
+    if (ch->evfd >= 0) close(ch->evfd);
+    pthread_cond_destroy(&ch->registry_cv);
+    pthread_mutex_destroy(&ch->mu);
+    MPRPC_FREE(ch);
+}
+
+/* The kernel objects and the pool's arrays. */
+static mprpc_status mprpc__channel_setup(mprpc_channel *ch)
+{
+    struct epoll_event ev;
+    size_t slots = (size_t)ch->cfg.channel_max_pending;
+    ch->recs = (mprpc__rec **)mprpc__zalloc(slots * sizeof *ch->recs);
+    ch->heap = (mprpc__rec **)mprpc__zalloc(slots * sizeof *ch->heap);
+    if (!ch->recs || !ch->heap) return MPRPC_ERR_NO_MEMORY;
+    ch->epfd = epoll_create1(EPOLL_CLOEXEC);
+    ch->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (ch->epfd < 0 || ch->evfd < 0) return MPRPC_ERR_IO;
+    memset(&ev, 0, sizeof ev);
+    ev.events = EPOLLIN;
+    ev.data.ptr = NULL;
+    if (epoll_ctl(ch->epfd, EPOLL_CTL_ADD, ch->evfd, &ev) != 0) return MPRPC_ERR_IO;
+    if (mprpc__registry_wanted(&ch->cfg)) return MPRPC_OK;
+    return mprpc__direct_list(ch);
+}
+
+static void mprpc__channel_locks_init(mprpc_channel *ch)
+{
+    pthread_condattr_t ca;
+    pthread_mutex_init(&ch->mu, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&ch->registry_cv, &ca);
+    pthread_condattr_destroy(&ca);
+}
+
+MPRPCDEF mprpc_status mprpc_channel_new(mprpc_channel **out, const mprpc_config *cfg)
+{
+    mprpc_channel *ch;
+    mprpc_status st;
+    if (!out || !cfg) return MPRPC_ERR_INVALID_ARGUMENT;
+    *out = NULL;
+    ch = (mprpc_channel *)mprpc__zalloc(sizeof *ch);
+    if (!ch) return MPRPC_ERR_NO_MEMORY;
+    ch->cfg = *cfg;
+    ch->epfd = ch->evfd = -1;
+    ch->seed_calls = mprpc__registry_wanted(cfg) ? cfg->zookeeper_seed_layout != 0
+                                                 : cfg->channel_protocol_version == 0;
+    mprpc__channel_locks_init(ch);
+    st = mprpc__channel_setup(ch);
+    if (st == MPRPC_OK && mprpc__thread_start(&ch->io, mprpc__io_main, ch) != 0) st = MPRPC_ERR_IO;
+    if (st != MPRPC_OK) {
+        MPRPC_LOG_ERROR("mprpc_channel_new: %s%s%s", mprpc_status_str(st), ch->cfg.error[0] ? ": " : "",
+                        ch->cfg.error);
+        mprpc__channel_release(ch);
+        return st;
+    }
+    *out = ch;
+    return MPRPC_OK;
+}
+
+MPRPCDEF void mprpc_channel_free(mprpc_channel *ch)
+{
+    if (!ch) return;
+    if (mprpc__on_io_thread(ch)) {
+        MPRPC_LOG_ERROR("mprpc_channel_free called from a completion callback: refused, the channel stays "
+                        "open (free it from another thread)");
+        return;
+    }
+    pthread_mutex_lock(&ch->mu);
+    ch->state = MPRPC__CHAN_STOPPING;
+    pthread_mutex_unlock(&ch->mu);
+    mprpc__wake(ch);
+    pthread_join(ch->io, NULL);
+    mprpc__channel_release(ch);
+}
+
+/* ---- making calls (blocking and async share all of this) ---- */
+
+/* Checks a call's arguments; fills ctl on failure. */
+static mprpc_status mprpc__check_call(mprpc_channel *ch, const mprpc__call_args *a, mprpc_controller *ctl,
+                                      const char *fn)
+{
+    if (!ch || !a->service || !a->method || !a->req_fields || !a->req || !a->resp_fields || !a->resp) {
+        mprpc_controller_set_failed(ctl, MPRPC_ERR_INVALID_ARGUMENT, "%s: NULL argument", fn);
+        return ctl->status;
+    }
+    if (strlen(a->service) > MPRPC_NAME_MAX || strlen(a->method) > MPRPC_NAME_MAX) {
+        mprpc_controller_set_failed(ctl, MPRPC_ERR_INVALID_ARGUMENT,
+                                    "service and method names are limited to %d bytes", MPRPC_NAME_MAX);
+        return ctl->status;
+    }
+    return MPRPC_OK;
+}
+
+/* The request, encoded once into the record (v0 for seed providers) with the time left. */
+static mprpc_status mprpc__encode(mprpc_channel *ch, mprpc__rec *r, const mprpc__call_args *a)
+{
+    mprpc_request_meta m;
+    mprpc_status st;
+    int left = mprpc__remaining_ms(r->deadline);
+    memset(&m, 0, sizeof m);
+    m.service = a->service;
+    m.method = a->method;
+    m.call_id = mprpc__call_id(r);
+    m.timeout_ms = (uint32_t)(left > 0 ? left : 1);
+    m.version = r->seed ? 0 : MPRPC_PROTOCOL_VERSION;
+    r->req.pos = r->req.len = 0;
+    st = mprpc_wire_encode_request_meta(&r->req, ch->cfg.max_message_size, &m, a->req_fields, a->req);
+    if (st != MPRPC_OK)
+        mprpc_controller_set_failed(r->ctl, st, "%s.%s: cannot encode the request: %s%s", a->service,
+                                    a->method, mprpc_status_str(st),
+                                    st == MPRPC_ERR_TOO_LARGE ? " (over max_message_size)" : "");
+    return st;
+}
+
+/* mu held. r could not be queued: back to the pool, unless the I/O thread already took it over. */
+static mprpc_status mprpc__unqueue(mprpc_channel *ch, mprpc__rec *r, mprpc__pconn *c, uint32_t gen,
+                                   mprpc_status st)
+{
+    if (r->gen != gen || r->state != MPRPC__REC_ROUTED || r->conn != c || r->end_off != 0) return MPRPC_OK;
+    mprpc__heap_remove(ch, r);
+    mprpc__rec_unlink(r);
+    if (r->probe) r->prov->probe_out = 0;
+    mprpc_controller_set_failed(r->ctl, st, "no memory to queue the request");
+    mprpc__rec_give(ch, r);
+    return st;
+}
+
+/* Starts r: deadline heap, route, queue. MPRPC_OK: it will complete on the I/O thread. */
+static mprpc_status mprpc__launch(mprpc_channel *ch, mprpc__rec *r)
+{
+    mprpc_controller *ctl = r->ctl;
+    uint32_t gen = r->gen;
+    mprpc__pconn *c;
+    mprpc_status st;
+    int wake = 0;
+    pthread_mutex_lock(&ch->mu);
+    if (ch->state != MPRPC__CHAN_RUNNING) {
+        mprpc__rec_give(ch, r);
+        pthread_mutex_unlock(&ch->mu);
+        mprpc_controller_set_failed(ctl, MPRPC_ERR_SHUTDOWN, "the channel is being freed");
+        return MPRPC_ERR_SHUTDOWN;
+    }
+    mprpc__heap_push(ch, r);
+    if (r->deadline < ch->wake_at) {
+        ch->wake_at = r->deadline;
+        wake = !mprpc__on_io_thread(ch);
+    }
+    st = mprpc__route_call(ch, r, &c);
+    if (st != MPRPC_OK) {
+        mprpc__heap_remove(ch, r);
+        mprpc__rec_give(ch, r);
+        pthread_mutex_unlock(&ch->mu);
+        ctl->status = st;
+        return st;
+    }
+    pthread_mutex_lock(&c->wmu);
+    pthread_mutex_unlock(&ch->mu);
+    st = mprpc__enqueue(ch, c, r, mprpc__on_io_thread(ch));
+    pthread_mutex_unlock(&c->wmu);
+    if (wake) mprpc__wake(ch);
+    if (st == MPRPC_OK) return MPRPC_OK;
+    pthread_mutex_lock(&ch->mu);
+    st = mprpc__unqueue(ch, r, c, gen, st);
+    pthread_mutex_unlock(&ch->mu);
+    return st;
+}
+
+/* Everything a call does before it waits: resolve (no lock held), take a record, encode, launch. On
+ * MPRPC_OK *out completes later on the I/O thread; otherwise ctl says why and nothing runs. */
+static mprpc_status mprpc__submit(mprpc_channel *ch, const mprpc__call_args *a, mprpc_controller *ctl,
+                                  mprpc_done_fn done, void *user, mprpc__rec **out)
+{
+    int from_ctl = ctl->timeout_ms > 0, tms = from_ctl ? ctl->timeout_ms : ch->cfg.rpc_timeout_ms;
+    uint64_t deadline = mprpc__now_ms() + (uint64_t)tms;
+    mprpc__svc *svc;
+    mprpc__rec *r;
+    mprpc_status st = mprpc__resolve(ch, a, deadline, from_ctl ? "ctl->timeout_ms" : "rpc_timeout_ms", tms,
+                                     &svc, ctl);
+    if (st != MPRPC_OK) return st;
+    pthread_mutex_lock(&ch->mu);
+    st = mprpc__rec_take(ch, &r);
+    pthread_mutex_unlock(&ch->mu);
+    if (st != MPRPC_OK) {
+        mprpc_controller_set_failed(ctl, st, st == MPRPC_ERR_BUSY ? "channel_max_pending (%d) calls already "
+                                    "in flight" : "no memory for a call record (%d allowed)",
+                                    ch->cfg.channel_max_pending);
+        return st;
+    }
+    r->deadline = deadline;
+    r->timeout_ms = tms;
+    r->timeout_is_ctl = from_ctl;
+    r->seed = ch->seed_calls;
+    r->svc = svc;
+    r->ctl = ctl;
+    r->resp_fields = a->resp_fields;
+    r->resp = a->resp;
+    r->done = done;
+    r->user = user;
+    if ((st = mprpc__encode(ch, r, a)) != MPRPC_OK) {
+        pthread_mutex_lock(&ch->mu);
+        mprpc__rec_give(ch, r);
         pthread_mutex_unlock(&ch->mu);
         return st;
     }
-    pc->fd = fd;
-    mprpc__copy_str(pc->addr, sizeof pc->addr, addr);
-    *out = pc;
-    *reused = 0;
-    return MPRPC_OK;
+    *out = r;
+    return mprpc__launch(ch, r);
 }
 
-static void mprpc__release(mprpc_channel *ch, mprpc__pconn *pc, int healthy)
-{
-    if (healthy && pc->buf.cap > MPRPC__KEEP_BUF) mprpc_buf_free(&pc->buf);
-    pthread_mutex_lock(&ch->mu);
-    if (healthy) {
-        pc->buf.pos = pc->buf.len = 0;
-        pc->next = ch->idle;
-        ch->idle = pc;
-    } else {
-        ch->open--;
-    }
-    pthread_cond_signal(&ch->cv);
-    pthread_mutex_unlock(&ch->mu);
-    if (!healthy) mprpc__pconn_free(pc);
-}
-
-/* Sends the whole frame in pc->buf. MPRPC_AGAIN: the connection died before
- * a byte left, so the request may safely go out on another connection. */
-static mprpc_status mprpc__send_frame(mprpc__pconn *pc, uint64_t deadline, mprpc_controller *ctl)
-{
-    size_t sent = 0, total = mprpc_buf_readable(&pc->buf);
-    while (sent < total) {
-        ssize_t n = send(pc->fd, pc->buf.data + pc->buf.pos + sent, total - sent, MSG_NOSIGNAL);
-        if (n > 0) { sent += (size_t)n; continue; }
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            if (mprpc__wait_fd(pc->fd, POLLOUT, deadline) == MPRPC_OK) continue;
-            mprpc_controller_set_failed(ctl, MPRPC_ERR_TIMEOUT, "sending to %s: timed out", pc->addr);
-            return MPRPC_ERR_TIMEOUT;
-        }
-        if (sent == 0) return MPRPC_AGAIN;
-        mprpc_controller_set_failed(ctl, MPRPC_ERR_CONNECTION_LOST, "sending to %s: %s", pc->addr,
-                                    strerror(errno));
-        return MPRPC_ERR_CONNECTION_LOST;
-    }
-    return MPRPC_OK;
-}
-
-/* Reads until one whole response frame is in pc->buf. */
-static mprpc_status mprpc__recv_frame(mprpc_channel *ch, mprpc__pconn *pc, uint64_t deadline,
-                                      mprpc_response_frame *f, mprpc_controller *ctl)
-{
-    size_t max = ch->cfg.max_message_size, maxframe = mprpc__max_frame(max);
-    pc->buf.pos = pc->buf.len = 0;
-    for (;;) {
-        ssize_t n;
-        mprpc_status st = mprpc_wire_decode_response(pc->buf.data, pc->buf.len, max, f);
-        if (st == MPRPC_OK) return MPRPC_OK;
-        if (st != MPRPC_AGAIN) {
-            mprpc_controller_set_failed(ctl, st, "reply from %s: %s", pc->addr,
-                                        st == MPRPC_ERR_TOO_LARGE ? "body exceeds max_message_size"
-                                                                  : "unparseable response header");
-            return st;
-        }
-        if (mprpc_buf_reserve(&pc->buf, 16384, maxframe) != MPRPC_OK &&
-            mprpc_buf_reserve(&pc->buf, 1, maxframe) != MPRPC_OK) {
-            mprpc_controller_set_failed(ctl, MPRPC_ERR_TOO_LARGE, "reply from %s exceeds max_message_size",
-                                        pc->addr);
-            return MPRPC_ERR_TOO_LARGE;
-        }
-        n = recv(pc->fd, pc->buf.data + pc->buf.len, pc->buf.cap - pc->buf.len, 0);
-        if (n > 0) { pc->buf.len += (size_t)n; continue; }
-        if (n == 0) {
-            mprpc_controller_set_failed(ctl, MPRPC_ERR_CONNECTION_LOST,
-                                        "%s closed the connection before replying", pc->addr);
-            return MPRPC_ERR_CONNECTION_LOST;
-        }
-        if (errno == EINTR) continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            if (mprpc__wait_fd(pc->fd, POLLIN, deadline) == MPRPC_OK) continue;
-            mprpc_controller_set_failed(ctl, MPRPC_ERR_TIMEOUT, "no reply from %s within the timeout",
-                                        pc->addr);
-            return MPRPC_ERR_TIMEOUT;
-        }
-        mprpc_controller_set_failed(ctl, MPRPC_ERR_CONNECTION_LOST, "receiving from %s: %s", pc->addr,
-                                    strerror(errno));
-        return MPRPC_ERR_CONNECTION_LOST;
-    }
-}
-
-typedef struct mprpc__call_args {
-    const char *service, *method;
-    const pb_msgdesc_t *req_fields, *resp_fields;
-    const void *req;
-    void *resp;
-} mprpc__call_args;
-
-/* Turns a parsed reply into the controller's verdict and the response. */
-static mprpc_status mprpc__take_reply(const mprpc__pconn *pc, uint64_t call_id,
-                                      const mprpc_response_frame *f, const mprpc__call_args *a,
-                                      mprpc_controller *ctl)
-{
-    const mprpc_RpcResponseHeader *h = &f->header;
-    pb_istream_t is;
-    if (h->call_id != call_id || f->frame_size != mprpc_buf_readable(&pc->buf)) {
-        mprpc_controller_set_failed(ctl, MPRPC_ERR_PROTOCOL, "%s answered call %llu while call %llu "
-                                    "was waiting", pc->addr, (unsigned long long)h->call_id,
-                                    (unsigned long long)call_id);
-        return MPRPC_ERR_PROTOCOL;
-    }
-    if (h->status != MPRPC_OK) {
-        int known = h->status > 0 && h->status < MPRPC_AGAIN;
-        mprpc_controller_set_failed(ctl, known ? (mprpc_status)h->status : MPRPC_ERR_PROTOCOL,
-                                    "%.*s", (int)h->error_text.size, (const char *)h->error_text.bytes);
-        return MPRPC_OK; /* a clean answer: the connection stays usable */
-    }
-    is = pb_istream_from_buffer(f->body, h->body_size);
-    if (!pb_decode(&is, a->resp_fields, a->resp)) {
-        mprpc_controller_set_failed(ctl, MPRPC_ERR_DECODE, "%s.%s: cannot decode the response: %s",
-                                    a->service, a->method, PB_GET_ERROR(&is));
-    }
-    return MPRPC_OK;
-}
-
-/* One attempt on one provider. MPRPC_AGAIN: nothing was sent, try elsewhere. */
-static mprpc_status mprpc__call_once(mprpc_channel *ch, const char *addr, const mprpc__call_args *a,
-                                     uint64_t deadline, mprpc_controller *ctl)
-{
-    mprpc__pconn *pc;
-    mprpc_response_frame f;
-    uint64_t id = __atomic_add_fetch(&ch->next_call_id, 1, __ATOMIC_RELAXED);
-    int reused = 0, tries;
-    mprpc_status st;
-    for (tries = 0; tries < 2; tries++) {
-        st = mprpc__acquire(ch, addr, deadline, &pc, &reused, ctl);
-        if (st != MPRPC_OK) return st == MPRPC_ERR_CONNECT ? MPRPC_AGAIN : st;
-        pc->buf.pos = pc->buf.len = 0;
-        st = mprpc_wire_encode_request(&pc->buf, ch->cfg.max_message_size, id, a->service, a->method,
-                                       a->req_fields, a->req);
-        if (st != MPRPC_OK) {
-            mprpc__release(ch, pc, 1);
-            mprpc_controller_set_failed(ctl, st, "%s.%s: cannot encode the request: %s", a->service,
-                                        a->method, mprpc_status_str(st));
-            return st;
-        }
-        st = mprpc__send_frame(pc, deadline, ctl);
-        if (st != MPRPC_AGAIN) break;
-        mprpc__release(ch, pc, 0); /* a stale pooled connection: dial once more */
-        if (!reused) return MPRPC_AGAIN;
-    }
-    if (st == MPRPC_AGAIN) return MPRPC_AGAIN;
-    if (st == MPRPC_OK) st = mprpc__recv_frame(ch, pc, deadline, &f, ctl);
-    if (st == MPRPC_OK) st = mprpc__take_reply(pc, id, &f, a, ctl);
-    mprpc__release(ch, pc, st == MPRPC_OK);
-    return st;
-}
-
-/* Fills addrs with the providers of service: the configured address, or
- * what ZooKeeper lists. */
-static mprpc_status mprpc__providers(mprpc_channel *ch, const char *service, const char *method,
-                                     uint64_t deadline, mprpc__addrs *addrs, mprpc_controller *ctl)
-{
-    mprpc_status st = MPRPC_OK;
-    uint64_t gen = 0;
-    if (!mprpc__registry_wanted(&ch->cfg)) {
-        char one[1][MPRPC_ADDR_MAX];
-        mprpc__copy_str(one[0], MPRPC_ADDR_MAX, ch->direct_addr);
-        if (!mprpc__addrs_set(addrs, one, 1)) st = MPRPC_ERR_NO_MEMORY;
-        if (st != MPRPC_OK) mprpc_controller_set_failed(ctl, st, "no memory for the provider list");
-        return st;
-    }
-    pthread_mutex_lock(&ch->mu);
-    if (!ch->registry) /* opened on first use, retried on the next call if it failed */
-        st = mprpc__registry_open(&ch->registry, &ch->cfg, ctl->error_text, sizeof ctl->error_text);
-    pthread_mutex_unlock(&ch->mu);
-    if (st == MPRPC_OK)
-        st = mprpc__registry_resolve(ch->registry, service, method, deadline, &gen, addrs,
-                                     ctl->error_text, sizeof ctl->error_text);
-    if (st != MPRPC_OK) ctl->status = st;
-    return st;
-}
+/* ---- the blocking API ---- */
 
 MPRPCDEF mprpc_status mprpc_channel_call(mprpc_channel *ch, const char *service,
                                          const char *method,
@@ -3106,55 +4856,53 @@ MPRPCDEF mprpc_status mprpc_channel_call(mprpc_channel *ch, const char *service,
                                          const pb_msgdesc_t *response_fields, void *response,
                                          mprpc_controller *ctl)
 {
-    mprpc__addrs addrs = {NULL, 0, 0};
     mprpc__call_args a;
-    size_t n = 0, i, start;
-    uint64_t deadline;
-    mprpc_status st;
+    mprpc__rec *r;
     if (!ctl) return MPRPC_ERR_INVALID_ARGUMENT;
     mprpc_controller_reset(ctl);
-    if (!ch || !service || !method || !request_fields || !request || !response_fields || !response) {
-        mprpc_controller_set_failed(ctl, MPRPC_ERR_INVALID_ARGUMENT, "mprpc_channel_call: NULL argument");
-        return ctl->status;
-    }
-    if (strlen(service) > MPRPC_NAME_MAX || strlen(method) > MPRPC_NAME_MAX) {
-        mprpc_controller_set_failed(ctl, MPRPC_ERR_INVALID_ARGUMENT,
-                                    "service and method names are limited to %d bytes", MPRPC_NAME_MAX);
-        return ctl->status;
-    }
     a.service = service;
     a.method = method;
     a.req_fields = request_fields;
     a.req = request;
     a.resp_fields = response_fields;
     a.resp = response;
-    deadline = mprpc__now_ms() + (uint64_t)(ctl->timeout_ms > 0 ? ctl->timeout_ms : ch->cfg.rpc_timeout_ms);
-    st = mprpc__providers(ch, service, method, deadline, &addrs, ctl);
-    if (st != MPRPC_OK) {
-        mprpc__addrs_free(&addrs);
-        return st;
+    if (mprpc__check_call(ch, &a, ctl, "mprpc_channel_call") != MPRPC_OK) return ctl->status;
+    if (mprpc__on_io_thread(ch)) {
+        mprpc_controller_set_failed(ctl, MPRPC_ERR_INVALID_ARGUMENT, "mprpc_channel_call from a completion "
+                                    "callback would wait for its own thread: use mprpc_channel_call_async");
+        return ctl->status;
     }
-    n = addrs.n;
-    start = __atomic_fetch_add(&ch->next_provider, 1, __ATOMIC_RELAXED);
-    for (i = 0; i < n; i++) { /* round-robin; an unreachable provider passes the call on */
-        mprpc_controller_reset(ctl); /* a failed connect to the previous one is not this call's verdict */
-        st = mprpc__call_once(ch, addrs.v[(start + i) % n], &a, deadline, ctl);
-        if (st != MPRPC_AGAIN) {
-            mprpc__addrs_free(&addrs);
-            return ctl->status;
-        }
-        if (mprpc__remaining_ms(deadline) == 0) break;
-    }
-    if (n > 1 || mprpc__registry_wanted(&ch->cfg)) { /* every provider discovery named failed */
-        char last[sizeof ctl->error_text];
-        mprpc__copy_str(last, sizeof last, ctl->error_text);
-        mprpc_controller_set_failed(ctl, MPRPC_ERR_UNAVAILABLE, "no provider of '%s' reachable (%zu tried; last: %s)",
-                                    service, n, last);
-    } else if (ctl->status == MPRPC_OK) {
-        mprpc_controller_set_failed(ctl, MPRPC_ERR_CONNECTION_LOST, "%s: connection lost before sending", addrs.v[0]);
-    }
-    mprpc__addrs_free(&addrs);
+    if (mprpc__submit(ch, &a, ctl, NULL, NULL, &r) != MPRPC_OK) return ctl->status;
+    pthread_mutex_lock(&ch->mu); /* the I/O thread completes every call, by its deadline at the latest */
+    while (r->state != MPRPC__REC_DONE) pthread_cond_wait(&r->cv, &ch->mu);
+    mprpc__rec_give(ch, r);
+    pthread_mutex_unlock(&ch->mu);
     return ctl->status;
+}
+
+/* ---- the async API ---- */
+
+MPRPCDEF mprpc_status mprpc_channel_call_async(mprpc_channel *ch, const char *service, const char *method,
+    const pb_msgdesc_t *request_fields, const void *request,
+    const pb_msgdesc_t *response_fields, void *response,
+    mprpc_controller *ctl, mprpc_done_fn done, void *user)
+{
+    mprpc__call_args a;
+    mprpc__rec *r;
+    if (!ctl) return MPRPC_ERR_INVALID_ARGUMENT;
+    mprpc_controller_reset(ctl);
+    a.service = service;
+    a.method = method;
+    a.req_fields = request_fields;
+    a.req = request;
+    a.resp_fields = response_fields;
+    a.resp = response;
+    if (mprpc__check_call(ch, &a, ctl, "mprpc_channel_call_async") != MPRPC_OK) return ctl->status;
+    if (!done) {
+        mprpc_controller_set_failed(ctl, MPRPC_ERR_INVALID_ARGUMENT, "mprpc_channel_call_async: NULL done");
+        return ctl->status;
+    }
+    return mprpc__submit(ch, &a, ctl, done, user, &r);
 }
 
 /* ======================================================================== */

@@ -1,18 +1,55 @@
 /* Provider (RpcProvider): every example method over real loopback sockets,
  * pipelining, error replies, large messages, hostile frames while others are
- * served, seed (v0) callers, deferred calls, graceful stop, and no heap
- * allocation per call once warm. */
+ * served, seed (v0) callers, deferred calls, deadlines, graceful stop, the
+ * server's lifecycle from any thread, and no heap allocation per call once
+ * warm. */
 #define _GNU_SOURCE 1
+#include <malloc.h>
 #include <stdint.h>
 #include <stdlib.h>
 
-/* Count every allocation the library makes (all three hooks, as required). */
+/* The library's allocations go through these hooks (all three, as required):
+ * they count calls and live bytes, and fail on demand any request of at least
+ * fail_from bytes (0: never), to drive the out-of-memory paths. */
 static uint64_t lib_allocs;
-static void *counting_malloc(size_t n) { __atomic_add_fetch(&lib_allocs, 1, __ATOMIC_RELAXED); return malloc(n); }
-static void *counting_realloc(void *p, size_t n) { __atomic_add_fetch(&lib_allocs, 1, __ATOMIC_RELAXED); return realloc(p, n); }
+static int64_t lib_live_bytes;
+static size_t fail_from;
+static void live_add(void *p, int64_t sign)
+{
+    if (p) __atomic_add_fetch(&lib_live_bytes, sign * (int64_t)malloc_usable_size(p), __ATOMIC_RELAXED);
+}
+static int must_fail(size_t n)
+{
+    size_t f = __atomic_load_n(&fail_from, __ATOMIC_RELAXED);
+    return f != 0 && n >= f;
+}
+static void *counting_malloc(size_t n)
+{
+    void *p;
+    __atomic_add_fetch(&lib_allocs, 1, __ATOMIC_RELAXED);
+    if (must_fail(n)) return NULL;
+    p = malloc(n);
+    live_add(p, 1);
+    return p;
+}
+static void *counting_realloc(void *p, size_t n)
+{
+    void *q;
+    __atomic_add_fetch(&lib_allocs, 1, __ATOMIC_RELAXED);
+    if (must_fail(n)) return NULL;
+    live_add(p, -1);
+    q = realloc(p, n);
+    live_add(q ? q : p, 1);
+    return q;
+}
+static void counting_free(void *p)
+{
+    live_add(p, -1);
+    free(p);
+}
 #define MPRPC_MALLOC(n) counting_malloc(n)
 #define MPRPC_REALLOC(p, n) counting_realloc((p), (n))
-#define MPRPC_FREE(p) free(p)
+#define MPRPC_FREE(p) counting_free(p)
 
 #define MPRPC_IMPLEMENTATION
 #include "mprpc.h"
@@ -512,6 +549,718 @@ static void bad_setup_is_reported_not_crashed(void)
 #endif
 }
 
+/* ---- a probe service: handlers whose side effects the tests count ---- */
+
+static int probe_runs;            /* atomic: Slow and Count handlers that ran */
+static int slow_running;          /* atomic: 1 while a Slow handler sleeps */
+static mprpc_call *parked[512];   /* Park: deferred calls the test finishes */
+static int nparked;               /* atomic */
+static mprpc_server *probe_srv;   /* FreeSelf frees this from its handler */
+
+/* TimeLeft: seq = mprpc_call_time_left_ms + 1 (0: the caller sent no deadline). */
+static void probe_time_left(mprpc_call *call, const void *request, void *response, void *user)
+{
+    (void)request; (void)user;
+    ((testsvc_EchoResponse *)response)->seq = (uint64_t)((int64_t)mprpc_call_time_left_ms(call) + 1);
+}
+
+static void probe_slow(mprpc_call *call, const void *request, void *response, void *user)
+{
+    (void)call; (void)response; (void)user;
+    __atomic_store_n(&slow_running, 1, __ATOMIC_SEQ_CST);
+    sleep_ms((int)((const testsvc_EchoRequest *)request)->delay_ms);
+    __atomic_add_fetch(&probe_runs, 1, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&slow_running, 0, __ATOMIC_SEQ_CST);
+}
+
+static void probe_count(mprpc_call *call, const void *request, void *response, void *user)
+{
+    (void)call; (void)request; (void)user;
+    ((testsvc_EchoResponse *)response)->seq = (uint64_t)__atomic_add_fetch(&probe_runs, 1, __ATOMIC_SEQ_CST);
+}
+
+static void probe_park(mprpc_call *call, const void *request, void *response, void *user)
+{
+    int i = __atomic_fetch_add(&nparked, 1, __ATOMIC_SEQ_CST);
+    (void)user;
+    ((testsvc_EchoResponse *)response)->seq = ((const testsvc_EchoRequest *)request)->seq;
+    mprpc_call_defer(call);
+    parked[i] = call;
+}
+
+static void probe_done_early(mprpc_call *call, const void *request, void *response, void *user)
+{
+    (void)request; (void)response; (void)user;
+    mprpc_call_done(call); /* never deferred: must be refused */
+}
+
+static void probe_free_self(mprpc_call *call, const void *request, void *response, void *user)
+{
+    (void)call; (void)request; (void)response; (void)user;
+    mprpc_server_free(probe_srv);
+}
+
+static const mprpc_method probe_methods[] = {
+    MPRPC_METHOD("TimeLeft", testsvc_EchoRequest, testsvc_EchoResponse, probe_time_left),
+    MPRPC_METHOD("Slow", testsvc_EchoRequest, testsvc_EchoResponse, probe_slow),
+    MPRPC_METHOD("Count", testsvc_EchoRequest, testsvc_EchoResponse, probe_count),
+    MPRPC_METHOD("Park", testsvc_EchoRequest, testsvc_EchoResponse, probe_park),
+    MPRPC_METHOD("DoneEarly", testsvc_EchoRequest, testsvc_EchoResponse, probe_done_early),
+    MPRPC_METHOD("FreeSelf", testsvc_EchoRequest, testsvc_EchoResponse, probe_free_self),
+};
+static const mprpc_service probe_service = MPRPC_SERVICE("Probe", probe_methods, NULL);
+
+/* A started provider with TestService and Probe on a free port (cfg already set up). */
+static mprpc_server *probe_up(mprpc_config *cfg)
+{
+    mprpc_server *srv = NULL;
+    cfg->rpcserver_port = 0;
+    __atomic_store_n(&probe_runs, 0, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&nparked, 0, __ATOMIC_SEQ_CST);
+    CHECK_STATUS(mprpc_server_new(&srv, cfg), MPRPC_OK);
+    if (!srv) return NULL;
+    CHECK_STATUS(mprpc_server_add_service(srv, &test_service), MPRPC_OK);
+    CHECK_STATUS(mprpc_server_add_service(srv, &probe_service), MPRPC_OK);
+    if (mprpc_server_start(srv) != MPRPC_OK) {
+        fprintf(stderr, "probe_up: %s\n", mprpc_server_error(srv));
+        mprpc_server_free(srv);
+        return NULL;
+    }
+    cfg->rpcserver_port = mprpc_server_port(srv);
+    return srv;
+}
+
+/* Appends a v1 request with the given deadline (0: none). */
+static void put_request(mprpc_buf *out, const char *service, const char *method, uint64_t call_id,
+                        uint32_t timeout_ms, uint32_t delay_ms, uint64_t seq)
+{
+    testsvc_EchoRequest rq = testsvc_EchoRequest_init_zero;
+    mprpc_request_meta m;
+    memset(&m, 0, sizeof m);
+    m.service = service;
+    m.method = method;
+    m.call_id = call_id;
+    m.timeout_ms = timeout_ms;
+    m.version = MPRPC_PROTOCOL_VERSION;
+    rq.delay_ms = delay_ms;
+    rq.seq = seq;
+    CHECK_STATUS(mprpc_wire_encode_request_meta(out, 1u << 20, &m, testsvc_EchoRequest_fields, &rq), MPRPC_OK);
+}
+
+/* One answer: its call_id, status and (for OK) the response's seq. */
+typedef struct answer { uint64_t call_id; int status; uint64_t seq; char text[257]; } answer;
+
+static int read_answer(int fd, mprpc_buf *in, answer *a, int timeout_ms)
+{
+    mprpc_response_frame f;
+    testsvc_EchoResponse rs = testsvc_EchoResponse_init_zero;
+    pb_istream_t is;
+    if (raw_read_response(fd, in, &f, timeout_ms) != MPRPC_OK) return 0;
+    a->call_id = f.header.call_id;
+    a->status = f.header.status;
+    memcpy(a->text, f.header.error_text.bytes, f.header.error_text.size);
+    a->text[f.header.error_text.size] = '\0';
+    is = pb_istream_from_buffer(f.body, f.header.body_size);
+    a->seq = pb_decode(&is, testsvc_EchoResponse_fields, &rs) ? rs.seq : 0;
+    mprpc_buf_consume(in, f.frame_size);
+    return 1;
+}
+
+/* 1 if the peer ended the connection with a FIN (EOF), 0 on a reset or timeout. */
+static int closed_without_reset(int fd, int timeout_ms)
+{
+    uint8_t junk[4096];
+    for (;;) {
+        struct pollfd pf;
+        ssize_t k;
+        pf.fd = fd;
+        pf.events = POLLIN;
+        if (poll(&pf, 1, timeout_ms) <= 0) return 0;
+        k = recv(fd, junk, sizeof junk, 0);
+        if (k == 0) return 1;
+        if (k < 0) return 0;
+    }
+}
+
+static mprpc_server_stats stats_of(mprpc_server *srv)
+{
+    mprpc_server_stats st;
+    mprpc_server_get_stats(srv, &st);
+    return st;
+}
+
+/* ---- deadlines (RpcHeader.timeout_ms) ---- */
+
+static void a_handler_sees_the_time_left_before_the_callers_deadline(void)
+{
+    mprpc_config cfg;
+    mprpc_server *srv;
+    mprpc_buf out, in;
+    answer a, b;
+    int fd;
+    test_config(&cfg);
+    if (!(srv = probe_up(&cfg))) return;
+    mprpc_buf_init(&out);
+    mprpc_buf_init(&in);
+    put_request(&out, "Probe", "TimeLeft", 1, 5000, 0, 0);
+    put_request(&out, "Probe", "TimeLeft", 2, 0, 0, 0);
+    fd = raw_connect(cfg.rpcserver_port);
+    CHECK(raw_send_all(fd, out.data, out.len));
+    CHECK(read_answer(fd, &in, &a, 5000) && read_answer(fd, &in, &b, 5000));
+    CHECK(a.call_id == 1 && a.status == MPRPC_OK);
+    CHECK(a.seq > 1 && a.seq <= 5001); /* 0 < time left <= timeout_ms */
+    CHECK(b.call_id == 2 && b.status == MPRPC_OK);
+    CHECK(b.seq == 0); /* no deadline sent: -1 */
+    close(fd);
+    mprpc_buf_free(&out);
+    mprpc_buf_free(&in);
+    mprpc_server_free(srv);
+}
+
+/* One loop: a request with timeout_ms 100 waits behind a 400 ms handler. Its
+ * handler never runs (the counter proves it) and the caller is told why. */
+static void a_request_that_expires_behind_a_slow_handler_is_not_run(void)
+{
+    mprpc_config cfg;
+    mprpc_server *srv;
+    mprpc_buf out, in;
+    answer a, b;
+    int fd;
+    test_config(&cfg);
+    cfg.io_threads = 1;
+    if (!(srv = probe_up(&cfg))) return;
+    mprpc_buf_init(&out);
+    mprpc_buf_init(&in);
+    put_request(&out, "Probe", "Slow", 1, 0, 400, 0);
+    put_request(&out, "Probe", "Count", 2, 100, 0, 0);
+    fd = raw_connect(cfg.rpcserver_port);
+    CHECK(raw_send_all(fd, out.data, out.len)); /* both in one write: queued on the same loop */
+    CHECK(read_answer(fd, &in, &a, 5000) && read_answer(fd, &in, &b, 5000));
+    CHECK(a.call_id == 1 && a.status == MPRPC_OK);
+    CHECK(b.call_id == 2);
+    CHECK_STATUS(b.status, MPRPC_ERR_TIMEOUT);
+    CHECK_CONTAINS(b.text, "deadline passed before the handler ran (timeout_ms 100, waited");
+    CHECK(__atomic_load_n(&probe_runs, __ATOMIC_SEQ_CST) == 1); /* only Slow ran */
+    CHECK(stats_of(srv).expired == 1);
+    close(fd);
+    mprpc_buf_free(&out);
+    mprpc_buf_free(&in);
+    mprpc_server_free(srv);
+}
+
+/* A deferred call finished after the caller's deadline: nobody waits for the
+ * answer, so it is not sent; it is counted. */
+static void a_deferred_answer_after_the_deadline_is_dropped_and_counted(void)
+{
+    mprpc_config cfg;
+    mprpc_server *srv;
+    mprpc_buf out, in;
+    answer a;
+    int fd;
+    test_config(&cfg);
+    if (!(srv = probe_up(&cfg))) return;
+    mprpc_buf_init(&out);
+    mprpc_buf_init(&in);
+    put_request(&out, "Probe", "Park", 1, 100, 0, 0);
+    fd = raw_connect(cfg.rpcserver_port);
+    CHECK(raw_send_all(fd, out.data, out.len));
+    while (__atomic_load_n(&nparked, __ATOMIC_SEQ_CST) < 1) sleep_ms(5);
+    sleep_ms(200); /* past the deadline */
+    CHECK(mprpc_call_time_left_ms(parked[0]) == 0);
+    mprpc_call_done(parked[0]);
+    out.pos = out.len = 0;
+    put_request(&out, "TestService", "Echo", 2, 0, 0, 0);
+    CHECK(raw_send_all(fd, out.data, out.len));
+    CHECK(read_answer(fd, &in, &a, 5000));
+    CHECK(a.call_id == 2); /* the late answer to call 1 never came */
+    CHECK(stats_of(srv).deadline_dropped == 1);
+    close(fd);
+    mprpc_buf_free(&out);
+    mprpc_buf_free(&in);
+    mprpc_server_free(srv);
+}
+
+/* ---- graceful stop ---- */
+
+typedef struct run_ctx { mprpc_server *srv; int returned; mprpc_status st; } run_ctx;
+static void *run_thread(void *arg)
+{
+    run_ctx *r = (run_ctx *)arg;
+    r->st = mprpc_server_run(r->srv);
+    __atomic_store_n(&r->returned, 1, __ATOMIC_SEQ_CST);
+    return NULL;
+}
+
+/* A request that arrives once the stop has begun is not run: SHUTDOWN says
+ * so (safe to send elsewhere). The call in flight is answered, then the
+ * connection ends with a FIN, not a reset. */
+static void a_request_sent_after_the_stop_began_gets_shutdown(void)
+{
+    mprpc_config cfg;
+    mprpc_server *srv;
+    mprpc_buf out, in;
+    answer a, b;
+    int fd;
+    test_config(&cfg);
+    if (!(srv = probe_up(&cfg))) return;
+    mprpc_buf_init(&out);
+    mprpc_buf_init(&in);
+    put_request(&out, "Probe", "Park", 1, 0, 0, 11);
+    fd = raw_connect(cfg.rpcserver_port);
+    CHECK(raw_send_all(fd, out.data, out.len));
+    while (__atomic_load_n(&nparked, __ATOMIC_SEQ_CST) < 1) sleep_ms(5);
+    mprpc_server_stop(srv); /* the parked call keeps the drain going */
+    sleep_ms(100);
+    out.pos = out.len = 0;
+    put_request(&out, "Probe", "Count", 2, 0, 0, 0);
+    CHECK(raw_send_all(fd, out.data, out.len));
+    CHECK(read_answer(fd, &in, &b, 5000));
+    CHECK(b.call_id == 2);
+    CHECK_STATUS(b.status, MPRPC_ERR_SHUTDOWN);
+    CHECK_CONTAINS(b.text, "provider is stopping: not executed");
+    CHECK(__atomic_load_n(&probe_runs, __ATOMIC_SEQ_CST) == 0);
+    mprpc_call_done(parked[0]);
+    CHECK(read_answer(fd, &in, &a, 5000));
+    CHECK(a.call_id == 1 && a.status == MPRPC_OK && a.seq == 11);
+    shutdown(fd, SHUT_WR); /* done sending: the provider closes its side cleanly */
+    CHECK(closed_without_reset(fd, 5000));
+    CHECK(stats_of(srv).refused == 1);
+    close(fd);
+    mprpc_buf_free(&out);
+    mprpc_buf_free(&in);
+    mprpc_server_free(srv);
+}
+
+/* Eight raw clients pipeline Echo calls (8 in flight each) while the provider
+ * is stopped. Each client stops sending at its first SHUTDOWN answer, as a
+ * channel does. Every request sent gets exactly one answer, OK or SHUTDOWN,
+ * and every connection ends with a FIN. */
+typedef struct pipe_client {
+    int port, sent, answered, shutdowns, dup_or_bad, clean_close;
+    uint8_t seen[4096];
+} pipe_client;
+
+static void *pipe_client_main(void *arg)
+{
+    pipe_client *pc = (pipe_client *)arg;
+    mprpc_buf out, in;
+    int fd = raw_connect(pc->port), stop_sending = 0;
+    mprpc_buf_init(&out);
+    mprpc_buf_init(&in);
+    while (fd >= 0 && pc->answered < 4096) {
+        answer a;
+        while (!stop_sending && pc->sent - pc->answered < 8 && pc->sent < 4096) {
+            out.pos = out.len = 0;
+            put_request(&out, "TestService", "Echo", (uint64_t)pc->sent + 1, 0, 0, (uint64_t)pc->sent + 1);
+            if (!raw_send_all(fd, out.data, out.len)) break;
+            pc->sent++;
+        }
+        if (pc->answered == pc->sent) break;
+        if (!read_answer(fd, &in, &a, 10000)) break;
+        pc->answered++;
+        if (a.call_id == 0 || a.call_id > (uint64_t)pc->sent || pc->seen[a.call_id - 1]++ ||
+            (a.status != MPRPC_OK && a.status != MPRPC_ERR_SHUTDOWN) ||
+            (a.status == MPRPC_OK && a.seq != a.call_id))
+            pc->dup_or_bad++;
+        if (a.status == MPRPC_ERR_SHUTDOWN) {
+            pc->shutdowns++;
+            stop_sending = 1;
+        }
+    }
+    if (fd >= 0) {
+        shutdown(fd, SHUT_WR);
+        pc->clean_close = closed_without_reset(fd, 10000);
+        close(fd);
+    }
+    mprpc_buf_free(&out);
+    mprpc_buf_free(&in);
+    return NULL;
+}
+
+static void a_provider_stopped_under_pipelining_clients_answers_every_request_once(void)
+{
+    mprpc_config cfg;
+    mprpc_server *srv;
+    static pipe_client pc[8];
+    pthread_t t[8];
+    run_ctx rc;
+    pthread_t rt;
+    int i, shutdowns = 0;
+    test_config(&cfg);
+    if (!(srv = probe_up(&cfg))) return;
+    rc.srv = srv;
+    rc.returned = 0;
+    pthread_create(&rt, NULL, run_thread, &rc);
+    for (i = 0; i < 8; i++) {
+        memset(&pc[i], 0, sizeof pc[i]);
+        pc[i].port = cfg.rpcserver_port;
+        pthread_create(&t[i], NULL, pipe_client_main, &pc[i]);
+    }
+    sleep_ms(200);
+    mprpc_server_stop(srv);
+    for (i = 0; i < 8; i++) {
+        pthread_join(t[i], NULL);
+        CHECK(pc[i].sent > 0);
+        CHECK(pc[i].answered == pc[i].sent);
+        CHECK(pc[i].dup_or_bad == 0);
+        CHECK(pc[i].clean_close);
+        shutdowns += pc[i].shutdowns;
+        if (pc[i].answered != pc[i].sent || !pc[i].clean_close)
+            fprintf(stderr, "  client %d: sent %d, answered %d, clean close %d\n", i, pc[i].sent,
+                    pc[i].answered, pc[i].clean_close);
+    }
+    pthread_join(rt, NULL);
+    CHECK_STATUS(rc.st, MPRPC_OK);
+    CHECK(shutdowns > 0); /* the clients were still sending when the stop came */
+    mprpc_server_free(srv);
+}
+
+/* ---- lifecycle from any thread (issue 11 items 1-3, 6, 9) ---- */
+
+/* stop after start (no run) drains by itself: new connections are refused
+ * soon, with nobody calling run or free. */
+static void stop_after_start_drains_by_itself(void)
+{
+    mprpc_config cfg;
+    mprpc_server *srv;
+    int waited, fd = 0;
+    test_config(&cfg);
+    if (!(srv = probe_up(&cfg))) return;
+    mprpc_server_stop(srv);
+    for (waited = 0; waited < 5000; waited += 10) {
+        fd = raw_connect(cfg.rpcserver_port);
+        if (fd < 0) break;
+        close(fd);
+        sleep_ms(10);
+    }
+    CHECK(fd < 0); /* the listener is gone */
+    mprpc_server_stop(srv); /* twice: harmless */
+    CHECK_STATUS(mprpc_server_run(srv), MPRPC_OK); /* already stopped: returns at once */
+    CHECK_STATUS(mprpc_server_start(srv), MPRPC_ERR_INVALID_ARGUMENT);
+    mprpc_server_free(srv);
+    /* stop before start: start refuses, with the reason */
+    CHECK_STATUS(mprpc_server_new(&srv, &cfg), MPRPC_OK);
+    mprpc_server_stop(srv);
+    CHECK_STATUS(mprpc_server_start(srv), MPRPC_ERR_SHUTDOWN);
+    CHECK_CONTAINS(mprpc_server_error(srv), "before start");
+    mprpc_server_free(srv);
+}
+
+/* free from another thread while run waits: run returns, then free frees
+ * (ASan: no use after free), twenty times. */
+static void free_from_another_thread_while_run_waits_is_safe(void)
+{
+    int round;
+    for (round = 0; round < 20; round++) {
+        mprpc_config cfg;
+        mprpc_server *srv;
+        run_ctx rc;
+        pthread_t t;
+        test_config(&cfg);
+        if (!(srv = probe_up(&cfg))) return;
+        rc.srv = srv;
+        rc.returned = 0;
+        pthread_create(&t, NULL, run_thread, &rc);
+        for (;;) { /* run has begun to wait (free before run would be the caller's bug) */
+            int in_run;
+            pthread_mutex_lock(&srv->life_mu);
+            in_run = srv->runners > 0;
+            pthread_mutex_unlock(&srv->life_mu);
+            if (in_run) break;
+            sleep_ms(1);
+        }
+        sleep_ms(round % 3 * 5);
+        mprpc_server_free(srv); /* waits for the drain and for run to return */
+        pthread_join(t, NULL);
+        CHECK_STATUS(rc.st, MPRPC_OK);
+    }
+}
+
+/* free from inside a handler would wait for the very thread it runs on: it is
+ * refused (the server is told to stop instead), and the caller still gets
+ * its answer. */
+static void free_from_a_handler_is_refused_not_crashed(void)
+{
+    mprpc_config cfg;
+    mprpc_buf out, in;
+    answer a;
+    int fd;
+    test_config(&cfg);
+    if (!(probe_srv = probe_up(&cfg))) return;
+    mprpc_buf_init(&out);
+    mprpc_buf_init(&in);
+    put_request(&out, "Probe", "FreeSelf", 1, 0, 0, 0);
+    fd = raw_connect(cfg.rpcserver_port);
+    CHECK(raw_send_all(fd, out.data, out.len));
+    CHECK(read_answer(fd, &in, &a, 5000));
+    CHECK(a.call_id == 1 && a.status == MPRPC_OK);
+    CHECK_CONTAINS(mprpc_server_error(probe_srv), "refused");
+    CHECK_STATUS(mprpc_server_run(probe_srv), MPRPC_OK); /* it was told to stop: returns */
+    close(fd);
+    mprpc_buf_free(&out);
+    mprpc_buf_free(&in);
+    mprpc_server_free(probe_srv);
+    probe_srv = NULL;
+}
+
+/* A deferred call never finished does not hold the stop past
+ * drain_timeout_ms; finishing it afterwards, even after free, is harmless. */
+static void a_deferred_call_never_finished_is_abandoned_at_the_drain_timeout(void)
+{
+    mprpc_config cfg;
+    mprpc_server *srv;
+    mprpc_buf out;
+    run_ctx rc;
+    pthread_t t;
+    int fd;
+    test_config(&cfg);
+    cfg.drain_timeout_ms = 300;
+    if (!(srv = probe_up(&cfg))) return;
+    mprpc_buf_init(&out);
+    put_request(&out, "Probe", "Park", 1, 0, 0, 0);
+    fd = raw_connect(cfg.rpcserver_port);
+    CHECK(raw_send_all(fd, out.data, out.len));
+    while (__atomic_load_n(&nparked, __ATOMIC_SEQ_CST) < 1) sleep_ms(5);
+    rc.srv = srv;
+    rc.returned = 0;
+    pthread_create(&t, NULL, run_thread, &rc);
+    mprpc_server_stop(srv);
+    pthread_join(t, NULL); /* returns: the call was abandoned */
+    CHECK(stats_of(srv).abandoned == 1);
+    CHECK(stats_of(srv).deferred_pending == 0);
+    mprpc_server_free(srv);
+    mprpc_call_done(parked[0]); /* frees the abandoned call; ASan/valgrind: no error, no leak */
+    close(fd);
+    mprpc_buf_free(&out);
+}
+
+/* mprpc_call_done on a call that was never deferred is refused: the call is
+ * answered once, by its handler's return, and the counts stay right. */
+static void call_done_on_a_call_never_deferred_is_refused(void)
+{
+    mprpc_config cfg;
+    mprpc_server *srv;
+    mprpc_buf out, in;
+    answer a;
+    int fd, i, answers = 0;
+    test_config(&cfg);
+    cfg.io_threads = 1;
+    if (!(srv = probe_up(&cfg))) return;
+    mprpc_buf_init(&out);
+    mprpc_buf_init(&in);
+    for (i = 0; i < 3; i++) put_request(&out, "Probe", "DoneEarly", (uint64_t)i + 1, 0, 0, 0);
+    put_request(&out, "TestService", "Echo", 4, 0, 0, 4);
+    fd = raw_connect(cfg.rpcserver_port);
+    CHECK(raw_send_all(fd, out.data, out.len));
+    while (read_answer(fd, &in, &a, 500)) {
+        answers++;
+        CHECK(a.status == MPRPC_OK && a.call_id == (uint64_t)answers);
+    }
+    CHECK(answers == 4);
+    CHECK(stats_of(srv).deferred_pending == 0);
+    close(fd);
+    mprpc_buf_free(&out);
+    mprpc_buf_free(&in);
+    mprpc_server_free(srv);
+}
+
+/* After run returns the stats are still there to read. */
+static void stats_are_readable_after_run_returns(void)
+{
+    mprpc_config cfg;
+    mprpc_server *srv;
+    mprpc_channel *ch;
+    mprpc_controller ctl;
+    testsvc_EchoResponse rs;
+    stop_ctx sc;
+    pthread_t t;
+    if (!setup(&cfg, &srv, &ch, &ctl)) return;
+    CHECK_STATUS(echo_call(ch, "count me", 1, &ctl, &rs), MPRPC_OK);
+    mprpc_channel_free(ch);
+    sc.srv = srv;
+    sc.delay_ms = 50;
+    pthread_create(&t, NULL, stop_later, &sc);
+    CHECK_STATUS(mprpc_server_run(srv), MPRPC_OK);
+    pthread_join(t, NULL);
+    CHECK(stats_of(srv).calls == 1);
+    CHECK(stats_of(srv).connections_accepted == 1);
+    CHECK(stats_of(srv).connections_open == 0);
+    mprpc_server_free(srv);
+}
+
+/* ---- memory and output (issue 11 items 4, 5, 7, 9) ---- */
+
+/* 256 calls parked at once, then finished and their clients gone: the
+ * provider keeps at most 64 idle call objects per loop, counted in the stats. */
+static void the_deferred_call_pool_gives_memory_back(void)
+{
+    enum { CONNS = 4, EACH = 64 };
+    mprpc_config cfg;
+    mprpc_server *srv;
+    mprpc_buf out, in;
+    mprpc_server_stats st;
+    int fds[CONNS], i, j, got = 0;
+    int64_t base, peak, after;
+    size_t call_size;
+    test_config(&cfg);
+    cfg.io_threads = 1;
+    if (!(srv = probe_up(&cfg))) return;
+    call_size = srv->call_size;
+    mprpc_buf_init(&out);
+    mprpc_buf_init(&in);
+    base = __atomic_load_n(&lib_live_bytes, __ATOMIC_SEQ_CST);
+    for (i = 0; i < CONNS; i++) {
+        out.pos = out.len = 0;
+        for (j = 0; j < EACH; j++) put_request(&out, "Probe", "Park", (uint64_t)j + 1, 0, 0, 0);
+        fds[i] = raw_connect(cfg.rpcserver_port);
+        CHECK(raw_send_all(fds[i], out.data, out.len));
+    }
+    for (i = 0; i < 500 && __atomic_load_n(&nparked, __ATOMIC_SEQ_CST) < CONNS * EACH; i++) sleep_ms(10);
+    CHECK(__atomic_load_n(&nparked, __ATOMIC_SEQ_CST) == CONNS * EACH);
+    peak = __atomic_load_n(&lib_live_bytes, __ATOMIC_SEQ_CST);
+    CHECK(stats_of(srv).deferred_pending == CONNS * EACH);
+    for (i = 0; i < CONNS * EACH; i++) mprpc_call_done(parked[i]);
+    for (i = 0; i < CONNS; i++) {
+        answer a;
+        for (j = 0; j < EACH; j++) got += read_answer(fds[i], &in, &a, 5000);
+        close(fds[i]);
+    }
+    CHECK(got == CONNS * EACH);
+    for (i = 0; i < 500 && stats_of(srv).connections_open > 0; i++) sleep_ms(10);
+    sleep_ms(50);
+    st = stats_of(srv);
+    after = __atomic_load_n(&lib_live_bytes, __ATOMIC_SEQ_CST);
+    CHECK(st.deferred_pending == 0);
+    CHECK(st.call_pool_bytes == 64 * (uint64_t)call_size);
+    CHECK(peak - base > (int64_t)(CONNS * EACH * call_size)); /* they were all held at once */
+    CHECK(after - base <= (int64_t)(64 * call_size) + 4096);  /* and given back, but the pool */
+    if (after - base > (int64_t)(64 * call_size) + 4096)
+        fprintf(stderr, "  %lld bytes still held (call objects of %zu bytes)\n", (long long)(after - base), call_size);
+    mprpc_buf_free(&out);
+    mprpc_buf_free(&in);
+    mprpc_server_free(srv);
+}
+
+/* Connection A sends call 111 and the start of a large frame in one write;
+ * keeping that partial frame needs memory that is refused. A still gets its
+ * answer, then a clean end; B, served next on the same loop, gets its own
+ * answer (222) and nothing of A's. */
+static void a_reply_never_reaches_another_connection_when_memory_runs_out(void)
+{
+    mprpc_config cfg;
+    mprpc_server *srv;
+    mprpc_buf out, in;
+    answer a;
+    uint8_t filler[3000];
+    int fa, fb;
+    test_config(&cfg);
+    cfg.io_threads = 1;
+    if (!(srv = probe_up(&cfg))) return;
+    mprpc_buf_init(&out);
+    mprpc_buf_init(&in);
+    fa = raw_connect(cfg.rpcserver_port);
+    fb = raw_connect(cfg.rpcserver_port);
+    put_request(&out, "TestService", "Echo", 110, 0, 0, 110); /* warm: a pooled call object */
+    CHECK(raw_send_all(fa, out.data, out.len));
+    CHECK(read_answer(fa, &in, &a, 5000) && a.call_id == 110);
+    out.pos = out.len = 0;
+    put_request(&out, "TestService", "Echo", 111, 0, 0, 111);
+    memset(filler, 0, sizeof filler);
+    filler[0] = 5; /* header_len 5, then a header announcing a 1 MiB body that never comes */
+    filler[4] = 0x18; filler[5] = 0x80; filler[6] = 0x80; filler[7] = 0x40;
+    CHECK(mprpc_buf_append(&out, filler, sizeof filler, 1u << 20) == MPRPC_OK);
+    __atomic_store_n(&fail_from, (size_t)2048, __ATOMIC_SEQ_CST);
+    CHECK(raw_send_all(fa, out.data, out.len));
+    CHECK(read_answer(fa, &in, &a, 5000));
+    CHECK(a.call_id == 111 && a.status == MPRPC_OK);
+    if (a.call_id != 111 || a.status != MPRPC_OK) fprintf(stderr, "  got %llu %d %s\n", (unsigned long long)a.call_id, a.status, a.text);
+    __atomic_store_n(&fail_from, (size_t)0, __ATOMIC_SEQ_CST);
+    CHECK(raw_wait_closed(fa, 5000)); /* the byte stream had a hole: A ends */
+    in.pos = in.len = 0;
+    out.pos = out.len = 0;
+    put_request(&out, "TestService", "Echo", 222, 0, 0, 222);
+    CHECK(raw_send_all(fb, out.data, out.len));
+    CHECK(read_answer(fb, &in, &a, 5000));
+    CHECK(a.call_id == 222 && a.seq == 222);
+    close(fa);
+    close(fb);
+    mprpc_buf_free(&out);
+    mprpc_buf_free(&in);
+    mprpc_server_free(srv);
+}
+
+/* A handler blocking its loop does not stop accepting: while it runs, a new
+ * connection (on the other loop) is answered. */
+static void a_handler_blocking_its_loop_does_not_stop_accepting(void)
+{
+    mprpc_config cfg;
+    mprpc_server *srv;
+    mprpc_buf out, in;
+    answer a;
+    int slow, fresh, answered_while_blocked;
+    test_config(&cfg);
+    cfg.io_threads = 2;
+    if (!(srv = probe_up(&cfg))) return;
+    mprpc_buf_init(&out);
+    mprpc_buf_init(&in);
+    put_request(&out, "Probe", "Slow", 1, 0, 2000, 0);
+    slow = raw_connect(cfg.rpcserver_port); /* the first connection: loop 0 */
+    CHECK(raw_send_all(slow, out.data, out.len));
+    while (!__atomic_load_n(&slow_running, __ATOMIC_SEQ_CST)) sleep_ms(5);
+    out.pos = out.len = 0;
+    put_request(&out, "TestService", "Echo", 2, 0, 0, 2);
+    fresh = raw_connect(cfg.rpcserver_port); /* the second: loop 1 */
+    CHECK(raw_send_all(fresh, out.data, out.len));
+    CHECK(read_answer(fresh, &in, &a, 5000) && a.call_id == 2);
+    answered_while_blocked = __atomic_load_n(&slow_running, __ATOMIC_SEQ_CST);
+    CHECK(answered_while_blocked);
+    in.pos = in.len = 0;
+    CHECK(read_answer(slow, &in, &a, 5000) && a.call_id == 1);
+    close(slow);
+    close(fresh);
+    mprpc_buf_free(&out);
+    mprpc_buf_free(&in);
+    mprpc_server_free(srv);
+}
+
+/* A failed epoll_ctl is not ignored: a connection whose interest cannot be
+ * changed is closed (its socket would otherwise stall forever). White box:
+ * the connection's descriptor was never added to the loop's epoll set. */
+static void a_failed_epoll_modify_closes_the_connection(void)
+{
+    mprpc_config cfg;
+    mprpc_server *srv;
+    mprpc__loop *l;
+    mprpc__conn *c;
+    int sv[2];
+    test_config(&cfg);
+    CHECK_STATUS(mprpc_server_new(&srv, &cfg), MPRPC_OK);
+    CHECK_STATUS(mprpc__routes_build(srv), MPRPC_OK);
+    l = (mprpc__loop *)calloc(1, sizeof *l);
+    CHECK_STATUS(mprpc__loop_init(srv, l, 0), MPRPC_OK);
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) == 0);
+    c = (mprpc__conn *)calloc(1, sizeof *c);
+    c->fd = sv[0];
+    c->loop = l;
+    c->counted_open = 1;
+    c->events = EPOLLIN; /* what the loop believes; epoll has never heard of it */
+    mprpc__list_push(&l->conns, c);
+    l->nconns = 1;
+    srv->open_conns = 1;
+    /* more output than the socket takes: the settle wants EPOLLOUT too, a modify, which fails */
+    CHECK(mprpc_buf_reserve(&c->out, 1u << 20, 1u << 21) == MPRPC_OK);
+    memset(c->out.data, 0, 1u << 20);
+    c->out.len = 1u << 20;
+    mprpc__conn_settle(c, mprpc__now_ms());
+    CHECK(c->state == MPRPC__CONN_CLOSED);
+    CHECK(l->nconns == 0);
+    mprpc__conn_free_dead(l);
+    mprpc__loop_uninit(l);
+    free(l);
+    close(sv[1]);
+    mprpc_server_free(srv);
+}
+
 int main(void)
 {
     RUN(example_methods_answer_over_tcp);
@@ -529,5 +1278,20 @@ int main(void)
     RUN(one_channel_serves_eight_threads);
     RUN(warm_calls_allocate_nothing);
     RUN(bad_setup_is_reported_not_crashed);
+    RUN(a_handler_sees_the_time_left_before_the_callers_deadline);
+    RUN(a_request_that_expires_behind_a_slow_handler_is_not_run);
+    RUN(a_deferred_answer_after_the_deadline_is_dropped_and_counted);
+    RUN(a_request_sent_after_the_stop_began_gets_shutdown);
+    RUN(a_provider_stopped_under_pipelining_clients_answers_every_request_once);
+    RUN(stop_after_start_drains_by_itself);
+    RUN(free_from_another_thread_while_run_waits_is_safe);
+    RUN(free_from_a_handler_is_refused_not_crashed);
+    RUN(a_deferred_call_never_finished_is_abandoned_at_the_drain_timeout);
+    RUN(call_done_on_a_call_never_deferred_is_refused);
+    RUN(stats_are_readable_after_run_returns);
+    RUN(the_deferred_call_pool_gives_memory_back);
+    RUN(a_reply_never_reaches_another_connection_when_memory_runs_out);
+    RUN(a_handler_blocking_its_loop_does_not_stop_accepting);
+    RUN(a_failed_epoll_modify_closes_the_connection);
     return test_summary("test_server");
 }
