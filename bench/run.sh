@@ -197,7 +197,8 @@ for point in $matrix; do
   for rep in $(seq 1 "$reps"); do
     for s in $run_systems; do
       n=$((n + 1))
-      printf '[%d/%d] %-13s S=%-4s C=%-2s T=%s rep %s: ' "$n" "$npoints" "$s" "$size" "$conns" "$threads" "$rep"
+      case "$s" in raw-blocking|mprpc-channel) shown_t=$conns ;; mprpc-async) shown_t=- ;; *) shown_t=$threads ;; esac
+      printf '[%d/%d] %-13s S=%-4s C=%-2s T=%-2s rep %s: ' "$n" "$npoints" "$s" "$size" "$conns" "$shown_t" "$rep"
       # Other processes on the shared cores distort a run: retry while they
       # took more than --max-foreign % of the machine, keep the quietest try.
       best= best_f= try=0 ok=0
