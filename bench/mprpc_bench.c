@@ -13,9 +13,19 @@
  * mprpc_wire_decode_response) calling EchoService.Echo, replies matched by
  * call id, so D > 1 may be answered in any order.
  *
- * "mprpc-channel" (--proto mprpc-channel or --system mprpc-channel) is not a
- * plug-in but what an application does: C threads, each with its own
- * mprpc_channel, calling MPRPC_CALL in a loop (depth 1, -t ignored).
+ * Three clients are not plug-ins (chosen with --proto or --system NAME;
+ * depth 1, -t ignored):
+ *   "raw-blocking"   C threads, each with its own blocking connection to
+ *                    raw_echo_server: send one raw frame, recv the echo, again
+ *                    (the floor of any thread-per-call blocking API).
+ *   "mprpc-channel"  what an application does with the blocking API: C
+ *                    threads sharing ONE mprpc_channel (default settings),
+ *                    each calling MPRPC_CALL in a loop.
+ *   "mprpc-async"    C calls in flight through ONE channel with the async API
+ *                    (MPRPC_CALL_ASYNC): C slots, each completion records its
+ *                    latency and issues the slot's next call from inside the
+ *                    callback.  Built only when mprpc.h has the async API
+ *                    (--list-protos tells).
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -443,13 +453,36 @@ static conn *conn_open(const struct sockaddr_in *addr)
 }
 
 /* ======================================================================
- * mprpc-channel: the public blocking API, one thread + channel per connection
+ * mprpc-channel: the public blocking API, C threads sharing one channel
  * ====================================================================== */
+
+/* A channel with default settings calling the provider at host:port
+ * directly; exits on a bad setting. */
+static mprpc_channel *bench_channel_new(const char *who)
+{
+    mprpc_config cfg;
+    mprpc_channel *ch;
+    char port[16];
+
+    snprintf(port, sizeof port, "%d", opts.port);
+    mprpc_config_init(&cfg);
+    if (mprpc_config_set(&cfg, "rpcserver_ip", opts.host) != MPRPC_OK ||
+        mprpc_config_set(&cfg, "rpcserver_port", port) != MPRPC_OK) {
+        fprintf(stderr, "%s: %s\n", who, cfg.error);
+        exit(2);
+    }
+    cfg.max_message_size = MPRPC_BENCH_MAX_MESSAGE;
+    if (mprpc_channel_new(&ch, &cfg) != MPRPC_OK) {
+        fprintf(stderr, "%s: mprpc_channel_new failed\n", who);
+        exit(1);
+    }
+    return ch;
+}
 
 typedef struct chan_worker {
     pthread_t th;
     int index;
-    mprpc_config cfg;
+    mprpc_channel *ch;          /* shared by all workers */
     uint64_t errors;
     hist h;
 } chan_worker;
@@ -457,15 +490,10 @@ typedef struct chan_worker {
 static void *chan_worker_main(void *arg)
 {
     chan_worker *w = (chan_worker *)arg;
-    mprpc_channel *ch;
     mprpc_controller ctl;
     uint8_t *sink_buf = (uint8_t *)xmalloc(opts.size + 1);
     uint32_t id = (uint32_t)w->index * 7919u;
 
-    if (mprpc_channel_new(&ch, &w->cfg) != MPRPC_OK) {
-        fprintf(stderr, "mprpc_channel_new failed\n");
-        exit(1);
-    }
     mprpc_controller_init(&ctl);
     while (bench_phase_get(&phase) != BENCH_STOP) {
         mprpcbench_EchoRequest rq = mprpcbench_EchoRequest_init_zero;
@@ -485,7 +513,7 @@ static void *chan_worker_main(void *arg)
         rs.payload.funcs.decode = mprpc_bytes_copy_decode;
         rs.payload.arg = &in;
         t0 = bench_now_ns();
-        MPRPC_CALL(ch, "EchoService", "Echo", mprpcbench_EchoRequest, &rq,
+        MPRPC_CALL(w->ch, "EchoService", "Echo", mprpcbench_EchoRequest, &rq,
                    mprpcbench_EchoResponse, &rs, &ctl);
         t1 = bench_now_ns();
         if (mprpc_controller_failed(&ctl)) {
@@ -499,7 +527,6 @@ static void *chan_worker_main(void *arg)
         }
         id++;
     }
-    mprpc_channel_free(ch);
     free(sink_buf);
     return NULL;
 }
@@ -507,33 +534,26 @@ static void *chan_worker_main(void *arg)
 static int run_channel(void)
 {
     chan_worker *ws;
+    mprpc_channel *ch;
     hist *total;
     uint64_t errors = 0;
     bench_window win;
-    char port[16];
     int t;
 
-    opts.threads = opts.conns;      /* one thread (and channel) per connection */
+    opts.threads = opts.conns;      /* T = C threads, one call in flight each */
     if (opts.depth != 1) {
         fprintf(stderr, "mprpc-channel: the blocking channel has one call in flight (-q 1)\n");
         return 2;
     }
+    ch = bench_channel_new("mprpc-channel");
     ws = (chan_worker *)calloc((size_t)opts.conns, sizeof *ws);
     if (!ws)
         die("calloc");
-    snprintf(port, sizeof port, "%d", opts.port);
     for (t = 0; t < opts.conns; t++) {
         chan_worker *w = &ws[t];
         w->index = t;
+        w->ch = ch;
         hist_init(&w->h);
-        mprpc_config_init(&w->cfg);
-        if (mprpc_config_set(&w->cfg, "rpcserver_ip", opts.host) != MPRPC_OK ||
-            mprpc_config_set(&w->cfg, "rpcserver_port", port) != MPRPC_OK) {
-            fprintf(stderr, "mprpc-channel: %s\n", w->cfg.error);
-            return 2;
-        }
-        w->cfg.max_message_size = MPRPC_BENCH_MAX_MESSAGE;
-        w->cfg.channel_max_connections = 1;
         if (pthread_create(&w->th, NULL, chan_worker_main, w) != 0)
             die("pthread_create");
     }
@@ -545,8 +565,314 @@ static int run_channel(void)
         hist_merge(total, &ws[t].h);
         errors += ws[t].errors;
     }
+    mprpc_channel_free(ch);
     bench_report(&opts, total, errors, &win);
     return 0;
+}
+
+/* ======================================================================
+ * raw-blocking: the blocking baseline, one thread + connection per call in
+ * flight, plain send/recv of raw frames
+ * ====================================================================== */
+
+/* A reply that does not arrive within this bound counts as an error and
+ * ends the thread (a hung server must not hang the client). */
+#define RAW_BLOCKING_RECV_TIMEOUT_S 5
+
+typedef struct rb_worker {
+    pthread_t th;
+    int index;
+    int fd;
+    uint64_t errors;
+    hist h;
+} rb_worker;
+
+static int rb_send_all(int fd, const uint8_t *p, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* Receives one frame into buf (cap >= 4 + opts.size): the length header,
+ * then the payload.  Returns the frame length, or 0 on error/EOF/timeout. */
+static size_t rb_recv_frame(int fd, uint8_t *buf, size_t cap)
+{
+    size_t have = 0, want = 4;
+    int header = 1;
+    while (have < want) {
+        ssize_t n = recv(fd, buf + have, cap - have, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return 0;
+        have += (size_t)n;
+        if (header && have >= 4) {
+            uint32_t len = (uint32_t)buf[0] | (uint32_t)buf[1] << 8 |
+                           (uint32_t)buf[2] << 16 | (uint32_t)buf[3] << 24;
+            if ((size_t)len > cap - 4)
+                return 0;   /* longer than anything we sent */
+            want = 4 + (size_t)len;
+            header = 0;
+        }
+    }
+    return have == want ? want : 0;   /* more = a reply we did not ask for */
+}
+
+static void *rb_worker_main(void *arg)
+{
+    rb_worker *w = (rb_worker *)arg;
+    size_t cap = raw_max_request_size(opts.size);
+    uint8_t *out = (uint8_t *)xmalloc(cap);
+    uint8_t *in = (uint8_t *)xmalloc(cap);
+    uint32_t id = (uint32_t)w->index * 7919u;
+
+    while (bench_phase_get(&phase) != BENCH_STOP) {
+        const uint8_t *payload = bench_payload(pattern, id);
+        size_t n = raw_encode_request(out, cap, id, payload, opts.size), got;
+        uint64_t t0, t1;
+
+        t0 = bench_now_ns();
+        if (n == 0 || rb_send_all(w->fd, out, n) < 0) {
+            fprintf(stderr, "raw-blocking: send: %s\n", strerror(errno));
+            w->errors++;
+            break;
+        }
+        errno = 0;
+        got = rb_recv_frame(w->fd, in, cap);
+        t1 = bench_now_ns();
+        if (got == 0) {
+            fprintf(stderr, "raw-blocking: no complete reply (%s)\n",
+                    errno ? strerror(errno) : "closed by server");
+            w->errors++;
+            break;
+        }
+        if (got - 4 != opts.size || memcmp(in + 4, payload, opts.size) != 0)
+            w->errors++;
+        else if (bench_phase_get(&phase) == BENCH_MEASURE)
+            hist_record(&w->h, t1 - t0);
+        id++;
+    }
+    free(out);
+    free(in);
+    return NULL;
+}
+
+static int run_raw_blocking(const struct sockaddr_in *addr)
+{
+    rb_worker *ws;
+    hist *total;
+    uint64_t errors = 0;
+    bench_window win;
+    struct timeval tv;
+    int t, one = 1;
+
+    opts.threads = opts.conns;      /* T = C: one thread per connection */
+    if (opts.depth != 1) {
+        fprintf(stderr, "raw-blocking: one call in flight per connection (-q 1)\n");
+        return 2;
+    }
+    tv.tv_sec = RAW_BLOCKING_RECV_TIMEOUT_S;
+    tv.tv_usec = 0;
+    ws = (rb_worker *)calloc((size_t)opts.conns, sizeof *ws);
+    if (!ws)
+        die("calloc");
+    for (t = 0; t < opts.conns; t++) {
+        rb_worker *w = &ws[t];
+        w->index = t;
+        hist_init(&w->h);
+        w->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (w->fd < 0)
+            die("socket");
+        if (connect(w->fd, (const struct sockaddr *)addr, sizeof *addr) < 0)
+            die("connect");
+        setsockopt(w->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        if (setsockopt(w->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) < 0 ||
+            setsockopt(w->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) < 0)
+            die("setsockopt");
+    }
+    for (t = 0; t < opts.conns; t++)
+        if (pthread_create(&ws[t].th, NULL, rb_worker_main, &ws[t]) != 0)
+            die("pthread_create");
+    bench_run_window(&opts, &phase, &win);
+    total = (hist *)xmalloc(sizeof *total);
+    hist_init(total);
+    for (t = 0; t < opts.conns; t++) {
+        pthread_join(ws[t].th, NULL);
+        close(ws[t].fd);
+        hist_merge(total, &ws[t].h);
+        errors += ws[t].errors;
+    }
+    bench_report(&opts, total, errors, &win);
+    return 0;
+}
+
+/* ======================================================================
+ * mprpc-async: C calls in flight through one channel (async API)
+ * ====================================================================== */
+
+#ifdef MPRPC_CALL_ASYNC
+#define HAVE_MPRPC_ASYNC 1
+
+/* How long to wait, after the measured window, for the calls still in
+ * flight; then the channel is freed, which completes them. */
+#define ASYNC_DRAIN_TIMEOUT_S 10
+
+/* One call in flight: everything it needs lives here until done runs. */
+typedef struct async_slot {
+    int index;
+    uint32_t id;
+    uint64_t t_send_ns;
+    mprpcbench_EchoRequest rq;
+    mprpcbench_EchoResponse rs;
+    mprpc_bytes out;
+    mprpc_bytes_sink in;
+    uint8_t *sink_buf;
+    mprpc_controller ctl;
+    uint64_t errors;
+    hist h;                     /* per slot: no sharing, whichever thread completes */
+} async_slot;
+
+static mprpc_channel *async_ch;
+static pthread_mutex_t async_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t async_cv = PTHREAD_COND_INITIALIZER;
+static int async_active;        /* slots with a call in flight, under async_mu */
+
+static void async_slot_finished(void)
+{
+    pthread_mutex_lock(&async_mu);
+    if (--async_active == 0)
+        pthread_cond_broadcast(&async_cv);
+    pthread_mutex_unlock(&async_mu);
+}
+
+static void async_done(mprpc_controller *ctl, void *response, void *user);
+
+/* Issues the slot's next call; on a synchronous failure (done will not run)
+ * counts an error and retires the slot. */
+static void async_issue(async_slot *sl)
+{
+    mprpc_status st;
+    sl->rq = (mprpcbench_EchoRequest)mprpcbench_EchoRequest_init_zero;
+    sl->rs = (mprpcbench_EchoResponse)mprpcbench_EchoResponse_init_zero;
+    sl->out.data = bench_payload(pattern, sl->id);
+    sl->out.size = opts.size;
+    sl->rq.payload.funcs.encode = mprpc_bytes_encode;
+    sl->rq.payload.arg = &sl->out;
+    sl->in.data = sl->sink_buf;
+    sl->in.capacity = opts.size + 1;
+    sl->in.size = 0;
+    sl->rs.payload.funcs.decode = mprpc_bytes_copy_decode;
+    sl->rs.payload.arg = &sl->in;
+    mprpc_controller_reset(&sl->ctl);
+    sl->t_send_ns = bench_now_ns();
+    st = MPRPC_CALL_ASYNC(async_ch, "EchoService", "Echo", mprpcbench_EchoRequest, &sl->rq,
+                          mprpcbench_EchoResponse, &sl->rs, &sl->ctl, async_done, sl);
+    if (st != MPRPC_OK) {
+        if (sl->errors++ < 5)
+            fprintf(stderr, "mprpc-async: call not started: %s: %s\n", mprpc_status_name(st),
+                    mprpc_controller_error_text(&sl->ctl));
+        async_slot_finished();
+    }
+}
+
+static void async_done(mprpc_controller *ctl, void *response, void *user)
+{
+    async_slot *sl = (async_slot *)user;
+    uint64_t now = bench_now_ns();
+    int ph = bench_phase_get(&phase);
+    (void)response;
+
+    if (mprpc_controller_failed(ctl)) {
+        if (sl->errors++ < 5)
+            fprintf(stderr, "mprpc-async: call failed: %s: %s\n", mprpc_status_name(ctl->status),
+                    mprpc_controller_error_text(ctl));
+    } else if (sl->in.size != opts.size ||
+               memcmp(sl->sink_buf, bench_payload(pattern, sl->id), sl->in.size) != 0) {
+        sl->errors++;
+    } else if (ph == BENCH_MEASURE) {
+        hist_record(&sl->h, now - sl->t_send_ns);
+    }
+    sl->id++;
+    if (ph == BENCH_STOP) {
+        async_slot_finished();
+        return;
+    }
+    async_issue(sl);
+}
+
+static int run_async(void)
+{
+    async_slot *slots;
+    hist *total;
+    uint64_t errors = 0;
+    bench_window win;
+    struct timespec until;
+    int i, left;
+
+    opts.threads = 1;               /* no client threads: the channel's own do the work */
+    if (opts.depth != 1) {
+        fprintf(stderr, "mprpc-async: C slots with one call each (-q 1); use -c for depth\n");
+        return 2;
+    }
+    async_ch = bench_channel_new("mprpc-async");
+    slots = (async_slot *)calloc((size_t)opts.conns, sizeof *slots);
+    if (!slots)
+        die("calloc");
+    for (i = 0; i < opts.conns; i++) {
+        slots[i].index = i;
+        slots[i].id = (uint32_t)i * 7919u;
+        slots[i].sink_buf = (uint8_t *)xmalloc(opts.size + 1);
+        mprpc_controller_init(&slots[i].ctl);
+        hist_init(&slots[i].h);
+    }
+    async_active = opts.conns;
+    for (i = 0; i < opts.conns; i++)
+        async_issue(&slots[i]);
+
+    bench_run_window(&opts, &phase, &win);
+
+    /* Each completion now retires its slot instead of issuing again. */
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += ASYNC_DRAIN_TIMEOUT_S;
+    pthread_mutex_lock(&async_mu);
+    while (async_active > 0)
+        if (pthread_cond_timedwait(&async_cv, &async_mu, &until) != 0)
+            break;
+    left = async_active;
+    pthread_mutex_unlock(&async_mu);
+    if (left > 0) {
+        fprintf(stderr, "mprpc-async: %d calls still in flight after %d s\n", left,
+                ASYNC_DRAIN_TIMEOUT_S);
+        errors += (uint64_t)left;
+    }
+    mprpc_channel_free(async_ch);   /* completes anything left before it returns */
+
+    total = (hist *)xmalloc(sizeof *total);
+    hist_init(total);
+    for (i = 0; i < opts.conns; i++) {
+        hist_merge(total, &slots[i].h);
+        errors += slots[i].errors;
+        free(slots[i].sink_buf);
+    }
+    free(slots);
+    bench_report(&opts, total, errors, &win);
+    return 0;
+}
+#endif /* MPRPC_CALL_ASYNC */
+
+/* The clients that are not protocol plug-ins are chosen by --proto or --system. */
+static int is_mode(const char *name)
+{
+    return strcmp(opts.proto, name) == 0 || strcmp(opts.system, name) == 0;
 }
 
 int main(int argc, char **argv)
@@ -563,24 +889,25 @@ int main(int argc, char **argv)
     if (opts.list_protos) {
         for (i = 0; i < NPROTOS; i++)
             printf("%s\n", protos[i].name);
-        printf("mprpc-channel\n");
+        printf("raw-blocking\nmprpc-channel\n");
+#ifdef HAVE_MPRPC_ASYNC
+        printf("mprpc-async\n");
+#endif
         return 0;
     }
     signal(SIGPIPE, SIG_IGN);
-    if (strcmp(opts.proto, "mprpc-channel") == 0 || strcmp(opts.system, "mprpc-channel") == 0) {
-        pattern = bench_pattern_new(opts.size);
-        return run_channel();
-    }
-    for (i = 0; i < NPROTOS; i++)
-        if (strcmp(protos[i].name, opts.proto) == 0)
-            proto = &protos[i];
-    if (!proto) {
-        fprintf(stderr, "%s: unknown protocol '%s' (see --list-protos)\n", argv[0], opts.proto);
-        return 2;
-    }
-    signal(SIGPIPE, SIG_IGN);
     pattern = bench_pattern_new(opts.size);
-    max_req = proto->max_request_size(opts.size);
+    if (is_mode("mprpc-channel"))
+        return run_channel();
+    if (is_mode("mprpc-async")) {
+#ifdef HAVE_MPRPC_ASYNC
+        return run_async();
+#else
+        fprintf(stderr, "%s: mprpc-async needs mprpc_channel_call_async (not in this mprpc.h)\n",
+                argv[0]);
+        return 2;
+#endif
+    }
 
     memset(&addr, 0, sizeof addr);
     addr.sin_family = AF_INET;
@@ -589,6 +916,17 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s: bad IPv4 address '%s'\n", argv[0], opts.host);
         return 2;
     }
+    if (is_mode("raw-blocking"))
+        return run_raw_blocking(&addr);
+
+    for (i = 0; i < NPROTOS; i++)
+        if (strcmp(protos[i].name, opts.proto) == 0)
+            proto = &protos[i];
+    if (!proto) {
+        fprintf(stderr, "%s: unknown protocol '%s' (see --list-protos)\n", argv[0], opts.proto);
+        return 2;
+    }
+    max_req = proto->max_request_size(opts.size);
 
     ws = (worker *)calloc((size_t)opts.threads, sizeof *ws);
     if (!ws)
