@@ -4,7 +4,7 @@
 # `make help` lists every target: the `## text` after a target is its line there.
 # The warning flags and the nanopb rule are defined here only; bench/bench.mk and
 # cross/cross.mk (included at the end) use them, and the scripts make runs get
-# them from the environment (MPRPC_WARN_FLAGS, MPRPC_NANOPB).
+# them from the environment (MPRPC_WARN_FLAGS, MPRPC_NANOPB, MPRPC_MPRPCGEN).
 
 CC       ?= cc
 CFLAGS   ?= -O2 -g
@@ -14,12 +14,14 @@ WARN      = -std=c11 $(WARN_FLAGS)
 BUILD     = build
 GEN       = $(BUILD)/gen
 NANOPB    = nanopb_generator.py
+MPRPCGEN  = /usr/bin/python3 mprpc_generator.py
 INCS      = -I. -I$(GEN)
 LIBS      = -lprotobuf-nanopb -lpthread
 ZK_LIBS   = -lzookeeper_mt
 SAN      ?=
 export MPRPC_WARN_FLAGS = $(WARN_FLAGS)
 export MPRPC_NANOPB = $(NANOPB)
+export MPRPC_MPRPCGEN = $(MPRPCGEN)
 
 .PHONY: all help deps deps-test examples demo demo-zk test-build test test-asan test-tsan test-valgrind \
         fuzz fuzz-build fuzz-corpus soak clean
@@ -50,10 +52,20 @@ nanopb_rule = $(eval $(call NANOPB_RULE,$(1),$(2)))
 .SECONDARY:
 $(call nanopb_rule,proto,$(GEN))
 
+# The stub rule, the same shape: $(call mprpcgen_rule,SRC,OUT) makes OUT/x.mprpc.h
+# (typed calls and handler tables, mprpc_generator.py) from SRC/x.proto.
+define MPRPCGEN_RULE
+$(2)/%.mprpc.h: $(1)/%.proto mprpc_generator.py
+	@mkdir -p $(2)
+	$$(MPRPCGEN) -q -I $(1) -D $(2) $$<
+endef
+mprpcgen_rule = $(eval $(call MPRPCGEN_RULE,$(1),$(2)))
+$(call mprpcgen_rule,proto,$(GEN))
+
 # The README's build line, exactly.
-$(BUILD)/provider: examples/provider.c mprpc.h $(GEN)/user.pb.c $(GEN)/user.pb.h
+$(BUILD)/provider: examples/provider.c mprpc.h $(GEN)/user.pb.c $(GEN)/user.pb.h $(GEN)/user.mprpc.h
 	$(CC) $(WARN) $(CFLAGS) $(INCS) examples/provider.c $(GEN)/user.pb.c $(LIBS) $(ZK_LIBS) -o $@
-$(BUILD)/caller: examples/caller.c mprpc.h $(GEN)/user.pb.c $(GEN)/user.pb.h
+$(BUILD)/caller: examples/caller.c mprpc.h $(GEN)/user.pb.c $(GEN)/user.pb.h $(GEN)/user.mprpc.h
 	$(CC) $(WARN) $(CFLAGS) $(INCS) examples/caller.c $(GEN)/user.pb.c $(LIBS) $(ZK_LIBS) -o $@
 
 examples: $(BUILD)/provider $(BUILD)/caller ## the README's example programs, built as its build line says
@@ -68,7 +80,8 @@ demo-zk: deps ## two providers and the caller through a local ZooKeeper server
 	@scripts/demo-zk.sh
 
 # ---- tests -----------------------------------------------------------------
-TEST_NAMES = test_config test_logger test_wire test_server test_channel test_async test_hostile test_registry
+TEST_NAMES = test_config test_logger test_wire test_server test_channel test_async test_hostile test_registry \
+             test_stubs
 TEST_PROTOS = $(GEN)/user.pb.c $(GEN)/testsvc.pb.c
 TBUILD = $(BUILD)/tests$(SAN)
 SANFLAGS_asan = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
@@ -78,6 +91,9 @@ TEST_CFLAGS = $(WARN) -O1 -g $(SANFLAGS$(SAN)) $(INCS) -Itests
 $(TBUILD)/%: tests/%.c tests/test.h tests/support.h mprpc.h $(TEST_PROTOS) $(TEST_PROTOS:.c=.h)
 	@mkdir -p $(TBUILD)
 	$(CC) $(TEST_CFLAGS) $< $(TEST_PROTOS) $(LIBS) $(ZK_LIBS) -o $@
+
+# Tests that include generated stubs need them made first.
+$(TBUILD)/test_stubs: $(GEN)/testsvc.mprpc.h
 
 # The fuzz targets' corpus replayed without libFuzzer (tests/fuzz/replay.c).
 FUZZ_TARGETS = provider channel config

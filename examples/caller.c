@@ -1,8 +1,9 @@
-/* The seed's example caller in C: calls Login, Register and GetFriendLists.
+/* The seed's example caller in C: calls Login, Register and GetFriendLists
+ * through the typed stubs mprpc_generator.py writes from proto/user.proto.
  *   ./caller -i caller.conf          (exit status 0 only if every call worked) */
 #define MPRPC_IMPLEMENTATION
 #include "mprpc.h"
-#include "user.pb.h"
+#include "user.mprpc.h"    /* mprpc_generator.py: typed calls (includes user.pb.h) */
 
 #include <stdio.h>
 #include <string.h>
@@ -47,15 +48,13 @@ int main(int argc, char **argv)
 
     set_bytes(login_rq.name.bytes, &login_rq.name.size, sizeof login_rq.name.bytes, "zhang san");
     set_bytes(login_rq.pwd.bytes, &login_rq.pwd.size, sizeof login_rq.pwd.bytes, "123456");
-    MPRPC_CALL(ch, "UserServiceRpc", "Login", fixbug_LoginRequest, &login_rq, fixbug_LoginResponse,
-               &login_rs, &ctl);
+    fixbug_UserServiceRpc_Login(ch, &login_rq, &login_rs, &ctl);
     if ((ok &= report("Login", &ctl)))
         printf("Login: errcode=%d success=%s\n", (int)login_rs.result.errcode,
                login_rs.success ? "true" : "false");
 
     login_rq.name.size = 0; /* an empty name: the provider answers errcode 1 */
-    MPRPC_CALL(ch, "UserServiceRpc", "Login", fixbug_LoginRequest, &login_rq, fixbug_LoginResponse,
-               &login_rs, &ctl);
+    fixbug_UserServiceRpc_Login(ch, &login_rq, &login_rs, &ctl);
     if ((ok &= report("Login (empty name)", &ctl)))
         printf("Login (empty name): errcode=%d errmsg=%.*s success=%s\n", (int)login_rs.result.errcode,
                (int)login_rs.result.errmsg.size, (const char *)login_rs.result.errmsg.bytes,
@@ -64,15 +63,13 @@ int main(int argc, char **argv)
     reg_rq.id = 2000;
     set_bytes(reg_rq.name.bytes, &reg_rq.name.size, sizeof reg_rq.name.bytes, "mprpc");
     set_bytes(reg_rq.pwd.bytes, &reg_rq.pwd.size, sizeof reg_rq.pwd.bytes, "666666");
-    MPRPC_CALL(ch, "UserServiceRpc", "Register", fixbug_RegisterRequest, &reg_rq,
-               fixbug_RegisterResponse, &reg_rs, &ctl);
+    fixbug_UserServiceRpc_Register(ch, &reg_rq, &reg_rs, &ctl);
     if ((ok &= report("Register", &ctl)))
         printf("Register: errcode=%d success=%s\n", (int)reg_rs.result.errcode,
                reg_rs.success ? "true" : "false");
 
     fr_rq.userid = 1000;
-    MPRPC_CALL(ch, "FriendServiceRpc", "GetFriendLists", fixbug_GetFriendListsRequest, &fr_rq,
-               fixbug_GetFriendListsResponse, &fr_rs, &ctl);
+    fixbug_FriendServiceRpc_GetFriendLists(ch, &fr_rq, &fr_rs, &ctl);
     if ((ok &= report("GetFriendLists", &ctl))) {
         printf("GetFriendLists: %u friends:", (unsigned)fr_rs.friends_count);
         for (i = 0; i < fr_rs.friends_count; i++)

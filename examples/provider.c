@@ -1,9 +1,10 @@
 /* The seed's example provider in C: UserServiceRpc (Login, Register) and
- * FriendServiceRpc (GetFriendLists), published with mprpc.h.
+ * FriendServiceRpc (GetFriendLists), published with mprpc.h through the typed
+ * handler tables mprpc_generator.py writes from proto/user.proto.
  *   ./provider -i provider.conf      (stops on SIGINT/SIGTERM) */
 #define MPRPC_IMPLEMENTATION
 #include "mprpc.h"
-#include "user.pb.h"
+#include "user.mprpc.h"    /* mprpc_generator.py: typed handler tables (includes user.pb.h) */
 
 #include <signal.h>
 #include <stdio.h>
@@ -17,10 +18,8 @@ static void set_bytes(pb_byte_t *dst, pb_size_t *len, size_t cap, const char *s)
     *len = (pb_size_t)n;
 }
 
-static void login(mprpc_call *call, const void *request, void *response, void *user)
+static void login(mprpc_call *call, const fixbug_LoginRequest *rq, fixbug_LoginResponse *rs, void *user)
 {
-    const fixbug_LoginRequest *rq = (const fixbug_LoginRequest *)request;
-    fixbug_LoginResponse *rs = (fixbug_LoginResponse *)response;
     (void)call; (void)user;
     rs->has_result = true;
     if (rq->name.size == 0) {
@@ -35,10 +34,9 @@ static void login(mprpc_call *call, const void *request, void *response, void *u
     rs->success = true;
 }
 
-static void register_user(mprpc_call *call, const void *request, void *response, void *user)
+static void register_user(mprpc_call *call, const fixbug_RegisterRequest *rq, fixbug_RegisterResponse *rs,
+                          void *user)
 {
-    const fixbug_RegisterRequest *rq = (const fixbug_RegisterRequest *)request;
-    fixbug_RegisterResponse *rs = (fixbug_RegisterResponse *)response;
     (void)call; (void)user;
     MPRPC_LOG_INFO("Register id=%u name=%.*s", (unsigned)rq->id, (int)rq->name.size,
                    (const char *)rq->name.bytes);
@@ -46,11 +44,10 @@ static void register_user(mprpc_call *call, const void *request, void *response,
     rs->success = true;
 }
 
-static void get_friend_lists(mprpc_call *call, const void *request, void *response, void *user)
+static void get_friend_lists(mprpc_call *call, const fixbug_GetFriendListsRequest *rq,
+                             fixbug_GetFriendListsResponse *rs, void *user)
 {
     static const char *const friends[] = { "gao yang", "liu hong", "wang shuo" };
-    const fixbug_GetFriendListsRequest *rq = (const fixbug_GetFriendListsRequest *)request;
-    fixbug_GetFriendListsResponse *rs = (fixbug_GetFriendListsResponse *)response;
     size_t i;
     (void)call; (void)user;
     MPRPC_LOG_INFO("GetFriendLists userid=%u", (unsigned)rq->userid);
@@ -60,16 +57,11 @@ static void get_friend_lists(mprpc_call *call, const void *request, void *respon
     rs->friends_count = (pb_size_t)MPRPC_COUNTOF(friends);
 }
 
-static const mprpc_method user_methods[] = {
-    MPRPC_METHOD("Login", fixbug_LoginRequest, fixbug_LoginResponse, login),
-    MPRPC_METHOD("Register", fixbug_RegisterRequest, fixbug_RegisterResponse, register_user),
-};
-static const mprpc_method friend_methods[] = {
-    MPRPC_METHOD("GetFriendLists", fixbug_GetFriendListsRequest, fixbug_GetFriendListsResponse,
-                 get_friend_lists),
-};
-static const mprpc_service user_service = MPRPC_SERVICE("UserServiceRpc", user_methods, NULL);
-static const mprpc_service friend_service = MPRPC_SERVICE("FriendServiceRpc", friend_methods, NULL);
+/* A handler of the wrong type here is a compile error. */
+static const fixbug_UserServiceRpc_handlers user_handlers = { .Login = login, .Register = register_user };
+static const fixbug_FriendServiceRpc_handlers friend_handlers = { .GetFriendLists = get_friend_lists };
+static fixbug_UserServiceRpc_service user_service;      /* must outlive the server */
+static fixbug_FriendServiceRpc_service friend_service;
 
 static mprpc_server *server;
 
@@ -84,6 +76,8 @@ int main(int argc, char **argv)
     mprpc_config cfg;
     mprpc_status st;
     mprpc_config_init(&cfg);
+    fixbug_UserServiceRpc_service_init(&user_service, &user_handlers, NULL);
+    fixbug_FriendServiceRpc_service_init(&friend_service, &friend_handlers, NULL);
     if (mprpc_config_from_args(&cfg, argc, argv) != MPRPC_OK) {
         fprintf(stderr, "%s\n", cfg.error);
         return 2;
@@ -93,8 +87,8 @@ int main(int argc, char **argv)
         return 1;
     }
     if (mprpc_server_new(&server, &cfg) != MPRPC_OK ||
-        mprpc_server_add_service(server, &user_service) != MPRPC_OK ||
-        mprpc_server_add_service(server, &friend_service) != MPRPC_OK ||
+        mprpc_server_add_service(server, &user_service.service) != MPRPC_OK ||
+        mprpc_server_add_service(server, &friend_service.service) != MPRPC_OK ||
         mprpc_server_start(server) != MPRPC_OK) {
         fprintf(stderr, "provider: %s\n", server ? mprpc_server_error(server) : "out of memory");
         mprpc_server_free(server);

@@ -23,6 +23,20 @@ check() {
   fi
 }
 
+# A named check that passes only when the command fails with output matching a
+# pattern: a compile error for the reason the test expects, not any error.
+compile_fails() {
+  local name=$1 pattern=$2; shift 2
+  if "$@" >"$log/$name.out" 2>&1; then
+    failed=$((failed + 1)); echo "FAIL $name (it compiled, but it must not)"
+  elif grep -E -q "$pattern" "$log/$name.out"; then
+    passed=$((passed + 1)); echo "ok   $name"
+  else
+    failed=$((failed + 1)); echo "FAIL $name (failed for another reason than /$pattern/)"
+    tail -n 20 "$log/$name.out" | sed 's/^/     /'
+  fi
+}
+
 # Each C test binary reports its cases; a crash without a summary is one failure.
 for bin in "$dir"/test_*; do
   [ -x "$bin" ] || continue
@@ -47,6 +61,7 @@ done
 # make; asked of make when this script is run by hand).
 warn_flags=${MPRPC_WARN_FLAGS:-$(make -s --no-print-directory print-WARN_FLAGS)}
 nanopb=${MPRPC_NANOPB:-$(make -s --no-print-directory print-NANOPB)}
+mprpcgen=${MPRPC_MPRPCGEN:-$(make -s --no-print-directory print-MPRPCGEN)}
 
 if [ $extra -eq 1 ]; then
   W="$warn_flags -I. -Ibuild/gen"
@@ -61,6 +76,20 @@ if [ $extra -eq 1 ]; then
   # without ZooKeeper: builds and links with no zookeeper headers or library
   check build-no-zookeeper     gcc   -std=c11 $W -DMPRPC_NO_ZOOKEEPER examples/provider.c build/gen/user.pb.c \
                                      -lprotobuf-nanopb -lpthread -o "$log/provider-nozk"
+  # the stub generator: its output compiles as C11 and C++ with -Werror; a wrong
+  # message type in a stub call or a handler table does not (tests/compile_stubs.c)
+  S="$W -I$log/stubs"
+  stubs=tests/compile_stubs.c
+  check stub-generator-writes-headers  $mprpcgen -q -I proto -D "$log/stubs" proto/user.proto proto/testsvc.proto
+  check stubs-compile-gcc-c11          gcc     -std=c11 $S -c $stubs -o "$log/s.o"
+  check stubs-compile-clang-c11        clang   -std=c11 $S -c $stubs -o "$log/s.o"
+  check stubs-compile-gxx-cpp          g++     -x c++ -std=c++11 $S -c $stubs -o "$log/s.o"
+  check stubs-compile-clangxx-cpp      clang++ -x c++ -std=c++17 $S -c $stubs -o "$log/s.o"
+  incompatible='incompatible pointer type|incompatible type|cannot convert|invalid conversion|cannot initialize'
+  compile_fails stub-call-with-wrong-request-type-fails-c      "$incompatible" gcc -std=c11 $S -DWRONG_CALL -c $stubs -o "$log/s.o"
+  compile_fails stub-call-with-wrong-request-type-fails-cpp    "$incompatible" g++ -x c++ -std=c++11 $S -DWRONG_CALL -c $stubs -o "$log/s.o"
+  compile_fails handler-table-with-wrong-handler-type-fails-c  "$incompatible" clang -std=c11 $S -DWRONG_HANDLER -c $stubs -o "$log/s.o"
+  compile_fails handler-table-with-wrong-handler-type-fails-cpp "$incompatible" clang++ -x c++ -std=c++17 $S -DWRONG_HANDLER -c $stubs -o "$log/s.o"
   check embedded-nanopb-code   sh -c "$nanopb -q -I proto -D '$log' proto/mprpc.proto && /usr/bin/python3 tests/check_embedded.py '$log/mprpc.pb.h'"
   check protobuf-crosscheck    sh -c "gcc -std=c11 $W tests/wire_tool.c build/gen/testsvc.pb.c -lprotobuf-nanopb -lzookeeper_mt -lpthread -o '$log/wire_tool' && /usr/bin/python3 tests/crosscheck.py '$log/wire_tool'"
   check demo-provider-caller   scripts/demo.sh
