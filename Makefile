@@ -81,7 +81,7 @@ demo-zk: deps ## two providers and the caller through a local ZooKeeper server
 
 # ---- tests -----------------------------------------------------------------
 TEST_NAMES = test_config test_logger test_wire test_server test_channel test_async test_hostile test_registry \
-             test_stubs
+             test_stubs test_nanopb_check test_nanopb_check32
 TEST_PROTOS = $(GEN)/user.pb.c $(GEN)/testsvc.pb.c
 TBUILD = $(BUILD)/tests$(SAN)
 SANFLAGS_asan = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
@@ -94,6 +94,12 @@ $(TBUILD)/%: tests/%.c tests/test.h tests/support.h mprpc.h $(TEST_PROTOS) $(TES
 
 # Tests that include generated stubs need them made first.
 $(TBUILD)/test_stubs: $(GEN)/testsvc.mprpc.h
+
+# The nanopb option check, built as users would trip on it: with PB_FIELD_32BIT
+# against the distribution's runtime (built without it). Needs no .proto.
+$(TBUILD)/test_nanopb_check32: tests/test_nanopb_check.c tests/test.h mprpc.h
+	@mkdir -p $(TBUILD)
+	$(CC) $(TEST_CFLAGS) -DPB_FIELD_32BIT $< $(LIBS) $(ZK_LIBS) -o $@
 
 # The fuzz targets' corpus replayed without libFuzzer (tests/fuzz/replay.c).
 FUZZ_TARGETS = provider channel config

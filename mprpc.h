@@ -472,6 +472,20 @@ typedef struct mprpc_bytes_sink {
 } mprpc_bytes_sink;
 MPRPCDEF bool mprpc_bytes_copy_decode(pb_istream_t *stream, const pb_field_t *field, void **arg);
 
+/* Whether the nanopb runtime linked in (libprotobuf-nanopb) was built with the
+ * same field-size options as the pb.h this file was compiled with. They can
+ * differ without any compile or link error: PB_FIELD_32BIT (which nanopb's
+ * generator asks for when a max_size is over 65535) changes pb_size_t and so the
+ * layout of every bytes field and descriptor, and Debian's library is built
+ * without it; the two sides then silently drop or garble data. The check
+ * encodes and decodes one small RpcHeader through the library and compares the
+ * bytes with the known encoding. MPRPC_OK, or MPRPC_ERR_UNSUPPORTED with what is
+ * wrong and how to fix it in text (may be NULL; cap bytes, always terminated).
+ * Runs once per process (the result is cached); any thread.
+ * mprpc_server_new and mprpc_channel_new call it and fail the same way (the
+ * text goes to the log, and to stderr when the logger is not running). */
+MPRPCDEF mprpc_status mprpc_wire_check_nanopb(char *text, size_t cap);
+
 /* ======================================================================== */
 /* == 7. server (the seed's RpcProvider) ================================== */
 /* ======================================================================== */
@@ -546,7 +560,9 @@ typedef struct mprpc_server_stats {
  * The stats stay readable until mprpc_server_free. */
 
 /* Creates a new server with a copy of cfg (validated at start). Fails with
- * MPRPC_ERR_INVALID_ARGUMENT, MPRPC_ERR_NO_MEMORY or MPRPC_ERR_IO (no eventfd). */
+ * MPRPC_ERR_INVALID_ARGUMENT, MPRPC_ERR_NO_MEMORY or MPRPC_ERR_IO (no eventfd),
+ * and MPRPC_ERR_UNSUPPORTED when the nanopb runtime does not match pb.h
+ * (mprpc_wire_check_nanopb). */
 MPRPCDEF mprpc_status mprpc_server_new(mprpc_server **out, const mprpc_config *cfg);
 /* The seed's NotifyService. The service table and its strings must outlive the
  * server (they are not copied). While new only. */
@@ -1901,6 +1917,78 @@ MPRPCDEF bool mprpc_bytes_copy_decode(pb_istream_t *stream, const pb_field_t *fi
     return pb_read(stream, s->data, n);
 }
 
+/* ---- the nanopb runtime's field-size options against this pb.h ---- */
+
+/* RpcHeader{service_name "ab", args_size 7, call_id 1} as protobuf encodes it. */
+static const uint8_t mprpc__probe_bytes[] = { 0x0a, 0x02, 0x61, 0x62, 0x18, 0x07, 0x20, 0x01 };
+
+/* 1 when the library encodes and decodes the probe as this file's pb.h lays it out. */
+static int mprpc__nanopb_agrees(uint8_t *got, size_t cap, size_t *got_len)
+{
+    mprpc_RpcHeader h, d;
+    pb_ostream_t os = pb_ostream_from_buffer(got, cap);
+    pb_istream_t is = pb_istream_from_buffer(mprpc__probe_bytes, sizeof mprpc__probe_bytes);
+    memset(&h, 0, sizeof h);
+    memset(&d, 0, sizeof d);
+    memcpy(h.service_name.bytes, "ab", 2);
+    h.service_name.size = 2;
+    h.args_size = 7;
+    h.call_id = 1;
+    *got_len = 0;
+    if (!pb_encode(&os, mprpc_RpcHeader_fields, &h)) return 0;
+    *got_len = os.bytes_written;
+    if (os.bytes_written != sizeof mprpc__probe_bytes ||
+        memcmp(got, mprpc__probe_bytes, sizeof mprpc__probe_bytes) != 0) return 0;
+    return pb_decode(&is, mprpc_RpcHeader_fields, &d) && d.service_name.size == 2 &&
+           memcmp(d.service_name.bytes, "ab", 2) == 0 && d.args_size == 7 && d.call_id == 1;
+}
+
+static void mprpc__nanopb_explain(char *text, size_t cap, const uint8_t *got, size_t n)
+{
+    char hex[3 * 16 + 1] = "";
+    size_t i;
+    for (i = 0; i < n && i < 16; i++) mprpc__fmt(hex + 3 * i, sizeof hex - 3 * i, " %02x", got[i]);
+    mprpc__fmt(text, cap,
+               "the nanopb runtime (libprotobuf-nanopb) was built with other field-size options than "
+               "this program's pb.h, which has %s (pb_size_t of %u bytes): a test header encoded to%s "
+               "(%u bytes) instead of 0a 02 61 62 18 07 20 01, so messages would lose data. Build the "
+               "nanopb runtime from source with the same options (PB_FIELD_32BIT), or compile without "
+               "PB_FIELD_32BIT: keep fixed-size fields under 64 KiB (max_size 65535 or less) and make "
+               "larger ones callback fields (FT_CALLBACK with mprpc_bytes)",
+               sizeof(pb_size_t) > 2 ? "PB_FIELD_32BIT" : "no PB_FIELD_32BIT",
+               (unsigned)sizeof(pb_size_t), n ? hex : " nothing", (unsigned)n);
+}
+
+MPRPCDEF mprpc_status mprpc_wire_check_nanopb(char *text, size_t cap)
+{
+    static int verdict; /* 0 unknown, 1 agrees, 2 differs; racing first calls compute the same */
+    uint8_t got[64];
+    size_t n = 0;
+    int v = __atomic_load_n(&verdict, __ATOMIC_ACQUIRE);
+    if (v == 0) {
+        v = mprpc__nanopb_agrees(got, sizeof got, &n) ? 1 : 2;
+        __atomic_store_n(&verdict, v, __ATOMIC_RELEASE);
+    }
+    if (text && cap) text[0] = '\0';
+    if (v == 1) return MPRPC_OK;
+    if (text && cap) {
+        if (n == 0) mprpc__nanopb_agrees(got, sizeof got, &n); /* cached verdict: bytes again */
+        mprpc__nanopb_explain(text, cap, got, n);
+    }
+    return MPRPC_ERR_UNSUPPORTED;
+}
+
+/* For mprpc_server_new and mprpc_channel_new: the reason to the log (or to stderr while the
+ * logger is not running, since this is a build mistake nobody would see otherwise). */
+static mprpc_status mprpc__nanopb_check(const char *who)
+{
+    char text[640];
+    if (mprpc_wire_check_nanopb(text, sizeof text) == MPRPC_OK) return MPRPC_OK;
+    if (mprpc_log_enabled(MPRPC_LOG_LEVEL_ERROR)) MPRPC_LOG_ERROR("%s: %s", who, text);
+    else fprintf(stderr, "%s: %s\n", who, text);
+    return MPRPC_ERR_UNSUPPORTED;
+}
+
 /* ======================================================================== */
 /* == 7. server: event loop, connections, dispatch ======================== */
 /* ======================================================================== */
@@ -3223,6 +3311,7 @@ MPRPCDEF mprpc_status mprpc_server_new(mprpc_server **out, const mprpc_config *c
     if (!out || !cfg) return MPRPC_ERR_INVALID_ARGUMENT;
     *out = NULL;
     if (mprpc__config_check(cfg, "mprpc_server_new") != MPRPC_OK) return MPRPC_ERR_CONFIG;
+    if (mprpc__nanopb_check("mprpc_server_new") != MPRPC_OK) return MPRPC_ERR_UNSUPPORTED;
     srv = (mprpc_server *)mprpc__zalloc(sizeof *srv);
     if (!srv) return MPRPC_ERR_NO_MEMORY;
     srv->cfg = *cfg;
@@ -5006,6 +5095,7 @@ MPRPCDEF mprpc_status mprpc_channel_new(mprpc_channel **out, const mprpc_config 
     if (!out || !cfg) return MPRPC_ERR_INVALID_ARGUMENT;
     *out = NULL;
     if (mprpc__config_check(cfg, "mprpc_channel_new") != MPRPC_OK) return MPRPC_ERR_CONFIG;
+    if (mprpc__nanopb_check("mprpc_channel_new") != MPRPC_OK) return MPRPC_ERR_UNSUPPORTED;
     ch = (mprpc_channel *)mprpc__zalloc(sizeof *ch);
     if (!ch) return MPRPC_ERR_NO_MEMORY;
     ch->cfg = *cfg;
