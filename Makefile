@@ -81,7 +81,7 @@ demo-zk: deps ## two providers and the caller through a local ZooKeeper server
 
 # ---- tests -----------------------------------------------------------------
 TEST_NAMES = test_config test_logger test_wire test_server test_channel test_async test_hostile test_registry \
-             test_stubs test_nanopb_check test_nanopb_check32
+             test_stubs test_nanopb_check test_nanopb_check32 test_arena
 TEST_PROTOS = $(GEN)/user.pb.c $(GEN)/testsvc.pb.c
 TBUILD = $(BUILD)/tests$(SAN)
 SANFLAGS_asan = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all

@@ -178,6 +178,7 @@ typedef struct mprpc_config {
     uint32_t max_pending_output;            /* 1 MiB unsent reply bytes per connection before reading
                                                pauses (exceeded by at most one reply) */
     int      drain_timeout_ms;              /* 5000: graceful stop waits this long for calls in flight */
+    int      call_arena_max;                /* 1 MiB: bytes one call may take with mprpc_call_alloc; 0 = none */
     /* -- caller side (section 8) -- */
     int      channel_max_connections;       /* 64 connections open per channel, all providers together */
     int      channel_connections_per_provider; /* 2: calls are multiplexed over this many per provider */
@@ -550,6 +551,10 @@ typedef struct mprpc_server_stats {
     uint64_t call_pool_bytes;       /* idle call objects kept for reuse: at most 64 per loop, the
                                      * rest are freed when their calls finish */
     uint64_t accept_pauses;         /* times accepting paused 100 ms for lack of file descriptors */
+    uint64_t arena_bytes;           /* bytes mprpc_call_alloc handed out, summed when each call was
+                                     * released (not counted: calls abandoned at the drain) */
+    uint64_t arena_refused;         /* mprpc_call_alloc requests refused: over call_arena_max or out
+                                     * of memory */
 } mprpc_server_stats;
 
 /* LIFECYCLE. A server is new (services may be added), running, stopping
@@ -619,6 +624,21 @@ MPRPCDEF void mprpc_call_done(mprpc_call *call);
 MPRPCDEF int  mprpc_call_time_left_ms(const mprpc_call *call);
 MPRPCDEF const char *mprpc_call_service(const mprpc_call *call);
 MPRPCDEF const char *mprpc_call_method(const mprpc_call *call);
+/* Per-call memory: n bytes (aligned for any type, not zeroed) that stay valid
+ * until the call's reply has been encoded, so a handler, its prepare hook and
+ * the nanopb callbacks that decode the request or encode the response (they run
+ * on the call's loop thread, before and after the handler) can keep bytes there
+ * without a buffer of their own. Everything is freed together when the call is
+ * released: after the reply is encoded, after an error reply (a request that
+ * does not decode, a reply too large), when a deferred call's answer is dropped,
+ * and in mprpc_call_done of an abandoned call. NULL when the call's total would
+ * exceed call_arena_max (counted in stats.arena_refused), when out of memory,
+ * or for n == 0; a handler then usually calls mprpc_call_fail. From whoever holds
+ * the call: its handler (and callbacks) on the loop thread, or, for a deferred
+ * call, one thread at a time until mprpc_call_done. */
+MPRPCDEF void *mprpc_call_alloc(mprpc_call *call, size_t n);
+/* Bytes this call has taken with mprpc_call_alloc. */
+MPRPCDEF size_t mprpc_call_arena_used(const mprpc_call *call);
 
 /* ======================================================================== */
 /* == 8. channel (the seed's MprpcChannel) ================================ */
@@ -878,6 +898,7 @@ static const mprpc__config_key mprpc__config_keys[] = {
     MPRPC__KEY(max_pipeline_depth,           NULL,            INT,   1, 65536),
     MPRPC__KEY(max_pending_output,           NULL,            U32,   1024, 1073741824),
     MPRPC__KEY(drain_timeout_ms,             NULL,            INT,   0, 600000),
+    MPRPC__KEY(call_arena_max,               NULL,            INT,   0, 1073741824),
     /* -- caller side (section 8) -- */
     MPRPC__KEY(channel_max_connections,      NULL,            INT,   1, 65536),
     MPRPC__KEY(channel_connections_per_provider, NULL,        INT,   1, 64),
@@ -918,6 +939,10 @@ MPRPCDEF void mprpc_config_init(mprpc_config *cfg)
     cfg->max_pipeline_depth = 128;
     cfg->max_pending_output = 1u << 20;
     cfg->drain_timeout_ms = 5000;
+    /* A quarter of max_message_size: room to copy a large request field and build a large reply,
+     * while io_threads running handlers plus the deferred calls (at most max_pipeline_depth per
+     * connection) each hold at most this much. */
+    cfg->call_arena_max = 1 << 20;
     /* -- caller side (section 8) -- */
     cfg->channel_max_connections = 64;
     cfg->channel_connections_per_provider = 2;
@@ -2091,6 +2116,14 @@ enum {
     MPRPC__CALL_ABANDONED  /* the server gave up on it; mprpc_call_done frees it */
 };
 
+/* One mprpc_call_alloc block: this header, then the bytes, aligned for any type. */
+typedef union mprpc__arena_block {
+    struct { union mprpc__arena_block *next; size_t size; } h;
+    long double ld;
+    long long   ll;
+    void       *p;
+} mprpc__arena_block;
+
 struct mprpc_call {
     mprpc_call          *prev, *next;  /* the loop's free list or its deferred list */
     mprpc_call          *posted_next;  /* the loop's queue of finished deferred calls */
@@ -2106,6 +2139,10 @@ struct mprpc_call {
     char                 error_text[256];
     void                *request;
     void                *response;
+    mprpc__arena_block  *arena;        /* mprpc_call_alloc's blocks, newest first */
+    size_t               arena_used;   /* bytes handed out; at most arena_max */
+    size_t               arena_max;    /* cfg.call_arena_max when the call began */
+    uint32_t             arena_refused;
 };
 
 struct mprpc__loop {
@@ -2740,8 +2777,25 @@ static mprpc_call *mprpc__call_get(mprpc__loop *l)
     return call;
 }
 
+/* Frees a call's arena; the only place its blocks are freed. */
+static void mprpc__arena_free(mprpc_call *call)
+{
+    mprpc__arena_block *b = call->arena, *next;
+    for (; b; b = next) {
+        next = b->h.next;
+        MPRPC_FREE(b);
+    }
+    call->arena = NULL;
+    call->arena_used = 0;
+}
+
+/* Every call the loop still owns ends here (reply encoded or dropped, error
+ * replies): its arena is counted and freed, then the object pooled or freed. */
 static void mprpc__call_put(mprpc__loop *l, mprpc_call *call)
 {
+    MPRPC__ADD(&l->stats.arena_bytes, (uint64_t)call->arena_used);
+    MPRPC__ADD(&l->stats.arena_refused, (uint64_t)call->arena_refused);
+    mprpc__arena_free(call);
     if (l->nfree >= MPRPC__CALL_POOL_MAX) {
         MPRPC_FREE(call);
         return;
@@ -2785,6 +2839,7 @@ static void mprpc__call_setup(mprpc_call *call, mprpc__conn *c, const mprpc__rou
     call->call_id = h->call_id;
     call->version = h->version;
     call->deadline_ms = deadline_ms;
+    call->arena_max = (size_t)c->loop->srv->cfg.call_arena_max;
     call->state = MPRPC__CALL_RUNNING;
     call->status = MPRPC_OK;
     call->request = base;
@@ -3628,6 +3683,8 @@ static void mprpc__stats_add(mprpc_server_stats *out, const mprpc_server_stats *
     out->deferred_pending += MPRPC__LOAD(&s->deferred_pending);
     out->call_pool_bytes += MPRPC__LOAD(&s->call_pool_bytes);
     out->buffer_bytes += MPRPC__LOAD(&s->buffer_bytes);
+    out->arena_bytes += MPRPC__LOAD(&s->arena_bytes);
+    out->arena_refused += MPRPC__LOAD(&s->arena_refused);
 }
 
 MPRPCDEF void mprpc_server_get_stats(mprpc_server *srv, mprpc_server_stats *out)
@@ -3676,6 +3733,7 @@ MPRPCDEF void mprpc_call_done(mprpc_call *call)
     }
     if (expected == MPRPC__CALL_ABANDONED) { /* the server gave up on it: this is the last reference */
         MPRPC_LOG_DEBUG("mprpc_call_done on an abandoned call: freed, no answer sent");
+        mprpc__arena_free(call);
         MPRPC_FREE(call);
         return;
     }
@@ -3702,6 +3760,35 @@ MPRPCDEF const char *mprpc_call_service(const mprpc_call *call)
 MPRPCDEF const char *mprpc_call_method(const mprpc_call *call)
 {
     return call->method->name;
+}
+
+/* Touches only the call: a deferred call's worker may use it while the loop
+ * goes on, and an abandoned call may outlive its server. */
+MPRPCDEF void *mprpc_call_alloc(mprpc_call *call, size_t n)
+{
+    mprpc__arena_block *b;
+    if (!call || n == 0) return NULL;
+    if (n > call->arena_max - call->arena_used || n > SIZE_MAX - sizeof *b) {
+        call->arena_refused++;
+        MPRPC_LOG_DEBUG("%s.%s: mprpc_call_alloc(%zu) refused: %zu of call_arena_max %zu in use",
+                        call->service->name, call->method->name, n, call->arena_used, call->arena_max);
+        return NULL;
+    }
+    b = (mprpc__arena_block *)MPRPC_MALLOC(sizeof *b + n);
+    if (!b) {
+        call->arena_refused++;
+        return NULL;
+    }
+    b->h.next = call->arena;
+    b->h.size = n;
+    call->arena = b;
+    call->arena_used += n;
+    return b + 1;
+}
+
+MPRPCDEF size_t mprpc_call_arena_used(const mprpc_call *call)
+{
+    return call ? call->arena_used : 0;
 }
 
 /* ======================================================================== */
