@@ -68,7 +68,11 @@ $(BUILD)/provider: examples/provider.c mprpc.h $(GEN)/user.pb.c $(GEN)/user.pb.h
 $(BUILD)/caller: examples/caller.c mprpc.h $(GEN)/user.pb.c $(GEN)/user.pb.h $(GEN)/user.mprpc.h
 	$(CC) $(WARN) $(CFLAGS) $(INCS) examples/caller.c $(GEN)/user.pb.c $(LIBS) $(ZK_LIBS) -o $@
 
-examples: $(BUILD)/provider $(BUILD)/caller ## the README's example programs, built as its build line says
+# The large-message example: callback fields and the per-call arena.
+$(BUILD)/bigfile_%: examples/bigfile_%.c examples/bigfile_common.h mprpc.h $(GEN)/bigfile.pb.c $(GEN)/bigfile.pb.h $(GEN)/bigfile.mprpc.h
+	$(CC) $(WARN) $(CFLAGS) $(INCS) $< $(GEN)/bigfile.pb.c $(LIBS) $(ZK_LIBS) -o $@
+
+examples: $(BUILD)/provider $(BUILD)/caller $(BUILD)/bigfile_provider $(BUILD)/bigfile_caller ## the README's example programs, built as its build line says
 
 demo: deps ## build and run the example provider and caller (scripts/demo.sh)
 	@$(MAKE) --no-print-directory examples

@@ -93,6 +93,7 @@ if [ $extra -eq 1 ]; then
   check embedded-nanopb-code   sh -c "$nanopb -q -I proto -D '$log' proto/mprpc.proto && /usr/bin/python3 tests/check_embedded.py '$log/mprpc.pb.h'"
   check protobuf-crosscheck    sh -c "gcc -std=c11 $W tests/wire_tool.c build/gen/testsvc.pb.c -lprotobuf-nanopb -lzookeeper_mt -lpthread -o '$log/wire_tool' && /usr/bin/python3 tests/crosscheck.py '$log/wire_tool'"
   check demo-provider-caller   scripts/demo.sh
+  check bigfile-example-300000-bytes-and-chunks-both-ways  scripts/demo.sh bigfile
   # every .PHONY target has its line in `make help`
   check make-help-lists-every-target make -s --no-print-directory help
 fi
