@@ -85,7 +85,7 @@ if [ $extra -eq 1 ]; then
   check stubs-compile-clang-c11        clang   -std=c11 $S -c $stubs -o "$log/s.o"
   check stubs-compile-gxx-cpp          g++     -x c++ -std=c++11 $S -c $stubs -o "$log/s.o"
   check stubs-compile-clangxx-cpp      clang++ -x c++ -std=c++17 $S -c $stubs -o "$log/s.o"
-  incompatible='incompatible pointer type|incompatible type|cannot convert|invalid conversion|cannot initialize'
+  incompatible='incompatible pointer type|incompatible function pointer|incompatible type|cannot convert|invalid conversion|cannot initialize'
   compile_fails stub-call-with-wrong-request-type-fails-c      "$incompatible" gcc -std=c11 $S -DWRONG_CALL -c $stubs -o "$log/s.o"
   compile_fails stub-call-with-wrong-request-type-fails-cpp    "$incompatible" g++ -x c++ -std=c++11 $S -DWRONG_CALL -c $stubs -o "$log/s.o"
   compile_fails handler-table-with-wrong-handler-type-fails-c  "$incompatible" clang -std=c11 $S -DWRONG_HANDLER -c $stubs -o "$log/s.o"
