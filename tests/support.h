@@ -29,6 +29,14 @@ static void sleep_ms(int ms)
     while (nanosleep(&ts, &ts) != 0) {}
 }
 
+/* make test-valgrind sets MPRPC_TEST_SLOW=4: timing limits scale with it. */
+static int slow_factor(void)
+{
+    const char *s = getenv("MPRPC_TEST_SLOW");
+    int f = s ? atoi(s) : 1;
+    return f > 0 ? f : 1;
+}
+
 /* ---- TestService ---- */
 
 static void echo(mprpc_call *call, const void *request, void *response, void *user)

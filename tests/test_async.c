@@ -687,10 +687,10 @@ static void calls_complete_exactly_once_when_the_provider_is_killed_stalled_and_
     mprpc_channel_new(&ch, &cfg);
     for (round = 0; round < 3; round++) {
         int ok = 0;
-        for (i = 0; i < N; i++) CHECK_STATUS(slot_start(ch, i, "Deferred", 800), MPRPC_OK);
+        for (i = 0; i < N; i++) CHECK_STATUS(slot_start(ch, i, "Deferred", 800 * slow_factor()), MPRPC_OK);
         if (round == 0) child_end(&c, SIGKILL);          /* killed with calls in flight */
         if (round == 1) kill(c.pid, SIGSTOP);           /* stalled past the timeout */
-        CHECK(slots_wait(N, 5000) == N);
+        CHECK(slots_wait(N, 5000 * slow_factor()) == N);
         sleep_ms(100);
         CHECK(slots_more_than_once(N) == 0);
         for (i = 0; i < N; i++) ok += slots[i].status == MPRPC_OK;
