@@ -5409,6 +5409,7 @@ typedef struct mprpc__reg_watch {
     int fetched;     /* addrs is valid (possibly empty) */
     int dirty;       /* the worker must read it (first read, a watch fired, the session changed) */
     char error[256]; /* why the last read failed for good (not for want of a connection), or "" */
+    unsigned long reads; /* reads of path so far (tests and the scale harness: one per change) */
 } mprpc__reg_watch;
 
 struct mprpc__registry {
@@ -5435,6 +5436,7 @@ struct mprpc__registry {
     mprpc__reg_watch *watches;
     unsigned long caller_fetches; /* first reads asked for by resolve callers (tests: warm calls add none) */
     unsigned long sessions;       /* handles opened so far */
+    unsigned long requests;       /* ZooKeeper requests queued by the worker (tests, scale harness) */
     pthread_t worker;
     int worker_started;
     struct ACL acl_entries[2];
@@ -5640,6 +5642,7 @@ static int mprpc__zk_finish(mprpc__registry *r, mprpc__zkop *op, int qrc, uint64
     pthread_mutex_lock(&r->mu);
     closing = r->closing;
     r->current = op;
+    r->requests++;
     pthread_mutex_unlock(&r->mu);
     pthread_mutex_lock(&op->mu);
     while (!op->done && !op->aborted && !closing && mprpc__now_ms() < deadline_ms)
@@ -6150,6 +6153,7 @@ static void mprpc__reg_work_watch(mprpc__registry *r, mprpc__reg_watch *w)
     size_t n = 0;
     int rc;
     w->dirty = 0;
+    w->reads++;
     pthread_mutex_unlock(&r->mu);
     rc = mprpc__reg_read(r, w, &op, deadline);
     if (rc == ZOK) rc = mprpc__reg_parse(w, op, &list, &n);
