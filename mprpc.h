@@ -5758,9 +5758,13 @@ static void mprpc__reg_on_connected(mprpc__registry *r, zhandle_t *zh)
                        r->hosts, (unsigned long long)sid, zoo_recv_timeout(zh), r->root,
                        r->auth[0] ? ", digest auth as \"" : "", user_len, r->auth, r->auth[0] ? "\"" : "");
     }
-    /* The client re-arms its watches by itself after a reconnect; re-reading everything anyway costs
-     * little and catches whatever changed while we were away. */
-    if (r->lost || r->session_id != sid) mprpc__reg_mark_all_dirty(r);
+    /* A new session has no watches and no nodes of ours: everything is read and created again. The same
+     * session back after a connection loss keeps both: the client re-arms its watches itself (SetWatches
+     * with the last zxid it saw), so the server fires those whose node changed while we were away, and
+     * whatever failed meanwhile is still dirty. Re-reading everything here would make every caller read
+     * every service at once after a leader loss, when nothing changed (issue 14: a herd of all callers x
+     * all services). */
+    if (r->session_id != sid) mprpc__reg_mark_all_dirty(r);
     r->lost = 0;
     r->session_id = sid;
     r->session_error[0] = '\0';
