@@ -4,7 +4,8 @@
 # SCALE_CALLERS caller sessions; the results go to OUTDIR (default build/scale-out), the plot to
 # docs/scale.png, and the run ends with one TARGET line per target (met / missed with the figure).
 # Usage: scale/scale.sh BUILD_DIR     Environment: SCALE_REGS (1000), SCALE_SERVICES (100),
-#        SCALE_CALLERS (1000), SCALE_PROCS (10), SCALE_OUT (BUILD_DIR/scale-out), SCALE_PLOT (docs/scale.png)
+#        SCALE_CALLERS (1000), SCALE_PROCS (10), SCALE_OUT (BUILD_DIR/scale-out), SCALE_PLOT (docs/scale.png),
+#        SCALE_DOC (docs/SCALE.md; empty: leave it alone)
 set -uo pipefail
 build=${1:-build}
 regs=${SCALE_REGS:-1000}
@@ -62,6 +63,18 @@ plot "$out/rate.txt" using 1:2 with lines lw 1 title "all phases", \
 unset multiplot
 GP
   echo "scale: plot written to $plot"
+fi
+doc=${SCALE_DOC-docs/SCALE.md}
+if [ -n "$doc" ] && [ -f "$doc" ]; then   # the latest run's figures, between the markers
+  /usr/bin/python3 - "$doc" "$out/results.txt" "$(date -u +%Y-%m-%d)" <<'PY'
+import sys
+doc, res, day = sys.argv[1:4]
+text = open(doc).read()
+a, b = text.index("<!-- scale:begin -->"), text.index("<!-- scale:end -->")
+block = "<!-- scale:begin -->\nLatest `make scale` (%s):\n\n```\n%s```\n" % (day, open(res).read())
+open(doc, "w").write(text[:a] + block + text[b:])
+PY
+  echo "scale: $doc updated"
 fi
 echo "scale: results in $out/results.txt; $(($(date +%s) - t0)) s"
 cat "$out/targets.txt"
