@@ -24,7 +24,7 @@ export MPRPC_NANOPB = $(NANOPB)
 export MPRPC_MPRPCGEN = $(MPRPCGEN)
 
 .PHONY: all help deps deps-test examples demo demo-zk test-build test test-asan test-tsan test-valgrind \
-        fuzz fuzz-build fuzz-corpus soak clean
+        fuzz fuzz-build fuzz-corpus soak scale clean
 all: examples ## the example provider and caller (build/provider, build/caller)
 
 # One line per target, from the `## text` after it; a .PHONY target without
@@ -156,6 +156,16 @@ $(BUILD)/soak: tests/soak.c tests/test.h tests/support.h mprpc.h $(TEST_PROTOS) 
 soak: deps-test ## minutes of mixed load; fails if RSS or fds grow (SOAK_MINUTES)
 	@$(MAKE) --no-print-directory $(BUILD)/soak
 	@SOAK_MINUTES=$(SOAK_MINUTES) scripts/soak.sh $(BUILD)
+
+# Discovery at scale (issue 14): a 3-node ensemble, SCALE_REGS registrations, SCALE_CALLERS callers.
+SCALE_REGS ?= 1000
+SCALE_CALLERS ?= 1000
+$(BUILD)/scale: scale/scale.c tests/support.h mprpc.h $(TEST_PROTOS) $(TEST_PROTOS:.c=.h)
+	$(CC) $(WARN) -O2 -g $(INCS) -Itests $< $(TEST_PROTOS) $(LIBS) $(ZK_LIBS) -o $@
+
+scale: deps-test ## ZooKeeper discovery at scale: writes docs/scale.png, results (SCALE_REGS, SCALE_CALLERS)
+	@$(MAKE) --no-print-directory $(BUILD)/scale
+	@SCALE_REGS=$(SCALE_REGS) SCALE_CALLERS=$(SCALE_CALLERS) scale/scale.sh $(BUILD)
 
 # Regenerates the seed inputs in tests/fuzz/corpus/ (crash-* inputs are kept).
 fuzz-corpus: $(TEST_PROTOS) $(TEST_PROTOS:.c=.h) ## regenerate the seed inputs in tests/fuzz/corpus/

@@ -5586,6 +5586,7 @@ typedef struct mprpc__reg_watch {
     int fetched;     /* addrs is valid (possibly empty) */
     int dirty;       /* the worker must read it (first read, a watch fired, the session changed) */
     char error[256]; /* why the last read failed for good (not for want of a connection), or "" */
+    unsigned long reads; /* reads of path so far (tests and the scale harness: one per change) */
 } mprpc__reg_watch;
 
 struct mprpc__registry {
@@ -5612,6 +5613,7 @@ struct mprpc__registry {
     mprpc__reg_watch *watches;
     unsigned long caller_fetches; /* first reads asked for by resolve callers (tests: warm calls add none) */
     unsigned long sessions;       /* handles opened so far */
+    unsigned long requests;       /* ZooKeeper requests queued by the worker (tests, scale harness) */
     pthread_t worker;
     int worker_started;
     struct ACL acl_entries[2];
@@ -5817,6 +5819,7 @@ static int mprpc__zk_finish(mprpc__registry *r, mprpc__zkop *op, int qrc, uint64
     pthread_mutex_lock(&r->mu);
     closing = r->closing;
     r->current = op;
+    r->requests++;
     pthread_mutex_unlock(&r->mu);
     pthread_mutex_lock(&op->mu);
     while (!op->done && !op->aborted && !closing && mprpc__now_ms() < deadline_ms)
@@ -5932,9 +5935,13 @@ static void mprpc__reg_on_connected(mprpc__registry *r, zhandle_t *zh)
                        r->hosts, (unsigned long long)sid, zoo_recv_timeout(zh), r->root,
                        r->auth[0] ? ", digest auth as \"" : "", user_len, r->auth, r->auth[0] ? "\"" : "");
     }
-    /* The client re-arms its watches by itself after a reconnect; re-reading everything anyway costs
-     * little and catches whatever changed while we were away. */
-    if (r->lost || r->session_id != sid) mprpc__reg_mark_all_dirty(r);
+    /* A new session has no watches and no nodes of ours: everything is read and created again. The same
+     * session back after a connection loss keeps both: the client re-arms its watches itself (SetWatches
+     * with the last zxid it saw), so the server fires those whose node changed while we were away, and
+     * whatever failed meanwhile is still dirty. Re-reading everything here would make every caller read
+     * every service at once after a leader loss, when nothing changed (issue 14: a herd of all callers x
+     * all services). */
+    if (r->session_id != sid) mprpc__reg_mark_all_dirty(r);
     r->lost = 0;
     r->session_id = sid;
     r->session_error[0] = '\0';
@@ -6327,6 +6334,7 @@ static void mprpc__reg_work_watch(mprpc__registry *r, mprpc__reg_watch *w)
     size_t n = 0;
     int rc;
     w->dirty = 0;
+    w->reads++;
     pthread_mutex_unlock(&r->mu);
     rc = mprpc__reg_read(r, w, &op, deadline);
     if (rc == ZOK) rc = mprpc__reg_parse(w, op, &list, &n);
