@@ -23,7 +23,7 @@ export MPRPC_NANOPB = $(NANOPB)
 
 .PHONY: all help deps deps-test examples demo demo-zk test-build test test-asan test-tsan test-valgrind \
         fuzz fuzz-build fuzz-corpus soak clean
-all: examples ## the example provider and caller (build/provider, build/caller)
+all: examples ## the example provider and caller (build/provider, build/caller) and build/mprpc-call
 
 # One line per target, from the `## text` after it; a .PHONY target without
 # one is an error, so the list cannot fall behind the targets.
@@ -56,7 +56,12 @@ $(BUILD)/provider: examples/provider.c mprpc.h $(GEN)/user.pb.c $(GEN)/user.pb.h
 $(BUILD)/caller: examples/caller.c mprpc.h $(GEN)/user.pb.c $(GEN)/user.pb.h
 	$(CC) $(WARN) $(CFLAGS) $(INCS) examples/caller.c $(GEN)/user.pb.c $(LIBS) $(ZK_LIBS) -o $@
 
-examples: $(BUILD)/provider $(BUILD)/caller ## the README's example programs, built as its build line says
+# The command-line caller: needs no generated code (protoc does the text format at run time).
+$(BUILD)/mprpc-call: tools/mprpc-call.c mprpc.h
+	@mkdir -p $(BUILD)
+	$(CC) $(WARN) $(CFLAGS) $(INCS) tools/mprpc-call.c $(LIBS) $(ZK_LIBS) -o $@
+
+examples: $(BUILD)/provider $(BUILD)/caller $(BUILD)/mprpc-call ## the README's example programs and build/mprpc-call
 
 demo: deps ## build and run the example provider and caller (scripts/demo.sh)
 	@$(MAKE) --no-print-directory examples

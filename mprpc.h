@@ -680,6 +680,14 @@ MPRPCDEF mprpc_status mprpc_channel_call_async(mprpc_channel *ch, const char *se
 #define MPRPC_CALL_ASYNC(ch, service, method, Req, req, Resp, resp, ctl, done, user) \
     mprpc_channel_call_async((ch), (service), (method), Req##_fields, (req), Resp##_fields, (resp), (ctl), (done), (user))
 
+/* A blocking call with the request already encoded and the reply left encoded, for tools that have no
+ * generated code (mprpc-call): request_len bytes at request are sent as the body, and on MPRPC_OK the
+ * reply's body is in *response (emptied first, grown with MPRPC_REALLOC up to max_message_size; the
+ * caller frees it with mprpc_buf_free). Otherwise as mprpc_channel_call. */
+MPRPCDEF mprpc_status mprpc_channel_call_raw(mprpc_channel *ch, const char *service, const char *method,
+                                             const void *request, size_t request_len, mprpc_buf *response,
+                                             mprpc_controller *ctl);
+
 /* Poll mode, for single-threaded programs with their own poll/epoll loop: with channel_io_thread = 0 the
  * channel starts no thread and one program thread drives it. mprpc_channel_fd is a descriptor that turns
  * readable when the channel has work (-1 for a channel with its own thread). mprpc_channel_dispatch
@@ -3965,6 +3973,38 @@ static void mprpc__run_completions(mprpc_channel *ch)
     }
 }
 
+/* Raw calls (mprpc_channel_call_raw) go through the same path with this one-field message: its
+ * callback writes the pre-encoded body verbatim, and a reply for it is copied, not decoded. */
+typedef struct mprpc__RawMsg {
+    pb_callback_t body;
+} mprpc__RawMsg;
+#define mprpc__RawMsg_FIELDLIST(X, a) X(a, CALLBACK, SINGULAR, BYTES, body, 1)
+#define mprpc__RawMsg_CALLBACK pb_default_field_callback
+#define mprpc__RawMsg_DEFAULT NULL
+PB_BIND(mprpc__RawMsg, mprpc__RawMsg, AUTO)
+
+static bool mprpc__raw_write(pb_ostream_t *stream, const pb_field_t *field, void *const *arg)
+{
+    const mprpc_bytes *b = (const mprpc_bytes *)*arg;
+    (void)field;
+    return b->size == 0 || pb_write(stream, b->data, b->size);
+}
+
+/* A raw call's reply body, into the caller's mprpc_buf. */
+static int mprpc__take_raw(const pb_msgdesc_t *fields, void *resp, const uint8_t *body, size_t n,
+                           mprpc_controller *ctl)
+{
+    mprpc_buf *out = (mprpc_buf *)resp;
+    if (fields != &mprpc__RawMsg_msg) return 0;
+    out->pos = out->len = 0;
+    if (n && mprpc_buf_append(out, body, n, n) != MPRPC_OK)
+        mprpc_controller_set_failed(ctl, MPRPC_ERR_NO_MEMORY, "no memory for a reply of %zu bytes", n);
+    else
+        ctl->status = MPRPC_OK;
+    ctl->may_have_run = 1;
+    return 1;
+}
+
 /* Fills ctl (and the response on success) from a v1 reply. */
 static void mprpc__take_reply(const char *addr, const mprpc_response_frame *f,
                               const pb_msgdesc_t *fields, void *resp, mprpc_controller *ctl)
@@ -3978,6 +4018,7 @@ static void mprpc__take_reply(const char *addr, const mprpc_response_frame *f,
         ctl->may_have_run = h->status == MPRPC_ERR_APPLICATION; /* other provider errors: not run */
         return;
     }
+    if (mprpc__take_raw(fields, resp, f->body, h->body_size, ctl)) return;
     is = pb_istream_from_buffer(f->body, h->body_size);
     if (!pb_decode(&is, fields, resp))
         mprpc_controller_set_failed(ctl, MPRPC_ERR_DECODE, "reply from %s: cannot decode the response: %s",
@@ -3992,6 +4033,7 @@ static void mprpc__take_seed_reply(const char *addr, const uint8_t *body, size_t
                                    const pb_msgdesc_t *fields, void *resp, mprpc_controller *ctl)
 {
     pb_istream_t is = pb_istream_from_buffer(body, n);
+    if (mprpc__take_raw(fields, resp, body, n, ctl)) return;
     if (!pb_decode(&is, fields, resp))
         mprpc_controller_set_failed(ctl, MPRPC_ERR_DECODE, "v0 reply from %s (%zu bytes): cannot decode "
                                     "the response: %s", addr, n, PB_GET_ERROR(&is));
@@ -5215,6 +5257,25 @@ MPRPCDEF mprpc_status mprpc_channel_call(mprpc_channel *ch, const char *service,
     mprpc__rec_give(ch, r);
     pthread_mutex_unlock(&ch->mu);
     return ctl->status;
+}
+
+MPRPCDEF mprpc_status mprpc_channel_call_raw(mprpc_channel *ch, const char *service, const char *method,
+                                             const void *request, size_t request_len, mprpc_buf *response,
+                                             mprpc_controller *ctl)
+{
+    mprpc_bytes body;
+    mprpc__RawMsg rq;
+    if (ctl && (!response || (request_len && !request))) {
+        mprpc_controller_reset(ctl);
+        mprpc_controller_set_failed(ctl, MPRPC_ERR_INVALID_ARGUMENT, "mprpc_channel_call_raw: NULL argument");
+        return ctl->status;
+    }
+    body.data = (const uint8_t *)request;
+    body.size = request_len;
+    memset(&rq, 0, sizeof rq);
+    rq.body.funcs.encode = mprpc__raw_write;
+    rq.body.arg = &body;
+    return mprpc_channel_call(ch, service, method, &mprpc__RawMsg_msg, &rq, &mprpc__RawMsg_msg, response, ctl);
 }
 
 /* ---- the async API ---- */
