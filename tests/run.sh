@@ -62,6 +62,7 @@ if [ $extra -eq 1 ]; then
   check build-no-zookeeper     gcc   -std=c11 $W -DMPRPC_NO_ZOOKEEPER examples/provider.c build/gen/user.pb.c \
                                      -lprotobuf-nanopb -lpthread -o "$log/provider-nozk"
   check embedded-nanopb-code   sh -c "$nanopb -q -I proto -D '$log' proto/mprpc.proto && /usr/bin/python3 tests/check_embedded.py '$log/mprpc.pb.h'"
+  check embedded-admin-code    sh -c "$nanopb -q -I proto -D '$log' proto/admin.proto && /usr/bin/python3 tests/check_embedded.py '$log/admin.pb.h' admin"
   check protobuf-crosscheck    sh -c "gcc -std=c11 $W tests/wire_tool.c build/gen/testsvc.pb.c -lprotobuf-nanopb -lzookeeper_mt -lpthread -o '$log/wire_tool' && /usr/bin/python3 tests/crosscheck.py '$log/wire_tool'"
   check demo-provider-caller   scripts/demo.sh
   # every .PHONY target has its line in `make help`

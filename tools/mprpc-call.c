@@ -262,6 +262,13 @@ static void qualify(char *dst, size_t cap, const char *pkg, const char *tok, siz
     else snprintf(dst, cap, "%.*s", (int)n, tok);
 }
 
+/* The wire name may be the qualified one ("mprpc.admin.Admin"); the seed's services use the bare name. */
+static int service_is_qualified(const char *pkg, const char *tok, size_t n, const char *service)
+{
+    size_t k = strlen(pkg);
+    return k && strncmp(service, pkg, k) == 0 && service[k] == '.' && tok_is(tok, n, service + k + 1);
+}
+
 /* Finds `package`, then `service SERVICE { ... rpc METHOD (stream? REQ) returns (stream? RESP)`. */
 static int find_method_types(const char *text, const char *service, const char *method, char *req, char *resp,
                              size_t cap)
@@ -276,7 +283,7 @@ static int find_method_types(const char *text, const char *service, const char *
         else if (tok_is(t, n, "{")) depth++;
         else if (tok_is(t, n, "}") && --depth == 0) in_service = 0;
         else if (tok_is(t, n, "service") && depth == 0 && (n = next_token(&p, &t)) != 0)
-            in_service = tok_is(t, n, service);
+            in_service = tok_is(t, n, service) || service_is_qualified(pkg, t, n, service);
         else if (tok_is(t, n, "rpc") && in_service && (n = next_token(&p, &t)) != 0 && tok_is(t, n, method)) {
             char *dst[2] = { req, resp };
             int i;
