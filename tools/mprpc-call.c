@@ -22,7 +22,11 @@
 #include <string.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <sys/time.h>
 #include <unistd.h>
+#ifndef MPRPC_NO_ZOOKEEPER
+#include <zookeeper/zookeeper.h>
+#endif
 
 extern char **environ;
 
@@ -56,8 +60,8 @@ static void usage(FILE *f)
 "usage: %s [options] ADDRESS SERVICE METHOD\n"
 "       %s [options] --zookeeper HOSTS SERVICE METHOD\n"
 "       %s --list --zookeeper HOSTS [--root PATH]\n"
-"       %s --health [--service NAME] ADDRESS      (or --zookeeper HOSTS)\n"
-"       %s --stats ADDRESS                        (or --zookeeper HOSTS)\n"
+"       %s --health [--service NAME] ADDRESS\n"
+"       %s --stats ADDRESS\n"
 "ADDRESS is ip:port. The request is protobuf text format given with -d TEXT or on stdin, encoded and\n"
 "the reply decoded by protoc with the .proto given by --proto; --raw sends stdin's bytes as they are\n"
 "and writes the reply's bytes to stdout.\n"
@@ -478,6 +482,227 @@ static int cmd_call(const opts *o)
     return rc;
 }
 
+/* ---- --health and --stats: the provider's admin service (mprpc.h section 7i) ---- */
+
+static int cmd_health(const opts *o)
+{
+    mprpc_admin_HealthRequest rq;
+    mprpc_admin_HealthResponse rs;
+    static const char *const names[] = { "UNKNOWN", "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN" };
+    mprpc_channel *ch = NULL;
+    mprpc_controller ctl;
+    int rc = open_channel(o, &ch);
+    if (rc != EXIT_OK) return rc;
+    memset(&rq, 0, sizeof rq);
+    memset(&rs, 0, sizeof rs);
+    if (o->health_service) snprintf(rq.service, sizeof rq.service, "%s", o->health_service);
+    mprpc_controller_init(&ctl);
+    ctl.timeout_ms = o->timeout_ms;
+    MPRPC_CALL(ch, MPRPC_ADMIN_SERVICE, "Health", mprpc_admin_HealthRequest, &rq, mprpc_admin_HealthResponse, &rs,
+               &ctl);
+    mprpc_channel_free(ch);
+    if (mprpc_controller_failed(&ctl)) return report_failure(&ctl);
+    printf("%s\n", (unsigned)rs.status < 4 ? names[rs.status] : "UNKNOWN");
+    return rs.status == mprpc_admin_HealthResponse_ServingStatus_SERVING ? EXIT_OK : EXIT_NOT_SERVING;
+}
+
+/* The histogram's bound below which fraction q of the calls fell ("+" past the last bound). */
+static void percentile(const mprpc_admin_MethodStats *m, double q, char *out, size_t cap)
+{
+    uint64_t total = 0, seen = 0;
+    pb_size_t i;
+    for (i = 0; i < m->latency_count; i++) total += m->latency[i].count;
+    for (i = 0; i < m->latency_count; i++) {
+        seen += m->latency[i].count;
+        if ((double)seen >= q * (double)total) break;
+    }
+    if (total == 0) snprintf(out, cap, "-");
+    else if (i == m->latency_count || m->latency[i].le_us == 0) snprintf(out, cap, "long");
+    else snprintf(out, cap, "%llu", (unsigned long long)m->latency[i].le_us + 1);
+}
+
+/* Each MethodStats as it is decoded: one line. */
+static bool print_method(pb_istream_t *stream, const pb_field_t *field, void **arg)
+{
+    mprpc_admin_MethodStats m;
+    char name[300], p50[24], p99[24];
+    pb_size_t i;
+    (void)field; (void)arg;
+    memset(&m, 0, sizeof m);
+    if (!pb_decode(stream, mprpc_admin_MethodStats_fields, &m)) return false;
+    snprintf(name, sizeof name, "%s.%s", m.service, m.method);
+    percentile(&m, 0.5, p50, sizeof p50);
+    percentile(&m, 0.99, p99, sizeof p99);
+    printf("%-40s %8llu %7llu %9s %9s %9llu %10llu %10llu", name, (unsigned long long)m.calls,
+           (unsigned long long)m.errors, p50, p99, (unsigned long long)(m.calls ? m.latency_sum_us / m.calls : 0),
+           (unsigned long long)m.request_bytes, (unsigned long long)m.response_bytes);
+    for (i = 0; i < m.errors_by_status_count; i++)
+        printf("%s%s=%llu", i ? "," : " ", m.errors_by_status[i].status,
+               (unsigned long long)m.errors_by_status[i].count);
+    printf("\n");
+    return true;
+}
+
+static bool print_header(mprpc_admin_StatsResponse *rs)
+{
+    printf("provider: %s, %llu io thread(s), loops busy %llu us in all\n", rs->serving ? "SERVING" : "NOT_SERVING",
+           (unsigned long long)rs->io_threads, (unsigned long long)rs->loop_busy_us);
+    printf("connections: open %llu, accepted %llu, rejected %llu\n", (unsigned long long)rs->connections_open,
+           (unsigned long long)rs->connections_accepted, (unsigned long long)rs->connections_rejected);
+    printf("calls: %llu, error replies %llu, protocol errors %llu, expired %llu, refused %llu, abandoned %llu, "
+           "deadline dropped %llu, deferred now %llu\n", (unsigned long long)rs->calls,
+           (unsigned long long)rs->call_errors, (unsigned long long)rs->protocol_errors,
+           (unsigned long long)rs->expired, (unsigned long long)rs->refused, (unsigned long long)rs->abandoned,
+           (unsigned long long)rs->deadline_dropped, (unsigned long long)rs->deferred_pending);
+    printf("bytes: in %llu, out %llu\n", (unsigned long long)rs->bytes_in, (unsigned long long)rs->bytes_out);
+    printf("%-40s %8s %7s %9s %9s %9s %10s %10s %s\n", "method", "calls", "errors", "p50<us", "p99<us", "mean us",
+           "req bytes", "resp bytes", "errors by status");
+    return true;
+}
+
+/* The reply is decoded twice: the totals first (methods skipped), then the methods, one line each, so
+ * the totals print first whatever the field order. */
+static int cmd_stats(const opts *o)
+{
+    mprpc_admin_StatsResponse rs;
+    mprpc_channel *ch = NULL;
+    mprpc_controller ctl;
+    mprpc_buf reply;
+    pb_istream_t is;
+    uint8_t empty = 0;
+    int rc = open_channel(o, &ch);
+    if (rc != EXIT_OK) return rc;
+    mprpc_buf_init(&reply);
+    mprpc_controller_init(&ctl);
+    ctl.timeout_ms = o->timeout_ms;
+    memset(&rs, 0, sizeof rs);
+    mprpc_channel_call_raw(ch, MPRPC_ADMIN_SERVICE, "Stats", &empty, 0, &reply, &ctl);
+    mprpc_channel_free(ch);
+    if (mprpc_controller_failed(&ctl)) {
+        mprpc_buf_free(&reply);
+        return report_failure(&ctl);
+    }
+    is = pb_istream_from_buffer(reply.data, reply.len);
+    rc = pb_decode(&is, mprpc_admin_StatsResponse_fields, &rs) && print_header(&rs) ? EXIT_OK : EXIT_OTHER;
+    rs.methods.funcs.decode = print_method;
+    is = pb_istream_from_buffer(reply.data, reply.len);
+    if (rc == EXIT_OK && !pb_decode(&is, mprpc_admin_StatsResponse_fields, &rs)) rc = EXIT_OTHER;
+    if (rc != EXIT_OK) fprintf(stderr, "%s: the Stats reply (%zu bytes) does not decode\n", prog, reply.len);
+    mprpc_buf_free(&reply);
+    return rc;
+}
+
+/* ---- --list: the registry, read with the ZooKeeper C client (layout: mprpc.h section 9) ---- */
+
+#ifndef MPRPC_NO_ZOOKEEPER
+static int list_timeout_ms;
+
+/* --list is bounded as a whole: the ZooKeeper client's own waits follow its session timeout. */
+static void on_alarm(int sig)
+{
+    static const char msg[] = "MPRPC_ERR_TIMEOUT: --list did not finish within --timeout\n";
+    ssize_t k = write(2, msg, sizeof msg - 1);
+    (void)sig; (void)k;
+    _exit(EXIT_TIMEOUT);
+}
+
+static volatile int zk_connected;
+
+static void zk_watcher(zhandle_t *zh, int type, int state, const char *path, void *ctx)
+{
+    (void)zh; (void)path; (void)ctx;
+    if (type == ZOO_SESSION_EVENT && state == ZOO_CONNECTED_STATE) zk_connected = 1;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* One provider node: data "ip:port\nMethod\n...", printed as "  ip:port  Method Method". */
+static void list_provider(zhandle_t *zh, const char *path, const char *child, char *buf, int cap)
+{
+    int len = cap - 1;
+    char *nl;
+    if (zoo_get(zh, path, 0, buf, &len, NULL) != ZOK || len < 0) {
+        printf("  %s  (gone)\n", child);
+        return;
+    }
+    buf[len] = '\0';
+    nl = strchr(buf, '\n');
+    if (nl) *nl = '\0';
+    printf("  %s ", buf[0] ? buf : child);
+    for (; nl && nl[1]; nl = strchr(nl + 1, '\n')) {
+        char *end = strchr(nl + 1, '\n');
+        printf(" %.*s", end ? (int)(end - nl - 1) : (int)strlen(nl + 1), nl + 1);
+        if (!end) break;
+    }
+    printf("\n");
+}
+
+static int list_service(zhandle_t *zh, const char *root, const char *svc, char *buf, int cap)
+{
+    struct String_vector kids = { 0, NULL };
+    char path[1024];
+    int i, rc;
+    snprintf(path, sizeof path, "%s/%s", root, svc);
+    rc = zoo_get_children(zh, path, 0, &kids);
+    if (rc != ZOK) return rc == ZNONODE ? ZOK : rc;
+    printf("%s\n", svc);
+    qsort(kids.data, (size_t)kids.count, sizeof *kids.data, cmp_str);
+    for (i = 0; i < kids.count; i++) {
+        char p[2048];
+        snprintf(p, sizeof p, "%s/%s", path, kids.data[i]);
+        list_provider(zh, p, kids.data[i], buf, cap);
+    }
+    if (kids.count == 0) printf("  (no provider)\n");
+    deallocate_String_vector(&kids);
+    return ZOK;
+}
+
+static int cmd_list(const opts *o)
+{
+    struct String_vector svcs = { 0, NULL };
+    struct itimerval it;
+    const char *root = o->root ? o->root : "/mprpc";
+    zhandle_t *zh;
+    char *buf = (char *)malloc(1 << 20); /* ZooKeeper's own limit on a node's data */
+    int i, rc;
+    if (!buf) return EXIT_OTHER;
+    list_timeout_ms = o->timeout_ms;
+    memset(&it, 0, sizeof it);
+    it.it_value.tv_sec = o->timeout_ms / 1000;
+    it.it_value.tv_usec = (o->timeout_ms % 1000) * 1000;
+    signal(SIGALRM, on_alarm);
+    setitimer(ITIMER_REAL, &it, NULL);
+    zoo_set_debug_level((ZooLogLevel)0); /* its connection chatter is not the user's business */
+    zh = zookeeper_init(o->zookeeper, zk_watcher, o->timeout_ms < 4000 ? 4000 : o->timeout_ms, NULL, NULL, 0);
+    if (!zh) {
+        fprintf(stderr, "MPRPC_ERR_ZOOKEEPER: cannot use ZooKeeper hosts '%s': %s\n", o->zookeeper, strerror(errno));
+        free(buf);
+        return EXIT_UNAVAILABLE;
+    }
+    while (!zk_connected) usleep(5000); /* the timer bounds it */
+    rc = zoo_get_children(zh, root, 0, &svcs);
+    if (rc == ZNONODE) fprintf(stderr, "%s: nothing registered: %s does not exist\n", prog, root);
+    else if (rc != ZOK) fprintf(stderr, "MPRPC_ERR_ZOOKEEPER: %s: %s\n", root, zerror(rc));
+    if (rc == ZOK) qsort(svcs.data, (size_t)svcs.count, sizeof *svcs.data, cmp_str);
+    for (i = 0; rc == ZOK && i < svcs.count; i++) rc = list_service(zh, root, svcs.data[i], buf, 1 << 20);
+    if (rc != ZOK && rc != ZNONODE && i) fprintf(stderr, "MPRPC_ERR_ZOOKEEPER: %s\n", zerror(rc));
+    deallocate_String_vector(&svcs);
+    zookeeper_close(zh);
+    free(buf);
+    return rc == ZOK || rc == ZNONODE ? EXIT_OK : EXIT_UNAVAILABLE;
+}
+#else
+static int cmd_list(const opts *o)
+{
+    (void)o;
+    fprintf(stderr, "MPRPC_ERR_UNSUPPORTED: this mprpc-call was built with MPRPC_NO_ZOOKEEPER\n");
+    return EXIT_USAGE;
+}
+#endif
+
 /* ---- command line ---- */
 
 static int parse_int(const char *s, int lo, int hi, int *out)
@@ -536,6 +761,9 @@ static int parse_positional(opts *o, int n, char **args)
 {
     int want = (o->list ? 0 : o->health || o->stats ? 1 : 3) - (o->zookeeper ? 1 : 0);
     if (o->list && !o->zookeeper) return fail_usage("--list needs --zookeeper HOSTS%s", "");
+    if ((o->health || o->stats) && o->zookeeper)
+        return fail_usage("--health and --stats take the provider's ADDRESS: the admin service is not in "
+                          "ZooKeeper (--list shows the addresses)%s", "");
     if (want < 0) want = 0;
     if (n != want) {
         fprintf(stderr, "%s: expected %d argument(s) (%s), got %d (--help for usage)\n", prog, want,
@@ -584,5 +812,8 @@ int main(int argc, char **argv)
     if (rc < 0) return EXIT_OK; /* --help */
     if (rc != EXIT_OK) return rc;
     signal(SIGPIPE, SIG_IGN); /* protoc may exit before taking all its input: that is its error to report */
+    if (o.list) return cmd_list(&o);
+    if (o.health) return cmd_health(&o);
+    if (o.stats) return cmd_stats(&o);
     return cmd_call(&o);
 }
