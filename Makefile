@@ -73,7 +73,7 @@ demo-zk: deps ## two providers and the caller through a local ZooKeeper server
 	@scripts/demo-zk.sh
 
 # ---- tests -----------------------------------------------------------------
-TEST_NAMES = test_config test_logger test_wire test_server test_channel test_async test_hostile test_registry
+TEST_NAMES = test_config test_logger test_wire test_server test_channel test_async test_hostile test_registry test_admin
 TEST_PROTOS = $(GEN)/user.pb.c $(GEN)/testsvc.pb.c
 TBUILD = $(BUILD)/tests$(SAN)
 SANFLAGS_asan = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
@@ -83,6 +83,9 @@ TEST_CFLAGS = $(WARN) -O1 -g $(SANFLAGS$(SAN)) $(INCS) -Itests
 $(TBUILD)/%: tests/%.c tests/test.h tests/support.h mprpc.h $(TEST_PROTOS) $(TEST_PROTOS:.c=.h)
 	@mkdir -p $(TBUILD)
 	$(CC) $(TEST_CFLAGS) $< $(TEST_PROTOS) $(LIBS) $(ZK_LIBS) -o $@
+
+# test_admin runs build/mprpc-call as a process.
+$(TBUILD)/test_admin: $(BUILD)/mprpc-call
 
 # The fuzz targets' corpus replayed without libFuzzer (tests/fuzz/replay.c).
 FUZZ_TARGETS = provider channel config
