@@ -23,12 +23,9 @@ check() {
   fi
 }
 
-# Each C test binary reports its cases; a crash without a summary is one failure.
-for bin in "$dir"/test_*; do
-  [ -x "$bin" ] || continue
-  name=$(basename "$bin")
-  ${MPRPC_TEST_WRAP:-} "$bin" >"$log/$name.out" 2>&1
-  rc=$?
+# Each C test binary (and tests/test_cli.sh) reports its cases; a crash without a summary is one failure.
+tally() {
+  local name=$1 rc=$2 summary p f
   sed 's/^/  /' "$log/$name.out" | grep -v '^  MPRPC-TEST-SUMMARY' || true
   summary=$(grep '^MPRPC-TEST-SUMMARY' "$log/$name.out" | tail -n 1)
   if [ -n "$summary" ]; then
@@ -41,7 +38,18 @@ for bin in "$dir"/test_*; do
   else
     failed=$((failed + 1)); echo "FAIL $name crashed (exit $rc)"
   fi
+}
+for bin in "$dir"/test_*; do
+  [ -x "$bin" ] || continue
+  name=$(basename "$bin")
+  ${MPRPC_TEST_WRAP:-} "$bin" >"$log/$name.out" 2>&1
+  tally "$name" $?
 done
+# mprpc-call against the example provider and ZooKeeper, as processes (build/provider, build/mprpc-call)
+if [ $extra -eq 1 ]; then
+  tests/test_cli.sh >"$log/test_cli.out" 2>&1
+  tally test_cli $?
+fi
 
 # The warning flags and the nanopb generator are the Makefile's (exported by
 # make; asked of make when this script is run by hand).
@@ -61,6 +69,8 @@ if [ $extra -eq 1 ]; then
   # without ZooKeeper: builds and links with no zookeeper headers or library
   check build-no-zookeeper     gcc   -std=c11 $W -DMPRPC_NO_ZOOKEEPER examples/provider.c build/gen/user.pb.c \
                                      -lprotobuf-nanopb -lpthread -o "$log/provider-nozk"
+  check build-mprpc-call-no-zookeeper gcc -std=c11 $W -DMPRPC_NO_ZOOKEEPER tools/mprpc-call.c -lprotobuf-nanopb \
+                                     -lpthread -o "$log/mprpc-call-nozk"
   check embedded-nanopb-code   sh -c "$nanopb -q -I proto -D '$log' proto/mprpc.proto && /usr/bin/python3 tests/check_embedded.py '$log/mprpc.pb.h'"
   check embedded-admin-code    sh -c "$nanopb -q -I proto -D '$log' proto/admin.proto && /usr/bin/python3 tests/check_embedded.py '$log/admin.pb.h' admin"
   check protobuf-crosscheck    sh -c "gcc -std=c11 $W tests/wire_tool.c build/gen/testsvc.pb.c -lprotobuf-nanopb -lzookeeper_mt -lpthread -o '$log/wire_tool' && /usr/bin/python3 tests/crosscheck.py '$log/wire_tool'"
