@@ -53,7 +53,8 @@
  *
  * CONTENTS (both halves follow this order)
  *   1. version and linkage   2. status   3. config   4. logger   5. controller
- *   6. wire (buffers, framing, headers)   7. server (provider)   8. channel (caller)
+ *   6. wire (buffers, framing, headers)   7. server (provider; 7i the built-in admin service)
+ *   8. channel (caller)
  *   9. registry (ZooKeeper)
  *
  * THREADS
