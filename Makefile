@@ -25,7 +25,7 @@ export MPRPC_MPRPCGEN = $(MPRPCGEN)
 
 .PHONY: all help deps deps-test examples demo demo-zk test-build test test-asan test-tsan test-valgrind \
         fuzz fuzz-build fuzz-corpus soak scale clean
-all: examples ## the example provider and caller (build/provider, build/caller)
+all: examples ## the example programs (build/provider, build/caller, bigfile) and build/mprpc-call
 
 # One line per target, from the `## text` after it; a .PHONY target without
 # one is an error, so the list cannot fall behind the targets.
@@ -72,7 +72,12 @@ $(BUILD)/caller: examples/caller.c mprpc.h $(GEN)/user.pb.c $(GEN)/user.pb.h $(G
 $(BUILD)/bigfile_%: examples/bigfile_%.c examples/bigfile_common.h mprpc.h $(GEN)/bigfile.pb.c $(GEN)/bigfile.pb.h $(GEN)/bigfile.mprpc.h
 	$(CC) $(WARN) $(CFLAGS) $(INCS) $< $(GEN)/bigfile.pb.c $(LIBS) $(ZK_LIBS) -o $@
 
-examples: $(BUILD)/provider $(BUILD)/caller $(BUILD)/bigfile_provider $(BUILD)/bigfile_caller ## the README's example programs, built as its build line says
+# The command-line caller: needs no generated code (protoc does the text format at run time).
+$(BUILD)/mprpc-call: tools/mprpc-call.c mprpc.h
+	@mkdir -p $(BUILD)
+	$(CC) $(WARN) $(CFLAGS) $(INCS) tools/mprpc-call.c $(LIBS) $(ZK_LIBS) -o $@
+
+examples: $(BUILD)/provider $(BUILD)/caller $(BUILD)/bigfile_provider $(BUILD)/bigfile_caller $(BUILD)/mprpc-call ## the README's example programs and build/mprpc-call
 
 demo: deps ## build and run the example provider and caller (scripts/demo.sh)
 	@$(MAKE) --no-print-directory examples
@@ -85,7 +90,7 @@ demo-zk: deps ## two providers and the caller through a local ZooKeeper server
 
 # ---- tests -----------------------------------------------------------------
 TEST_NAMES = test_config test_logger test_wire test_server test_channel test_async test_hostile test_registry \
-             test_stubs test_nanopb_check test_nanopb_check32 test_arena
+             test_stubs test_nanopb_check test_nanopb_check32 test_arena test_admin
 TEST_PROTOS = $(GEN)/user.pb.c $(GEN)/testsvc.pb.c
 TBUILD = $(BUILD)/tests$(SAN)
 SANFLAGS_asan = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
@@ -104,6 +109,8 @@ $(TBUILD)/test_stubs: $(GEN)/testsvc.mprpc.h
 $(TBUILD)/test_nanopb_check32: tests/test_nanopb_check.c tests/test.h mprpc.h
 	@mkdir -p $(TBUILD)
 	$(CC) $(TEST_CFLAGS) -DPB_FIELD_32BIT $< $(LIBS) $(ZK_LIBS) -o $@
+# test_admin runs build/mprpc-call as a process.
+$(TBUILD)/test_admin: $(BUILD)/mprpc-call
 
 # The fuzz targets' corpus replayed without libFuzzer (tests/fuzz/replay.c).
 FUZZ_TARGETS = provider channel config

@@ -4,7 +4,7 @@
 # Idempotent: a second run installs nothing and says so.
 set -euo pipefail
 
-pkgs_core="gcc make nanopb libnanopb-dev"
+pkgs_core="gcc make nanopb libnanopb-dev protobuf-compiler"
 pkgs_zk="libzookeeper-mt-dev zookeeper default-jre-headless"
 pkgs_test="g++ clang libclang-rt-14-dev python3-protobuf protobuf-compiler valgrind"
 pkgs_bench="g++ libgrpc++-dev libprotobuf-dev protobuf-compiler-grpc protobuf-compiler gnuplot-nox"

@@ -1,13 +1,15 @@
 #!/usr/bin/python3
-"""mprpc.h embeds the nanopb code generated from proto/mprpc.proto. This
-regenerates it and checks that every line of the embedded block appears, in
-order, in the fresh output, so the copy cannot drift from the .proto.
-Usage: check_embedded.py GENERATED_mprpc.pb.h"""
+"""mprpc.h embeds the nanopb code generated from proto/mprpc.proto (and, as the
+block tagged "admin", from proto/admin.proto). This regenerates it and checks
+that every line of the embedded block appears, in order, in the fresh output,
+so the copy cannot drift from the .proto.
+Usage: check_embedded.py GENERATED.pb.h [TAG]"""
 import re, sys
 
 gen = open(sys.argv[1]).read()
 top = open(__file__.rsplit("/tests/", 1)[0] + "/mprpc.h").read()
-block = top.split("/* -- begin generated -- */", 1)[1].split("/* -- end generated -- */", 1)[0]
+tag = " " + sys.argv[2] if len(sys.argv) > 2 else ""
+block = top.split(f"/* -- begin generated{tag} -- */", 1)[1].split(f"/* -- end generated{tag} -- */", 1)[0]
 
 def lines(text):
     text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)

@@ -37,12 +37,9 @@ compile_fails() {
   fi
 }
 
-# Each C test binary reports its cases; a crash without a summary is one failure.
-for bin in "$dir"/test_*; do
-  [ -x "$bin" ] || continue
-  name=$(basename "$bin")
-  ${MPRPC_TEST_WRAP:-} "$bin" >"$log/$name.out" 2>&1
-  rc=$?
+# Each C test binary (and tests/test_cli.sh) reports its cases; a crash without a summary is one failure.
+tally() {
+  local name=$1 rc=$2 summary p f
   sed 's/^/  /' "$log/$name.out" | grep -v '^  MPRPC-TEST-SUMMARY' || true
   summary=$(grep '^MPRPC-TEST-SUMMARY' "$log/$name.out" | tail -n 1)
   if [ -n "$summary" ]; then
@@ -55,7 +52,18 @@ for bin in "$dir"/test_*; do
   else
     failed=$((failed + 1)); echo "FAIL $name crashed (exit $rc)"
   fi
+}
+for bin in "$dir"/test_*; do
+  [ -x "$bin" ] || continue
+  name=$(basename "$bin")
+  ${MPRPC_TEST_WRAP:-} "$bin" >"$log/$name.out" 2>&1
+  tally "$name" $?
 done
+# mprpc-call against the example provider and ZooKeeper, as processes (build/provider, build/mprpc-call)
+if [ $extra -eq 1 ]; then
+  tests/test_cli.sh >"$log/test_cli.out" 2>&1
+  tally test_cli $?
+fi
 
 # The warning flags and the nanopb generator are the Makefile's (exported by
 # make; asked of make when this script is run by hand).
@@ -90,7 +98,10 @@ if [ $extra -eq 1 ]; then
   compile_fails stub-call-with-wrong-request-type-fails-cpp    "$incompatible" g++ -x c++ -std=c++11 $S -DWRONG_CALL -c $stubs -o "$log/s.o"
   compile_fails handler-table-with-wrong-handler-type-fails-c  "$incompatible" clang -std=c11 $S -DWRONG_HANDLER -c $stubs -o "$log/s.o"
   compile_fails handler-table-with-wrong-handler-type-fails-cpp "$incompatible" clang++ -x c++ -std=c++17 $S -DWRONG_HANDLER -c $stubs -o "$log/s.o"
+  check build-mprpc-call-no-zookeeper gcc -std=c11 $W -DMPRPC_NO_ZOOKEEPER tools/mprpc-call.c -lprotobuf-nanopb \
+                                     -lpthread -o "$log/mprpc-call-nozk"
   check embedded-nanopb-code   sh -c "$nanopb -q -I proto -D '$log' proto/mprpc.proto && /usr/bin/python3 tests/check_embedded.py '$log/mprpc.pb.h'"
+  check embedded-admin-code    sh -c "$nanopb -q -I proto -D '$log' proto/admin.proto && /usr/bin/python3 tests/check_embedded.py '$log/admin.pb.h' admin"
   check protobuf-crosscheck    sh -c "gcc -std=c11 $W tests/wire_tool.c build/gen/testsvc.pb.c -lprotobuf-nanopb -lzookeeper_mt -lpthread -o '$log/wire_tool' && /usr/bin/python3 tests/crosscheck.py '$log/wire_tool'"
   check demo-provider-caller   scripts/demo.sh
   check bigfile-example-300000-bytes-and-chunks-both-ways  scripts/demo.sh bigfile
