@@ -68,7 +68,8 @@ demo-zk: deps ## two providers and the caller through a local ZooKeeper server
 	@scripts/demo-zk.sh
 
 # ---- tests -----------------------------------------------------------------
-TEST_NAMES = test_config test_logger test_wire test_server test_channel test_async test_hostile test_registry
+TEST_NAMES = test_config test_logger test_wire test_server test_channel test_async test_hostile test_registry \
+             test_address
 TEST_PROTOS = $(GEN)/user.pb.c $(GEN)/testsvc.pb.c
 TBUILD = $(BUILD)/tests$(SAN)
 SANFLAGS_asan = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all

@@ -164,9 +164,15 @@ MPRPCDEF const char *mprpc_status_name(int status);
  * have the same names as the fields (README.md has the table). The struct is
  * plain data: copy it freely. Servers and channels copy it when created. */
 typedef struct mprpc_config {
-    char     rpcserver_ip[MPRPC_ADDR_MAX];  /* "127.0.0.1": provider listens / caller connects */
+    char     rpcserver_ip[MPRPC_ADDR_MAX];  /* "127.0.0.1": provider listens / caller connects; an IPv4 or
+                                               IPv6 literal ("::" listens on both) or a host name */
     int      rpcserver_port;                /* 8000; a provider given 0 picks a free port */
-    char     advertise_ip[MPRPC_ADDR_MAX];  /* "": address published in ZooKeeper (default rpcserver_ip) */
+    char     advertise_ip[MPRPC_ADDR_MAX];  /* "": host published in ZooKeeper (default rpcserver_ip) */
+    char     rpcserver_address[MPRPC_ADDR_MAX]; /* "": the full syntax, overrides rpcserver_ip/_port:
+                                               "1.2.3.4:80", "[::1]:80", "host:80", "unix:/path",
+                                               "unix:@abstract" */
+    char     advertise_address[MPRPC_ADDR_MAX]; /* "": the full syntax, published in ZooKeeper; overrides
+                                               advertise_ip (needed for a unix: or wildcard listener) */
     int      io_threads;                    /* 2 event loops in a provider */
     int      rpc_timeout_ms;                /* 5000: whole call, caller side */
     int      connect_timeout_ms;            /* 2000 */
@@ -231,7 +237,9 @@ MPRPCDEF mprpc_status mprpc_config_load(mprpc_config *cfg, const char *path);
 MPRPCDEF mprpc_status mprpc_config_from_args(mprpc_config *cfg, int argc, char **argv);
 /* Checks every field against its key's range (the errors name the key, the
  * value and the range), that strings are terminated, that the addresses are
- * IPv4, that zookeeper_root is a clean path below "/" (no trailing '/', no
+ * well formed (rpcserver_ip and advertise_ip: an IPv4 or IPv6 literal or a
+ * host name; rpcserver_address and advertise_address: "1.2.3.4:80",
+ * "[::1]:80", "host.name:80", "unix:/path" or "unix:@name"), that zookeeper_root is a clean path below "/" (no trailing '/', no
  * "//", no "." or ".." components), and the cross-field rules (zookeeper_auth
  * needs a ZooKeeper; a build with MPRPC_NO_ZOOKEEPER refuses one, with
  * MPRPC_ERR_UNSUPPORTED). Otherwise returns MPRPC_ERR_CONFIG with the reason
@@ -721,6 +729,8 @@ MPRPCDEF int mprpc_channel_dispatch(mprpc_channel *ch);
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
+#include <netdb.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -806,6 +816,304 @@ static void mprpc__copy_str(char *dst, size_t cap, const char *src)
     dst[n] = '\0';
 }
 
+/* ---- addresses: one syntax for listening, dialling, advertising ----------------------------------
+ * "1.2.3.4:80", "[::1]:80", "host.name:80", "unix:/path/to.sock", "unix:@name" (Linux abstract).
+ * A bare IPv6 literal without brackets is accepted where there is no port to confuse it with
+ * (rpcserver_ip, advertise_ip). Host names are resolved when dialling, on a thread of their own
+ * (mprpc__dns), so that no loop and no lock waits on DNS. */
+
+typedef enum mprpc__addr_kind { MPRPC__ADDR_IP, MPRPC__ADDR_NAME, MPRPC__ADDR_UNIX } mprpc__addr_kind;
+
+typedef struct mprpc__addr {
+    mprpc__addr_kind        kind;
+    char                    host[MPRPC_ADDR_MAX]; /* literal or name, no brackets; unix: path or "@name" */
+    int                     port;                 /* 0 for unix */
+    struct sockaddr_storage sa;                   /* IP and unix: ready for bind or connect */
+    socklen_t               salen;
+} mprpc__addr;
+
+static int mprpc__addr_port(const char *s, int *port)
+{
+    long v = 0;
+    if (!*s || strlen(s) > 5) return 0;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9') return 0;
+        v = v * 10 + (*s - '0');
+    }
+    if (v > 65535) return 0;
+    *port = (int)v;
+    return 1;
+}
+
+/* RFC 1123 host name: labels of letters, digits, '-' (and '_', common in service names). */
+static int mprpc__host_name_ok(const char *h)
+{
+    size_t label = 0, n = strlen(h);
+    if (n == 0 || n > 253 || h[0] == '.' || h[0] == '-') return 0;
+    for (; *h; h++) {
+        int c = (unsigned char)*h;
+        if (c == '.') {
+            if (label == 0) return 0;
+            label = 0;
+            continue;
+        }
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+              c == '_') || ++label > 63)
+            return 0;
+    }
+    return 1;
+}
+
+/* A host (IPv4 or IPv6 literal, brackets optional, or a name) and a port into *a. */
+static int mprpc__addr_host(const char *host, int port, mprpc__addr *a, char *why, size_t whylen)
+{
+    size_t n = strlen(host);
+    memset(a, 0, sizeof *a);
+    if (n >= 2 && host[0] == '[' && host[n - 1] == ']') { host++; n -= 2; }
+    if (n == 0 || n >= sizeof a->host) {
+        mprpc__fmt(why, whylen, "host '%s' is empty or longer than %zu bytes", host, sizeof a->host - 1);
+        return 0;
+    }
+    memcpy(a->host, host, n);
+    a->port = port;
+    if (inet_pton(AF_INET, a->host, &((struct sockaddr_in *)(void *)&a->sa)->sin_addr) == 1) {
+        ((struct sockaddr_in *)(void *)&a->sa)->sin_family = AF_INET;
+        ((struct sockaddr_in *)(void *)&a->sa)->sin_port = htons((uint16_t)port);
+        a->salen = sizeof(struct sockaddr_in);
+    } else if (inet_pton(AF_INET6, a->host, &((struct sockaddr_in6 *)(void *)&a->sa)->sin6_addr) == 1) {
+        ((struct sockaddr_in6 *)(void *)&a->sa)->sin6_family = AF_INET6;
+        ((struct sockaddr_in6 *)(void *)&a->sa)->sin6_port = htons((uint16_t)port);
+        a->salen = sizeof(struct sockaddr_in6);
+    } else if (mprpc__host_name_ok(a->host)) {
+        a->kind = MPRPC__ADDR_NAME;
+    } else {
+        mprpc__fmt(why, whylen, "'%s' is neither an IPv4 nor an IPv6 address nor a host name", a->host);
+        return 0;
+    }
+    return 1;
+}
+
+/* "unix:/path" or "unix:@abstract" (after the "unix:"). */
+static int mprpc__addr_unix(const char *path, mprpc__addr *a, char *why, size_t whylen)
+{
+    struct sockaddr_un *un = (struct sockaddr_un *)(void *)&a->sa;
+    size_t n = strlen(path);
+    memset(a, 0, sizeof *a);
+    a->kind = MPRPC__ADDR_UNIX;
+    if (n < 2 || (path[0] != '/' && path[0] != '@') || n >= sizeof un->sun_path || n >= sizeof a->host) {
+        mprpc__fmt(why, whylen, "unix socket 'unix:%s' must be unix:/absolute/path or unix:@name, "
+                   "at most %zu bytes", path, (sizeof un->sun_path < sizeof a->host ? sizeof un->sun_path
+                                                                                  : sizeof a->host) - 1);
+        return 0;
+    }
+    memcpy(a->host, path, n);
+    un->sun_family = AF_UNIX;
+    memcpy(un->sun_path, path, n);
+    if (path[0] == '@') un->sun_path[0] = '\0'; /* Linux abstract namespace: no file */
+    a->salen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + (path[0] == '/'));
+    return 1;
+}
+
+/* Any of the forms above, with its port (or unix: path) into *a; why says what is wrong. */
+static int mprpc__addr_parse(const char *text, mprpc__addr *a, char *why, size_t whylen)
+{
+    char host[MPRPC_ADDR_MAX];
+    const char *colon;
+    int port;
+    if (strncmp(text, "unix:", 5) == 0) return mprpc__addr_unix(text + 5, a, why, whylen);
+    colon = text[0] == '[' ? strstr(text, "]:") : strrchr(text, ':');
+    if (colon && text[0] == '[') colon++;
+    if (!colon || colon == text) {
+        mprpc__fmt(why, whylen, "address '%s' is not host:port, [ipv6]:port or unix:path", text);
+        return 0;
+    }
+    if (text[0] != '[' && memchr(text, ':', (size_t)(colon - text))) {
+        mprpc__fmt(why, whylen, "address '%s': an IPv6 address takes brackets, as in [::1]:8000", text);
+        return 0;
+    }
+    if (!mprpc__addr_port(colon + 1, &port)) {
+        mprpc__fmt(why, whylen, "address '%s': port '%s' is not a number 0..65535", text, colon + 1);
+        return 0;
+    }
+    if ((size_t)(colon - text) >= sizeof host) {
+        mprpc__fmt(why, whylen, "address '%.40s...' is longer than %zu bytes", text, sizeof host - 1);
+        return 0;
+    }
+    memcpy(host, text, (size_t)(colon - text));
+    host[colon - text] = '\0';
+    return mprpc__addr_host(host, port, a, why, whylen);
+}
+
+/* host:port, with brackets around an IPv6 literal. */
+static void mprpc__addr_join(char *dst, size_t cap, const char *host, int port)
+{
+    size_t n = strlen(host);
+    int bracketed = n >= 2 && host[0] == '[';
+    mprpc__fmt(dst, cap, strchr(host, ':') && !bracketed ? "[%s]:%d" : "%s:%d", host, port);
+}
+
+/* The address as written in config and logs. */
+static void mprpc__addr_text(const mprpc__addr *a, char *dst, size_t cap)
+{
+    if (a->kind == MPRPC__ADDR_UNIX) mprpc__fmt(dst, cap, "unix:%s", a->host);
+    else mprpc__addr_join(dst, cap, a->host, a->port);
+}
+
+/* 0.0.0.0 or [::]: a place to listen, not an address a caller can use. */
+static int mprpc__addr_wildcard(const mprpc__addr *a)
+{
+    return a->kind == MPRPC__ADDR_IP && (strcmp(a->host, "0.0.0.0") == 0 || strcmp(a->host, "::") == 0);
+}
+
+/* ---- resolving a host name without blocking anyone ----
+ * getaddrinfo blocks for as long as the resolver likes (seconds per server in resolv.conf), and
+ * getaddrinfo_a is glibc only (musl lacks it). So a short-lived detached thread runs getaddrinfo and
+ * signals an eventfd; the channel's loop watches that fd like a connecting socket, so the connection's
+ * connect_timeout_ms and the call's deadline bound the wait, and a resolver that is still busy when
+ * they pass is simply abandoned (it frees the shared record when it returns). */
+
+#define MPRPC__RESOLVE_MAX 4 /* addresses tried in order (e.g. ::1 then 127.0.0.1 for localhost) */
+
+typedef struct mprpc__dns {
+    pthread_mutex_t         mu;
+    int                     refs;  /* mu: the dialler and the resolver thread */
+    int                     efd;   /* readable once done; closed with the last reference */
+    int                     rc;    /* getaddrinfo's result (mu, once done) */
+    int                     n;     /* addresses found (mu, once done) */
+    char                    host[MPRPC_ADDR_MAX];
+    char                    port[8];
+    struct sockaddr_storage sa[MPRPC__RESOLVE_MAX];
+    socklen_t               salen[MPRPC__RESOLVE_MAX];
+} mprpc__dns;
+
+static void mprpc__dns_put(mprpc__dns *r)
+{
+    int left;
+    if (!r) return;
+    pthread_mutex_lock(&r->mu);
+    left = --r->refs;
+    pthread_mutex_unlock(&r->mu);
+    if (left > 0) return;
+    close(r->efd);
+    pthread_mutex_destroy(&r->mu);
+    MPRPC_FREE(r);
+}
+
+static void *mprpc__dns_main(void *arg)
+{
+    mprpc__dns *r = (mprpc__dns *)arg;
+    struct addrinfo hints, *res = NULL, *ai;
+    uint64_t one = 1;
+    ssize_t w;
+    int rc, n = 0;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    rc = getaddrinfo(r->host, r->port, &hints, &res);
+    pthread_mutex_lock(&r->mu);
+    r->rc = rc;
+    for (ai = rc == 0 ? res : NULL; ai && n < MPRPC__RESOLVE_MAX; ai = ai->ai_next) {
+        if (ai->ai_addrlen > sizeof r->sa[0]) continue;
+        memcpy(&r->sa[n], ai->ai_addr, ai->ai_addrlen);
+        r->salen[n++] = (socklen_t)ai->ai_addrlen;
+    }
+    r->n = n;
+    pthread_mutex_unlock(&r->mu);
+    if (res) freeaddrinfo(res);
+    w = write(r->efd, &one, sizeof one);
+    (void)w; /* a full counter already reads as done */
+    mprpc__dns_put(r);
+    return NULL;
+}
+
+/* Starts resolving a's name; the caller watches ->efd (EPOLLIN) and owns one reference. */
+static mprpc__dns *mprpc__dns_start(const mprpc__addr *a, char *why, size_t whylen)
+{
+    mprpc__dns *r = (mprpc__dns *)mprpc__zalloc(sizeof *r);
+    pthread_t t;
+    if (!r) {
+        mprpc__fmt(why, whylen, "no memory to resolve '%s'", a->host);
+        return NULL;
+    }
+    mprpc__copy_str(r->host, sizeof r->host, a->host);
+    mprpc__fmt(r->port, sizeof r->port, "%d", a->port);
+    r->refs = 2;
+    pthread_mutex_init(&r->mu, NULL);
+    r->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (r->efd < 0 || mprpc__thread_start(&t, mprpc__dns_main, r) != 0) {
+        mprpc__fmt(why, whylen, "cannot start resolving '%s': %s", a->host, strerror(errno));
+        if (r->efd >= 0) close(r->efd);
+        pthread_mutex_destroy(&r->mu);
+        MPRPC_FREE(r);
+        return NULL;
+    }
+    pthread_detach(t);
+    return r;
+}
+
+/* Once ->efd is readable: the i-th address found, or 0 with the reason in why. */
+static int mprpc__dns_get(mprpc__dns *r, int i, struct sockaddr_storage *sa, socklen_t *salen,
+                              char *why, size_t whylen)
+{
+    int ok;
+    pthread_mutex_lock(&r->mu);
+    ok = r->rc == 0 && i < r->n;
+    if (ok) {
+        *sa = r->sa[i];
+        *salen = r->salen[i];
+    } else if (r->rc != 0) {
+        mprpc__fmt(why, whylen, "cannot resolve host name '%s': %s", r->host, gai_strerror(r->rc));
+    } else {
+        mprpc__fmt(why, whylen, "host name '%s' resolved to no usable address", r->host);
+    }
+    pthread_mutex_unlock(&r->mu);
+    return ok;
+}
+
+/* A provider's own host name, resolved once when it starts (start is no call with a deadline). */
+static int mprpc__resolve_now(mprpc__addr *a, char *why, size_t whylen)
+{
+    struct addrinfo hints, *res = NULL;
+    char port[8];
+    int rc;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE;
+    mprpc__fmt(port, sizeof port, "%d", a->port);
+    rc = getaddrinfo(a->host, port, &hints, &res);
+    if (rc != 0 || !res || res->ai_addrlen > sizeof a->sa) {
+        mprpc__fmt(why, whylen, "cannot resolve host name '%s': %s", a->host,
+                   rc != 0 ? gai_strerror(rc) : "no usable address");
+        if (res) freeaddrinfo(res);
+        return 0;
+    }
+    memcpy(&a->sa, res->ai_addr, res->ai_addrlen);
+    a->salen = (socklen_t)res->ai_addrlen;
+    freeaddrinfo(res);
+    return 1;
+}
+
+/* A non-blocking socket connecting to sa; *connected when it already did. -1 with why on failure. */
+static int mprpc__connect_to(const struct sockaddr_storage *sa, socklen_t salen, const char *name,
+                             int *connected, char *why, size_t whylen)
+{
+    int fd, one = 1;
+    fd = socket(sa->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        mprpc__fmt(why, whylen, "socket: %s", strerror(errno));
+        return -1;
+    }
+    if (sa->ss_family != AF_UNIX) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    *connected = connect(fd, (const struct sockaddr *)sa, salen) == 0;
+    if (!*connected && errno != EINPROGRESS) {
+        mprpc__fmt(why, whylen, "connect %s: %s", name, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
 /* ======================================================================== */
 /* == 2. status =========================================================== */
 /* ======================================================================== */
@@ -853,6 +1161,8 @@ static const mprpc__config_key mprpc__config_keys[] = {
     MPRPC__KEY(rpcserver_ip,                 "rpcserverip",   STR,   0, 0),
     MPRPC__KEY(rpcserver_port,               "rpcserverport", INT,   0, 65535),
     MPRPC__KEY(advertise_ip,                 NULL,            STR,   0, 0),
+    MPRPC__KEY(rpcserver_address,            NULL,            STR,   0, 0),
+    MPRPC__KEY(advertise_address,            NULL,            STR,   0, 0),
     MPRPC__KEY(io_threads,                   NULL,            INT,   1, 64),
     MPRPC__KEY(rpc_timeout_ms,               NULL,            INT,   1, 86400000),
     MPRPC__KEY(connect_timeout_ms,           NULL,            INT,   1, 600000),
@@ -1196,15 +1506,28 @@ static mprpc_status mprpc__config_check_root(mprpc_config *cfg)
     return mprpc__config_refuse(cfg, "zookeeper_root '%s' %s", r, why);
 }
 
+/* The address keys: hosts (rpcserver_ip, advertise_ip) and whole addresses in the syntax of
+ * mprpc__addr_parse. rpcserver_list is checked entry by entry when a channel reads it. */
+static mprpc_status mprpc__config_check_addrs(mprpc_config *cfg)
+{
+    mprpc__addr a;
+    char why[160];
+    if (!mprpc__addr_host(cfg->rpcserver_ip, 0, &a, why, sizeof why))
+        return mprpc__config_refuse(cfg, "rpcserver_ip: %s", why);
+    if (cfg->advertise_ip[0] && !mprpc__addr_host(cfg->advertise_ip, 0, &a, why, sizeof why))
+        return mprpc__config_refuse(cfg, "advertise_ip: %s", why);
+    if (cfg->rpcserver_address[0] && !mprpc__addr_parse(cfg->rpcserver_address, &a, why, sizeof why))
+        return mprpc__config_refuse(cfg, "rpcserver_address: %s", why);
+    if (cfg->advertise_address[0] && !mprpc__addr_parse(cfg->advertise_address, &a, why, sizeof why))
+        return mprpc__config_refuse(cfg, "advertise_address: %s", why);
+    return MPRPC_OK;
+}
+
 /* Rules that involve more than one number: addresses, paths, combinations. */
 static mprpc_status mprpc__config_check_rules(mprpc_config *cfg)
 {
-    struct in_addr a;
     int zk = cfg->zookeeper_ip[0] || cfg->zookeeper_hosts[0];
-    if (inet_pton(AF_INET, cfg->rpcserver_ip, &a) != 1)
-        return mprpc__config_refuse(cfg, "rpcserver_ip '%s' is not an IPv4 address", cfg->rpcserver_ip);
-    if (cfg->advertise_ip[0] && inet_pton(AF_INET, cfg->advertise_ip, &a) != 1)
-        return mprpc__config_refuse(cfg, "advertise_ip '%s' is not an IPv4 address", cfg->advertise_ip);
+    if (mprpc__config_check_addrs(cfg) != MPRPC_OK) return MPRPC_ERR_CONFIG;
     if (mprpc__config_check_root(cfg) != MPRPC_OK) return MPRPC_ERR_CONFIG;
     if (cfg->zookeeper_auth[0] && !strchr(cfg->zookeeper_auth, ':'))
         return mprpc__config_refuse(cfg, "zookeeper_auth must be \"user:password\" or \"file:PATH\"");
@@ -2083,6 +2406,9 @@ struct mprpc_server {
     int                   spare_fd;     /* acceptor thread only: given up to shed a connection */
     int                   stop_fd;      /* eventfd written by mprpc_server_stop */
     int                   port;
+    mprpc__addr           listen_addr;  /* where it listens, the bound port filled in */
+    char                  listen_text[MPRPC_ADDR_MAX + 8];
+    int                   unlink_path;  /* it made listen_addr's unix socket file: removed at stop */
     pthread_t             acceptor;
     int                   acceptor_started;
     pthread_mutex_t       life_mu;
@@ -3253,30 +3579,101 @@ static void mprpc__srv_wait_while(mprpc_server *srv, int a, int b)
     while (srv->state == a || srv->state == b) pthread_cond_wait(&srv->life_cv, &srv->life_mu);
 }
 
+/* Where the provider listens: rpcserver_address, else rpcserver_ip:rpcserver_port. */
+static mprpc_status mprpc__listen_addr(mprpc_server *srv, mprpc__addr *a)
+{
+    const mprpc_config *cfg = &srv->cfg;
+    char why[200];
+    int ok = cfg->rpcserver_address[0]
+                 ? mprpc__addr_parse(cfg->rpcserver_address, a, why, sizeof why)
+                 : mprpc__addr_host(cfg->rpcserver_ip, cfg->rpcserver_port, a, why, sizeof why);
+    if (ok && a->kind == MPRPC__ADDR_NAME) ok = mprpc__resolve_now(a, why, sizeof why);
+    if (ok) return MPRPC_OK;
+    mprpc__srv_fail(srv, "listen: %s", why);
+    return MPRPC_ERR_CONFIG;
+}
+
+static int mprpc__bind_listen(int fd, const mprpc__addr *a)
+{
+    return bind(fd, (const struct sockaddr *)&a->sa, a->salen) == 0 && listen(fd, 1024) == 0 ? 0 : -1;
+}
+
+/* A unix socket file left behind by a provider that died: nobody accepts on it, so it may go. */
+static int mprpc__unix_stale(const mprpc__addr *a)
+{
+    int fd, stale;
+    if (a->kind != MPRPC__ADDR_UNIX || a->host[0] != '/') return 0;
+    if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0) return 0;
+    stale = connect(fd, (const struct sockaddr *)&a->sa, a->salen) != 0 && errno == ECONNREFUSED;
+    close(fd);
+    return stale && unlink(a->host) == 0;
+}
+
+static int mprpc__sockaddr_port(const struct sockaddr_storage *sa)
+{
+    if (sa->ss_family == AF_INET) return ntohs(((const struct sockaddr_in *)(const void *)sa)->sin_port);
+    if (sa->ss_family == AF_INET6) return ntohs(((const struct sockaddr_in6 *)(const void *)sa)->sin6_port);
+    return 0;
+}
+
 static mprpc_status mprpc__listen(mprpc_server *srv)
 {
-    struct sockaddr_in sa;
+    mprpc__addr *a = &srv->listen_addr;
+    struct sockaddr_storage sa;
     socklen_t len = sizeof sa;
-    int one = 1, fd;
-    memset(&sa, 0, sizeof sa);
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons((uint16_t)srv->cfg.rpcserver_port);
-    inet_pton(AF_INET, srv->cfg.rpcserver_ip, &sa.sin_addr);
-    fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1, zero = 0, fd, rc;
+    if (mprpc__listen_addr(srv, a) != MPRPC_OK) return MPRPC_ERR_CONFIG;
+    mprpc__addr_text(a, srv->listen_text, sizeof srv->listen_text);
+    fd = socket(a->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
-        mprpc__srv_fail(srv, "socket: %s", strerror(errno));
+        mprpc__srv_fail(srv, "socket for %s: %s", srv->listen_text, strerror(errno));
         return MPRPC_ERR_IO;
     }
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(fd, 1024) != 0 ||
-        getsockname(fd, (struct sockaddr *)&sa, &len) != 0) {
-        mprpc__srv_fail(srv, "listen on %s:%d: %s", srv->cfg.rpcserver_ip, srv->cfg.rpcserver_port,
-                        strerror(errno));
+    if (a->kind != MPRPC__ADDR_UNIX) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    /* [::] serves IPv4 callers too, whatever net.ipv6.bindv6only says */
+    if (a->sa.ss_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
+    rc = mprpc__bind_listen(fd, a);
+    if (rc != 0 && errno == EADDRINUSE && mprpc__unix_stale(a)) rc = mprpc__bind_listen(fd, a);
+    if (rc != 0 || getsockname(fd, (struct sockaddr *)&sa, &len) != 0) {
+        mprpc__srv_fail(srv, "listen on %s: %s", srv->listen_text, strerror(errno));
         close(fd);
         return MPRPC_ERR_IO;
     }
     srv->listen_fd = fd;
-    srv->port = ntohs(sa.sin_port);
+    srv->unlink_path = a->kind == MPRPC__ADDR_UNIX && a->host[0] == '/';
+    srv->port = a->port = mprpc__sockaddr_port(&sa);
+    mprpc__addr_text(a, srv->listen_text, sizeof srv->listen_text); /* with the bound port */
+    return MPRPC_OK;
+}
+
+/* The address published in ZooKeeper: advertise_address, else advertise_ip (or the listening host)
+ * with the bound port (rpcserver_port for a unix listener). A unix socket or a wildcard is no address
+ * a caller on another host can dial, and seed callers read only IPv4 "ip:port". */
+static mprpc_status mprpc__advertised(mprpc_server *srv, char *addr, size_t cap)
+{
+    const mprpc_config *cfg = &srv->cfg;
+    const mprpc__addr *l = &srv->listen_addr;
+    mprpc__addr a;
+    char why[160];
+    int unix_l = l->kind == MPRPC__ADDR_UNIX;
+    if (cfg->advertise_address[0]) mprpc__copy_str(addr, cap, cfg->advertise_address);
+    else if (cfg->advertise_ip[0]) mprpc__addr_join(addr, cap, cfg->advertise_ip, unix_l ? cfg->rpcserver_port : srv->port);
+    else if (!unix_l && !mprpc__addr_wildcard(l)) mprpc__addr_text(l, addr, cap);
+    else {
+        mprpc__srv_fail(srv, "%s %s but is no address a caller can use: set advertise_address (or advertise_ip) "
+                        "to publish in ZooKeeper", srv->listen_text, unix_l ? "is a unix socket" : "listens everywhere");
+        return MPRPC_ERR_CONFIG;
+    }
+    if (!mprpc__addr_parse(addr, &a, why, sizeof why) || a.kind == MPRPC__ADDR_UNIX) {
+        mprpc__srv_fail(srv, "advertised address: %s", a.kind == MPRPC__ADDR_UNIX ? "a unix socket is reachable "
+                        "from this host only: advertise a TCP address to publish in ZooKeeper" : why);
+        return MPRPC_ERR_CONFIG;
+    }
+    if (cfg->zookeeper_seed_layout && (a.kind != MPRPC__ADDR_IP || a.sa.ss_family != AF_INET)) {
+        mprpc__srv_fail(srv, "zookeeper_seed_layout: seed callers read an IPv4 ip:port, and '%s' is not one: "
+                        "set advertise_ip to an IPv4 address", addr);
+        return MPRPC_ERR_CONFIG;
+    }
     return MPRPC_OK;
 }
 
@@ -3290,11 +3687,7 @@ static mprpc_status mprpc__server_publish(mprpc_server *srv)
     size_t i, j, most = 1;
     mprpc_status st;
     if (!mprpc__registry_wanted(&srv->cfg)) return MPRPC_OK;
-    if (!srv->cfg.advertise_ip[0] && strcmp(srv->cfg.rpcserver_ip, "0.0.0.0") == 0) {
-        mprpc__srv_fail(srv, "rpcserver_ip 0.0.0.0 listens everywhere but is no address a caller "
-                        "can use: set advertise_ip to publish in ZooKeeper");
-        return MPRPC_ERR_CONFIG;
-    }
+    if ((st = mprpc__advertised(srv, addr, sizeof addr)) != MPRPC_OK) return st;
     for (i = 0; i < srv->nservices; i++)
         if (srv->services[i]->method_count > most) most = srv->services[i]->method_count;
     names = (const char **)MPRPC_MALLOC(most * sizeof *names);
@@ -3303,8 +3696,6 @@ static mprpc_status mprpc__server_publish(mprpc_server *srv)
         return MPRPC_ERR_NO_MEMORY;
     }
     st = mprpc__registry_open(&srv->registry, &srv->cfg, srv->error, sizeof srv->error);
-    mprpc__fmt(addr, sizeof addr, "%s:%d", srv->cfg.advertise_ip[0] ? srv->cfg.advertise_ip
-                                                                   : srv->cfg.rpcserver_ip, srv->port);
     for (i = 0; st == MPRPC_OK && i < srv->nservices; i++) {
         const mprpc_service *svc = srv->services[i];
         for (j = 0; j < svc->method_count; j++) names[j] = svc->methods[j].name;
@@ -3375,6 +3766,7 @@ static void mprpc__server_drain(mprpc_server *srv)
     if (srv->listen_fd >= 0 && srv->nloops > 0 && srv->loops[srv->nloops - 1].thread_started)
         mprpc__accept_batch(srv, 1024, 1); /* each answered SHUTDOWN rather than reset */
     if (srv->listen_fd >= 0) close(srv->listen_fd);
+    if (srv->listen_fd >= 0 && srv->unlink_path) unlink(srv->listen_addr.host);
     srv->listen_fd = -1;
     for (i = 0; i < srv->nloops; i++) {
         mprpc__loop *l = &srv->loops[i];
@@ -3443,8 +3835,8 @@ MPRPCDEF mprpc_status mprpc_server_start(mprpc_server *srv)
         mprpc__server_abort_start(srv);
         return st;
     }
-    MPRPC_LOG_INFO("serving %zu service(s) on %s:%d with %d loop(s)", srv->nservices,
-                   srv->cfg.rpcserver_ip, srv->port, srv->nloops);
+    MPRPC_LOG_INFO("serving %zu service(s) on %s with %d loop(s)", srv->nservices, srv->listen_text,
+                   srv->nloops);
     mprpc__srv_set_state(srv, MPRPC__SRV_RUNNING); /* a stop that came meanwhile drains now */
     return MPRPC_OK;
 }
@@ -3678,6 +4070,9 @@ struct mprpc__pconn {
     int               ncalls;
     unsigned          abandoned;    /* timed-out calls whose late reply may still come (ch->mu) */
     uint64_t          connect_deadline;
+    mprpc__dns       *res;          /* a host name being (or resolved and) dialled; fd is its eventfd
+                                        until the name resolves (I/O thread, or at open under mu) */
+    int               res_next;     /* I/O thread: the resolved address to try next */
     pthread_mutex_t   wmu;
     int               fd;           /* wmu to use or close; -1 once closed */
     int               connected;    /* wmu: sending allowed */
@@ -4227,22 +4622,6 @@ static mprpc_status mprpc__resolve(mprpc_channel *ch, const mprpc__call_args *a,
 
 /* ---- connections ---- */
 
-static int mprpc__parse_addr(const char *addr, struct sockaddr_in *sa)
-{
-    char ip[MPRPC_ADDR_MAX];
-    const char *colon = strrchr(addr, ':');
-    long long port;
-    if (!colon || (size_t)(colon - addr) >= sizeof ip) return 0;
-    memcpy(ip, addr, (size_t)(colon - addr));
-    ip[colon - addr] = '\0';
-    memset(sa, 0, sizeof *sa);
-    sa->sin_family = AF_INET;
-    if (inet_pton(AF_INET, ip, &sa->sin_addr) != 1 || !mprpc__parse_num(colon + 1, 1, 65535, &port))
-        return 0;
-    sa->sin_port = htons((uint16_t)port);
-    return 1;
-}
-
 /* wmu held. Tells epoll whether c wants EPOLLOUT (connecting, or output pending). */
 static void mprpc__pconn_arm(mprpc_channel *ch, mprpc__pconn *c, int want)
 {
@@ -4254,28 +4633,23 @@ static void mprpc__pconn_arm(mprpc_channel *ch, mprpc__pconn *c, int want)
     if (epoll_ctl(ch->epfd, EPOLL_CTL_MOD, c->fd, &ev) == 0) c->out_armed = want;
 }
 
-/* A non-blocking socket connecting to addr; *connected when it already did. */
-static int mprpc__dial(const char *addr, int *connected, char *why, size_t whylen)
+/* A non-blocking socket connecting to addr; *connected when it already did. A host name is not
+ * dialled here: *res is its resolver, whose eventfd is returned to be watched in the socket's place
+ * (mprpc__io_resolved dials once it is readable). */
+static int mprpc__dial(const char *addr, int *connected, mprpc__dns **res, char *why, size_t whylen)
 {
-    struct sockaddr_in sa;
-    int fd, one = 1;
-    if (!mprpc__parse_addr(addr, &sa)) {
-        mprpc__fmt(why, whylen, "bad provider address '%s'", addr);
+    mprpc__addr a;
+    char text[160];
+    *res = NULL;
+    if (!mprpc__addr_parse(addr, &a, text, sizeof text)) {
+        mprpc__fmt(why, whylen, "bad provider address: %s", text);
         return -1;
     }
-    fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        mprpc__fmt(why, whylen, "socket: %s", strerror(errno));
-        return -1;
-    }
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    *connected = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
-    if (!*connected && errno != EINPROGRESS) {
-        mprpc__fmt(why, whylen, "connect %s: %s", addr, strerror(errno));
-        close(fd);
-        return -1;
-    }
-    return fd;
+    if (a.kind == MPRPC__ADDR_IP || a.kind == MPRPC__ADDR_UNIX)
+        return mprpc__connect_to(&a.sa, a.salen, addr, connected, why, whylen);
+    *connected = 0;
+    if ((*res = mprpc__dns_start(&a, why, whylen)) == NULL) return -1;
+    return (*res)->efd;
 }
 
 /* mu held. Opens a connection to p (counted against channel_max_connections) and watches it. */
@@ -4284,21 +4658,24 @@ static mprpc_status mprpc__pconn_open(mprpc_channel *ch, mprpc__prov *p, int see
 {
     struct epoll_event ev;
     mprpc__pconn *c;
+    mprpc__dns *res;
     int fd, connected = 0;
     if (ch->nconns >= ch->cfg.channel_max_connections) {
         mprpc__fmt(why, whylen, "channel_max_connections (%d) connections open; none to %s free",
                    ch->cfg.channel_max_connections, p->addr);
         return MPRPC_ERR_BUSY;
     }
-    if ((fd = mprpc__dial(p->addr, &connected, why, whylen)) < 0) return MPRPC_ERR_CONNECT;
+    if ((fd = mprpc__dial(p->addr, &connected, &res, why, whylen)) < 0) return MPRPC_ERR_CONNECT;
     c = (mprpc__pconn *)mprpc__zalloc(sizeof *c);
     if (!c) {
-        close(fd);
+        if (res) mprpc__dns_put(res);
+        else close(fd);
         mprpc__fmt(why, whylen, "no memory for a connection");
         return MPRPC_ERR_NO_MEMORY;
     }
     pthread_mutex_init(&c->wmu, NULL);
     c->fd = fd;
+    c->res = res;
     c->seed = seed;
     c->prov = p;
     c->connected = connected;
@@ -4306,11 +4683,12 @@ static mprpc_status mprpc__pconn_open(mprpc_channel *ch, mprpc__prov *p, int see
     c->state = connected ? MPRPC__PCONN_READY : MPRPC__PCONN_CONNECTING;
     c->connect_deadline = mprpc__now_ms() + (uint64_t)ch->cfg.connect_timeout_ms;
     memset(&ev, 0, sizeof ev);
-    ev.events = EPOLLIN | (connected ? 0u : EPOLLOUT);
+    ev.events = EPOLLIN | (connected || res ? 0u : EPOLLOUT); /* an eventfd is always writable */
     ev.data.ptr = c;
     if (epoll_ctl(ch->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
         mprpc__fmt(why, whylen, "epoll_ctl: %s", strerror(errno));
-        close(fd);
+        if (res) mprpc__dns_put(res);
+        else close(fd);
         pthread_mutex_destroy(&c->wmu);
         MPRPC_FREE(c);
         return MPRPC_ERR_IO;
@@ -4337,9 +4715,11 @@ static uint64_t mprpc__pconn_close(mprpc_channel *ch, mprpc__pconn *c)
     pthread_mutex_lock(&c->wmu);
     if (c->fd >= 0) {
         epoll_ctl(ch->epfd, EPOLL_CTL_DEL, c->fd, NULL);
-        close(c->fd);
+        if (!c->res || c->fd != c->res->efd) close(c->fd); /* the resolver's fd goes with it */
         c->fd = -1;
     }
+    mprpc__dns_put(c->res); /* a resolver still at work frees it when done */
+    c->res = NULL;
     written = c->written;
     pthread_mutex_unlock(&c->wmu);
     c->io_closed = 1;
@@ -4690,12 +5070,48 @@ static void mprpc__io_flush(mprpc_channel *ch, mprpc__pconn *c)
         mprpc__pconn_fail(ch, c, MPRPC_ERR_CONNECTION_LOST, "sending to %s: %s", c->prov->addr, strerror(err));
 }
 
+/* I/O thread. Dials the next address c's host name resolved to, in the place of the resolver's
+ * eventfd or of the socket whose connect failed. 0: none left (or it failed), the reason in why. */
+static int mprpc__io_dial_next(mprpc_channel *ch, mprpc__pconn *c, char *why, size_t whylen)
+{
+    struct sockaddr_storage sa;
+    struct epoll_event ev;
+    socklen_t salen;
+    int fd, connected = 0;
+    while (mprpc__dns_get(c->res, c->res_next++, &sa, &salen, why, whylen)) {
+        if ((fd = mprpc__connect_to(&sa, salen, c->prov->addr, &connected, why, whylen)) < 0) continue;
+        memset(&ev, 0, sizeof ev);
+        ev.events = EPOLLIN | EPOLLOUT; /* EPOLLOUT (or an error) says the connect finished */
+        ev.data.ptr = c;
+        pthread_mutex_lock(&c->wmu);
+        epoll_ctl(ch->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+        if (c->fd != c->res->efd) close(c->fd);
+        c->fd = fd;
+        c->out_armed = 1;
+        pthread_mutex_unlock(&c->wmu);
+        if (epoll_ctl(ch->epfd, EPOLL_CTL_ADD, fd, &ev) == 0) return 1;
+        mprpc__fmt(why, whylen, "epoll_ctl: %s", strerror(errno));
+        return 0;
+    }
+    return 0;
+}
+
+/* I/O thread. c's host name resolved (or not): dial its first address. */
+static void mprpc__io_resolved(mprpc_channel *ch, mprpc__pconn *c)
+{
+    char why[200];
+    if (!mprpc__io_dial_next(ch, c, why, sizeof why))
+        mprpc__pconn_fail(ch, c, MPRPC_ERR_CONNECT, "%s", why);
+}
+
 /* I/O thread. A connect finished, well or not. */
 static void mprpc__io_connected(mprpc_channel *ch, mprpc__pconn *c)
 {
     int err = 0;
     socklen_t len = sizeof err;
+    char why[200];
     if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
+    if (err && c->res && mprpc__io_dial_next(ch, c, why, sizeof why)) return; /* the name's next address */
     if (err) {
         mprpc__pconn_fail(ch, c, MPRPC_ERR_CONNECT, "connect %s: %s", c->prov->addr, strerror(err));
         return;
@@ -4721,7 +5137,10 @@ static void mprpc__io_event(mprpc_channel *ch, mprpc__pconn *c, uint32_t events)
         pthread_mutex_unlock(&ch->mu);
     }
     if (!c->io_ready) {
-        if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) mprpc__io_connected(ch, c);
+        if (c->res && c->fd == c->res->efd) {
+            if (events & EPOLLIN) mprpc__io_resolved(ch, c);
+        }
+        else if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) mprpc__io_connected(ch, c);
         return;
     }
     if (events & (EPOLLIN | EPOLLERR | EPOLLHUP)) mprpc__io_read(ch, c);
@@ -4918,28 +5337,33 @@ static void mprpc__wait_polling(mprpc_channel *ch, mprpc__rec *r)
 
 /* ---- channel lifecycle ---- */
 
-/* Fills the direct channel's provider table: rpcserver_list, else rpcserver_ip:rpcserver_port. */
+/* Fills the direct channel's provider table: rpcserver_list, else rpcserver_address, else
+ * rpcserver_ip:rpcserver_port. */
 static mprpc_status mprpc__direct_list(mprpc_channel *ch)
 {
     char (*v)[MPRPC_ADDR_MAX] = NULL, list[sizeof ch->cfg.rpcserver_list], *tok, *save = NULL;
     mprpc__addrs addrs = {NULL, 0, 0};
     size_t n = 0;
     mprpc_status st;
-    struct sockaddr_in sa;
+    mprpc__addr a;
+    char why[160];
     mprpc__copy_str(list, sizeof list, ch->cfg.rpcserver_list[0] ? ch->cfg.rpcserver_list : "");
     /* an entry takes at least 2 bytes with its separator: at most sizeof list / 2 + 1 of them */
     v = (char (*)[MPRPC_ADDR_MAX])mprpc__zalloc((sizeof list / 2 + 1) * MPRPC_ADDR_MAX);
     if (!v) return MPRPC_ERR_NO_MEMORY;
     for (tok = strtok_r(list, ", ", &save); tok; tok = strtok_r(NULL, ", ", &save)) {
-        if (strlen(tok) >= MPRPC_ADDR_MAX || !mprpc__parse_addr(tok, &sa)) {
-            mprpc__fmt(ch->cfg.error, sizeof ch->cfg.error, "rpcserver_list: '%.64s' is not ip:port", tok);
+        if (strlen(tok) >= MPRPC_ADDR_MAX || !mprpc__addr_parse(tok, &a, why, sizeof why)) {
+            mprpc__fmt(ch->cfg.error, sizeof ch->cfg.error, "rpcserver_list: '%.64s': %s", tok,
+                       strlen(tok) >= MPRPC_ADDR_MAX ? "too long" : why);
             MPRPC_FREE(v);
             return MPRPC_ERR_CONFIG;
         }
         mprpc__copy_str(v[n++], MPRPC_ADDR_MAX, tok);
     }
-    if (n == 0)
-        mprpc__fmt(v[n++], MPRPC_ADDR_MAX, "%s:%d", ch->cfg.rpcserver_ip, ch->cfg.rpcserver_port);
+    if (n == 0 && ch->cfg.rpcserver_address[0])
+        mprpc__copy_str(v[n++], MPRPC_ADDR_MAX, ch->cfg.rpcserver_address);
+    else if (n == 0)
+        mprpc__addr_join(v[n++], MPRPC_ADDR_MAX, ch->cfg.rpcserver_ip, ch->cfg.rpcserver_port);
     ch->direct = mprpc__svc_get(ch, "");
     st = ch->direct && mprpc__addrs_set(&addrs, v, n) ? mprpc__svc_install(ch, ch->direct, addrs.v, addrs.n)
                                                        : MPRPC_ERR_NO_MEMORY;

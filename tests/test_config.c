@@ -136,7 +136,7 @@ static void nothing_is_half_applied(void)
     /* valid lines before the bad one must not take effect */
     check_load_error("rpcserver_port=9999\nio_threads=8\nbogus=1\n", ":3:", "bogus");
     /* nor when the whole file parses but fails validation */
-    check_load_error("rpcserver_port=9999\nrpcserver_ip=localhost\n", NULL, "not an IPv4 address");
+    check_load_error("rpcserver_port=9999\nrpcserver_ip=local host\n", NULL, "neither an IPv4 nor an IPv6");
 }
 
 static void missing_file_is_an_error(void)
