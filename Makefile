@@ -69,7 +69,7 @@ demo-zk: deps ## two providers and the caller through a local ZooKeeper server
 
 # ---- tests -----------------------------------------------------------------
 TEST_NAMES = test_config test_logger test_wire test_server test_channel test_async test_hostile test_registry \
-             test_address
+             test_address test_tls
 TEST_PROTOS = $(GEN)/user.pb.c $(GEN)/testsvc.pb.c
 TBUILD = $(BUILD)/tests$(SAN)
 SANFLAGS_asan = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
@@ -79,6 +79,12 @@ TEST_CFLAGS = $(WARN) -O1 -g $(SANFLAGS$(SAN)) $(INCS) -Itests
 $(TBUILD)/%: tests/%.c tests/test.h tests/support.h mprpc.h $(TEST_PROTOS) $(TEST_PROTOS:.c=.h)
 	@mkdir -p $(TBUILD)
 	$(CC) $(TEST_CFLAGS) $< $(TEST_PROTOS) $(LIBS) $(ZK_LIBS) -o $@
+
+# TLS: the same tests/test_X.c rule, built with MPRPC_TLS and OpenSSL (libssl-dev).
+TLS_LIBS = -lssl -lcrypto
+$(TBUILD)/test_tls: tests/test_tls.c tests/test.h tests/support.h mprpc.h $(TEST_PROTOS) $(TEST_PROTOS:.c=.h)
+	@mkdir -p $(TBUILD)
+	$(CC) $(TEST_CFLAGS) -DMPRPC_TLS $< $(TEST_PROTOS) $(LIBS) $(ZK_LIBS) $(TLS_LIBS) -o $@
 
 # The fuzz targets' corpus replayed without libFuzzer (tests/fuzz/replay.c).
 FUZZ_TARGETS = provider channel config

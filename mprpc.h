@@ -140,7 +140,8 @@ extern "C" {
     X(ERR_BUSY,             17, "resource limit reached")                      \
     X(ERR_ZOOKEEPER,        18, "zookeeper error")                             \
     X(ERR_UNSUPPORTED,      19, "not supported by this build")                 \
-    X(AGAIN,                20, "incomplete: more bytes needed")
+    X(AGAIN,                20, "incomplete: more bytes needed")                \
+    X(ERR_TLS,              21, "TLS handshake or certificate check failed")
 
 typedef enum mprpc_status {
 #define MPRPC__STATUS_ENUM(name, num, text) MPRPC_##name = num,
@@ -209,6 +210,17 @@ typedef struct mprpc_config {
     int      log_level;                     /* info: debug|info|warn|error|off */
     int      log_stderr;                    /* 0: also copy log lines to stderr */
     int      log_queue_size;                /* 1024 lines queued before new ones are dropped */
+    /* -- TLS (builds with MPRPC_TLS; README "TLS") -- */
+    int      tls_enable;                    /* 0; 1: the provider serves / the channel dials over TLS */
+    char     tls_cert_file[256];            /* provider: its certificate chain (PEM), required;
+                                               channel: a client certificate, optional */
+    char     tls_key_file[256];             /* the key of tls_cert_file ("" = in tls_cert_file) */
+    char     tls_ca_file[256];              /* provider: clients must present a certificate signed by
+                                               these CAs (mutual TLS); channel: the provider's CAs
+                                               ("" = the system's) */
+    char     tls_server_name[256];          /* channel: the name the provider's certificate must carry
+                                               ("" = the host of its address: name or IP) */
+    int      tls_handshake_timeout_ms;      /* 5000: provider, a handshake not done by then is closed */
     char     error[256];                    /* why the last load/set/args call failed */
 } mprpc_config;
 
@@ -611,6 +623,11 @@ MPRPCDEF void mprpc_call_done(mprpc_call *call);
 MPRPCDEF int  mprpc_call_time_left_ms(const mprpc_call *call);
 MPRPCDEF const char *mprpc_call_service(const mprpc_call *call);
 MPRPCDEF const char *mprpc_call_method(const mprpc_call *call);
+/* The caller's verified TLS client certificate (mutual TLS: tls_enable and tls_ca_file on the provider):
+ * its subject in RFC 2253 form, then its DNS names, "CN=alice,O=Ops;DNS:alice.example". "" without TLS
+ * or without a client certificate; never NULL. For per-method authorisation. Any thread, until
+ * mprpc_call_done. */
+MPRPCDEF const char *mprpc_call_peer_identity(const mprpc_call *call);
 
 /* ======================================================================== */
 /* == 8. channel (the seed's MprpcChannel) ================================ */
@@ -1094,6 +1111,370 @@ static int mprpc__resolve_now(mprpc__addr *a, char *why, size_t whylen)
     return 1;
 }
 
+static int mprpc__sockaddr_port(const struct sockaddr_storage *sa)
+{
+    if (sa->ss_family == AF_INET) return ntohs(((const struct sockaddr_in *)(const void *)sa)->sin_port);
+    if (sa->ss_family == AF_INET6) return ntohs(((const struct sockaddr_in6 *)(const void *)sa)->sin6_port);
+    return 0;
+}
+
+/* A socket's peer as text, for log lines ("10.0.0.7:51234", "[::1]:51234", "unix"). */
+static void mprpc__peer_text(int fd, char *dst, size_t cap)
+{
+    struct sockaddr_storage sa;
+    socklen_t len = sizeof sa;
+    char host[INET6_ADDRSTRLEN];
+    const void *in;
+    if (getpeername(fd, (struct sockaddr *)&sa, &len) != 0 || sa.ss_family == AF_UNIX) {
+        mprpc__fmt(dst, cap, "%s", sa.ss_family == AF_UNIX ? "a unix socket peer" : "an unknown peer");
+        return;
+    }
+    in = sa.ss_family == AF_INET ? (const void *)&((struct sockaddr_in *)(void *)&sa)->sin_addr
+                                 : (const void *)&((struct sockaddr_in6 *)(void *)&sa)->sin6_addr;
+    if (!inet_ntop(sa.ss_family, in, host, sizeof host)) mprpc__copy_str(host, sizeof host, "?");
+    mprpc__addr_join(dst, cap, host, mprpc__sockaddr_port(&sa));
+}
+
+/* ---- transport: TLS behind MPRPC_TLS -------------------------------------------------------------
+ * The event loops see a connection's TLS session only through mprpc__tls_io, a table of functions
+ * with socket-like results (bytes, 0 at the peer's end, -1 with errno EAGAIN when the session must
+ * wait for the socket), so another library (mbedTLS on small boards) is one more table. A connection
+ * without TLS has no session and uses recv/send directly (mprpc__xrecv, mprpc__xsend). */
+
+typedef struct mprpc__tls     mprpc__tls;     /* one connection's session */
+typedef struct mprpc__tls_ctx mprpc__tls_ctx; /* a server's or a channel's certificates and policy */
+
+typedef enum mprpc__hs { MPRPC__HS_DONE, MPRPC__HS_WANT_READ, MPRPC__HS_WANT_WRITE, MPRPC__HS_FAILED } mprpc__hs;
+
+typedef struct mprpc__tls_ops {
+    /* server: certificate + key required, client certificates verified when tls_ca_file is set;
+     * client: the provider verified against tls_ca_file (else the system's CAs) */
+    mprpc__tls_ctx *(*ctx_new)(const mprpc_config *cfg, int server, char *why, size_t whylen);
+    void            (*ctx_free)(mprpc__tls_ctx *ctx);
+    /* name: the client's expected provider name (a host name or an IP literal) */
+    mprpc__tls     *(*conn_new)(mprpc__tls_ctx *ctx, int fd, const char *name, char *why, size_t whylen);
+    mprpc__hs       (*handshake)(mprpc__tls *t, char *why, size_t whylen);
+    ssize_t         (*read)(mprpc__tls *t, void *buf, size_t n);
+    ssize_t         (*write)(mprpc__tls *t, const void *buf, size_t n);
+    size_t          (*pending)(mprpc__tls *t);  /* decrypted bytes waiting: no socket event will say so */
+    const char     *(*error)(mprpc__tls *t);    /* why the last read or write failed */
+    const char     *(*peer)(mprpc__tls *t);     /* verified peer certificate's identity, or "" */
+    void            (*shutdown)(mprpc__tls *t); /* close_notify, best effort, never waits */
+    void            (*free)(mprpc__tls *t);
+} mprpc__tls_ops;
+
+#ifdef MPRPC_TLS
+#include <openssl/ssl.h>
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+
+struct mprpc__tls_ctx { SSL_CTX *ctx; };
+struct mprpc__tls {
+    SSL  *ssl;
+    int   done;        /* handshake complete */
+    char  why[200];
+    char  peer[256];
+};
+
+/* A socket BIO that sends with MSG_NOSIGNAL: OpenSSL's own writes with write(), and a peer that is gone
+ * would raise SIGPIPE in the program. */
+static int mprpc__bio_write(BIO *b, const char *d, int n)
+{
+    ssize_t k;
+    BIO_clear_retry_flags(b);
+    do k = send((int)(intptr_t)BIO_get_data(b), d, (size_t)n, MSG_NOSIGNAL); while (k < 0 && errno == EINTR);
+    if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) BIO_set_retry_write(b);
+    return (int)k;
+}
+
+static int mprpc__bio_read(BIO *b, char *d, int n)
+{
+    ssize_t k;
+    BIO_clear_retry_flags(b);
+    do k = recv((int)(intptr_t)BIO_get_data(b), d, (size_t)n, 0); while (k < 0 && errno == EINTR);
+    if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) BIO_set_retry_read(b);
+    return (int)k;
+}
+
+static long mprpc__bio_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+    (void)b; (void)num; (void)ptr;
+    return cmd == BIO_CTRL_FLUSH ? 1 : 0;
+}
+
+static int mprpc__bio_create(BIO *b)
+{
+    BIO_set_init(b, 1);
+    return 1;
+}
+
+static BIO_METHOD *mprpc__bio_method;
+static pthread_once_t mprpc__bio_once = PTHREAD_ONCE_INIT;
+static void mprpc__bio_init(void)
+{
+    BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "mprpc socket");
+    if (m && BIO_meth_set_write(m, mprpc__bio_write) == 1 && BIO_meth_set_read(m, mprpc__bio_read) == 1 &&
+        BIO_meth_set_ctrl(m, mprpc__bio_ctrl) == 1 && BIO_meth_set_create(m, mprpc__bio_create) == 1)
+        mprpc__bio_method = m; /* kept for the life of the process, as OpenSSL keeps its own */
+    else if (m)
+        BIO_meth_free(m);
+}
+
+static BIO *mprpc__bio_new(int fd)
+{
+    BIO *b;
+    pthread_once(&mprpc__bio_once, mprpc__bio_init);
+    if (!mprpc__bio_method || (b = BIO_new(mprpc__bio_method)) == NULL) return NULL;
+    BIO_set_data(b, (void *)(intptr_t)fd);
+    return b;
+}
+
+/* The newest OpenSSL error's reason ("certificate verify failed"), then the queue is cleared. */
+static void mprpc__ossl_why(char *why, size_t whylen, const char *what)
+{
+    unsigned long e = ERR_peek_last_error();
+    const char *r = e ? ERR_reason_error_string(e) : NULL;
+    if (r) mprpc__fmt(why, whylen, "%s: %s", what, r);
+    else if (e) mprpc__fmt(why, whylen, "%s: OpenSSL error 0x%lx", what, e);
+    else mprpc__fmt(why, whylen, "%s: %s", what, errno ? strerror(errno) : "the peer closed the connection");
+    ERR_clear_error();
+}
+
+static int mprpc__ossl_load(SSL_CTX *ctx, const mprpc_config *cfg, int server, char *why, size_t whylen)
+{
+    if (!cfg->tls_cert_file[0] && server) {
+        mprpc__fmt(why, whylen, "TLS: a provider needs tls_cert_file and tls_key_file");
+        return 0;
+    }
+    if (cfg->tls_cert_file[0] &&
+        (SSL_CTX_use_certificate_chain_file(ctx, cfg->tls_cert_file) != 1 ||
+         SSL_CTX_use_PrivateKey_file(ctx, cfg->tls_key_file[0] ? cfg->tls_key_file : cfg->tls_cert_file,
+                                     SSL_FILETYPE_PEM) != 1 || SSL_CTX_check_private_key(ctx) != 1)) {
+        mprpc__ossl_why(why, whylen, "TLS: loading tls_cert_file/tls_key_file");
+        return 0;
+    }
+    if (cfg->tls_ca_file[0] ? SSL_CTX_load_verify_locations(ctx, cfg->tls_ca_file, NULL) != 1
+                            : !server && SSL_CTX_set_default_verify_paths(ctx) != 1) {
+        mprpc__ossl_why(why, whylen, "TLS: loading tls_ca_file");
+        return 0;
+    }
+    return 1;
+}
+
+static mprpc__tls_ctx *mprpc__ossl_ctx_new(const mprpc_config *cfg, int server, char *why, size_t whylen)
+{
+    mprpc__tls_ctx *t = (mprpc__tls_ctx *)mprpc__zalloc(sizeof *t);
+    SSL_CTX *ctx = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
+    if (!t || !ctx) {
+        mprpc__ossl_why(why, whylen, "TLS: SSL_CTX_new");
+        goto fail;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION); /* the highest both speak wins: 1.3 */
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION);
+    /* the loops write from buffers that move (realloc) and take partial writes */
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    if (server) SSL_CTX_set_num_tickets(ctx, 0); /* callers keep connections; no resumption */
+    if (!mprpc__ossl_load(ctx, cfg, server, why, whylen)) goto fail;
+    /* a provider with tls_ca_file demands a client certificate (mutual TLS) */
+    if (!server || cfg->tls_ca_file[0])
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | (server ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0), NULL);
+    t->ctx = ctx;
+    return t;
+fail:
+    if (ctx) SSL_CTX_free(ctx);
+    MPRPC_FREE(t);
+    return NULL;
+}
+
+static void mprpc__ossl_ctx_free(mprpc__tls_ctx *t)
+{
+    if (!t) return;
+    SSL_CTX_free(t->ctx);
+    MPRPC_FREE(t);
+}
+
+/* The client checks the provider's certificate names name (a DNS SAN/CN, or an IP SAN). */
+static int mprpc__ossl_expect(SSL *ssl, const char *name)
+{
+    unsigned char bin[16];
+    if (inet_pton(AF_INET, name, bin) == 1 || inet_pton(AF_INET6, name, bin) == 1)
+        return X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), name) == 1;
+    return SSL_set_tlsext_host_name(ssl, name) == 1 && SSL_set1_host(ssl, name) == 1;
+}
+
+static mprpc__tls *mprpc__ossl_conn_new(mprpc__tls_ctx *ctx, int fd, const char *name, char *why,
+                                        size_t whylen)
+{
+    mprpc__tls *t = (mprpc__tls *)mprpc__zalloc(sizeof *t);
+    BIO *b = NULL;
+    if (!t || (t->ssl = SSL_new(ctx->ctx)) == NULL || (b = mprpc__bio_new(fd)) == NULL ||
+        (name && !mprpc__ossl_expect(t->ssl, name))) {
+        mprpc__ossl_why(why, whylen, "TLS: a new session");
+        if (b) BIO_free(b);
+        if (t && t->ssl) SSL_free(t->ssl);
+        MPRPC_FREE(t);
+        return NULL;
+    }
+    SSL_set_bio(t->ssl, b, b); /* the session owns the BIO now */
+    if (name) SSL_set_connect_state(t->ssl);
+    else SSL_set_accept_state(t->ssl);
+    return t;
+}
+
+/* The verified certificate's subject (RFC 2253) and its DNS names: "CN=alice,O=Ops;DNS:alice.example". */
+static void mprpc__ossl_identity(mprpc__tls *t)
+{
+    X509 *cert = SSL_get0_peer_certificate(t->ssl);
+    GENERAL_NAMES *sans;
+    BIO *b;
+    int i, n;
+    if (!cert || SSL_get_verify_result(t->ssl) != X509_V_OK || (b = BIO_new(BIO_s_mem())) == NULL) return;
+    X509_NAME_print_ex(b, X509_get_subject_name(cert), 0, XN_FLAG_RFC2253);
+    sans = (GENERAL_NAMES *)X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
+    for (i = 0; sans && i < sk_GENERAL_NAME_num(sans); i++) {
+        const GENERAL_NAME *g = sk_GENERAL_NAME_value(sans, i);
+        if (g->type == GEN_DNS)
+            BIO_printf(b, ";DNS:%.*s", ASN1_STRING_length(g->d.dNSName),
+                       (const char *)ASN1_STRING_get0_data(g->d.dNSName));
+    }
+    if (sans) GENERAL_NAMES_free(sans);
+    n = BIO_read(b, t->peer, (int)sizeof t->peer - 1);
+    t->peer[n > 0 ? n : 0] = '\0';
+    BIO_free(b);
+}
+
+/* Why a handshake failed, in the words an operator looks for. */
+static void mprpc__ossl_hs_why(mprpc__tls *t, int err, char *why, size_t whylen)
+{
+    long v = SSL_get_verify_result(t->ssl);
+    const char *kind = NULL;
+    if (v == X509_V_ERR_CERT_HAS_EXPIRED) kind = "expired certificate";
+    else if (v == X509_V_ERR_HOSTNAME_MISMATCH || v == X509_V_ERR_IP_ADDRESS_MISMATCH) kind = "name mismatch";
+    else if (v == X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY || v == X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN ||
+             v == X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT || v == X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE)
+        kind = "unknown CA";
+    if (v != X509_V_OK) {
+        mprpc__fmt(why, whylen, "TLS handshake: %s (%s)", kind ? kind : "certificate not accepted",
+                   X509_verify_cert_error_string(v));
+        ERR_clear_error();
+        return;
+    }
+    if (ERR_GET_REASON(ERR_peek_last_error()) == SSL_R_WRONG_VERSION_NUMBER ||
+        ERR_GET_REASON(ERR_peek_last_error()) == SSL_R_HTTP_REQUEST ||
+        ERR_GET_REASON(ERR_peek_last_error()) == SSL_R_PACKET_LENGTH_TOO_LONG) {
+        ERR_clear_error();
+        mprpc__fmt(why, whylen, "TLS handshake: the peer does not speak TLS (plaintext peer)");
+        return;
+    }
+    if (err == SSL_ERROR_SYSCALL || (err == SSL_ERROR_SSL && ERR_GET_REASON(ERR_peek_last_error()) ==
+                                                                 SSL_R_UNEXPECTED_EOF_WHILE_READING)) {
+        ERR_clear_error();
+        mprpc__fmt(why, whylen, "TLS handshake: the peer closed the connection (a plaintext peer, or "
+                   "it refused our certificate)");
+        return;
+    }
+    mprpc__ossl_why(why, whylen, "TLS handshake");
+}
+
+static mprpc__hs mprpc__ossl_handshake(mprpc__tls *t, char *why, size_t whylen)
+{
+    int rc, err;
+    ERR_clear_error();
+    errno = 0;
+    rc = SSL_do_handshake(t->ssl);
+    if (rc == 1) {
+        t->done = 1;
+        mprpc__ossl_identity(t);
+        return MPRPC__HS_DONE;
+    }
+    err = SSL_get_error(t->ssl, rc);
+    if (err == SSL_ERROR_WANT_READ) return MPRPC__HS_WANT_READ;
+    if (err == SSL_ERROR_WANT_WRITE) return MPRPC__HS_WANT_WRITE;
+    mprpc__ossl_hs_why(t, err, why, whylen);
+    return MPRPC__HS_FAILED;
+}
+
+/* A read or write result as recv/send would give it. */
+static ssize_t mprpc__ossl_result(mprpc__tls *t, int rc, const char *what)
+{
+    int err = SSL_get_error(t->ssl, rc);
+    if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
+        errno = EAGAIN;
+        return -1;
+    }
+    if (err == SSL_ERROR_ZERO_RETURN) return 0; /* close_notify */
+    if (err == SSL_ERROR_SSL && ERR_GET_REASON(ERR_peek_last_error()) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
+        ERR_clear_error();
+        return 0; /* closed without close_notify: an end all the same (the frames say if it was early) */
+    }
+    if (err == SSL_ERROR_SYSCALL && ERR_peek_last_error() == 0) {
+        if (errno == 0) return 0; /* closed without close_notify: an end all the same */
+        mprpc__fmt(t->why, sizeof t->why, "%s: %s", what, strerror(errno));
+        return -1;
+    }
+    mprpc__ossl_why(t->why, sizeof t->why, what);
+    errno = EPROTO;
+    return -1;
+}
+
+static ssize_t mprpc__ossl_read(mprpc__tls *t, void *buf, size_t n)
+{
+    int rc;
+    ERR_clear_error();
+    errno = 0;
+    rc = SSL_read(t->ssl, buf, n > INT_MAX ? INT_MAX : (int)n);
+    return rc > 0 ? rc : mprpc__ossl_result(t, rc, "TLS read");
+}
+
+static ssize_t mprpc__ossl_write(mprpc__tls *t, const void *buf, size_t n)
+{
+    int rc;
+    ERR_clear_error();
+    errno = 0;
+    rc = SSL_write(t->ssl, buf, n > INT_MAX ? INT_MAX : (int)n);
+    return rc > 0 ? rc : mprpc__ossl_result(t, rc, "TLS write");
+}
+
+static size_t mprpc__ossl_pending(mprpc__tls *t) { return (size_t)SSL_pending(t->ssl); }
+static const char *mprpc__ossl_error(mprpc__tls *t) { return t->why; }
+static const char *mprpc__ossl_peer(mprpc__tls *t) { return t->peer; }
+
+static void mprpc__ossl_shutdown(mprpc__tls *t)
+{
+    if (!t->done) return;
+    ERR_clear_error();
+    SSL_shutdown(t->ssl); /* sends close_notify if the socket takes it; never waits for the peer's */
+    ERR_clear_error();
+}
+
+static void mprpc__ossl_free(mprpc__tls *t)
+{
+    if (!t) return;
+    SSL_free(t->ssl);
+    MPRPC_FREE(t);
+}
+
+static const mprpc__tls_ops mprpc__tls_openssl = {
+    mprpc__ossl_ctx_new, mprpc__ossl_ctx_free, mprpc__ossl_conn_new, mprpc__ossl_handshake,
+    mprpc__ossl_read, mprpc__ossl_write, mprpc__ossl_pending, mprpc__ossl_error, mprpc__ossl_peer,
+    mprpc__ossl_shutdown, mprpc__ossl_free,
+};
+static const mprpc__tls_ops *const mprpc__tls_io = &mprpc__tls_openssl;
+#else
+static const mprpc__tls_ops *const mprpc__tls_io = NULL; /* never used: no session is ever made */
+#endif
+
+/* recv/send, through the connection's TLS session when it has one. */
+static ssize_t mprpc__xrecv(int fd, mprpc__tls *t, void *buf, size_t n)
+{
+    return t ? mprpc__tls_io->read(t, buf, n) : recv(fd, buf, n, 0);
+}
+
+static ssize_t mprpc__xsend(int fd, mprpc__tls *t, const void *buf, size_t n)
+{
+    return t ? mprpc__tls_io->write(t, buf, n) : send(fd, buf, n, MSG_NOSIGNAL);
+}
+
 /* A non-blocking socket connecting to sa; *connected when it already did. -1 with why on failure. */
 static int mprpc__connect_to(const struct sockaddr_storage *sa, socklen_t salen, const char *name,
                              int *connected, char *why, size_t whylen)
@@ -1196,6 +1577,12 @@ static const mprpc__config_key mprpc__config_keys[] = {
     MPRPC__KEY(log_level,                    NULL,            LEVEL, 0, 4),
     MPRPC__KEY(log_stderr,                   NULL,            BOOL,  0, 1),
     MPRPC__KEY(log_queue_size,               NULL,            INT,   1, 1048576),
+    MPRPC__KEY(tls_enable,                   NULL,            BOOL,  0, 1),
+    MPRPC__KEY(tls_cert_file,                NULL,            STR,   0, 0),
+    MPRPC__KEY(tls_key_file,                 NULL,            STR,   0, 0),
+    MPRPC__KEY(tls_ca_file,                  NULL,            STR,   0, 0),
+    MPRPC__KEY(tls_server_name,              NULL,            STR,   0, 0),
+    MPRPC__KEY(tls_handshake_timeout_ms,     NULL,            INT,   1, 600000),
 };
 
 MPRPCDEF void mprpc_config_init(mprpc_config *cfg)
@@ -1228,6 +1615,7 @@ MPRPCDEF void mprpc_config_init(mprpc_config *cfg)
     cfg->zookeeper_connect_timeout_ms = 5000;
     cfg->log_level = MPRPC_LOG_LEVEL_INFO;
     cfg->log_queue_size = 1024;
+    cfg->tls_handshake_timeout_ms = 5000;
 }
 
 static const mprpc__config_key *mprpc__config_find(const char *key)
@@ -1550,6 +1938,12 @@ MPRPCDEF mprpc_status mprpc_config_validate(mprpc_config *cfg)
     if (cfg->zookeeper_ip[0] || cfg->zookeeper_hosts[0]) {
         mprpc__fmt(cfg->error, sizeof cfg->error,
                    "zookeeper_ip/zookeeper_hosts set, but mprpc.h was built with MPRPC_NO_ZOOKEEPER");
+        return MPRPC_ERR_UNSUPPORTED;
+    }
+#endif
+#ifndef MPRPC_TLS
+    if (cfg->tls_enable) {
+        mprpc__fmt(cfg->error, sizeof cfg->error, "tls_enable set, but mprpc.h was built without MPRPC_TLS");
         return MPRPC_ERR_UNSUPPORTED;
     }
 #endif
@@ -2315,6 +2709,10 @@ struct mprpc__conn {
     unsigned          peer_eof : 1;    /* fact: the peer shut its sending side */
     unsigned          failed : 1;      /* fact: the socket failed (reset, error): close at once */
     unsigned          counted_open : 1;/* counted in open_conns (not a refused connection) */
+    unsigned          handshaking : 1; /* TLS: the handshake is not done; nothing is served */
+    mprpc__tls       *tls;             /* NULL: plain TCP; freed with the struct (calls read its peer) */
+    uint32_t          hs_want;         /* handshaking: EPOLLIN or EPOLLOUT */
+    uint64_t          hs_deadline_ms;  /* handshaking: tls_handshake_timeout_ms after the accept */
 };
 
 /* A call's own state, changed atomically: a deferred call is finished by any
@@ -2420,6 +2818,7 @@ struct mprpc_server {
     uint64_t              refused_conns;/* atomic: connections held only to refuse requests */
     mprpc_server_stats    accept_stats; /* the acceptor's counters, relaxed atomics */
     mprpc__registry      *registry;
+    mprpc__tls_ctx       *tls;          /* tls_enable: certificates and policy of every connection */
     char                  error[256];
 };
 
@@ -2710,6 +3109,7 @@ static void mprpc__conn_free_dead(mprpc__loop *l)
         mprpc_buf_free(&c->in);
         mprpc_buf_free(&c->out);
         mprpc__conn_account(c);
+        if (c->tls) mprpc__tls_io->free(c->tls);
         MPRPC_FREE(c);
     }
 }
@@ -2744,7 +3144,7 @@ static int mprpc__conn_has_frame(const mprpc__conn *c)
 static void mprpc__conn_flush(mprpc__conn *c)
 {
     while (mprpc_buf_readable(&c->out) > 0) {
-        ssize_t n = send(c->fd, c->out.data + c->out.pos, mprpc_buf_readable(&c->out), MSG_NOSIGNAL);
+        ssize_t n = mprpc__xsend(c->fd, c->tls, c->out.data + c->out.pos, mprpc_buf_readable(&c->out));
         if (n > 0) { /* a peer reading a large reply slowly is not idle */
             mprpc_buf_consume(&c->out, (size_t)n);
             c->last_active_ms = mprpc__now_ms();
@@ -2804,6 +3204,7 @@ static void mprpc__conn_advance(mprpc__conn *c, uint64_t now)
             mprpc__conn_close(c);
             return;
         }
+        if (c->tls) mprpc__tls_io->shutdown(c->tls); /* close_notify: the peer sees a clean end */
         if (shutdown(c->fd, SHUT_WR) != 0) {
             c->failed = 1;
             return;
@@ -2818,6 +3219,7 @@ static void mprpc__conn_advance(mprpc__conn *c, uint64_t now)
 static uint32_t mprpc__conn_interest(const mprpc__conn *c)
 {
     uint32_t ev = 0;
+    if (c->handshaking) return c->hs_want;
     if (c->state == MPRPC__CONN_LINGERING || (!c->peer_eof && mprpc__conn_can_take(c))) ev |= EPOLLIN;
     if (mprpc_buf_readable(&c->out) > 0) ev |= EPOLLOUT;
     return ev;
@@ -2913,28 +3315,74 @@ static void mprpc__conn_received(mprpc__conn *c, int buffered, size_t n)
     mprpc__conn_settle(c, now);
 }
 
+/* A failed TLS read, write or handshake: a log line naming the peer and the reason. A failed handshake
+ * ends like a finished connection (shut our side, discard what comes until the peer's EOF), so that the
+ * alert OpenSSL sent reaches the peer instead of being lost to a reset: the peer learns why. */
+static void mprpc__conn_tls_failed(mprpc__conn *c, const char *why)
+{
+    char peer[80];
+    mprpc__peer_text(c->fd, peer, sizeof peer);
+    MPRPC_LOG_WARN("TLS with %s: %s; closing", peer, why);
+    MPRPC__ADD(&c->loop->stats.protocol_errors, 1);
+    if (c->handshaking && c->state != MPRPC__CONN_LINGERING && shutdown(c->fd, SHUT_WR) == 0) {
+        mprpc__tls_io->free(c->tls); /* no call ever saw it */
+        c->tls = NULL;
+        c->handshaking = 0;
+        c->state = MPRPC__CONN_LINGERING;
+        c->until_ms = mprpc__now_ms() + MPRPC__LINGER_MS;
+        return;
+    }
+    c->failed = 1;
+}
+
 static void mprpc__conn_on_readable(mprpc__conn *c)
 {
     uint8_t *dst;
     size_t room;
-    int buffered;
+    int buffered, rounds = 0;
     ssize_t n;
-    if (!mprpc__conn_read_target(c, &dst, &room, &buffered)) {
-        mprpc__conn_settle(c, mprpc__now_ms());
-        return;
+    do { /* TLS may hold decrypted bytes the socket will not announce again: take them too */
+        if (!mprpc__conn_read_target(c, &dst, &room, &buffered)) {
+            mprpc__conn_settle(c, mprpc__now_ms());
+            return;
+        }
+        do n = mprpc__xrecv(c->fd, c->tls, dst, room); while (n < 0 && errno == EINTR);
+        if (n < 0) {
+            if (errno == EPROTO && c->tls) mprpc__conn_tls_failed(c, mprpc__tls_io->error(c->tls));
+            else if (errno != EAGAIN && errno != EWOULDBLOCK) c->failed = 1;
+            mprpc__conn_settle(c, mprpc__now_ms());
+            return;
+        }
+        mprpc__conn_received(c, buffered, (size_t)n);
+    } while (n > 0 && c->tls && c->state != MPRPC__CONN_CLOSED && mprpc__tls_io->pending(c->tls) > 0 &&
+             (c->events & EPOLLIN) && ++rounds < 16);
+}
+
+/* One step of a TLS handshake; once done the connection serves (the peer's first request may already
+ * be waiting inside the session). */
+static void mprpc__conn_handshake(mprpc__conn *c)
+{
+    char why[200];
+    mprpc__hs hs = mprpc__tls_io->handshake(c->tls, why, sizeof why);
+    c->last_active_ms = mprpc__now_ms();
+    if (hs == MPRPC__HS_FAILED) {
+        mprpc__conn_tls_failed(c, why);
+    } else if (hs == MPRPC__HS_DONE) {
+        c->handshaking = 0;
+        mprpc__conn_on_readable(c);
+    } else {
+        c->hs_want = hs == MPRPC__HS_WANT_WRITE ? EPOLLOUT : EPOLLIN;
     }
-    do n = recv(c->fd, dst, room, 0); while (n < 0 && errno == EINTR);
-    if (n < 0) {
-        if (errno != EAGAIN && errno != EWOULDBLOCK) c->failed = 1;
-        mprpc__conn_settle(c, mprpc__now_ms());
-        return;
-    }
-    mprpc__conn_received(c, buffered, (size_t)n);
 }
 
 static void mprpc__conn_on_event(mprpc__conn *c, uint32_t events)
 {
     if (c->state == MPRPC__CONN_CLOSED) return;
+    if (c->handshaking) {
+        mprpc__conn_handshake(c);
+        mprpc__conn_settle(c, mprpc__now_ms());
+        return;
+    }
     if ((events & (EPOLLHUP | EPOLLERR)) && !(events & EPOLLIN))
         c->failed = 1; /* both directions gone: nobody can read our replies */
     else if (events & EPOLLIN)
@@ -3335,7 +3783,13 @@ static void mprpc__loop_sweep(mprpc__loop *l, uint64_t now)
     int idle = l->srv->cfg.idle_timeout_ms;
     mprpc__conn *c, *next;
     for (c = l->conns; c; c = next) {
+        char why[120];
         next = c->next;
+        if (c->handshaking && now >= c->hs_deadline_ms) {
+            mprpc__fmt(why, sizeof why, "handshake not finished within tls_handshake_timeout_ms (%d ms)",
+                       l->srv->cfg.tls_handshake_timeout_ms);
+            mprpc__conn_tls_failed(c, why);
+        }
         if (idle > 0 && c->inflight == 0 && c->state != MPRPC__CONN_LINGERING &&
             (now - c->last_active_ms > (uint64_t)idle ||
              (c->partial_since_ms && now - c->partial_since_ms > (uint64_t)idle))) {
@@ -3459,6 +3913,22 @@ static uint64_t mprpc__accept_shed(mprpc_server *srv)
 
 /* A new connection: served, held to refuse its requests (over max_connections,
  * or the server stops), or closed at once when even that bound is reached. */
+/* A TLS session for a new connection; its handshake runs on the loop, bounded by
+ * tls_handshake_timeout_ms, so a silent client holds no thread. */
+static int mprpc__accept_tls(mprpc_server *srv, mprpc__conn *c)
+{
+    char why[200];
+    c->tls = mprpc__tls_io->conn_new(srv->tls, c->fd, NULL, why, sizeof why);
+    if (!c->tls) {
+        MPRPC_LOG_WARN("fd %d: %s; closing", c->fd, why);
+        return 0;
+    }
+    c->handshaking = 1;
+    c->hs_want = EPOLLIN;
+    c->hs_deadline_ms = mprpc__now_ms() + (uint64_t)srv->cfg.tls_handshake_timeout_ms;
+    return 1;
+}
+
 static void mprpc__accept_one(mprpc_server *srv, int fd, int stopping)
 {
     int one = 1, over = MPRPC__LOAD(&srv->open_conns) >= (uint64_t)srv->cfg.max_connections;
@@ -3472,6 +3942,12 @@ static void mprpc__accept_one(mprpc_server *srv, int fd, int stopping)
     }
     c->fd = fd;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (srv->tls && !mprpc__accept_tls(srv, c)) {
+        MPRPC__ADD(&srv->accept_stats.connections_rejected, 1);
+        close(fd);
+        MPRPC_FREE(c);
+        return;
+    }
     if (over || stopping) {
         c->state = MPRPC__CONN_REFUSING;
         c->refuse_status = stopping ? MPRPC_ERR_SHUTDOWN : MPRPC_ERR_BUSY;
@@ -3609,13 +4085,6 @@ static int mprpc__unix_stale(const mprpc__addr *a)
     return stale && unlink(a->host) == 0;
 }
 
-static int mprpc__sockaddr_port(const struct sockaddr_storage *sa)
-{
-    if (sa->ss_family == AF_INET) return ntohs(((const struct sockaddr_in *)(const void *)sa)->sin_port);
-    if (sa->ss_family == AF_INET6) return ntohs(((const struct sockaddr_in6 *)(const void *)sa)->sin6_port);
-    return 0;
-}
-
 static mprpc_status mprpc__listen(mprpc_server *srv)
 {
     mprpc__addr *a = &srv->listen_addr;
@@ -3720,6 +4189,9 @@ static mprpc_status mprpc__server_open(mprpc_server *srv)
         return MPRPC_ERR_CONFIG;
     }
     st = mprpc__routes_build(srv);
+    if (st == MPRPC_OK && srv->cfg.tls_enable &&
+        (srv->tls = mprpc__tls_io->ctx_new(&srv->cfg, 1, srv->error, sizeof srv->error)) == NULL)
+        st = MPRPC_ERR_TLS;
     if (st == MPRPC_OK) st = mprpc__listen(srv);
     if (st != MPRPC_OK) return st;
     srv->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -3903,6 +4375,7 @@ MPRPCDEF void mprpc_server_free(mprpc_server *srv)
     MPRPC_FREE(srv->loops);
     MPRPC_FREE(srv->routes);
     MPRPC_FREE((void *)srv->services);
+    if (srv->tls) mprpc__tls_io->ctx_free(srv->tls);
     MPRPC_FREE(srv);
 }
 
@@ -4002,6 +4475,11 @@ MPRPCDEF const char *mprpc_call_service(const mprpc_call *call)
     return call->service->name;
 }
 
+MPRPCDEF const char *mprpc_call_peer_identity(const mprpc_call *call)
+{
+    return call && call->conn && call->conn->tls ? mprpc__tls_io->peer(call->conn->tls) : "";
+}
+
 MPRPCDEF const char *mprpc_call_method(const mprpc_call *call)
 {
     return call->method->name;
@@ -4073,6 +4551,8 @@ struct mprpc__pconn {
     mprpc__dns       *res;          /* a host name being (or resolved and) dialled; fd is its eventfd
                                         until the name resolves (I/O thread, or at open under mu) */
     int               res_next;     /* I/O thread: the resolved address to try next */
+    mprpc__tls       *tls;          /* TLS session (wmu once connected: callers write, the I/O thread
+                                       reads, and a session is not for two threads at once) */
     pthread_mutex_t   wmu;
     int               fd;           /* wmu to use or close; -1 once closed */
     int               connected;    /* wmu: sending allowed */
@@ -4149,6 +4629,7 @@ struct mprpc_channel {
     int               nconns, nconnecting;
     mprpc__svc       *direct;       /* no ZooKeeper: rpcserver_list or rpcserver_ip:port */
     mprpc__registry  *registry;
+    mprpc__tls_ctx   *tls;          /* tls_enable: certificates and policy of every connection */
     int               registry_opening;
     pthread_cond_t    registry_cv;
     mprpc__rec       *done_head, *done_tail; /* I/O thread only */
@@ -4713,6 +5194,11 @@ static uint64_t mprpc__pconn_close(mprpc_channel *ch, mprpc__pconn *c)
     mprpc__pconn **pp;
     uint64_t written;
     pthread_mutex_lock(&c->wmu);
+    if (c->tls) {
+        mprpc__tls_io->shutdown(c->tls);
+        mprpc__tls_io->free(c->tls);
+        c->tls = NULL;
+    }
     if (c->fd >= 0) {
         epoll_ctl(ch->epfd, EPOLL_CTL_DEL, c->fd, NULL);
         if (!c->res || c->fd != c->res->efd) close(c->fd); /* the resolver's fd goes with it */
@@ -4806,7 +5292,7 @@ static mprpc_status mprpc__route_call(mprpc_channel *ch, mprpc__rec *r, mprpc__p
 static int mprpc__send_out(mprpc__pconn *c)
 {
     while (mprpc_buf_readable(&c->out) > 0) {
-        ssize_t n = send(c->fd, c->out.data + c->out.pos, mprpc_buf_readable(&c->out), MSG_NOSIGNAL);
+        ssize_t n = mprpc__xsend(c->fd, c->tls, c->out.data + c->out.pos, mprpc_buf_readable(&c->out));
         if (n > 0) {
             mprpc_buf_consume(&c->out, (size_t)n);
             c->written += (uint64_t)n;
@@ -5021,6 +5507,24 @@ static int mprpc__io_frames(mprpc_channel *ch, mprpc__pconn *c)
     }
 }
 
+/* I/O thread. recv, or a TLS read under wmu (callers write the same session). */
+static ssize_t mprpc__pconn_recv(mprpc__pconn *c, void *buf, size_t n)
+{
+    ssize_t k;
+    if (!c->tls) return recv(c->fd, buf, n, 0);
+    pthread_mutex_lock(&c->wmu);
+    k = mprpc__tls_io->read(c->tls, buf, n);
+    pthread_mutex_unlock(&c->wmu);
+    return k;
+}
+
+/* I/O thread. A TLS failure: MPRPC_ERR_TLS for the calls, a log line naming the provider and why. */
+static void mprpc__io_tls_failed(mprpc_channel *ch, mprpc__pconn *c, const char *why)
+{
+    MPRPC_LOG_WARN("channel: TLS with %s: %s", c->prov->addr, why);
+    mprpc__pconn_fail(ch, c, MPRPC_ERR_TLS, "TLS with %s: %s", c->prov->addr, why);
+}
+
 /* I/O thread. Reads what c has (a few chunks per event, for fairness) and handles it. */
 static void mprpc__io_read(mprpc_channel *ch, mprpc__pconn *c)
 {
@@ -5035,7 +5539,7 @@ static void mprpc__io_read(mprpc_channel *ch, mprpc__pconn *c)
             return;
         }
         room = c->in.cap - c->in.len;
-        n = recv(c->fd, c->in.data + c->in.len, room, 0);
+        n = mprpc__pconn_recv(c, c->in.data + c->in.len, room);
         if (n > 0) {
             c->in.len += (size_t)n;
             if (c->seed && mprpc_buf_readable(&c->in) > ch->cfg.max_message_size) continue;
@@ -5048,6 +5552,7 @@ static void mprpc__io_read(mprpc_channel *ch, mprpc__pconn *c)
         if (n == 0 && c->seed) mprpc__io_seed_reply(ch, c);
         else if (n == 0) mprpc__pconn_fail(ch, c, MPRPC_ERR_CONNECTION_LOST, "%s closed the connection "
                                           "before replying", c->prov->addr);
+        else if (errno == EPROTO && c->tls) mprpc__io_tls_failed(ch, c, mprpc__tls_io->error(c->tls));
         else mprpc__pconn_fail(ch, c, MPRPC_ERR_CONNECTION_LOST, "receiving from %s: %s", c->prov->addr,
                               strerror(errno));
         return;
@@ -5104,6 +5609,60 @@ static void mprpc__io_resolved(mprpc_channel *ch, mprpc__pconn *c)
         mprpc__pconn_fail(ch, c, MPRPC_ERR_CONNECT, "%s", why);
 }
 
+static void mprpc__io_ready(mprpc_channel *ch, mprpc__pconn *c);
+
+/* The name the provider's certificate must carry: tls_server_name, else the host of its address. */
+static int mprpc__tls_name(const mprpc_channel *ch, const mprpc__prov *p, char *name, size_t cap)
+{
+    mprpc__addr a;
+    char why[160];
+    if (ch->cfg.tls_server_name[0]) {
+        mprpc__copy_str(name, cap, ch->cfg.tls_server_name);
+        return 1;
+    }
+    if (!mprpc__addr_parse(p->addr, &a, why, sizeof why) || a.kind == MPRPC__ADDR_UNIX) return 0;
+    mprpc__copy_str(name, cap, a.host);
+    return 1;
+}
+
+/* I/O thread. One step of c's TLS handshake, bounded by connect_timeout_ms (c stays CONNECTING). */
+static void mprpc__io_tls_step(mprpc_channel *ch, mprpc__pconn *c)
+{
+    char why[200];
+    mprpc__hs hs = mprpc__tls_io->handshake(c->tls, why, sizeof why);
+    if (hs == MPRPC__HS_DONE) {
+        mprpc__io_ready(ch, c);
+        return;
+    }
+    if (hs == MPRPC__HS_FAILED) {
+        mprpc__io_tls_failed(ch, c, why);
+        return;
+    }
+    pthread_mutex_lock(&c->wmu);
+    mprpc__pconn_arm(ch, c, hs == MPRPC__HS_WANT_WRITE);
+    pthread_mutex_unlock(&c->wmu);
+}
+
+/* I/O thread. TCP is up: a TLS session expecting the provider's name, then its handshake. */
+static void mprpc__io_tls_start(mprpc_channel *ch, mprpc__pconn *c)
+{
+    char name[256], why[200];
+    mprpc__tls *t;
+    if (!mprpc__tls_name(ch, c->prov, name, sizeof name)) {
+        mprpc__io_tls_failed(ch, c, "a unix: address names no host to check the certificate against: "
+                                    "set tls_server_name");
+        return;
+    }
+    if ((t = mprpc__tls_io->conn_new(ch->tls, c->fd, name, why, sizeof why)) == NULL) {
+        mprpc__io_tls_failed(ch, c, why);
+        return;
+    }
+    pthread_mutex_lock(&c->wmu);
+    c->tls = t;
+    pthread_mutex_unlock(&c->wmu);
+    mprpc__io_tls_step(ch, c);
+}
+
 /* I/O thread. A connect finished, well or not. */
 static void mprpc__io_connected(mprpc_channel *ch, mprpc__pconn *c)
 {
@@ -5116,6 +5675,16 @@ static void mprpc__io_connected(mprpc_channel *ch, mprpc__pconn *c)
         mprpc__pconn_fail(ch, c, MPRPC_ERR_CONNECT, "connect %s: %s", c->prov->addr, strerror(err));
         return;
     }
+    if (ch->tls) {
+        mprpc__io_tls_start(ch, c);
+        return;
+    }
+    mprpc__io_ready(ch, c);
+}
+
+/* I/O thread. c may carry calls now: what they queued meanwhile goes out. */
+static void mprpc__io_ready(mprpc_channel *ch, mprpc__pconn *c)
+{
     pthread_mutex_lock(&ch->mu);
     if (c->state == MPRPC__PCONN_CONNECTING) {
         c->state = MPRPC__PCONN_READY;
@@ -5137,7 +5706,9 @@ static void mprpc__io_event(mprpc_channel *ch, mprpc__pconn *c, uint32_t events)
         pthread_mutex_unlock(&ch->mu);
     }
     if (!c->io_ready) {
-        if (c->res && c->fd == c->res->efd) {
+        if (c->tls) {
+            mprpc__io_tls_step(ch, c);
+        } else if (c->res && c->fd == c->res->efd) {
             if (events & EPOLLIN) mprpc__io_resolved(ch, c);
         }
         else if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) mprpc__io_connected(ch, c);
@@ -5389,6 +5960,7 @@ static void mprpc__channel_release(mprpc_channel *ch)
     mprpc__registry_close(ch->registry);
     if (ch->epfd >= 0) close(ch->epfd);
     if (ch->evfd >= 0) close(ch->evfd);
+    if (ch->tls) mprpc__tls_io->ctx_free(ch->tls);
     pthread_cond_destroy(&ch->registry_cv);
     pthread_mutex_destroy(&ch->mu);
     MPRPC_FREE(ch);
@@ -5409,6 +5981,9 @@ static mprpc_status mprpc__channel_setup(mprpc_channel *ch)
     ev.events = EPOLLIN;
     ev.data.ptr = NULL;
     if (epoll_ctl(ch->epfd, EPOLL_CTL_ADD, ch->evfd, &ev) != 0) return MPRPC_ERR_IO;
+    if (ch->cfg.tls_enable &&
+        (ch->tls = mprpc__tls_io->ctx_new(&ch->cfg, 0, ch->cfg.error, sizeof ch->cfg.error)) == NULL)
+        return MPRPC_ERR_TLS;
     if (mprpc__registry_wanted(&ch->cfg)) return MPRPC_OK;
     return mprpc__direct_list(ch);
 }

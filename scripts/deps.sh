@@ -6,7 +6,7 @@ set -euo pipefail
 
 pkgs_core="gcc make nanopb libnanopb-dev"
 pkgs_zk="libzookeeper-mt-dev zookeeper default-jre-headless"
-pkgs_test="g++ clang libclang-rt-14-dev python3-protobuf protobuf-compiler valgrind"
+pkgs_test="g++ clang libclang-rt-14-dev python3-protobuf protobuf-compiler valgrind libssl-dev openssl"
 pkgs_bench="g++ libgrpc++-dev libprotobuf-dev protobuf-compiler-grpc protobuf-compiler gnuplot-nox"
 pkgs_cross="musl-tools gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf gcc-s390x-linux-gnu qemu-user"
 pkgs_fuzz="clang libclang-rt-14-dev"
