@@ -17,11 +17,12 @@ NANOPB    = nanopb_generator.py
 INCS      = -I. -I$(GEN)
 LIBS      = -lprotobuf-nanopb -lpthread
 ZK_LIBS   = -lzookeeper_mt
+TLS_LIBS  = -lssl -lcrypto
 SAN      ?=
 export MPRPC_WARN_FLAGS = $(WARN_FLAGS)
 export MPRPC_NANOPB = $(NANOPB)
 
-.PHONY: all help deps deps-test examples demo demo-zk test-build test test-asan test-tsan test-valgrind \
+.PHONY: all help deps deps-test examples demo demo-zk demo-tls test-build test test-asan test-tsan test-valgrind \
         fuzz fuzz-build fuzz-corpus soak clean
 all: examples ## the example provider and caller (build/provider, build/caller)
 
@@ -62,6 +63,16 @@ demo: deps ## build and run the example provider and caller (scripts/demo.sh)
 	@$(MAKE) --no-print-directory examples
 	@scripts/demo.sh
 
+# The same example programs built with MPRPC_TLS (the README's build line plus -DMPRPC_TLS -lssl -lcrypto).
+$(BUILD)/tls/%: examples/%.c mprpc.h $(GEN)/user.pb.c $(GEN)/user.pb.h
+	@mkdir -p $(BUILD)/tls
+	$(CC) $(WARN) $(CFLAGS) -DMPRPC_TLS $(INCS) $< $(GEN)/user.pb.c $(LIBS) $(ZK_LIBS) $(TLS_LIBS) -o $@
+
+demo-tls: deps ## the example provider and caller over mutual TLS, certificates made with openssl
+	@scripts/deps.sh tls
+	@$(MAKE) --no-print-directory $(BUILD)/tls/provider $(BUILD)/tls/caller
+	@scripts/demo-tls.sh
+
 # Two providers and the caller meeting through a local ZooKeeper server.
 demo-zk: deps ## two providers and the caller through a local ZooKeeper server
 	@$(MAKE) --no-print-directory examples
@@ -81,7 +92,6 @@ $(TBUILD)/%: tests/%.c tests/test.h tests/support.h mprpc.h $(TEST_PROTOS) $(TES
 	$(CC) $(TEST_CFLAGS) $< $(TEST_PROTOS) $(LIBS) $(ZK_LIBS) -o $@
 
 # TLS: the same tests/test_X.c rule, built with MPRPC_TLS and OpenSSL (libssl-dev).
-TLS_LIBS = -lssl -lcrypto
 $(TBUILD)/test_tls: tests/test_tls.c tests/test.h tests/support.h mprpc.h $(TEST_PROTOS) $(TEST_PROTOS:.c=.h)
 	@mkdir -p $(TBUILD)
 	$(CC) $(TEST_CFLAGS) -DMPRPC_TLS $< $(TEST_PROTOS) $(LIBS) $(ZK_LIBS) $(TLS_LIBS) -o $@

@@ -601,6 +601,9 @@ MPRPCDEF void mprpc_server_stop(mprpc_server *srv);
 MPRPCDEF void mprpc_server_free(mprpc_server *srv);
 /* The port actually bound (useful with rpcserver_port = 0); 0 before start. */
 MPRPCDEF int  mprpc_server_port(const mprpc_server *srv);
+/* Where it listens, in the address syntax with the bound port ("127.0.0.1:8000", "[::]:8000",
+ * "unix:/run/x.sock"); "" before start. */
+MPRPCDEF const char *mprpc_server_address(const mprpc_server *srv);
 /* Why the last call on srv failed ("" if none). */
 MPRPCDEF const char *mprpc_server_error(const mprpc_server *srv);
 /* Any thread, any time until mprpc_server_free; also after run returned. */
@@ -4382,6 +4385,11 @@ MPRPCDEF void mprpc_server_free(mprpc_server *srv)
 MPRPCDEF int mprpc_server_port(const mprpc_server *srv)
 {
     return srv ? srv->port : 0;
+}
+
+MPRPCDEF const char *mprpc_server_address(const mprpc_server *srv)
+{
+    return srv ? srv->listen_text : "";
 }
 
 MPRPCDEF const char *mprpc_server_error(const mprpc_server *srv)

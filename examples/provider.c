@@ -21,7 +21,7 @@ static void login(mprpc_call *call, const void *request, void *response, void *u
 {
     const fixbug_LoginRequest *rq = (const fixbug_LoginRequest *)request;
     fixbug_LoginResponse *rs = (fixbug_LoginResponse *)response;
-    (void)call; (void)user;
+    (void)user;
     rs->has_result = true;
     if (rq->name.size == 0) {
         MPRPC_LOG_INFO("Login refused: empty name");
@@ -31,7 +31,8 @@ static void login(mprpc_call *call, const void *request, void *response, void *u
         rs->success = false;
         return;
     }
-    MPRPC_LOG_INFO("Login name=%.*s", (int)rq->name.size, (const char *)rq->name.bytes);
+    MPRPC_LOG_INFO("Login name=%.*s%s%s", (int)rq->name.size, (const char *)rq->name.bytes,
+                   mprpc_call_peer_identity(call)[0] ? " from " : "", mprpc_call_peer_identity(call));
     rs->success = true;
 }
 
@@ -103,7 +104,7 @@ int main(int argc, char **argv)
     }
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
-    printf("provider listening on %s:%d\n", cfg.rpcserver_ip, mprpc_server_port(server));
+    printf("provider listening on %s\n", mprpc_server_address(server));
     fflush(stdout);
     st = mprpc_server_run(server);
     mprpc_server_free(server);

@@ -228,6 +228,35 @@ static void a_client_stalled_mid_handshake_does_not_stall_the_loop(void)
     mprpc_server_free(srv);
 }
 
+static void handshake_garbage_neither_crashes_nor_stalls_the_provider(void)
+{
+    static const uint8_t record_too_long[] = { 0x16, 0x03, 0x03, 0xff, 0xff, 0x01 };
+    static const uint8_t alert_first[] = { 0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28 };
+    uint8_t noise[4096];
+    mprpc_server *srv = tls_provider("server.crt", 1, 0);
+    mprpc_channel *ch;
+    mprpc_controller ctl;
+    char id[200];
+    unsigned seed = 12345;
+    int i, fd;
+    CHECK(srv != NULL);
+    if (!srv) return;
+    for (i = 0; i < (int)sizeof noise; i++) noise[i] = (uint8_t)((seed = seed * 1103515245u + 12345u) >> 16);
+    noise[0] = 0x16; /* a handshake record header, then nonsense */
+    for (i = 0; i < 3; i++) {
+        const uint8_t *p = i == 0 ? record_too_long : i == 1 ? alert_first : noise;
+        size_t n = i == 0 ? sizeof record_too_long : i == 1 ? sizeof alert_first : sizeof noise;
+        fd = raw_connect(mprpc_server_port(srv));
+        CHECK(fd >= 0 && raw_send_all(fd, p, n));
+        CHECK(raw_wait_closed(fd, 5000)); /* refused at once, not left hanging */
+        close(fd);
+    }
+    ch = tls_channel("localhost", mprpc_server_port(srv), "ca.crt", 1, NULL);
+    CHECK_STATUS(whoami_call(ch, &ctl, id, sizeof id), MPRPC_OK);
+    mprpc_channel_free(ch);
+    mprpc_server_free(srv);
+}
+
 static int async_done;
 static pthread_mutex_t async_mu = PTHREAD_MUTEX_INITIALIZER;
 static void count_done(mprpc_controller *ctl, void *response, void *user)
@@ -362,6 +391,7 @@ int main(void)
     RUN(a_tls_caller_facing_a_plaintext_provider_fails_fast);
     RUN(a_plaintext_caller_facing_a_tls_provider_fails_fast);
     RUN(a_client_stalled_mid_handshake_does_not_stall_the_loop);
+    RUN(handshake_garbage_neither_crashes_nor_stalls_the_provider);
     RUN(one_mib_messages_and_pipelined_async_calls_go_over_tls);
     RUN(a_provider_restart_under_a_live_channel_is_survived);
     RUN(openssl_s_client_completes_a_handshake_with_the_provider);
