@@ -46,6 +46,8 @@
  *                          file per program may hold the implementation
  *   MPRPCDEF               linkage of every public function (default extern)
  *   MPRPC_NO_ZOOKEEPER     compile ZooKeeper discovery out; no zookeeper headers or lib needed
+ *   MPRPC_TLS              TLS (OpenSSL 3: link -lssl -lcrypto); tls_* config keys, mutual TLS,
+ *                          mprpc_call_peer_identity. Without it no OpenSSL header is needed
  *   MPRPC_MALLOC/MPRPC_REALLOC/MPRPC_FREE   allocator hooks (define all three or none)
  *   MPRPC_LOG_LINE_MAX     bytes per queued log line (default 512)
  *   MPRPC_READ_CHUNK       bytes of each provider loop's receive buffer (default 65536)
