@@ -1130,8 +1130,12 @@ static void mprpc__peer_text(int fd, char *dst, size_t cap)
     socklen_t len = sizeof sa;
     char host[INET6_ADDRSTRLEN];
     const void *in;
-    if (getpeername(fd, (struct sockaddr *)&sa, &len) != 0 || sa.ss_family == AF_UNIX) {
-        mprpc__fmt(dst, cap, "%s", sa.ss_family == AF_UNIX ? "a unix socket peer" : "an unknown peer");
+    if (getpeername(fd, (struct sockaddr *)&sa, &len) != 0) { /* e.g. the peer has gone already */
+        mprpc__copy_str(dst, cap, "a peer that has gone");
+        return;
+    }
+    if (sa.ss_family != AF_INET && sa.ss_family != AF_INET6) {
+        mprpc__copy_str(dst, cap, "a unix socket peer");
         return;
     }
     in = sa.ss_family == AF_INET ? (const void *)&((struct sockaddr_in *)(void *)&sa)->sin_addr
