@@ -18,12 +18,13 @@ MPRPCGEN  = /usr/bin/python3 mprpc_generator.py
 INCS      = -I. -I$(GEN)
 LIBS      = -lprotobuf-nanopb -lpthread
 ZK_LIBS   = -lzookeeper_mt
+TLS_LIBS  = -lssl -lcrypto
 SAN      ?=
 export MPRPC_WARN_FLAGS = $(WARN_FLAGS)
 export MPRPC_NANOPB = $(NANOPB)
 export MPRPC_MPRPCGEN = $(MPRPCGEN)
 
-.PHONY: all help deps deps-test examples demo demo-zk test-build test test-asan test-tsan test-valgrind \
+.PHONY: all help deps deps-test examples demo demo-zk demo-tls test-build test test-asan test-tsan test-valgrind \
         fuzz fuzz-build fuzz-corpus soak scale clean
 all: examples ## the example programs (build/provider, build/caller, bigfile) and build/mprpc-call
 
@@ -83,6 +84,16 @@ demo: deps ## build and run the example provider and caller (scripts/demo.sh)
 	@$(MAKE) --no-print-directory examples
 	@scripts/demo.sh
 
+# The same example programs built with MPRPC_TLS (the README's build line plus -DMPRPC_TLS -lssl -lcrypto).
+$(BUILD)/tls/%: examples/%.c mprpc.h $(GEN)/user.pb.c $(GEN)/user.pb.h
+	@mkdir -p $(BUILD)/tls
+	$(CC) $(WARN) $(CFLAGS) -DMPRPC_TLS $(INCS) $< $(GEN)/user.pb.c $(LIBS) $(ZK_LIBS) $(TLS_LIBS) -o $@
+
+demo-tls: deps ## the example provider and caller over mutual TLS, certificates made with openssl
+	@scripts/deps.sh tls
+	@$(MAKE) --no-print-directory $(BUILD)/tls/provider $(BUILD)/tls/caller
+	@scripts/demo-tls.sh
+
 # Two providers and the caller meeting through a local ZooKeeper server.
 demo-zk: deps ## two providers and the caller through a local ZooKeeper server
 	@$(MAKE) --no-print-directory examples
@@ -90,7 +101,7 @@ demo-zk: deps ## two providers and the caller through a local ZooKeeper server
 
 # ---- tests -----------------------------------------------------------------
 TEST_NAMES = test_config test_logger test_wire test_server test_channel test_async test_hostile test_registry \
-             test_stubs test_nanopb_check test_nanopb_check32 test_arena test_admin
+             test_stubs test_nanopb_check test_nanopb_check32 test_arena test_admin test_address test_tls
 TEST_PROTOS = $(GEN)/user.pb.c $(GEN)/testsvc.pb.c
 TBUILD = $(BUILD)/tests$(SAN)
 SANFLAGS_asan = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
@@ -111,6 +122,10 @@ $(TBUILD)/test_nanopb_check32: tests/test_nanopb_check.c tests/test.h mprpc.h
 	$(CC) $(TEST_CFLAGS) -DPB_FIELD_32BIT $< $(LIBS) $(ZK_LIBS) -o $@
 # test_admin runs build/mprpc-call as a process.
 $(TBUILD)/test_admin: $(BUILD)/mprpc-call
+# TLS: the same tests/test_X.c rule, built with MPRPC_TLS and OpenSSL (libssl-dev).
+$(TBUILD)/test_tls: tests/test_tls.c tests/test.h tests/support.h mprpc.h $(TEST_PROTOS) $(TEST_PROTOS:.c=.h)
+	@mkdir -p $(TBUILD)
+	$(CC) $(TEST_CFLAGS) -DMPRPC_TLS $< $(TEST_PROTOS) $(LIBS) $(ZK_LIBS) $(TLS_LIBS) -o $@
 
 # The fuzz targets' corpus replayed without libFuzzer (tests/fuzz/replay.c).
 FUZZ_TARGETS = provider channel config

@@ -46,6 +46,8 @@
  *                          file per program may hold the implementation
  *   MPRPCDEF               linkage of every public function (default extern)
  *   MPRPC_NO_ZOOKEEPER     compile ZooKeeper discovery out; no zookeeper headers or lib needed
+ *   MPRPC_TLS              TLS (OpenSSL 3: link -lssl -lcrypto); tls_* config keys, mutual TLS,
+ *                          mprpc_call_peer_identity. Without it no OpenSSL header is needed
  *   MPRPC_MALLOC/MPRPC_REALLOC/MPRPC_FREE   allocator hooks (define all three or none)
  *   MPRPC_LOG_LINE_MAX     bytes per queued log line (default 512)
  *   MPRPC_READ_CHUNK       bytes of each provider loop's receive buffer (default 65536)
@@ -141,7 +143,8 @@ extern "C" {
     X(ERR_BUSY,             17, "resource limit reached")                      \
     X(ERR_ZOOKEEPER,        18, "zookeeper error")                             \
     X(ERR_UNSUPPORTED,      19, "not supported by this build")                 \
-    X(AGAIN,                20, "incomplete: more bytes needed")
+    X(AGAIN,                20, "incomplete: more bytes needed")                \
+    X(ERR_TLS,              21, "TLS handshake or certificate check failed")
 
 typedef enum mprpc_status {
 #define MPRPC__STATUS_ENUM(name, num, text) MPRPC_##name = num,
@@ -165,9 +168,15 @@ MPRPCDEF const char *mprpc_status_name(int status);
  * have the same names as the fields (README.md has the table). The struct is
  * plain data: copy it freely. Servers and channels copy it when created. */
 typedef struct mprpc_config {
-    char     rpcserver_ip[MPRPC_ADDR_MAX];  /* "127.0.0.1": provider listens / caller connects */
+    char     rpcserver_ip[MPRPC_ADDR_MAX];  /* "127.0.0.1": provider listens / caller connects; an IPv4 or
+                                               IPv6 literal ("::" listens on both) or a host name */
     int      rpcserver_port;                /* 8000; a provider given 0 picks a free port */
-    char     advertise_ip[MPRPC_ADDR_MAX];  /* "": address published in ZooKeeper (default rpcserver_ip) */
+    char     advertise_ip[MPRPC_ADDR_MAX];  /* "": host published in ZooKeeper (default rpcserver_ip) */
+    char     rpcserver_address[MPRPC_ADDR_MAX]; /* "": the full syntax, overrides rpcserver_ip/_port:
+                                               "1.2.3.4:80", "[::1]:80", "host:80", "unix:/path",
+                                               "unix:@abstract" */
+    char     advertise_address[MPRPC_ADDR_MAX]; /* "": the full syntax, published in ZooKeeper; overrides
+                                               advertise_ip (needed for a unix: or wildcard listener) */
     int      io_threads;                    /* 2 event loops in a provider */
     int      rpc_timeout_ms;                /* 5000: whole call, caller side */
     int      connect_timeout_ms;            /* 2000 */
@@ -206,6 +215,17 @@ typedef struct mprpc_config {
     int      log_level;                     /* info: debug|info|warn|error|off */
     int      log_stderr;                    /* 0: also copy log lines to stderr */
     int      log_queue_size;                /* 1024 lines queued before new ones are dropped */
+    /* -- TLS (builds with MPRPC_TLS; README "TLS") -- */
+    int      tls_enable;                    /* 0; 1: the provider serves / the channel dials over TLS */
+    char     tls_cert_file[256];            /* provider: its certificate chain (PEM), required;
+                                               channel: a client certificate, optional */
+    char     tls_key_file[256];             /* the key of tls_cert_file ("" = in tls_cert_file) */
+    char     tls_ca_file[256];              /* provider: clients must present a certificate signed by
+                                               these CAs (mutual TLS); channel: the provider's CAs
+                                               ("" = the system's) */
+    char     tls_server_name[256];          /* channel: the name the provider's certificate must carry
+                                               ("" = the host of its address: name or IP) */
+    int      tls_handshake_timeout_ms;      /* 5000: provider, a handshake not done by then is closed */
     char     error[256];                    /* why the last load/set/args call failed */
 } mprpc_config;
 
@@ -234,7 +254,9 @@ MPRPCDEF mprpc_status mprpc_config_load(mprpc_config *cfg, const char *path);
 MPRPCDEF mprpc_status mprpc_config_from_args(mprpc_config *cfg, int argc, char **argv);
 /* Checks every field against its key's range (the errors name the key, the
  * value and the range), that strings are terminated, that the addresses are
- * IPv4, that zookeeper_root is a clean path below "/" (no trailing '/', no
+ * well formed (rpcserver_ip and advertise_ip: an IPv4 or IPv6 literal or a
+ * host name; rpcserver_address and advertise_address: "1.2.3.4:80",
+ * "[::1]:80", "host.name:80", "unix:/path" or "unix:@name"), that zookeeper_root is a clean path below "/" (no trailing '/', no
  * "//", no "." or ".." components), and the cross-field rules (zookeeper_auth
  * needs a ZooKeeper; a build with MPRPC_NO_ZOOKEEPER refuses one, with
  * MPRPC_ERR_UNSUPPORTED). Otherwise returns MPRPC_ERR_CONFIG with the reason
@@ -604,6 +626,9 @@ MPRPCDEF void mprpc_server_stop(mprpc_server *srv);
 MPRPCDEF void mprpc_server_free(mprpc_server *srv);
 /* The port actually bound (useful with rpcserver_port = 0); 0 before start. */
 MPRPCDEF int  mprpc_server_port(const mprpc_server *srv);
+/* Where it listens, in the address syntax with the bound port ("127.0.0.1:8000", "[::]:8000",
+ * "unix:/run/x.sock"); "" before start. */
+MPRPCDEF const char *mprpc_server_address(const mprpc_server *srv);
 /* Why the last call on srv failed ("" if none). */
 MPRPCDEF const char *mprpc_server_error(const mprpc_server *srv);
 /* Any thread, any time until mprpc_server_free; also after run returned. */
@@ -849,6 +874,11 @@ extern const pb_msgdesc_t mprpc_admin_StatsResponse_msg;
 #define mprpc_admin_StatsRequest_size            0
 #define mprpc_admin_StatusCount_size             44
 /* -- end generated admin -- */
+/* The caller's verified TLS client certificate (mutual TLS: tls_enable and tls_ca_file on the provider):
+ * its subject in RFC 2253 form, then its DNS names, "CN=alice,O=Ops;DNS:alice.example". "" without TLS
+ * or without a client certificate; never NULL. For per-method authorisation. Any thread, until
+ * mprpc_call_done. */
+MPRPCDEF const char *mprpc_call_peer_identity(const mprpc_call *call);
 
 /* ======================================================================== */
 /* == 8. channel (the seed's MprpcChannel) ================================ */
@@ -975,6 +1005,8 @@ MPRPCDEF int mprpc_channel_dispatch(mprpc_channel *ch);
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
+#include <netdb.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1060,6 +1092,672 @@ static void mprpc__copy_str(char *dst, size_t cap, const char *src)
     dst[n] = '\0';
 }
 
+/* ---- addresses: one syntax for listening, dialling, advertising ----------------------------------
+ * "1.2.3.4:80", "[::1]:80", "host.name:80", "unix:/path/to.sock", "unix:@name" (Linux abstract).
+ * A bare IPv6 literal without brackets is accepted where there is no port to confuse it with
+ * (rpcserver_ip, advertise_ip). Host names are resolved when dialling, on a thread of their own
+ * (mprpc__dns), so that no loop and no lock waits on DNS. */
+
+typedef enum mprpc__addr_kind { MPRPC__ADDR_IP, MPRPC__ADDR_NAME, MPRPC__ADDR_UNIX } mprpc__addr_kind;
+
+typedef struct mprpc__addr {
+    mprpc__addr_kind        kind;
+    char                    host[MPRPC_ADDR_MAX]; /* literal or name, no brackets; unix: path or "@name" */
+    int                     port;                 /* 0 for unix */
+    struct sockaddr_storage sa;                   /* IP and unix: ready for bind or connect */
+    socklen_t               salen;
+} mprpc__addr;
+
+static int mprpc__addr_port(const char *s, int *port)
+{
+    long v = 0;
+    if (!*s || strlen(s) > 5) return 0;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9') return 0;
+        v = v * 10 + (*s - '0');
+    }
+    if (v > 65535) return 0;
+    *port = (int)v;
+    return 1;
+}
+
+/* RFC 1123 host name: labels of letters, digits, '-' (and '_', common in service names). */
+static int mprpc__host_name_ok(const char *h)
+{
+    size_t label = 0, n = strlen(h);
+    if (n == 0 || n > 253 || h[0] == '.' || h[0] == '-') return 0;
+    for (; *h; h++) {
+        int c = (unsigned char)*h;
+        if (c == '.') {
+            if (label == 0) return 0;
+            label = 0;
+            continue;
+        }
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+              c == '_') || ++label > 63)
+            return 0;
+    }
+    return 1;
+}
+
+/* A host (IPv4 or IPv6 literal, brackets optional, or a name) and a port into *a. */
+static int mprpc__addr_host(const char *host, int port, mprpc__addr *a, char *why, size_t whylen)
+{
+    size_t n = strlen(host);
+    memset(a, 0, sizeof *a);
+    if (n >= 2 && host[0] == '[' && host[n - 1] == ']') { host++; n -= 2; }
+    if (n == 0 || n >= sizeof a->host) {
+        mprpc__fmt(why, whylen, "host '%s' is empty or longer than %zu bytes", host, sizeof a->host - 1);
+        return 0;
+    }
+    memcpy(a->host, host, n);
+    a->port = port;
+    if (inet_pton(AF_INET, a->host, &((struct sockaddr_in *)(void *)&a->sa)->sin_addr) == 1) {
+        ((struct sockaddr_in *)(void *)&a->sa)->sin_family = AF_INET;
+        ((struct sockaddr_in *)(void *)&a->sa)->sin_port = htons((uint16_t)port);
+        a->salen = sizeof(struct sockaddr_in);
+    } else if (inet_pton(AF_INET6, a->host, &((struct sockaddr_in6 *)(void *)&a->sa)->sin6_addr) == 1) {
+        ((struct sockaddr_in6 *)(void *)&a->sa)->sin6_family = AF_INET6;
+        ((struct sockaddr_in6 *)(void *)&a->sa)->sin6_port = htons((uint16_t)port);
+        a->salen = sizeof(struct sockaddr_in6);
+    } else if (mprpc__host_name_ok(a->host)) {
+        a->kind = MPRPC__ADDR_NAME;
+    } else {
+        mprpc__fmt(why, whylen, "'%s' is neither an IPv4 nor an IPv6 address nor a host name", a->host);
+        return 0;
+    }
+    return 1;
+}
+
+/* "unix:/path" or "unix:@abstract" (after the "unix:"). */
+static int mprpc__addr_unix(const char *path, mprpc__addr *a, char *why, size_t whylen)
+{
+    struct sockaddr_un *un = (struct sockaddr_un *)(void *)&a->sa;
+    size_t n = strlen(path);
+    memset(a, 0, sizeof *a);
+    a->kind = MPRPC__ADDR_UNIX;
+    if (n < 2 || (path[0] != '/' && path[0] != '@') || n >= sizeof un->sun_path || n >= sizeof a->host) {
+        mprpc__fmt(why, whylen, "unix socket 'unix:%s' must be unix:/absolute/path or unix:@name, "
+                   "at most %zu bytes", path, (sizeof un->sun_path < sizeof a->host ? sizeof un->sun_path
+                                                                                  : sizeof a->host) - 1);
+        return 0;
+    }
+    memcpy(a->host, path, n);
+    un->sun_family = AF_UNIX;
+    memcpy(un->sun_path, path, n);
+    if (path[0] == '@') un->sun_path[0] = '\0'; /* Linux abstract namespace: no file */
+    a->salen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + (path[0] == '/'));
+    return 1;
+}
+
+/* Any of the forms above, with its port (or unix: path) into *a; why says what is wrong. */
+static int mprpc__addr_parse(const char *text, mprpc__addr *a, char *why, size_t whylen)
+{
+    char host[MPRPC_ADDR_MAX];
+    const char *colon;
+    int port;
+    if (strncmp(text, "unix:", 5) == 0) return mprpc__addr_unix(text + 5, a, why, whylen);
+    colon = text[0] == '[' ? strstr(text, "]:") : strrchr(text, ':');
+    if (colon && text[0] == '[') colon++;
+    if (!colon || colon == text) {
+        mprpc__fmt(why, whylen, "address '%s' is not host:port, [ipv6]:port or unix:path", text);
+        return 0;
+    }
+    if (text[0] != '[' && memchr(text, ':', (size_t)(colon - text))) {
+        mprpc__fmt(why, whylen, "address '%s': an IPv6 address takes brackets, as in [::1]:8000", text);
+        return 0;
+    }
+    if (!mprpc__addr_port(colon + 1, &port)) {
+        mprpc__fmt(why, whylen, "address '%s': port '%s' is not a number 0..65535", text, colon + 1);
+        return 0;
+    }
+    if ((size_t)(colon - text) >= sizeof host) {
+        mprpc__fmt(why, whylen, "address '%.40s...' is longer than %zu bytes", text, sizeof host - 1);
+        return 0;
+    }
+    memcpy(host, text, (size_t)(colon - text));
+    host[colon - text] = '\0';
+    return mprpc__addr_host(host, port, a, why, whylen);
+}
+
+/* host:port, with brackets around an IPv6 literal. */
+static void mprpc__addr_join(char *dst, size_t cap, const char *host, int port)
+{
+    size_t n = strlen(host);
+    int bracketed = n >= 2 && host[0] == '[';
+    mprpc__fmt(dst, cap, strchr(host, ':') && !bracketed ? "[%s]:%d" : "%s:%d", host, port);
+}
+
+/* The address as written in config and logs. */
+static void mprpc__addr_text(const mprpc__addr *a, char *dst, size_t cap)
+{
+    if (a->kind == MPRPC__ADDR_UNIX) mprpc__fmt(dst, cap, "unix:%s", a->host);
+    else mprpc__addr_join(dst, cap, a->host, a->port);
+}
+
+/* 0.0.0.0 or [::]: a place to listen, not an address a caller can use. */
+static int mprpc__addr_wildcard(const mprpc__addr *a)
+{
+    return a->kind == MPRPC__ADDR_IP && (strcmp(a->host, "0.0.0.0") == 0 || strcmp(a->host, "::") == 0);
+}
+
+/* ---- resolving a host name without blocking anyone ----
+ * getaddrinfo blocks for as long as the resolver likes (seconds per server in resolv.conf), and
+ * getaddrinfo_a is glibc only (musl lacks it). So a short-lived detached thread runs getaddrinfo and
+ * signals an eventfd; the channel's loop watches that fd like a connecting socket, so the connection's
+ * connect_timeout_ms and the call's deadline bound the wait, and a resolver that is still busy when
+ * they pass is simply abandoned (it frees the shared record when it returns). */
+
+#define MPRPC__RESOLVE_MAX 4 /* addresses tried in order (e.g. ::1 then 127.0.0.1 for localhost) */
+
+typedef struct mprpc__dns {
+    pthread_mutex_t         mu;
+    int                     refs;  /* mu: the dialler and the resolver thread */
+    int                     efd;   /* readable once done; closed with the last reference */
+    int                     rc;    /* getaddrinfo's result (mu, once done) */
+    int                     n;     /* addresses found (mu, once done) */
+    char                    host[MPRPC_ADDR_MAX];
+    char                    port[8];
+    struct sockaddr_storage sa[MPRPC__RESOLVE_MAX];
+    socklen_t               salen[MPRPC__RESOLVE_MAX];
+} mprpc__dns;
+
+static void mprpc__dns_put(mprpc__dns *r)
+{
+    int left;
+    if (!r) return;
+    pthread_mutex_lock(&r->mu);
+    left = --r->refs;
+    pthread_mutex_unlock(&r->mu);
+    if (left > 0) return;
+    close(r->efd);
+    pthread_mutex_destroy(&r->mu);
+    MPRPC_FREE(r);
+}
+
+static void *mprpc__dns_main(void *arg)
+{
+    mprpc__dns *r = (mprpc__dns *)arg;
+    struct addrinfo hints, *res = NULL, *ai;
+    uint64_t one = 1;
+    ssize_t w;
+    int rc, n = 0;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    rc = getaddrinfo(r->host, r->port, &hints, &res);
+    pthread_mutex_lock(&r->mu);
+    r->rc = rc;
+    for (ai = rc == 0 ? res : NULL; ai && n < MPRPC__RESOLVE_MAX; ai = ai->ai_next) {
+        if (ai->ai_addrlen > sizeof r->sa[0]) continue;
+        memcpy(&r->sa[n], ai->ai_addr, ai->ai_addrlen);
+        r->salen[n++] = (socklen_t)ai->ai_addrlen;
+    }
+    r->n = n;
+    pthread_mutex_unlock(&r->mu);
+    if (res) freeaddrinfo(res);
+    w = write(r->efd, &one, sizeof one);
+    (void)w; /* a full counter already reads as done */
+    mprpc__dns_put(r);
+    return NULL;
+}
+
+/* Starts resolving a's name; the caller watches ->efd (EPOLLIN) and owns one reference. */
+static mprpc__dns *mprpc__dns_start(const mprpc__addr *a, char *why, size_t whylen)
+{
+    mprpc__dns *r = (mprpc__dns *)mprpc__zalloc(sizeof *r);
+    pthread_t t;
+    if (!r) {
+        mprpc__fmt(why, whylen, "no memory to resolve '%s'", a->host);
+        return NULL;
+    }
+    mprpc__copy_str(r->host, sizeof r->host, a->host);
+    mprpc__fmt(r->port, sizeof r->port, "%d", a->port);
+    r->refs = 2;
+    pthread_mutex_init(&r->mu, NULL);
+    r->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (r->efd < 0 || mprpc__thread_start(&t, mprpc__dns_main, r) != 0) {
+        mprpc__fmt(why, whylen, "cannot start resolving '%s': %s", a->host, strerror(errno));
+        if (r->efd >= 0) close(r->efd);
+        pthread_mutex_destroy(&r->mu);
+        MPRPC_FREE(r);
+        return NULL;
+    }
+    pthread_detach(t);
+    return r;
+}
+
+/* Once ->efd is readable: the i-th address found, or 0 with the reason in why. */
+static int mprpc__dns_get(mprpc__dns *r, int i, struct sockaddr_storage *sa, socklen_t *salen,
+                              char *why, size_t whylen)
+{
+    int ok;
+    pthread_mutex_lock(&r->mu);
+    ok = r->rc == 0 && i < r->n;
+    if (ok) {
+        *sa = r->sa[i];
+        *salen = r->salen[i];
+    } else if (r->rc != 0) {
+        mprpc__fmt(why, whylen, "cannot resolve host name '%s': %s", r->host, gai_strerror(r->rc));
+    } else {
+        mprpc__fmt(why, whylen, "host name '%s' resolved to no usable address", r->host);
+    }
+    pthread_mutex_unlock(&r->mu);
+    return ok;
+}
+
+/* A provider's own host name, resolved once when it starts (start is no call with a deadline). */
+static int mprpc__resolve_now(mprpc__addr *a, char *why, size_t whylen)
+{
+    struct addrinfo hints, *res = NULL;
+    char port[8];
+    int rc;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE;
+    mprpc__fmt(port, sizeof port, "%d", a->port);
+    rc = getaddrinfo(a->host, port, &hints, &res);
+    if (rc != 0 || !res || res->ai_addrlen > sizeof a->sa) {
+        mprpc__fmt(why, whylen, "cannot resolve host name '%s': %s", a->host,
+                   rc != 0 ? gai_strerror(rc) : "no usable address");
+        if (res) freeaddrinfo(res);
+        return 0;
+    }
+    memcpy(&a->sa, res->ai_addr, res->ai_addrlen);
+    a->salen = (socklen_t)res->ai_addrlen;
+    freeaddrinfo(res);
+    return 1;
+}
+
+static int mprpc__sockaddr_port(const struct sockaddr_storage *sa)
+{
+    if (sa->ss_family == AF_INET) return ntohs(((const struct sockaddr_in *)(const void *)sa)->sin_port);
+    if (sa->ss_family == AF_INET6) return ntohs(((const struct sockaddr_in6 *)(const void *)sa)->sin6_port);
+    return 0;
+}
+
+/* A socket's peer as text, for log lines ("10.0.0.7:51234", "[::1]:51234", "unix"). */
+static void mprpc__peer_text(int fd, char *dst, size_t cap)
+{
+    struct sockaddr_storage sa;
+    socklen_t len = sizeof sa;
+    char host[INET6_ADDRSTRLEN];
+    const void *in;
+    if (getpeername(fd, (struct sockaddr *)&sa, &len) != 0) { /* e.g. the peer has gone already */
+        mprpc__copy_str(dst, cap, "a peer that has gone");
+        return;
+    }
+    if (sa.ss_family != AF_INET && sa.ss_family != AF_INET6) {
+        mprpc__copy_str(dst, cap, "a unix socket peer");
+        return;
+    }
+    in = sa.ss_family == AF_INET ? (const void *)&((struct sockaddr_in *)(void *)&sa)->sin_addr
+                                 : (const void *)&((struct sockaddr_in6 *)(void *)&sa)->sin6_addr;
+    if (!inet_ntop(sa.ss_family, in, host, sizeof host)) mprpc__copy_str(host, sizeof host, "?");
+    mprpc__addr_join(dst, cap, host, mprpc__sockaddr_port(&sa));
+}
+
+/* ---- transport: TLS behind MPRPC_TLS -------------------------------------------------------------
+ * The event loops see a connection's TLS session only through mprpc__tls_io, a table of functions
+ * with socket-like results (bytes, 0 at the peer's end, -1 with errno EAGAIN when the session must
+ * wait for the socket), so another library (mbedTLS on small boards) is one more table. A connection
+ * without TLS has no session and uses recv/send directly (mprpc__xrecv, mprpc__xsend). */
+
+typedef struct mprpc__tls     mprpc__tls;     /* one connection's session */
+typedef struct mprpc__tls_ctx mprpc__tls_ctx; /* a server's or a channel's certificates and policy */
+
+typedef enum mprpc__hs { MPRPC__HS_DONE, MPRPC__HS_WANT_READ, MPRPC__HS_WANT_WRITE, MPRPC__HS_FAILED } mprpc__hs;
+
+typedef struct mprpc__tls_ops {
+    /* server: certificate + key required, client certificates verified when tls_ca_file is set;
+     * client: the provider verified against tls_ca_file (else the system's CAs) */
+    mprpc__tls_ctx *(*ctx_new)(const mprpc_config *cfg, int server, char *why, size_t whylen);
+    void            (*ctx_free)(mprpc__tls_ctx *ctx);
+    /* name: the client's expected provider name (a host name or an IP literal) */
+    mprpc__tls     *(*conn_new)(mprpc__tls_ctx *ctx, int fd, const char *name, char *why, size_t whylen);
+    mprpc__hs       (*handshake)(mprpc__tls *t, char *why, size_t whylen);
+    ssize_t         (*read)(mprpc__tls *t, void *buf, size_t n);
+    ssize_t         (*write)(mprpc__tls *t, const void *buf, size_t n);
+    size_t          (*pending)(mprpc__tls *t);  /* decrypted bytes waiting: no socket event will say so */
+    const char     *(*error)(mprpc__tls *t);    /* why the last read or write failed */
+    const char     *(*peer)(mprpc__tls *t);     /* verified peer certificate's identity, or "" */
+    void            (*shutdown)(mprpc__tls *t); /* close_notify, best effort, never waits */
+    void            (*free)(mprpc__tls *t);
+} mprpc__tls_ops;
+
+#ifdef MPRPC_TLS
+#include <openssl/ssl.h>
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+
+struct mprpc__tls_ctx { SSL_CTX *ctx; };
+struct mprpc__tls {
+    SSL  *ssl;
+    int   done;        /* handshake complete */
+    char  why[200];
+    char  peer[256];
+};
+
+/* A socket BIO that sends with MSG_NOSIGNAL: OpenSSL's own writes with write(), and a peer that is gone
+ * would raise SIGPIPE in the program. */
+static int mprpc__bio_write(BIO *b, const char *d, int n)
+{
+    ssize_t k;
+    BIO_clear_retry_flags(b);
+    do k = send((int)(intptr_t)BIO_get_data(b), d, (size_t)n, MSG_NOSIGNAL); while (k < 0 && errno == EINTR);
+    if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) BIO_set_retry_write(b);
+    return (int)k;
+}
+
+static int mprpc__bio_read(BIO *b, char *d, int n)
+{
+    ssize_t k;
+    BIO_clear_retry_flags(b);
+    do k = recv((int)(intptr_t)BIO_get_data(b), d, (size_t)n, 0); while (k < 0 && errno == EINTR);
+    if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) BIO_set_retry_read(b);
+    return (int)k;
+}
+
+static long mprpc__bio_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+    (void)b; (void)num; (void)ptr;
+    return cmd == BIO_CTRL_FLUSH ? 1 : 0;
+}
+
+static int mprpc__bio_create(BIO *b)
+{
+    BIO_set_init(b, 1);
+    return 1;
+}
+
+static BIO_METHOD *mprpc__bio_method;
+static pthread_once_t mprpc__bio_once = PTHREAD_ONCE_INIT;
+static void mprpc__bio_init(void)
+{
+    BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "mprpc socket");
+    if (m && BIO_meth_set_write(m, mprpc__bio_write) == 1 && BIO_meth_set_read(m, mprpc__bio_read) == 1 &&
+        BIO_meth_set_ctrl(m, mprpc__bio_ctrl) == 1 && BIO_meth_set_create(m, mprpc__bio_create) == 1)
+        mprpc__bio_method = m; /* kept for the life of the process, as OpenSSL keeps its own */
+    else if (m)
+        BIO_meth_free(m);
+}
+
+static BIO *mprpc__bio_new(int fd)
+{
+    BIO *b;
+    pthread_once(&mprpc__bio_once, mprpc__bio_init);
+    if (!mprpc__bio_method || (b = BIO_new(mprpc__bio_method)) == NULL) return NULL;
+    BIO_set_data(b, (void *)(intptr_t)fd);
+    return b;
+}
+
+/* The newest OpenSSL error's reason ("certificate verify failed"), then the queue is cleared. */
+static void mprpc__ossl_why(char *why, size_t whylen, const char *what)
+{
+    unsigned long e = ERR_peek_last_error();
+    const char *r = e ? ERR_reason_error_string(e) : NULL;
+    if (r) mprpc__fmt(why, whylen, "%s: %s", what, r);
+    else if (e) mprpc__fmt(why, whylen, "%s: OpenSSL error 0x%lx", what, e);
+    else mprpc__fmt(why, whylen, "%s: %s", what, errno ? strerror(errno) : "the peer closed the connection");
+    ERR_clear_error();
+}
+
+static int mprpc__ossl_load(SSL_CTX *ctx, const mprpc_config *cfg, int server, char *why, size_t whylen)
+{
+    if (!cfg->tls_cert_file[0] && server) {
+        mprpc__fmt(why, whylen, "TLS: a provider needs tls_cert_file and tls_key_file");
+        return 0;
+    }
+    if (cfg->tls_cert_file[0] &&
+        (SSL_CTX_use_certificate_chain_file(ctx, cfg->tls_cert_file) != 1 ||
+         SSL_CTX_use_PrivateKey_file(ctx, cfg->tls_key_file[0] ? cfg->tls_key_file : cfg->tls_cert_file,
+                                     SSL_FILETYPE_PEM) != 1 || SSL_CTX_check_private_key(ctx) != 1)) {
+        mprpc__ossl_why(why, whylen, "TLS: loading tls_cert_file/tls_key_file");
+        return 0;
+    }
+    if (cfg->tls_ca_file[0] ? SSL_CTX_load_verify_locations(ctx, cfg->tls_ca_file, NULL) != 1
+                            : !server && SSL_CTX_set_default_verify_paths(ctx) != 1) {
+        mprpc__ossl_why(why, whylen, "TLS: loading tls_ca_file");
+        return 0;
+    }
+    return 1;
+}
+
+static mprpc__tls_ctx *mprpc__ossl_ctx_new(const mprpc_config *cfg, int server, char *why, size_t whylen)
+{
+    mprpc__tls_ctx *t = (mprpc__tls_ctx *)mprpc__zalloc(sizeof *t);
+    SSL_CTX *ctx = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
+    if (!t || !ctx) {
+        mprpc__ossl_why(why, whylen, "TLS: SSL_CTX_new");
+        goto fail;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION); /* the highest both speak wins: 1.3 */
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION);
+    /* the loops write from buffers that move (realloc) and take partial writes */
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    if (server) SSL_CTX_set_num_tickets(ctx, 0); /* callers keep connections; no resumption */
+    if (!mprpc__ossl_load(ctx, cfg, server, why, whylen)) goto fail;
+    /* a provider with tls_ca_file demands a client certificate (mutual TLS) */
+    if (!server || cfg->tls_ca_file[0])
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | (server ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0), NULL);
+    t->ctx = ctx;
+    return t;
+fail:
+    if (ctx) SSL_CTX_free(ctx);
+    MPRPC_FREE(t);
+    return NULL;
+}
+
+static void mprpc__ossl_ctx_free(mprpc__tls_ctx *t)
+{
+    if (!t) return;
+    SSL_CTX_free(t->ctx);
+    MPRPC_FREE(t);
+}
+
+/* The client checks the provider's certificate names name (a DNS SAN/CN, or an IP SAN). */
+static int mprpc__ossl_expect(SSL *ssl, const char *name)
+{
+    unsigned char bin[16];
+    if (inet_pton(AF_INET, name, bin) == 1 || inet_pton(AF_INET6, name, bin) == 1)
+        return X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), name) == 1;
+    return SSL_set_tlsext_host_name(ssl, name) == 1 && SSL_set1_host(ssl, name) == 1;
+}
+
+static mprpc__tls *mprpc__ossl_conn_new(mprpc__tls_ctx *ctx, int fd, const char *name, char *why,
+                                        size_t whylen)
+{
+    mprpc__tls *t = (mprpc__tls *)mprpc__zalloc(sizeof *t);
+    BIO *b = NULL;
+    if (!t || (t->ssl = SSL_new(ctx->ctx)) == NULL || (b = mprpc__bio_new(fd)) == NULL ||
+        (name && !mprpc__ossl_expect(t->ssl, name))) {
+        mprpc__ossl_why(why, whylen, "TLS: a new session");
+        if (b) BIO_free(b);
+        if (t && t->ssl) SSL_free(t->ssl);
+        MPRPC_FREE(t);
+        return NULL;
+    }
+    SSL_set_bio(t->ssl, b, b); /* the session owns the BIO now */
+    if (name) SSL_set_connect_state(t->ssl);
+    else SSL_set_accept_state(t->ssl);
+    return t;
+}
+
+/* The verified certificate's subject (RFC 2253) and its DNS names: "CN=alice,O=Ops;DNS:alice.example". */
+static void mprpc__ossl_identity(mprpc__tls *t)
+{
+    X509 *cert = SSL_get0_peer_certificate(t->ssl);
+    GENERAL_NAMES *sans;
+    BIO *b;
+    int i, n;
+    if (!cert || SSL_get_verify_result(t->ssl) != X509_V_OK || (b = BIO_new(BIO_s_mem())) == NULL) return;
+    X509_NAME_print_ex(b, X509_get_subject_name(cert), 0, XN_FLAG_RFC2253);
+    sans = (GENERAL_NAMES *)X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
+    for (i = 0; sans && i < sk_GENERAL_NAME_num(sans); i++) {
+        const GENERAL_NAME *g = sk_GENERAL_NAME_value(sans, i);
+        if (g->type == GEN_DNS)
+            BIO_printf(b, ";DNS:%.*s", ASN1_STRING_length(g->d.dNSName),
+                       (const char *)ASN1_STRING_get0_data(g->d.dNSName));
+    }
+    if (sans) GENERAL_NAMES_free(sans);
+    n = BIO_read(b, t->peer, (int)sizeof t->peer - 1);
+    t->peer[n > 0 ? n : 0] = '\0';
+    BIO_free(b);
+}
+
+/* Why a handshake failed, in the words an operator looks for. */
+static void mprpc__ossl_hs_why(mprpc__tls *t, int err, char *why, size_t whylen)
+{
+    long v = SSL_get_verify_result(t->ssl);
+    const char *kind = NULL;
+    if (v == X509_V_ERR_CERT_HAS_EXPIRED) kind = "expired certificate";
+    else if (v == X509_V_ERR_HOSTNAME_MISMATCH || v == X509_V_ERR_IP_ADDRESS_MISMATCH) kind = "name mismatch";
+    else if (v == X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY || v == X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN ||
+             v == X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT || v == X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE)
+        kind = "unknown CA";
+    if (v != X509_V_OK) {
+        mprpc__fmt(why, whylen, "TLS handshake: %s (%s)", kind ? kind : "certificate not accepted",
+                   X509_verify_cert_error_string(v));
+        ERR_clear_error();
+        return;
+    }
+    if (ERR_GET_REASON(ERR_peek_last_error()) == SSL_R_WRONG_VERSION_NUMBER ||
+        ERR_GET_REASON(ERR_peek_last_error()) == SSL_R_HTTP_REQUEST ||
+        ERR_GET_REASON(ERR_peek_last_error()) == SSL_R_PACKET_LENGTH_TOO_LONG) {
+        ERR_clear_error();
+        mprpc__fmt(why, whylen, "TLS handshake: the peer does not speak TLS (plaintext peer)");
+        return;
+    }
+    if (err == SSL_ERROR_SYSCALL || (err == SSL_ERROR_SSL && ERR_GET_REASON(ERR_peek_last_error()) ==
+                                                                 SSL_R_UNEXPECTED_EOF_WHILE_READING)) {
+        ERR_clear_error();
+        mprpc__fmt(why, whylen, "TLS handshake: the peer closed the connection (a plaintext peer, or "
+                   "it refused our certificate)");
+        return;
+    }
+    mprpc__ossl_why(why, whylen, "TLS handshake");
+}
+
+static mprpc__hs mprpc__ossl_handshake(mprpc__tls *t, char *why, size_t whylen)
+{
+    int rc, err;
+    ERR_clear_error();
+    errno = 0;
+    rc = SSL_do_handshake(t->ssl);
+    if (rc == 1) {
+        t->done = 1;
+        mprpc__ossl_identity(t);
+        return MPRPC__HS_DONE;
+    }
+    err = SSL_get_error(t->ssl, rc);
+    if (err == SSL_ERROR_WANT_READ) return MPRPC__HS_WANT_READ;
+    if (err == SSL_ERROR_WANT_WRITE) return MPRPC__HS_WANT_WRITE;
+    mprpc__ossl_hs_why(t, err, why, whylen);
+    return MPRPC__HS_FAILED;
+}
+
+/* A read or write result as recv/send would give it. */
+static ssize_t mprpc__ossl_result(mprpc__tls *t, int rc, const char *what)
+{
+    int err = SSL_get_error(t->ssl, rc);
+    if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
+        errno = EAGAIN;
+        return -1;
+    }
+    if (err == SSL_ERROR_ZERO_RETURN) return 0; /* close_notify */
+    if (err == SSL_ERROR_SSL && ERR_GET_REASON(ERR_peek_last_error()) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
+        ERR_clear_error();
+        return 0; /* closed without close_notify: an end all the same (the frames say if it was early) */
+    }
+    if (err == SSL_ERROR_SYSCALL && ERR_peek_last_error() == 0) {
+        if (errno == 0) return 0; /* closed without close_notify: an end all the same */
+        mprpc__fmt(t->why, sizeof t->why, "%s: %s", what, strerror(errno));
+        return -1;
+    }
+    mprpc__ossl_why(t->why, sizeof t->why, what);
+    errno = EPROTO;
+    return -1;
+}
+
+static ssize_t mprpc__ossl_read(mprpc__tls *t, void *buf, size_t n)
+{
+    int rc;
+    ERR_clear_error();
+    errno = 0;
+    rc = SSL_read(t->ssl, buf, n > INT_MAX ? INT_MAX : (int)n);
+    return rc > 0 ? rc : mprpc__ossl_result(t, rc, "TLS read");
+}
+
+static ssize_t mprpc__ossl_write(mprpc__tls *t, const void *buf, size_t n)
+{
+    int rc;
+    ERR_clear_error();
+    errno = 0;
+    rc = SSL_write(t->ssl, buf, n > INT_MAX ? INT_MAX : (int)n);
+    return rc > 0 ? rc : mprpc__ossl_result(t, rc, "TLS write");
+}
+
+static size_t mprpc__ossl_pending(mprpc__tls *t) { return (size_t)SSL_pending(t->ssl); }
+static const char *mprpc__ossl_error(mprpc__tls *t) { return t->why; }
+static const char *mprpc__ossl_peer(mprpc__tls *t) { return t->peer; }
+
+static void mprpc__ossl_shutdown(mprpc__tls *t)
+{
+    if (!t->done) return;
+    ERR_clear_error();
+    SSL_shutdown(t->ssl); /* sends close_notify if the socket takes it; never waits for the peer's */
+    ERR_clear_error();
+}
+
+static void mprpc__ossl_free(mprpc__tls *t)
+{
+    if (!t) return;
+    SSL_free(t->ssl);
+    MPRPC_FREE(t);
+}
+
+static const mprpc__tls_ops mprpc__tls_openssl = {
+    mprpc__ossl_ctx_new, mprpc__ossl_ctx_free, mprpc__ossl_conn_new, mprpc__ossl_handshake,
+    mprpc__ossl_read, mprpc__ossl_write, mprpc__ossl_pending, mprpc__ossl_error, mprpc__ossl_peer,
+    mprpc__ossl_shutdown, mprpc__ossl_free,
+};
+static const mprpc__tls_ops *const mprpc__tls_io = &mprpc__tls_openssl;
+#else
+static const mprpc__tls_ops *const mprpc__tls_io = NULL; /* never used: no session is ever made */
+#endif
+
+/* recv/send, through the connection's TLS session when it has one. */
+static ssize_t mprpc__xrecv(int fd, mprpc__tls *t, void *buf, size_t n)
+{
+    return t ? mprpc__tls_io->read(t, buf, n) : recv(fd, buf, n, 0);
+}
+
+static ssize_t mprpc__xsend(int fd, mprpc__tls *t, const void *buf, size_t n)
+{
+    return t ? mprpc__tls_io->write(t, buf, n) : send(fd, buf, n, MSG_NOSIGNAL);
+}
+
+/* A non-blocking socket connecting to sa; *connected when it already did. -1 with why on failure. */
+static int mprpc__connect_to(const struct sockaddr_storage *sa, socklen_t salen, const char *name,
+                             int *connected, char *why, size_t whylen)
+{
+    int fd, one = 1;
+    fd = socket(sa->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        mprpc__fmt(why, whylen, "socket: %s", strerror(errno));
+        return -1;
+    }
+    if (sa->ss_family != AF_UNIX) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    *connected = connect(fd, (const struct sockaddr *)sa, salen) == 0;
+    if (!*connected && errno != EINPROGRESS) {
+        mprpc__fmt(why, whylen, "connect %s: %s", name, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
 /* ======================================================================== */
 /* == 2. status =========================================================== */
 /* ======================================================================== */
@@ -1107,6 +1805,8 @@ static const mprpc__config_key mprpc__config_keys[] = {
     MPRPC__KEY(rpcserver_ip,                 "rpcserverip",   STR,   0, 0),
     MPRPC__KEY(rpcserver_port,               "rpcserverport", INT,   0, 65535),
     MPRPC__KEY(advertise_ip,                 NULL,            STR,   0, 0),
+    MPRPC__KEY(rpcserver_address,            NULL,            STR,   0, 0),
+    MPRPC__KEY(advertise_address,            NULL,            STR,   0, 0),
     MPRPC__KEY(io_threads,                   NULL,            INT,   1, 64),
     MPRPC__KEY(rpc_timeout_ms,               NULL,            INT,   1, 86400000),
     MPRPC__KEY(connect_timeout_ms,           NULL,            INT,   1, 600000),
@@ -1142,6 +1842,12 @@ static const mprpc__config_key mprpc__config_keys[] = {
     MPRPC__KEY(log_level,                    NULL,            LEVEL, 0, 4),
     MPRPC__KEY(log_stderr,                   NULL,            BOOL,  0, 1),
     MPRPC__KEY(log_queue_size,               NULL,            INT,   1, 1048576),
+    MPRPC__KEY(tls_enable,                   NULL,            BOOL,  0, 1),
+    MPRPC__KEY(tls_cert_file,                NULL,            STR,   0, 0),
+    MPRPC__KEY(tls_key_file,                 NULL,            STR,   0, 0),
+    MPRPC__KEY(tls_ca_file,                  NULL,            STR,   0, 0),
+    MPRPC__KEY(tls_server_name,              NULL,            STR,   0, 0),
+    MPRPC__KEY(tls_handshake_timeout_ms,     NULL,            INT,   1, 600000),
 };
 
 MPRPCDEF void mprpc_config_init(mprpc_config *cfg)
@@ -1179,6 +1885,7 @@ MPRPCDEF void mprpc_config_init(mprpc_config *cfg)
     cfg->zookeeper_connect_timeout_ms = 5000;
     cfg->log_level = MPRPC_LOG_LEVEL_INFO;
     cfg->log_queue_size = 1024;
+    cfg->tls_handshake_timeout_ms = 5000;
 }
 
 static const mprpc__config_key *mprpc__config_find(const char *key)
@@ -1457,15 +2164,28 @@ static mprpc_status mprpc__config_check_root(mprpc_config *cfg)
     return mprpc__config_refuse(cfg, "zookeeper_root '%s' %s", r, why);
 }
 
+/* The address keys: hosts (rpcserver_ip, advertise_ip) and whole addresses in the syntax of
+ * mprpc__addr_parse. rpcserver_list is checked entry by entry when a channel reads it. */
+static mprpc_status mprpc__config_check_addrs(mprpc_config *cfg)
+{
+    mprpc__addr a;
+    char why[160];
+    if (!mprpc__addr_host(cfg->rpcserver_ip, 0, &a, why, sizeof why))
+        return mprpc__config_refuse(cfg, "rpcserver_ip: %s", why);
+    if (cfg->advertise_ip[0] && !mprpc__addr_host(cfg->advertise_ip, 0, &a, why, sizeof why))
+        return mprpc__config_refuse(cfg, "advertise_ip: %s", why);
+    if (cfg->rpcserver_address[0] && !mprpc__addr_parse(cfg->rpcserver_address, &a, why, sizeof why))
+        return mprpc__config_refuse(cfg, "rpcserver_address: %s", why);
+    if (cfg->advertise_address[0] && !mprpc__addr_parse(cfg->advertise_address, &a, why, sizeof why))
+        return mprpc__config_refuse(cfg, "advertise_address: %s", why);
+    return MPRPC_OK;
+}
+
 /* Rules that involve more than one number: addresses, paths, combinations. */
 static mprpc_status mprpc__config_check_rules(mprpc_config *cfg)
 {
-    struct in_addr a;
     int zk = cfg->zookeeper_ip[0] || cfg->zookeeper_hosts[0];
-    if (inet_pton(AF_INET, cfg->rpcserver_ip, &a) != 1)
-        return mprpc__config_refuse(cfg, "rpcserver_ip '%s' is not an IPv4 address", cfg->rpcserver_ip);
-    if (cfg->advertise_ip[0] && inet_pton(AF_INET, cfg->advertise_ip, &a) != 1)
-        return mprpc__config_refuse(cfg, "advertise_ip '%s' is not an IPv4 address", cfg->advertise_ip);
+    if (mprpc__config_check_addrs(cfg) != MPRPC_OK) return MPRPC_ERR_CONFIG;
     if (mprpc__config_check_root(cfg) != MPRPC_OK) return MPRPC_ERR_CONFIG;
     if (cfg->zookeeper_auth[0] && !strchr(cfg->zookeeper_auth, ':'))
         return mprpc__config_refuse(cfg, "zookeeper_auth must be \"user:password\" or \"file:PATH\"");
@@ -1488,6 +2208,12 @@ MPRPCDEF mprpc_status mprpc_config_validate(mprpc_config *cfg)
     if (cfg->zookeeper_ip[0] || cfg->zookeeper_hosts[0]) {
         mprpc__fmt(cfg->error, sizeof cfg->error,
                    "zookeeper_ip/zookeeper_hosts set, but mprpc.h was built with MPRPC_NO_ZOOKEEPER");
+        return MPRPC_ERR_UNSUPPORTED;
+    }
+#endif
+#ifndef MPRPC_TLS
+    if (cfg->tls_enable) {
+        mprpc__fmt(cfg->error, sizeof cfg->error, "tls_enable set, but mprpc.h was built without MPRPC_TLS");
         return MPRPC_ERR_UNSUPPORTED;
     }
 #endif
@@ -2336,6 +3062,10 @@ struct mprpc__conn {
     unsigned          peer_eof : 1;    /* fact: the peer shut its sending side */
     unsigned          failed : 1;      /* fact: the socket failed (reset, error): close at once */
     unsigned          counted_open : 1;/* counted in open_conns (not a refused connection) */
+    unsigned          handshaking : 1; /* TLS: the handshake is not done; nothing is served */
+    mprpc__tls       *tls;             /* NULL: plain TCP; freed with the struct (calls read its peer) */
+    uint32_t          hs_want;         /* handshaking: EPOLLIN or EPOLLOUT */
+    uint64_t          hs_deadline_ms;  /* handshaking: tls_handshake_timeout_ms after the accept */
 };
 
 /* A call's own state, changed atomically: a deferred call is finished by any
@@ -2445,6 +3175,9 @@ struct mprpc_server {
     int                   spare_fd;     /* acceptor thread only: given up to shed a connection */
     int                   stop_fd;      /* eventfd written by mprpc_server_stop */
     int                   port;
+    mprpc__addr           listen_addr;  /* where it listens, the bound port filled in */
+    char                  listen_text[MPRPC_ADDR_MAX + 8];
+    int                   unlink_path;  /* it made listen_addr's unix socket file: removed at stop */
     pthread_t             acceptor;
     int                   acceptor_started;
     pthread_mutex_t       life_mu;
@@ -2456,6 +3189,7 @@ struct mprpc_server {
     uint64_t              refused_conns;/* atomic: connections held only to refuse requests */
     mprpc_server_stats    accept_stats; /* the acceptor's counters, relaxed atomics */
     mprpc__registry      *registry;
+    mprpc__tls_ctx       *tls;          /* tls_enable: certificates and policy of every connection */
     char                  error[256];
     mprpc_service         admin;        /* the built-in admin service (7i), when cfg.admin_service */
     size_t                nslots;       /* methods of all services: admin stats slots per loop */
@@ -2756,6 +3490,7 @@ static void mprpc__conn_free_dead(mprpc__loop *l)
         mprpc_buf_free(&c->in);
         mprpc_buf_free(&c->out);
         mprpc__conn_account(c);
+        if (c->tls) mprpc__tls_io->free(c->tls);
         MPRPC_FREE(c);
     }
 }
@@ -2790,7 +3525,7 @@ static int mprpc__conn_has_frame(const mprpc__conn *c)
 static void mprpc__conn_flush(mprpc__conn *c)
 {
     while (mprpc_buf_readable(&c->out) > 0) {
-        ssize_t n = send(c->fd, c->out.data + c->out.pos, mprpc_buf_readable(&c->out), MSG_NOSIGNAL);
+        ssize_t n = mprpc__xsend(c->fd, c->tls, c->out.data + c->out.pos, mprpc_buf_readable(&c->out));
         if (n > 0) { /* a peer reading a large reply slowly is not idle */
             mprpc_buf_consume(&c->out, (size_t)n);
             MPRPC__BUMP(&c->loop->bytes_out, (uint64_t)n);
@@ -2851,6 +3586,7 @@ static void mprpc__conn_advance(mprpc__conn *c, uint64_t now)
             mprpc__conn_close(c);
             return;
         }
+        if (c->tls) mprpc__tls_io->shutdown(c->tls); /* close_notify: the peer sees a clean end */
         if (shutdown(c->fd, SHUT_WR) != 0) {
             c->failed = 1;
             return;
@@ -2865,6 +3601,7 @@ static void mprpc__conn_advance(mprpc__conn *c, uint64_t now)
 static uint32_t mprpc__conn_interest(const mprpc__conn *c)
 {
     uint32_t ev = 0;
+    if (c->handshaking) return c->hs_want;
     if (c->state == MPRPC__CONN_LINGERING || (!c->peer_eof && mprpc__conn_can_take(c))) ev |= EPOLLIN;
     if (mprpc_buf_readable(&c->out) > 0) ev |= EPOLLOUT;
     return ev;
@@ -2960,29 +3697,75 @@ static void mprpc__conn_received(mprpc__conn *c, int buffered, size_t n)
     mprpc__conn_settle(c, now);
 }
 
+/* A failed TLS read, write or handshake: a log line naming the peer and the reason. A failed handshake
+ * ends like a finished connection (shut our side, discard what comes until the peer's EOF), so that the
+ * alert OpenSSL sent reaches the peer instead of being lost to a reset: the peer learns why. */
+static void mprpc__conn_tls_failed(mprpc__conn *c, const char *why)
+{
+    char peer[80];
+    mprpc__peer_text(c->fd, peer, sizeof peer);
+    MPRPC_LOG_WARN("TLS with %s: %s; closing", peer, why);
+    MPRPC__ADD(&c->loop->stats.protocol_errors, 1);
+    if (c->handshaking && c->state != MPRPC__CONN_LINGERING && shutdown(c->fd, SHUT_WR) == 0) {
+        mprpc__tls_io->free(c->tls); /* no call ever saw it */
+        c->tls = NULL;
+        c->handshaking = 0;
+        c->state = MPRPC__CONN_LINGERING;
+        c->until_ms = mprpc__now_ms() + MPRPC__LINGER_MS;
+        return;
+    }
+    c->failed = 1;
+}
+
 static void mprpc__conn_on_readable(mprpc__conn *c)
 {
     uint8_t *dst;
     size_t room;
-    int buffered;
+    int buffered, rounds = 0;
     ssize_t n;
-    if (!mprpc__conn_read_target(c, &dst, &room, &buffered)) {
-        mprpc__conn_settle(c, mprpc__now_ms());
-        return;
+    do { /* TLS may hold decrypted bytes the socket will not announce again: take them too */
+        if (!mprpc__conn_read_target(c, &dst, &room, &buffered)) {
+            mprpc__conn_settle(c, mprpc__now_ms());
+            return;
+        }
+        do n = mprpc__xrecv(c->fd, c->tls, dst, room); while (n < 0 && errno == EINTR);
+        if (n < 0) {
+            if (errno == EPROTO && c->tls) mprpc__conn_tls_failed(c, mprpc__tls_io->error(c->tls));
+            else if (errno != EAGAIN && errno != EWOULDBLOCK) c->failed = 1;
+            mprpc__conn_settle(c, mprpc__now_ms());
+            return;
+        }
+        MPRPC__BUMP(&c->loop->bytes_in, (uint64_t)n);
+        mprpc__conn_received(c, buffered, (size_t)n);
+    } while (n > 0 && c->tls && c->state != MPRPC__CONN_CLOSED && mprpc__tls_io->pending(c->tls) > 0 &&
+             (c->events & EPOLLIN) && ++rounds < 16);
+}
+
+/* One step of a TLS handshake; once done the connection serves (the peer's first request may already
+ * be waiting inside the session). */
+static void mprpc__conn_handshake(mprpc__conn *c)
+{
+    char why[200];
+    mprpc__hs hs = mprpc__tls_io->handshake(c->tls, why, sizeof why);
+    c->last_active_ms = mprpc__now_ms();
+    if (hs == MPRPC__HS_FAILED) {
+        mprpc__conn_tls_failed(c, why);
+    } else if (hs == MPRPC__HS_DONE) {
+        c->handshaking = 0;
+        mprpc__conn_on_readable(c);
+    } else {
+        c->hs_want = hs == MPRPC__HS_WANT_WRITE ? EPOLLOUT : EPOLLIN;
     }
-    do n = recv(c->fd, dst, room, 0); while (n < 0 && errno == EINTR);
-    if (n < 0) {
-        if (errno != EAGAIN && errno != EWOULDBLOCK) c->failed = 1;
-        mprpc__conn_settle(c, mprpc__now_ms());
-        return;
-    }
-    MPRPC__BUMP(&c->loop->bytes_in, (uint64_t)n);
-    mprpc__conn_received(c, buffered, (size_t)n);
 }
 
 static void mprpc__conn_on_event(mprpc__conn *c, uint32_t events)
 {
     if (c->state == MPRPC__CONN_CLOSED) return;
+    if (c->handshaking) {
+        mprpc__conn_handshake(c);
+        mprpc__conn_settle(c, mprpc__now_ms());
+        return;
+    }
     if ((events & (EPOLLHUP | EPOLLERR)) && !(events & EPOLLIN))
         c->failed = 1; /* both directions gone: nobody can read our replies */
     else if (events & EPOLLIN)
@@ -3411,7 +4194,13 @@ static void mprpc__loop_sweep(mprpc__loop *l, uint64_t now)
     int idle = l->srv->cfg.idle_timeout_ms;
     mprpc__conn *c, *next;
     for (c = l->conns; c; c = next) {
+        char why[120];
         next = c->next;
+        if (c->handshaking && now >= c->hs_deadline_ms) {
+            mprpc__fmt(why, sizeof why, "handshake not finished within tls_handshake_timeout_ms (%d ms)",
+                       l->srv->cfg.tls_handshake_timeout_ms);
+            mprpc__conn_tls_failed(c, why);
+        }
         if (idle > 0 && c->inflight == 0 && c->state != MPRPC__CONN_LINGERING &&
             (now - c->last_active_ms > (uint64_t)idle ||
              (c->partial_since_ms && now - c->partial_since_ms > (uint64_t)idle))) {
@@ -3537,6 +4326,22 @@ static uint64_t mprpc__accept_shed(mprpc_server *srv)
 
 /* A new connection: served, held to refuse its requests (over max_connections,
  * or the server stops), or closed at once when even that bound is reached. */
+/* A TLS session for a new connection; its handshake runs on the loop, bounded by
+ * tls_handshake_timeout_ms, so a silent client holds no thread. */
+static int mprpc__accept_tls(mprpc_server *srv, mprpc__conn *c)
+{
+    char why[200];
+    c->tls = mprpc__tls_io->conn_new(srv->tls, c->fd, NULL, why, sizeof why);
+    if (!c->tls) {
+        MPRPC_LOG_WARN("fd %d: %s; closing", c->fd, why);
+        return 0;
+    }
+    c->handshaking = 1;
+    c->hs_want = EPOLLIN;
+    c->hs_deadline_ms = mprpc__now_ms() + (uint64_t)srv->cfg.tls_handshake_timeout_ms;
+    return 1;
+}
+
 static void mprpc__accept_one(mprpc_server *srv, int fd, int stopping)
 {
     int one = 1, over = MPRPC__LOAD(&srv->open_conns) >= (uint64_t)srv->cfg.max_connections;
@@ -3550,6 +4355,12 @@ static void mprpc__accept_one(mprpc_server *srv, int fd, int stopping)
     }
     c->fd = fd;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (srv->tls && !mprpc__accept_tls(srv, c)) {
+        MPRPC__ADD(&srv->accept_stats.connections_rejected, 1);
+        close(fd);
+        MPRPC_FREE(c);
+        return;
+    }
     if (over || stopping) {
         c->state = MPRPC__CONN_REFUSING;
         c->refuse_status = stopping ? MPRPC_ERR_SHUTDOWN : MPRPC_ERR_BUSY;
@@ -3658,30 +4469,94 @@ static void mprpc__srv_wait_while(mprpc_server *srv, int a, int b)
     while (srv->state == a || srv->state == b) pthread_cond_wait(&srv->life_cv, &srv->life_mu);
 }
 
+/* Where the provider listens: rpcserver_address, else rpcserver_ip:rpcserver_port. */
+static mprpc_status mprpc__listen_addr(mprpc_server *srv, mprpc__addr *a)
+{
+    const mprpc_config *cfg = &srv->cfg;
+    char why[200];
+    int ok = cfg->rpcserver_address[0]
+                 ? mprpc__addr_parse(cfg->rpcserver_address, a, why, sizeof why)
+                 : mprpc__addr_host(cfg->rpcserver_ip, cfg->rpcserver_port, a, why, sizeof why);
+    if (ok && a->kind == MPRPC__ADDR_NAME) ok = mprpc__resolve_now(a, why, sizeof why);
+    if (ok) return MPRPC_OK;
+    mprpc__srv_fail(srv, "listen: %s", why);
+    return MPRPC_ERR_CONFIG;
+}
+
+static int mprpc__bind_listen(int fd, const mprpc__addr *a)
+{
+    return bind(fd, (const struct sockaddr *)&a->sa, a->salen) == 0 && listen(fd, 1024) == 0 ? 0 : -1;
+}
+
+/* A unix socket file left behind by a provider that died: nobody accepts on it, so it may go. */
+static int mprpc__unix_stale(const mprpc__addr *a)
+{
+    int fd, stale;
+    if (a->kind != MPRPC__ADDR_UNIX || a->host[0] != '/') return 0;
+    if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0) return 0;
+    stale = connect(fd, (const struct sockaddr *)&a->sa, a->salen) != 0 && errno == ECONNREFUSED;
+    close(fd);
+    return stale && unlink(a->host) == 0;
+}
+
 static mprpc_status mprpc__listen(mprpc_server *srv)
 {
-    struct sockaddr_in sa;
+    mprpc__addr *a = &srv->listen_addr;
+    struct sockaddr_storage sa;
     socklen_t len = sizeof sa;
-    int one = 1, fd;
-    memset(&sa, 0, sizeof sa);
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons((uint16_t)srv->cfg.rpcserver_port);
-    inet_pton(AF_INET, srv->cfg.rpcserver_ip, &sa.sin_addr);
-    fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1, zero = 0, fd, rc;
+    if (mprpc__listen_addr(srv, a) != MPRPC_OK) return MPRPC_ERR_CONFIG;
+    mprpc__addr_text(a, srv->listen_text, sizeof srv->listen_text);
+    fd = socket(a->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
-        mprpc__srv_fail(srv, "socket: %s", strerror(errno));
+        mprpc__srv_fail(srv, "socket for %s: %s", srv->listen_text, strerror(errno));
         return MPRPC_ERR_IO;
     }
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(fd, 1024) != 0 ||
-        getsockname(fd, (struct sockaddr *)&sa, &len) != 0) {
-        mprpc__srv_fail(srv, "listen on %s:%d: %s", srv->cfg.rpcserver_ip, srv->cfg.rpcserver_port,
-                        strerror(errno));
+    if (a->kind != MPRPC__ADDR_UNIX) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    /* [::] serves IPv4 callers too, whatever net.ipv6.bindv6only says */
+    if (a->sa.ss_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
+    rc = mprpc__bind_listen(fd, a);
+    if (rc != 0 && errno == EADDRINUSE && mprpc__unix_stale(a)) rc = mprpc__bind_listen(fd, a);
+    if (rc != 0 || getsockname(fd, (struct sockaddr *)&sa, &len) != 0) {
+        mprpc__srv_fail(srv, "listen on %s: %s", srv->listen_text, strerror(errno));
         close(fd);
         return MPRPC_ERR_IO;
     }
     srv->listen_fd = fd;
-    srv->port = ntohs(sa.sin_port);
+    srv->unlink_path = a->kind == MPRPC__ADDR_UNIX && a->host[0] == '/';
+    srv->port = a->port = mprpc__sockaddr_port(&sa);
+    mprpc__addr_text(a, srv->listen_text, sizeof srv->listen_text); /* with the bound port */
+    return MPRPC_OK;
+}
+
+/* The address published in ZooKeeper: advertise_address, else advertise_ip (or the listening host)
+ * with the bound port (rpcserver_port for a unix listener). A unix socket or a wildcard is no address
+ * a caller on another host can dial, and seed callers read only IPv4 "ip:port". */
+static mprpc_status mprpc__advertised(mprpc_server *srv, char *addr, size_t cap)
+{
+    const mprpc_config *cfg = &srv->cfg;
+    const mprpc__addr *l = &srv->listen_addr;
+    mprpc__addr a;
+    char why[160];
+    int unix_l = l->kind == MPRPC__ADDR_UNIX;
+    if (cfg->advertise_address[0]) mprpc__copy_str(addr, cap, cfg->advertise_address);
+    else if (cfg->advertise_ip[0]) mprpc__addr_join(addr, cap, cfg->advertise_ip, unix_l ? cfg->rpcserver_port : srv->port);
+    else if (!unix_l && !mprpc__addr_wildcard(l)) mprpc__addr_text(l, addr, cap);
+    else {
+        mprpc__srv_fail(srv, "%s %s but is no address a caller can use: set advertise_address (or advertise_ip) "
+                        "to publish in ZooKeeper", srv->listen_text, unix_l ? "is a unix socket" : "listens everywhere");
+        return MPRPC_ERR_CONFIG;
+    }
+    if (!mprpc__addr_parse(addr, &a, why, sizeof why) || a.kind == MPRPC__ADDR_UNIX) {
+        mprpc__srv_fail(srv, "advertised address: %s", a.kind == MPRPC__ADDR_UNIX ? "a unix socket is reachable "
+                        "from this host only: advertise a TCP address to publish in ZooKeeper" : why);
+        return MPRPC_ERR_CONFIG;
+    }
+    if (cfg->zookeeper_seed_layout && (a.kind != MPRPC__ADDR_IP || a.sa.ss_family != AF_INET)) {
+        mprpc__srv_fail(srv, "zookeeper_seed_layout: seed callers read an IPv4 ip:port, and '%s' is not one: "
+                        "set advertise_ip to an IPv4 address", addr);
+        return MPRPC_ERR_CONFIG;
+    }
     return MPRPC_OK;
 }
 
@@ -3695,11 +4570,7 @@ static mprpc_status mprpc__server_publish(mprpc_server *srv)
     size_t i, j, most = 1;
     mprpc_status st;
     if (!mprpc__registry_wanted(&srv->cfg)) return MPRPC_OK;
-    if (!srv->cfg.advertise_ip[0] && strcmp(srv->cfg.rpcserver_ip, "0.0.0.0") == 0) {
-        mprpc__srv_fail(srv, "rpcserver_ip 0.0.0.0 listens everywhere but is no address a caller "
-                        "can use: set advertise_ip to publish in ZooKeeper");
-        return MPRPC_ERR_CONFIG;
-    }
+    if ((st = mprpc__advertised(srv, addr, sizeof addr)) != MPRPC_OK) return st;
     for (i = 0; i < srv->nservices; i++)
         if (srv->services[i]->method_count > most) most = srv->services[i]->method_count;
     names = (const char **)MPRPC_MALLOC(most * sizeof *names);
@@ -3708,8 +4579,6 @@ static mprpc_status mprpc__server_publish(mprpc_server *srv)
         return MPRPC_ERR_NO_MEMORY;
     }
     st = mprpc__registry_open(&srv->registry, &srv->cfg, srv->error, sizeof srv->error);
-    mprpc__fmt(addr, sizeof addr, "%s:%d", srv->cfg.advertise_ip[0] ? srv->cfg.advertise_ip
-                                                                   : srv->cfg.rpcserver_ip, srv->port);
     for (i = 0; st == MPRPC_OK && i < srv->nservices; i++) {
         const mprpc_service *svc = srv->services[i];
         if (svc == &srv->admin) continue; /* every provider has it: not a service to discover (7i) */
@@ -3736,6 +4605,9 @@ static mprpc_status mprpc__server_open(mprpc_server *srv)
     }
     st = mprpc__admin_open(srv);
     if (st == MPRPC_OK) st = mprpc__routes_build(srv);
+    if (st == MPRPC_OK && srv->cfg.tls_enable &&
+        (srv->tls = mprpc__tls_io->ctx_new(&srv->cfg, 1, srv->error, sizeof srv->error)) == NULL)
+        st = MPRPC_ERR_TLS;
     if (st == MPRPC_OK) st = mprpc__listen(srv);
     if (st != MPRPC_OK) return st;
     srv->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -3782,6 +4654,7 @@ static void mprpc__server_drain(mprpc_server *srv)
     if (srv->listen_fd >= 0 && srv->nloops > 0 && srv->loops[srv->nloops - 1].thread_started)
         mprpc__accept_batch(srv, 1024, 1); /* each answered SHUTDOWN rather than reset */
     if (srv->listen_fd >= 0) close(srv->listen_fd);
+    if (srv->listen_fd >= 0 && srv->unlink_path) unlink(srv->listen_addr.host);
     srv->listen_fd = -1;
     for (i = 0; i < srv->nloops; i++) {
         mprpc__loop *l = &srv->loops[i];
@@ -3850,8 +4723,8 @@ MPRPCDEF mprpc_status mprpc_server_start(mprpc_server *srv)
         mprpc__server_abort_start(srv);
         return st;
     }
-    MPRPC_LOG_INFO("serving %zu service(s) on %s:%d with %d loop(s)", srv->nservices,
-                   srv->cfg.rpcserver_ip, srv->port, srv->nloops);
+    MPRPC_LOG_INFO("serving %zu service(s) on %s with %d loop(s)", srv->nservices, srv->listen_text,
+                   srv->nloops);
     mprpc__srv_set_state(srv, MPRPC__SRV_RUNNING); /* a stop that came meanwhile drains now */
     return MPRPC_OK;
 }
@@ -3919,12 +4792,18 @@ MPRPCDEF void mprpc_server_free(mprpc_server *srv)
     MPRPC_FREE(srv->mstats);
     MPRPC_FREE(srv->routes);
     MPRPC_FREE((void *)srv->services);
+    if (srv->tls) mprpc__tls_io->ctx_free(srv->tls);
     MPRPC_FREE(srv);
 }
 
 MPRPCDEF int mprpc_server_port(const mprpc_server *srv)
 {
     return srv ? srv->port : 0;
+}
+
+MPRPCDEF const char *mprpc_server_address(const mprpc_server *srv)
+{
+    return srv ? srv->listen_text : "";
 }
 
 MPRPCDEF const char *mprpc_server_error(const mprpc_server *srv)
@@ -4019,6 +4898,11 @@ MPRPCDEF int mprpc_call_time_left_ms(const mprpc_call *call)
 MPRPCDEF const char *mprpc_call_service(const mprpc_call *call)
 {
     return call->service->name;
+}
+
+MPRPCDEF const char *mprpc_call_peer_identity(const mprpc_call *call)
+{
+    return call && call->conn && call->conn->tls ? mprpc__tls_io->peer(call->conn->tls) : "";
 }
 
 MPRPCDEF const char *mprpc_call_method(const mprpc_call *call)
@@ -4339,6 +5223,11 @@ struct mprpc__pconn {
     int               ncalls;
     unsigned          abandoned;    /* timed-out calls whose late reply may still come (ch->mu) */
     uint64_t          connect_deadline;
+    mprpc__dns       *res;          /* a host name being (or resolved and) dialled; fd is its eventfd
+                                        until the name resolves (I/O thread, or at open under mu) */
+    int               res_next;     /* I/O thread: the resolved address to try next */
+    mprpc__tls       *tls;          /* TLS session (wmu once connected: callers write, the I/O thread
+                                       reads, and a session is not for two threads at once) */
     pthread_mutex_t   wmu;
     int               fd;           /* wmu to use or close; -1 once closed */
     int               connected;    /* wmu: sending allowed */
@@ -4415,6 +5304,7 @@ struct mprpc_channel {
     int               nconns, nconnecting;
     mprpc__svc       *direct;       /* no ZooKeeper: rpcserver_list or rpcserver_ip:port */
     mprpc__registry  *registry;
+    mprpc__tls_ctx   *tls;          /* tls_enable: certificates and policy of every connection */
     int               registry_opening;
     pthread_cond_t    registry_cv;
     mprpc__rec       *done_head, *done_tail; /* I/O thread only */
@@ -4922,22 +5812,6 @@ static mprpc_status mprpc__resolve(mprpc_channel *ch, const mprpc__call_args *a,
 
 /* ---- connections ---- */
 
-static int mprpc__parse_addr(const char *addr, struct sockaddr_in *sa)
-{
-    char ip[MPRPC_ADDR_MAX];
-    const char *colon = strrchr(addr, ':');
-    long long port;
-    if (!colon || (size_t)(colon - addr) >= sizeof ip) return 0;
-    memcpy(ip, addr, (size_t)(colon - addr));
-    ip[colon - addr] = '\0';
-    memset(sa, 0, sizeof *sa);
-    sa->sin_family = AF_INET;
-    if (inet_pton(AF_INET, ip, &sa->sin_addr) != 1 || !mprpc__parse_num(colon + 1, 1, 65535, &port))
-        return 0;
-    sa->sin_port = htons((uint16_t)port);
-    return 1;
-}
-
 /* wmu held. Tells epoll whether c wants EPOLLOUT (connecting, or output pending). */
 static void mprpc__pconn_arm(mprpc_channel *ch, mprpc__pconn *c, int want)
 {
@@ -4949,28 +5823,23 @@ static void mprpc__pconn_arm(mprpc_channel *ch, mprpc__pconn *c, int want)
     if (epoll_ctl(ch->epfd, EPOLL_CTL_MOD, c->fd, &ev) == 0) c->out_armed = want;
 }
 
-/* A non-blocking socket connecting to addr; *connected when it already did. */
-static int mprpc__dial(const char *addr, int *connected, char *why, size_t whylen)
+/* A non-blocking socket connecting to addr; *connected when it already did. A host name is not
+ * dialled here: *res is its resolver, whose eventfd is returned to be watched in the socket's place
+ * (mprpc__io_resolved dials once it is readable). */
+static int mprpc__dial(const char *addr, int *connected, mprpc__dns **res, char *why, size_t whylen)
 {
-    struct sockaddr_in sa;
-    int fd, one = 1;
-    if (!mprpc__parse_addr(addr, &sa)) {
-        mprpc__fmt(why, whylen, "bad provider address '%s'", addr);
+    mprpc__addr a;
+    char text[160];
+    *res = NULL;
+    if (!mprpc__addr_parse(addr, &a, text, sizeof text)) {
+        mprpc__fmt(why, whylen, "bad provider address: %s", text);
         return -1;
     }
-    fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        mprpc__fmt(why, whylen, "socket: %s", strerror(errno));
-        return -1;
-    }
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    *connected = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
-    if (!*connected && errno != EINPROGRESS) {
-        mprpc__fmt(why, whylen, "connect %s: %s", addr, strerror(errno));
-        close(fd);
-        return -1;
-    }
-    return fd;
+    if (a.kind == MPRPC__ADDR_IP || a.kind == MPRPC__ADDR_UNIX)
+        return mprpc__connect_to(&a.sa, a.salen, addr, connected, why, whylen);
+    *connected = 0;
+    if ((*res = mprpc__dns_start(&a, why, whylen)) == NULL) return -1;
+    return (*res)->efd;
 }
 
 /* mu held. Opens a connection to p (counted against channel_max_connections) and watches it. */
@@ -4979,21 +5848,24 @@ static mprpc_status mprpc__pconn_open(mprpc_channel *ch, mprpc__prov *p, int see
 {
     struct epoll_event ev;
     mprpc__pconn *c;
+    mprpc__dns *res;
     int fd, connected = 0;
     if (ch->nconns >= ch->cfg.channel_max_connections) {
         mprpc__fmt(why, whylen, "channel_max_connections (%d) connections open; none to %s free",
                    ch->cfg.channel_max_connections, p->addr);
         return MPRPC_ERR_BUSY;
     }
-    if ((fd = mprpc__dial(p->addr, &connected, why, whylen)) < 0) return MPRPC_ERR_CONNECT;
+    if ((fd = mprpc__dial(p->addr, &connected, &res, why, whylen)) < 0) return MPRPC_ERR_CONNECT;
     c = (mprpc__pconn *)mprpc__zalloc(sizeof *c);
     if (!c) {
-        close(fd);
+        if (res) mprpc__dns_put(res);
+        else close(fd);
         mprpc__fmt(why, whylen, "no memory for a connection");
         return MPRPC_ERR_NO_MEMORY;
     }
     pthread_mutex_init(&c->wmu, NULL);
     c->fd = fd;
+    c->res = res;
     c->seed = seed;
     c->prov = p;
     c->connected = connected;
@@ -5001,11 +5873,12 @@ static mprpc_status mprpc__pconn_open(mprpc_channel *ch, mprpc__prov *p, int see
     c->state = connected ? MPRPC__PCONN_READY : MPRPC__PCONN_CONNECTING;
     c->connect_deadline = mprpc__now_ms() + (uint64_t)ch->cfg.connect_timeout_ms;
     memset(&ev, 0, sizeof ev);
-    ev.events = EPOLLIN | (connected ? 0u : EPOLLOUT);
+    ev.events = EPOLLIN | (connected || res ? 0u : EPOLLOUT); /* an eventfd is always writable */
     ev.data.ptr = c;
     if (epoll_ctl(ch->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
         mprpc__fmt(why, whylen, "epoll_ctl: %s", strerror(errno));
-        close(fd);
+        if (res) mprpc__dns_put(res);
+        else close(fd);
         pthread_mutex_destroy(&c->wmu);
         MPRPC_FREE(c);
         return MPRPC_ERR_IO;
@@ -5030,11 +5903,18 @@ static uint64_t mprpc__pconn_close(mprpc_channel *ch, mprpc__pconn *c)
     mprpc__pconn **pp;
     uint64_t written;
     pthread_mutex_lock(&c->wmu);
+    if (c->tls) {
+        mprpc__tls_io->shutdown(c->tls);
+        mprpc__tls_io->free(c->tls);
+        c->tls = NULL;
+    }
     if (c->fd >= 0) {
         epoll_ctl(ch->epfd, EPOLL_CTL_DEL, c->fd, NULL);
-        close(c->fd);
+        if (!c->res || c->fd != c->res->efd) close(c->fd); /* the resolver's fd goes with it */
         c->fd = -1;
     }
+    mprpc__dns_put(c->res); /* a resolver still at work frees it when done */
+    c->res = NULL;
     written = c->written;
     pthread_mutex_unlock(&c->wmu);
     c->io_closed = 1;
@@ -5121,7 +6001,7 @@ static mprpc_status mprpc__route_call(mprpc_channel *ch, mprpc__rec *r, mprpc__p
 static int mprpc__send_out(mprpc__pconn *c)
 {
     while (mprpc_buf_readable(&c->out) > 0) {
-        ssize_t n = send(c->fd, c->out.data + c->out.pos, mprpc_buf_readable(&c->out), MSG_NOSIGNAL);
+        ssize_t n = mprpc__xsend(c->fd, c->tls, c->out.data + c->out.pos, mprpc_buf_readable(&c->out));
         if (n > 0) {
             mprpc_buf_consume(&c->out, (size_t)n);
             c->written += (uint64_t)n;
@@ -5336,6 +6216,24 @@ static int mprpc__io_frames(mprpc_channel *ch, mprpc__pconn *c)
     }
 }
 
+/* I/O thread. recv, or a TLS read under wmu (callers write the same session). */
+static ssize_t mprpc__pconn_recv(mprpc__pconn *c, void *buf, size_t n)
+{
+    ssize_t k;
+    if (!c->tls) return recv(c->fd, buf, n, 0);
+    pthread_mutex_lock(&c->wmu);
+    k = mprpc__tls_io->read(c->tls, buf, n);
+    pthread_mutex_unlock(&c->wmu);
+    return k;
+}
+
+/* I/O thread. A TLS failure: MPRPC_ERR_TLS for the calls, a log line naming the provider and why. */
+static void mprpc__io_tls_failed(mprpc_channel *ch, mprpc__pconn *c, const char *why)
+{
+    MPRPC_LOG_WARN("channel: TLS with %s: %s", c->prov->addr, why);
+    mprpc__pconn_fail(ch, c, MPRPC_ERR_TLS, "TLS with %s: %s", c->prov->addr, why);
+}
+
 /* I/O thread. Reads what c has (a few chunks per event, for fairness) and handles it. */
 static void mprpc__io_read(mprpc_channel *ch, mprpc__pconn *c)
 {
@@ -5350,7 +6248,7 @@ static void mprpc__io_read(mprpc_channel *ch, mprpc__pconn *c)
             return;
         }
         room = c->in.cap - c->in.len;
-        n = recv(c->fd, c->in.data + c->in.len, room, 0);
+        n = mprpc__pconn_recv(c, c->in.data + c->in.len, room);
         if (n > 0) {
             c->in.len += (size_t)n;
             if (c->seed && mprpc_buf_readable(&c->in) > ch->cfg.max_message_size) continue;
@@ -5363,6 +6261,7 @@ static void mprpc__io_read(mprpc_channel *ch, mprpc__pconn *c)
         if (n == 0 && c->seed) mprpc__io_seed_reply(ch, c);
         else if (n == 0) mprpc__pconn_fail(ch, c, MPRPC_ERR_CONNECTION_LOST, "%s closed the connection "
                                           "before replying", c->prov->addr);
+        else if (errno == EPROTO && c->tls) mprpc__io_tls_failed(ch, c, mprpc__tls_io->error(c->tls));
         else mprpc__pconn_fail(ch, c, MPRPC_ERR_CONNECTION_LOST, "receiving from %s: %s", c->prov->addr,
                               strerror(errno));
         return;
@@ -5385,16 +6284,116 @@ static void mprpc__io_flush(mprpc_channel *ch, mprpc__pconn *c)
         mprpc__pconn_fail(ch, c, MPRPC_ERR_CONNECTION_LOST, "sending to %s: %s", c->prov->addr, strerror(err));
 }
 
+/* I/O thread. Dials the next address c's host name resolved to, in the place of the resolver's
+ * eventfd or of the socket whose connect failed. 0: none left (or it failed), the reason in why. */
+static int mprpc__io_dial_next(mprpc_channel *ch, mprpc__pconn *c, char *why, size_t whylen)
+{
+    struct sockaddr_storage sa;
+    struct epoll_event ev;
+    socklen_t salen;
+    int fd, connected = 0;
+    while (mprpc__dns_get(c->res, c->res_next++, &sa, &salen, why, whylen)) {
+        if ((fd = mprpc__connect_to(&sa, salen, c->prov->addr, &connected, why, whylen)) < 0) continue;
+        memset(&ev, 0, sizeof ev);
+        ev.events = EPOLLIN | EPOLLOUT; /* EPOLLOUT (or an error) says the connect finished */
+        ev.data.ptr = c;
+        pthread_mutex_lock(&c->wmu);
+        epoll_ctl(ch->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+        if (c->fd != c->res->efd) close(c->fd);
+        c->fd = fd;
+        c->out_armed = 1;
+        pthread_mutex_unlock(&c->wmu);
+        if (epoll_ctl(ch->epfd, EPOLL_CTL_ADD, fd, &ev) == 0) return 1;
+        mprpc__fmt(why, whylen, "epoll_ctl: %s", strerror(errno));
+        return 0;
+    }
+    return 0;
+}
+
+/* I/O thread. c's host name resolved (or not): dial its first address. */
+static void mprpc__io_resolved(mprpc_channel *ch, mprpc__pconn *c)
+{
+    char why[200];
+    if (!mprpc__io_dial_next(ch, c, why, sizeof why))
+        mprpc__pconn_fail(ch, c, MPRPC_ERR_CONNECT, "%s", why);
+}
+
+static void mprpc__io_ready(mprpc_channel *ch, mprpc__pconn *c);
+
+/* The name the provider's certificate must carry: tls_server_name, else the host of its address. */
+static int mprpc__tls_name(const mprpc_channel *ch, const mprpc__prov *p, char *name, size_t cap)
+{
+    mprpc__addr a;
+    char why[160];
+    if (ch->cfg.tls_server_name[0]) {
+        mprpc__copy_str(name, cap, ch->cfg.tls_server_name);
+        return 1;
+    }
+    if (!mprpc__addr_parse(p->addr, &a, why, sizeof why) || a.kind == MPRPC__ADDR_UNIX) return 0;
+    mprpc__copy_str(name, cap, a.host);
+    return 1;
+}
+
+/* I/O thread. One step of c's TLS handshake, bounded by connect_timeout_ms (c stays CONNECTING). */
+static void mprpc__io_tls_step(mprpc_channel *ch, mprpc__pconn *c)
+{
+    char why[200];
+    mprpc__hs hs = mprpc__tls_io->handshake(c->tls, why, sizeof why);
+    if (hs == MPRPC__HS_DONE) {
+        mprpc__io_ready(ch, c);
+        return;
+    }
+    if (hs == MPRPC__HS_FAILED) {
+        mprpc__io_tls_failed(ch, c, why);
+        return;
+    }
+    pthread_mutex_lock(&c->wmu);
+    mprpc__pconn_arm(ch, c, hs == MPRPC__HS_WANT_WRITE);
+    pthread_mutex_unlock(&c->wmu);
+}
+
+/* I/O thread. TCP is up: a TLS session expecting the provider's name, then its handshake. */
+static void mprpc__io_tls_start(mprpc_channel *ch, mprpc__pconn *c)
+{
+    char name[256], why[200];
+    mprpc__tls *t;
+    if (!mprpc__tls_name(ch, c->prov, name, sizeof name)) {
+        mprpc__io_tls_failed(ch, c, "a unix: address names no host to check the certificate against: "
+                                    "set tls_server_name");
+        return;
+    }
+    if ((t = mprpc__tls_io->conn_new(ch->tls, c->fd, name, why, sizeof why)) == NULL) {
+        mprpc__io_tls_failed(ch, c, why);
+        return;
+    }
+    pthread_mutex_lock(&c->wmu);
+    c->tls = t;
+    pthread_mutex_unlock(&c->wmu);
+    mprpc__io_tls_step(ch, c);
+}
+
 /* I/O thread. A connect finished, well or not. */
 static void mprpc__io_connected(mprpc_channel *ch, mprpc__pconn *c)
 {
     int err = 0;
     socklen_t len = sizeof err;
+    char why[200];
     if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
+    if (err && c->res && mprpc__io_dial_next(ch, c, why, sizeof why)) return; /* the name's next address */
     if (err) {
         mprpc__pconn_fail(ch, c, MPRPC_ERR_CONNECT, "connect %s: %s", c->prov->addr, strerror(err));
         return;
     }
+    if (ch->tls) {
+        mprpc__io_tls_start(ch, c);
+        return;
+    }
+    mprpc__io_ready(ch, c);
+}
+
+/* I/O thread. c may carry calls now: what they queued meanwhile goes out. */
+static void mprpc__io_ready(mprpc_channel *ch, mprpc__pconn *c)
+{
     pthread_mutex_lock(&ch->mu);
     if (c->state == MPRPC__PCONN_CONNECTING) {
         c->state = MPRPC__PCONN_READY;
@@ -5416,7 +6415,12 @@ static void mprpc__io_event(mprpc_channel *ch, mprpc__pconn *c, uint32_t events)
         pthread_mutex_unlock(&ch->mu);
     }
     if (!c->io_ready) {
-        if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) mprpc__io_connected(ch, c);
+        if (c->tls) {
+            mprpc__io_tls_step(ch, c);
+        } else if (c->res && c->fd == c->res->efd) {
+            if (events & EPOLLIN) mprpc__io_resolved(ch, c);
+        }
+        else if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) mprpc__io_connected(ch, c);
         return;
     }
     if (events & (EPOLLIN | EPOLLERR | EPOLLHUP)) mprpc__io_read(ch, c);
@@ -5613,28 +6617,33 @@ static void mprpc__wait_polling(mprpc_channel *ch, mprpc__rec *r)
 
 /* ---- channel lifecycle ---- */
 
-/* Fills the direct channel's provider table: rpcserver_list, else rpcserver_ip:rpcserver_port. */
+/* Fills the direct channel's provider table: rpcserver_list, else rpcserver_address, else
+ * rpcserver_ip:rpcserver_port. */
 static mprpc_status mprpc__direct_list(mprpc_channel *ch)
 {
     char (*v)[MPRPC_ADDR_MAX] = NULL, list[sizeof ch->cfg.rpcserver_list], *tok, *save = NULL;
     mprpc__addrs addrs = {NULL, 0, 0};
     size_t n = 0;
     mprpc_status st;
-    struct sockaddr_in sa;
+    mprpc__addr a;
+    char why[160];
     mprpc__copy_str(list, sizeof list, ch->cfg.rpcserver_list[0] ? ch->cfg.rpcserver_list : "");
     /* an entry takes at least 2 bytes with its separator: at most sizeof list / 2 + 1 of them */
     v = (char (*)[MPRPC_ADDR_MAX])mprpc__zalloc((sizeof list / 2 + 1) * MPRPC_ADDR_MAX);
     if (!v) return MPRPC_ERR_NO_MEMORY;
     for (tok = strtok_r(list, ", ", &save); tok; tok = strtok_r(NULL, ", ", &save)) {
-        if (strlen(tok) >= MPRPC_ADDR_MAX || !mprpc__parse_addr(tok, &sa)) {
-            mprpc__fmt(ch->cfg.error, sizeof ch->cfg.error, "rpcserver_list: '%.64s' is not ip:port", tok);
+        if (strlen(tok) >= MPRPC_ADDR_MAX || !mprpc__addr_parse(tok, &a, why, sizeof why)) {
+            mprpc__fmt(ch->cfg.error, sizeof ch->cfg.error, "rpcserver_list: '%.64s': %s", tok,
+                       strlen(tok) >= MPRPC_ADDR_MAX ? "too long" : why);
             MPRPC_FREE(v);
             return MPRPC_ERR_CONFIG;
         }
         mprpc__copy_str(v[n++], MPRPC_ADDR_MAX, tok);
     }
-    if (n == 0)
-        mprpc__fmt(v[n++], MPRPC_ADDR_MAX, "%s:%d", ch->cfg.rpcserver_ip, ch->cfg.rpcserver_port);
+    if (n == 0 && ch->cfg.rpcserver_address[0])
+        mprpc__copy_str(v[n++], MPRPC_ADDR_MAX, ch->cfg.rpcserver_address);
+    else if (n == 0)
+        mprpc__addr_join(v[n++], MPRPC_ADDR_MAX, ch->cfg.rpcserver_ip, ch->cfg.rpcserver_port);
     ch->direct = mprpc__svc_get(ch, "");
     st = ch->direct && mprpc__addrs_set(&addrs, v, n) ? mprpc__svc_install(ch, ch->direct, addrs.v, addrs.n)
                                                        : MPRPC_ERR_NO_MEMORY;
@@ -5660,6 +6669,7 @@ static void mprpc__channel_release(mprpc_channel *ch)
     mprpc__registry_close(ch->registry);
     if (ch->epfd >= 0) close(ch->epfd);
     if (ch->evfd >= 0) close(ch->evfd);
+    if (ch->tls) mprpc__tls_io->ctx_free(ch->tls);
     pthread_cond_destroy(&ch->registry_cv);
     pthread_mutex_destroy(&ch->mu);
     MPRPC_FREE(ch);
@@ -5680,6 +6690,9 @@ static mprpc_status mprpc__channel_setup(mprpc_channel *ch)
     ev.events = EPOLLIN;
     ev.data.ptr = NULL;
     if (epoll_ctl(ch->epfd, EPOLL_CTL_ADD, ch->evfd, &ev) != 0) return MPRPC_ERR_IO;
+    if (ch->cfg.tls_enable &&
+        (ch->tls = mprpc__tls_io->ctx_new(&ch->cfg, 0, ch->cfg.error, sizeof ch->cfg.error)) == NULL)
+        return MPRPC_ERR_TLS;
     if (mprpc__registry_wanted(&ch->cfg)) return MPRPC_OK;
     return mprpc__direct_list(ch);
 }

@@ -34,6 +34,7 @@ BENCH_MPRPC_DEPS  := mprpc.h $(BENCH_NPB)/echo.pb.c $(BENCH_NPB)/echo.pb.h
 
 BENCH_BINS := $(BENCH_OUT)/raw_echo_server $(BENCH_OUT)/mprpc_bench \
               $(BENCH_OUT)/mprpc_echo_server $(BENCH_OUT)/idle_conns \
+              $(BENCH_OUT)/mprpc_echo_server_tls $(BENCH_OUT)/mprpc_bench_tls \
               $(BENCH_OUT)/grpc_echo_server $(BENCH_OUT)/grpc_bench
 BENCH_PB_OBJS := $(BENCH_GEN)/echo.pb.o $(BENCH_GEN)/echo.grpc.pb.o
 BENCH_MK      := $(BENCH_SRC)/bench.mk
@@ -76,6 +77,13 @@ $(BENCH_OUT)/mprpc_bench: $(BENCH_SRC)/mprpc_bench.c $(BENCH_SRC)/bench_common.h
                           $(BENCH_SRC)/hist.h $(BENCH_MPRPC_DEPS) $(BENCH_MK) | bench-deps
 	@mkdir -p $(@D)
 	$(BENCH_CC) $(BENCH_CFLAGS) $(BENCH_MPRPC_FLAGS) -o $@ $< $(BENCH_NPB)/echo.pb.c $(BENCH_MPRPC_LIBS)
+
+# The mprpc-tls system: the same two programs built with MPRPC_TLS (OpenSSL).
+$(BENCH_OUT)/%_tls: $(BENCH_SRC)/%.c $(BENCH_SRC)/bench_common.h $(BENCH_SRC)/hist.h $(BENCH_MPRPC_DEPS) \
+                    $(BENCH_MK) | bench-deps
+	@mkdir -p $(@D)
+	$(BENCH_CC) $(BENCH_CFLAGS) $(BENCH_MPRPC_FLAGS) -DMPRPC_TLS -o $@ $< $(BENCH_NPB)/echo.pb.c \
+	  $(BENCH_MPRPC_LIBS) $(TLS_LIBS)
 
 $(BENCH_OUT)/idle_conns: $(BENCH_SRC)/idle_conns.c $(BENCH_SRC)/bench_common.h \
                          $(BENCH_SRC)/hist.h $(BENCH_MPRPC_DEPS) $(BENCH_MK) | bench-deps

@@ -472,6 +472,13 @@ static mprpc_channel *bench_channel_new(const char *who)
         exit(2);
     }
     cfg.max_message_size = MPRPC_BENCH_MAX_MESSAGE;
+#ifdef MPRPC_TLS
+    /* mprpc-tls: the provider's certificate checked against the CA scripts/tls-certs.sh made */
+    if (getenv("MPRPC_BENCH_TLS_DIR")) {
+        cfg.tls_enable = 1;
+        snprintf(cfg.tls_ca_file, sizeof cfg.tls_ca_file, "%s/ca.crt", getenv("MPRPC_BENCH_TLS_DIR"));
+    }
+#endif
     if (mprpc_channel_new(&ch, &cfg) != MPRPC_OK) {
         fprintf(stderr, "%s: mprpc_channel_new failed\n", who);
         exit(1);
@@ -893,13 +900,16 @@ int main(int argc, char **argv)
 #ifdef HAVE_MPRPC_ASYNC
         printf("mprpc-async\n");
 #endif
+#if defined(HAVE_MPRPC_ASYNC) && defined(MPRPC_TLS)
+        printf("mprpc-tls\n");
+#endif
         return 0;
     }
     signal(SIGPIPE, SIG_IGN);
     pattern = bench_pattern_new(opts.size);
     if (is_mode("mprpc-channel"))
         return run_channel();
-    if (is_mode("mprpc-async")) {
+    if (is_mode("mprpc-async") || is_mode("mprpc-tls")) { /* mprpc-tls: the same client over TLS */
 #ifdef HAVE_MPRPC_ASYNC
         return run_async();
 #else

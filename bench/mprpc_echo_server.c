@@ -129,6 +129,15 @@ int main(int argc, char **argv)
             return 2;
         }
     }
+#ifdef MPRPC_TLS
+    /* mprpc-tls: bench/run.sh names the certificates made by scripts/tls-certs.sh */
+    if (getenv("MPRPC_BENCH_TLS_DIR")) {
+        const char *d = getenv("MPRPC_BENCH_TLS_DIR");
+        cfg.tls_enable = 1;
+        snprintf(cfg.tls_cert_file, sizeof cfg.tls_cert_file, "%s/server.crt", d);
+        snprintf(cfg.tls_key_file, sizeof cfg.tls_key_file, "%s/server.key", d);
+    }
+#endif
     raise_fd_limit();
     signal(SIGPIPE, SIG_IGN);
 

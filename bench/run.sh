@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/run.sh - runs the benchmark matrix and reports medians.
 #
-#   bench/run.sh [--quick] [--systems "raw raw-blocking mprpc mprpc-channel mprpc-async grpc"]
+#   bench/run.sh [--quick] [--systems "raw raw-blocking mprpc mprpc-channel mprpc-async mprpc-tls grpc"]
 #                [--reps N]
 #                [--warmup SEC] [--duration SEC] [--no-build] [--no-docs] [--no-idle]
 #                [--max-foreign PCT] [--retries N]
@@ -32,6 +32,10 @@
 #          (MPRPC_CALL_ASYNC: C calls in flight through one channel, each
 #          completion issuing the next; only if mprpc.h has the async API:
 #          skipped with a warning otherwise, unless named in --systems)
+#   mprpc-tls      mprpc_echo_server_tls + mprpc_bench_tls --proto mprpc-tls
+#          (mprpc-async over TLS 1.3, both built with MPRPC_TLS; certificates
+#          made once per run by scripts/tls-certs.sh; reported as a ratio to
+#          mprpc-async)
 # For raw-blocking and mprpc-channel T = C whatever the matrix says; for
 # mprpc-async T is "-" (no client threads: the channel's own run the calls).
 # A fresh server (ephemeral port) is started for every run and stopped by
@@ -42,7 +46,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 B=build/bench
 
-quick=0 build=1 docs=1 idle=1 reps=5 warmup=0.5 duration=2 systems="raw raw-blocking mprpc mprpc-channel mprpc-async grpc" systems_given=0
+quick=0 build=1 docs=1 idle=1 reps=5 warmup=0.5 duration=2 systems="raw raw-blocking mprpc mprpc-channel mprpc-async mprpc-tls grpc" systems_given=0
 max_foreign=10 retries=2 max_retries_total=30
 usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
@@ -79,18 +83,20 @@ server_of() {
   case "$1" in
     raw-blocking) echo "$B/raw_echo_server" ;;
     mprpc-channel|mprpc-async) echo "$B/mprpc_echo_server" ;;
+    mprpc-tls) echo "$B/mprpc_echo_server_tls" ;;
     *) echo "$B/${1}_echo_server" ;;
   esac
 }
 client_of() {
   case "$1" in
     grpc) echo "$B/grpc_bench" ;;
+    mprpc-tls) echo "$B/mprpc_bench_tls --proto mprpc-tls" ;;
     *)    echo "$B/mprpc_bench --proto $1" ;;
   esac
 }
 run_systems=""
 for s in $systems; do
-  case "$s" in raw|raw-blocking|grpc|mprpc|mprpc-channel|mprpc-async) ;;
+  case "$s" in raw|raw-blocking|grpc|mprpc|mprpc-channel|mprpc-async|mprpc-tls) ;;
     *) echo "run.sh: unknown system '$s'" >&2; exit 2 ;; esac
   srv=$(server_of "$s"); cli=$(client_of "$s"); cli_bin=${cli%% *}
   ok=1
@@ -110,6 +116,10 @@ run_systems=${run_systems# }
 
 # ---- server lifecycle --------------------------------------------------------
 tmp=$(mktemp -d /tmp/mprpc-bench.XXXXXX)
+case " $run_systems " in *" mprpc-tls "*)
+  scripts/tls-certs.sh "$tmp/certs" >/dev/null
+  export MPRPC_BENCH_TLS_DIR=$tmp/certs ;;   # read by the *_tls programs only
+esac
 SERVER_PID=
 stop_server() {
   [ -n "$SERVER_PID" ] || return 0
@@ -197,7 +207,7 @@ for point in $matrix; do
   for rep in $(seq 1 "$reps"); do
     for s in $run_systems; do
       n=$((n + 1))
-      case "$s" in raw-blocking|mprpc-channel) shown_t=$conns ;; mprpc-async) shown_t=- ;; *) shown_t=$threads ;; esac
+      case "$s" in raw-blocking|mprpc-channel) shown_t=$conns ;; mprpc-async|mprpc-tls) shown_t=- ;; *) shown_t=$threads ;; esac
       printf '[%d/%d] %-13s S=%-4s C=%-2s T=%-2s rep %s: ' "$n" "$npoints" "$s" "$size" "$conns" "$shown_t" "$rep"
       # Other processes on the shared cores distort a run: retry while they
       # took more than --max-foreign % of the machine, keep the quietest try.
@@ -307,7 +317,7 @@ awk -v order="$run_systems" -v tables="$tables" -v targets="$targets" '
   }
   # T as run: raw-blocking and mprpc-channel use one thread per call in
   # flight, mprpc-async no client thread at all.
-  function tcol(s, x) { return (s == "raw-blocking" || s == "mprpc-channel") ? x[2] : (s == "mprpc-async" ? "-" : x[3]) }
+  function tcol(s, x) { return (s == "raw-blocking" || s == "mprpc-channel") ? x[2] : (s == "mprpc-async" || s == "mprpc-tls" ? "-" : x[3]) }
   END {
     print "| S (B) | C | T | system | QPS | p50 (us) | p99 (us) | p999 (us) | errors | server RSS (KiB) | server CPU (us/call) | client CPU (us/call) | foreign CPU (%) |" > tables
     print "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|" >> tables
@@ -401,6 +411,14 @@ awk -v order="$run_systems" -v tables="$tables" -v targets="$targets" '
       for (c = 1; c <= ncfg; c++) { split(cfgs[c], x, " "); if (x[2] == 8 || x[2] == 64) check("client CPU/call async/raw", cfgs[c], r(cfgs[c], "mprpc-async", "raw", 13), "<=", 1.3) }
       print "" >> targets
       print "Heap allocations per warm async call (target 0) are counted by a test, not here." >> targets
+      print "" >> targets
+    }
+    if (has("mprpc-tls") && has_a) {
+      print "Issue 13 (TLS; \"tls\" = mprpc-tls, mprpc-async over TLS 1.3):" >> targets
+      print "" >> targets
+      print "| target | point | measured | limit | verdict |" >> targets
+      print "|---|---|---:|---|---|" >> targets
+      for (c = 1; c <= ncfg; c++) { split(cfgs[c], x, " "); if (x[2] == 64) check("QPS tls/async", cfgs[c], r(cfgs[c], "mprpc-tls", "mprpc-async", 5), ">=", 0.7) }
       print "" >> targets
     }
     if (has_m || has_a || has_c || has_b)

@@ -20,7 +20,7 @@ static void set_bytes(pb_byte_t *dst, pb_size_t *len, size_t cap, const char *s)
 
 static void login(mprpc_call *call, const fixbug_LoginRequest *rq, fixbug_LoginResponse *rs, void *user)
 {
-    (void)call; (void)user;
+    (void)user;
     rs->has_result = true;
     if (rq->name.size == 0) {
         MPRPC_LOG_INFO("Login refused: empty name");
@@ -30,7 +30,8 @@ static void login(mprpc_call *call, const fixbug_LoginRequest *rq, fixbug_LoginR
         rs->success = false;
         return;
     }
-    MPRPC_LOG_INFO("Login name=%.*s", (int)rq->name.size, (const char *)rq->name.bytes);
+    MPRPC_LOG_INFO("Login name=%.*s%s%s", (int)rq->name.size, (const char *)rq->name.bytes,
+                   mprpc_call_peer_identity(call)[0] ? " from " : "", mprpc_call_peer_identity(call));
     rs->success = true;
 }
 
@@ -97,7 +98,7 @@ int main(int argc, char **argv)
     }
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
-    printf("provider listening on %s:%d\n", cfg.rpcserver_ip, mprpc_server_port(server));
+    printf("provider listening on %s\n", mprpc_server_address(server));
     fflush(stdout);
     st = mprpc_server_run(server);
     mprpc_server_free(server);

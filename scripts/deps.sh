@@ -1,21 +1,22 @@
 #!/usr/bin/env bash
 # Installs the Debian packages a make target needs, and only those that are missing.
-# Usage: scripts/deps.sh GROUP...   (groups: core zk test bench cross fuzz)
+# Usage: scripts/deps.sh GROUP...   (groups: core zk test bench cross fuzz tls)
 # Idempotent: a second run installs nothing and says so.
 set -euo pipefail
 
 pkgs_core="gcc make nanopb libnanopb-dev protobuf-compiler"
 pkgs_zk="libzookeeper-mt-dev zookeeper default-jre-headless"
-pkgs_test="g++ clang libclang-rt-14-dev python3-protobuf protobuf-compiler valgrind"
+pkgs_test="g++ clang libclang-rt-14-dev python3-protobuf protobuf-compiler valgrind libssl-dev openssl"
 pkgs_bench="g++ libgrpc++-dev libprotobuf-dev protobuf-compiler-grpc protobuf-compiler gnuplot-nox"
 pkgs_cross="musl-tools gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf gcc-s390x-linux-gnu qemu-user"
 pkgs_fuzz="clang libclang-rt-14-dev"
+pkgs_tls="libssl-dev openssl"
 
 want=()
 for group in "$@"; do
   var="pkgs_${group}"
   if [ -z "${!var+x}" ]; then
-    echo "deps.sh: unknown group '$group' (known: core zk test bench cross fuzz)" >&2
+    echo "deps.sh: unknown group '$group' (known: core zk test bench cross fuzz tls)" >&2
     exit 2
   fi
   for p in ${!var}; do want+=("$p"); done

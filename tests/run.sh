@@ -81,6 +81,13 @@ if [ $extra -eq 1 ]; then
   check compile-clangxx-cpp    clang++ -x c++ -std=c++17 $W -c $impl -o "$log/a.o"
   check compile-static         gcc   -std=c11 $W -DMPRPC_STATIC -c $impl -o "$log/a.o"
   check compile-header-only    gcc   -std=c11 $W -x c -c mprpc.h -o "$log/h.o"
+  # TLS (OpenSSL 3): C and C++, and the example provider linked with libssl
+  check compile-tls-gcc-c11    gcc   -std=c11 $W -DMPRPC_TLS -c $impl -o "$log/a.o"
+  check compile-tls-clang-c11  clang -std=c11 $W -DMPRPC_TLS -c $impl -o "$log/a.o"
+  check compile-tls-gxx-cpp    g++   -x c++ -std=c++11 $W -DMPRPC_TLS -c $impl -o "$log/a.o"
+  check compile-tls-static-nozk gcc  -std=c11 $W -DMPRPC_TLS -DMPRPC_STATIC -DMPRPC_NO_ZOOKEEPER -c $impl -o "$log/a.o"
+  check build-tls-provider     gcc   -std=c11 $W -DMPRPC_TLS examples/provider.c build/gen/user.pb.c \
+                                     -lprotobuf-nanopb -lzookeeper_mt -lssl -lcrypto -lpthread -o "$log/provider-tls"
   # without ZooKeeper: builds and links with no zookeeper headers or library
   check build-no-zookeeper     gcc   -std=c11 $W -DMPRPC_NO_ZOOKEEPER examples/provider.c build/gen/user.pb.c \
                                      -lprotobuf-nanopb -lpthread -o "$log/provider-nozk"

@@ -136,7 +136,17 @@ static void nothing_is_half_applied(void)
     /* valid lines before the bad one must not take effect */
     check_load_error("rpcserver_port=9999\nio_threads=8\nbogus=1\n", ":3:", "bogus");
     /* nor when the whole file parses but fails validation */
-    check_load_error("rpcserver_port=9999\nrpcserver_ip=localhost\n", NULL, "not an IPv4 address");
+    check_load_error("rpcserver_port=9999\nrpcserver_ip=local host\n", NULL, "neither an IPv4 nor an IPv6");
+}
+
+/* This file is built without MPRPC_TLS: asking for TLS must not silently give plaintext. */
+static void tls_without_mprpc_tls_is_unsupported(void)
+{
+    mprpc_config c;
+    mprpc_config_init(&c);
+    CHECK_STATUS(mprpc_config_set(&c, "tls_enable", "1"), MPRPC_OK);
+    CHECK_STATUS(mprpc_config_validate(&c), MPRPC_ERR_UNSUPPORTED);
+    CHECK_CONTAINS(c.error, "built without MPRPC_TLS");
 }
 
 static void missing_file_is_an_error(void)
@@ -373,6 +383,7 @@ int main(void)
     RUN(bad_numbers_and_ports_are_rejected);
     RUN(values_that_do_not_fit_are_rejected);
     RUN(nothing_is_half_applied);
+    RUN(tls_without_mprpc_tls_is_unsupported);
     RUN(missing_file_is_an_error);
     RUN(set_applies_one_key);
     RUN(command_line_takes_dash_i);
