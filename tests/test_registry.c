@@ -74,7 +74,7 @@ static int wanted(const char *name)
 static const char *const g_log_patterns[] = {
     "is held by another live session",       /* 0: two providers on one address, said once */
     "registry: registered /mprpc/Dup/",      /* 1: creations of the shared node */
-    "seed C++ callers look up",              /* 2: a seed-shaped config is warned about */
+    "seed C++ callers look up",              /* 2: seed keys with zookeeper_seed_layout = 0 are warned about */
     "ignoring all",                          /* 3: a caller with credentials, open parent */
     "ignoring provider 7.7.7.7:777",         /* 4: a caller with credentials, open node */
     "connection to ZooKeeper recovered",     /* 5: the same session back after a connection loss */
@@ -1327,39 +1327,93 @@ static void unresolvable_zookeeper_host_named(void)
     mprpc_channel_free(ch);
 }
 
-/* Item 14: a provider started with the seed's own config file (its four keys, unchanged) warns loudly that
- * seed callers will not find it; with zookeeper_seed_layout = 1 it does not. */
-static void seed_config_file_warns(void)
+/* Writes a config file of the given lines into the log dir; the path into out. */
+static int write_conf(char *out, size_t cap, const char *name, const char *text)
 {
-    mprpc_config cfg;
+    FILE *f;
+    snprintf(out, cap, "%s/%s", g_logdir, name);
+    f = fopen(out, "w");
+    if (!f) return 0;
+    fputs(text, f);
+    fclose(f);
+    return 1;
+}
+
+/* Starts RegTest/Who from the config file text (its port given as %s); NULL when it does not start. */
+static mprpc_server *start_from_file(const char *text, mprpc_config *cfg, mprpc_service *svc)
+{
+    const char *colon = strrchr(g_hosts, ':');
+    char path[200], body[512];
+    mprpc_server *srv;
+    snprintf(body, sizeof body, text, colon ? colon + 1 : "0");
+    if (!write_conf(path, sizeof path, "seed.conf", body)) return NULL;
+    test_config(cfg);
+    CHECK_STATUS(mprpc_config_load(cfg, path), MPRPC_OK);
+    unlink(path);
+    srv = start_who(cfg, svc, "seedconf");
+    CHECK(srv != NULL);
+    return srv;
+}
+
+static const char g_seed_conf[] = "# the seed's test.conf\nrpcserverip=127.0.0.1\nrpcserverport=0\n"
+                                  "zookeeperip=127.0.0.1\nzookeeperport=%s\n";
+
+/* Item 14: a provider started with the seed's own config file (its four keys, unchanged) publishes the
+ * seed's /<Service>/<Method> nodes (zookeeper_seed_layout defaults to auto), where a seed C++ caller
+ * reads "ip:port", and a seed-layout caller reaches it; the same keys spelt natively publish only under
+ * /mprpc; the seed's keys with zookeeper_seed_layout = 0 warn once that seed callers will not find it. The
+ * old code published only under /mprpc for the seed's file (and warned). */
+static void seed_config_file_serves_seed_callers(void)
+{
+    mprpc_config cfg, ccfg;
     mprpc_service svc;
     mprpc_server *srv;
-    char path[200];
-    const char *colon = strrchr(g_hosts, ':');
-    int before = log_count(2);
-    FILE *f;
-    if (!zk_up() || !colon) { CHECK(0); return; }
-    snprintf(path, sizeof path, "%s/seed.conf", g_logdir);
-    f = fopen(path, "w");
-    CHECK(f != NULL);
-    if (!f) return;
-    fprintf(f, "# the seed's test.conf\nrpcserverip=127.0.0.1\nrpcserverport=0\nzookeeperip=127.0.0.1\n"
-               "zookeeperport=%s\n", colon + 1);
-    fclose(f);
-    test_config(&cfg);
-    CHECK_STATUS(mprpc_config_load(&cfg, path), MPRPC_OK);
-    srv = start_who(&cfg, &svc, "seedconf");
-    CHECK(srv != NULL);
+    mprpc_channel *ch;
+    mprpc_controller ctl;
+    char want[64], buf[512], name[32];
+    struct Stat st;
+    int len, before = log_count(2);
+    if (!zk_up() || !g_raw) { CHECK(0); return; }
+    /* the seed's file, unchanged */
+    srv = start_from_file(g_seed_conf, &cfg, &svc);
+    if (!srv) return;
+    CHECK(cfg.zookeeper_seed_layout == -1 && cfg.seed_spellings == 1);
+    snprintf(want, sizeof want, "127.0.0.1:%d", mprpc_server_port(srv));
+    CHECK(raw_get(g_raw, "/RegTest/Who", buf, &len, &st) == ZOK);
+    CHECK(strcmp(buf, want) == 0);
+    CHECK((long long)st.ephemeralOwner == session_of(srv->registry));
+    note("seed config: /RegTest/Who = \"%s\" (what a seed caller reads)", buf);
+    snprintf(buf, sizeof buf, "/mprpc/RegTest/%s", want);
+    CHECK(owner_of(g_raw, buf) == session_of(srv->registry)); /* and the native node */
+    zk_config(&ccfg, g_hosts);
+    ccfg.zookeeper_seed_layout = 1; /* a caller that looks where the seed's caller looks */
+    CHECK_STATUS(mprpc_channel_new(&ch, &ccfg), MPRPC_OK);
+    CHECK_STATUS(who_call(ch, name, sizeof name, &ctl), MPRPC_OK);
+    CHECK(strcmp(name, "seedconf") == 0);
+    mprpc_channel_free(ch);
+    mprpc_server_free(srv);
+    CHECK(owner_of(g_raw, "/RegTest/Who") == -1);
+    CHECK(log_count(2) == before);
+
+    /* the same keys in mprpc.h's spelling: native layout only */
+    srv = start_from_file("rpcserver_ip=127.0.0.1\nrpcserver_port=0\nzookeeper_ip=127.0.0.1\nzookeeper_port=%s\n",
+                          &cfg, &svc);
+    if (!srv) return;
+    CHECK(cfg.seed_spellings == 0);
+    snprintf(buf, sizeof buf, "/mprpc/RegTest/127.0.0.1:%d", mprpc_server_port(srv));
+    CHECK(owner_of(g_raw, buf) == session_of(srv->registry));
+    CHECK(owner_of(g_raw, "/RegTest/Who") == -1);
+    mprpc_server_free(srv);
+    CHECK(log_count(2) == before);
+
+    /* the seed's keys, seed layout turned off explicitly: native only, and a warning, once */
+    srv = start_from_file("rpcserverip=127.0.0.1\nrpcserverport=0\nzookeeperip=127.0.0.1\nzookeeperport=%s\n"
+                          "zookeeper_seed_layout = 0\n", &cfg, &svc);
+    if (!srv) return;
+    CHECK(owner_of(g_raw, "/RegTest/Who") == -1);
     WAIT_FOR(log_count(2) > before, 2000);
     CHECK(log_count(2) == before + 1);
     mprpc_server_free(srv);
-    CHECK_STATUS(mprpc_config_set(&cfg, "zookeeper_seed_layout", "1"), MPRPC_OK);
-    srv = start_who(&cfg, &svc, "seedconf");
-    CHECK(srv != NULL);
-    sleep_ms(300);
-    CHECK(log_count(2) == before + 1);
-    mprpc_server_free(srv);
-    unlink(path);
 }
 
 /* Item 20: the registry's worker starts through mprpc__thread_start, so MPRPC_THREAD_STACK_SIZE (defined
@@ -1821,7 +1875,7 @@ int main(int argc, char **argv)
     CASE(auth_caller_ignores_open_registrations);
     CASE(same_address_two_live_providers_no_storm);
     CASE(unresolvable_zookeeper_host_named);
-    CASE(seed_config_file_warns);
+    CASE(seed_config_file_serves_seed_callers);
     CASE(registry_worker_gets_the_stack_size);
     CASE(reconnect_of_the_same_session_rereads_nothing);
     CASE(sessions_expired_together_reopen_spread_out);
