@@ -7193,7 +7193,8 @@ static mprpc_status mprpc__reg_configure(mprpc__registry *r, const mprpc_config 
     r->connect_timeout_ms = cfg->zookeeper_connect_timeout_ms;
     r->seed_layout = cfg->zookeeper_seed_layout > 0;
     r->seed_publish = mprpc__seed_publish(cfg);
-    r->seed_note = !cfg->seed_spellings ? 0 : cfg->zookeeper_seed_layout < 0 ? 1 : cfg->zookeeper_seed_layout == 0 ? 2 : 0;
+    r->seed_note = !cfg->seed_spellings ? 0 : cfg->zookeeper_seed_layout < 0 ? 1
+                 : cfg->zookeeper_seed_layout == 0 ? 2 : 0;
     r->idle_ms = MPRPC__REG_IDLE_MS;
     r->absent_max = MPRPC__REG_ABSENT_MAX;
     r->rng = mprpc__reg_seed(r);

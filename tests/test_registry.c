@@ -1653,7 +1653,8 @@ static void sessions_expired_together_reopen_spread_out(void)
     late = open_registry(&cfg);
     CHECK(late != NULL);
     if (late)
-        CHECK_STATUS(mprpc__registry_publish(late, "Herd", "10.0.0.2:2", g_quiet_methods, 1, err, sizeof err), MPRPC_OK);
+        CHECK_STATUS(mprpc__registry_publish(late, "Herd", "10.0.0.2:2", g_quiet_methods, 1, err, sizeof err),
+                     MPRPC_OK);
     for (i = 0; i < HERD; i++) {
         WAIT_FOR((resolve_list(c[i], "Herd", &st, list, sizeof list), strstr(list, "10.0.0.2:2") != NULL), 5000);
         current += strcmp(list, "10.0.0.1:1 10.0.0.2:2 ") == 0;
