@@ -208,7 +208,9 @@ typedef struct mprpc_config {
     char     zookeeper_root[128];           /* "/mprpc" */
     int      zookeeper_session_timeout_ms;  /* 10000 */
     int      zookeeper_connect_timeout_ms;  /* 5000 */
-    int      zookeeper_seed_layout;         /* 0: also publish/resolve the seed's /Service/Method nodes */
+    int      zookeeper_seed_layout;         /* -1 auto: also publish the seed's /Service/Method nodes when
+                                               seed_spellings says the config was written for the seed;
+                                               1: publish them and resolve through them; 0: neither */
     char     zookeeper_auth[256];           /* "": "user:password" digest auth; nodes get ACLs */
     int      zookeeper_allow_open_acl;      /* 0: with auth, refuse/ignore registry nodes anyone may write */
     char     log_dir[256];                  /* "": no log file; else YYYY-MM-DD-log.txt files there */
@@ -227,6 +229,8 @@ typedef struct mprpc_config {
                                                ("" = the host of its address: name or IP) */
     int      tls_handshake_timeout_ms;      /* 5000: provider, a handshake not done by then is closed */
     char     error[256];                    /* why the last load/set/args call failed */
+    int      seed_spellings;                /* set by load/set: a key was given in the seed's spelling
+                                               (zookeeperip, zookeeperport, rpcserverip, rpcserverport) */
 } mprpc_config;
 
 /* Fills *cfg with the documented defaults. */
@@ -1786,7 +1790,8 @@ MPRPCDEF const char *mprpc_status_name(int status)
 /* == 3. config =========================================================== */
 /* ======================================================================== */
 
-enum { MPRPC__KEY_STR, MPRPC__KEY_INT, MPRPC__KEY_U32, MPRPC__KEY_BOOL, MPRPC__KEY_LEVEL };
+/* AUTO: a boolean that may also be "auto" (-1), the default decided from other facts. */
+enum { MPRPC__KEY_STR, MPRPC__KEY_INT, MPRPC__KEY_U32, MPRPC__KEY_BOOL, MPRPC__KEY_LEVEL, MPRPC__KEY_AUTO };
 
 typedef struct mprpc__config_key {
     const char *name;
@@ -1835,7 +1840,7 @@ static const mprpc__config_key mprpc__config_keys[] = {
     MPRPC__KEY(zookeeper_root,               NULL,            STR,   0, 0),
     MPRPC__KEY(zookeeper_session_timeout_ms, NULL,            INT,   1000, 600000),
     MPRPC__KEY(zookeeper_connect_timeout_ms, NULL,            INT,   1, 600000),
-    MPRPC__KEY(zookeeper_seed_layout,        NULL,            BOOL,  0, 1),
+    MPRPC__KEY(zookeeper_seed_layout,        NULL,            AUTO, -1, 1),
     MPRPC__KEY(zookeeper_auth,               NULL,            STR,   0, 0),
     MPRPC__KEY(zookeeper_allow_open_acl,     NULL,            BOOL,  0, 1),
     MPRPC__KEY(log_dir,                      NULL,            STR,   0, 0),
@@ -1883,6 +1888,7 @@ MPRPCDEF void mprpc_config_init(mprpc_config *cfg)
     mprpc__copy_str(cfg->zookeeper_root, sizeof cfg->zookeeper_root, "/mprpc");
     cfg->zookeeper_session_timeout_ms = 10000;
     cfg->zookeeper_connect_timeout_ms = 5000;
+    cfg->zookeeper_seed_layout = -1; /* auto: see mprpc__seed_publish */
     cfg->log_level = MPRPC_LOG_LEVEL_INFO;
     cfg->log_queue_size = 1024;
     cfg->tls_handshake_timeout_ms = 5000;
@@ -1927,6 +1933,12 @@ static int mprpc__parse_bool(const char *s, long long *out)
     return 0;
 }
 
+static int mprpc__parse_auto(const char *s, long long *out)
+{
+    if (!strcmp(s, "auto") || !strcmp(s, "-1")) { *out = -1; return 1; }
+    return mprpc__parse_bool(s, out);
+}
+
 /* Applies one value; on failure writes why into err and leaves cfg alone. */
 static mprpc_status mprpc__config_apply(mprpc_config *cfg, const char *key, const char *value,
                                         char *err, size_t errlen)
@@ -1946,20 +1958,23 @@ static mprpc_status mprpc__config_apply(mprpc_config *cfg, const char *key, cons
             return MPRPC_ERR_CONFIG;
         }
         mprpc__copy_str(field, k->size, value);
+        if (k->alias && strcmp(key, k->alias) == 0) cfg->seed_spellings = 1;
         return MPRPC_OK;
     }
     if (k->type == MPRPC__KEY_BOOL) ok = mprpc__parse_bool(value, &v);
+    else if (k->type == MPRPC__KEY_AUTO) ok = mprpc__parse_auto(value, &v);
     else if (k->type == MPRPC__KEY_LEVEL) ok = mprpc__parse_level(value, &v);
     else ok = mprpc__parse_num(value, k->min, k->max, &v);
     if (!ok) {
         mprpc__fmt(err, errlen, "bad value '%s' for '%s' (expected %s %lld..%lld)", value, key,
-                   k->type == MPRPC__KEY_BOOL ? "a boolean" :
+                   k->type == MPRPC__KEY_BOOL ? "a boolean" : k->type == MPRPC__KEY_AUTO ? "auto or a boolean" :
                    k->type == MPRPC__KEY_LEVEL ? "debug|info|warn|error|off or" : "a number",
                    k->min, k->max);
         return MPRPC_ERR_CONFIG;
     }
     if (k->type == MPRPC__KEY_U32) *(uint32_t *)(void *)field = (uint32_t)v;
     else *(int *)(void *)field = (int)v;
+    if (k->alias && strcmp(key, k->alias) == 0) cfg->seed_spellings = 1; /* zookeeper_seed_layout auto */
     return MPRPC_OK;
 }
 
@@ -4560,9 +4575,8 @@ static mprpc_status mprpc__advertised(mprpc_server *srv, char *addr, size_t cap)
     return MPRPC_OK;
 }
 
-/* ZooKeeper registration once calls can be served: every method of every service, no cap. A config in
- * the seed's shape (zookeeper_ip/port and the default root, no seed layout) gets a loud warning: seed C++
- * callers look up /<Service>/<Method> and will not find a provider registered only under the root. */
+/* ZooKeeper registration once calls can be served: every method of every service, no cap (the registry
+ * decides the seed layout and says so: mprpc__seed_publish). */
 static mprpc_status mprpc__server_publish(mprpc_server *srv)
 {
     char addr[MPRPC_ADDR_MAX + 8];
@@ -4587,10 +4601,6 @@ static mprpc_status mprpc__server_publish(mprpc_server *srv)
                                      sizeof srv->error);
     }
     MPRPC_FREE(names);
-    if (st == MPRPC_OK && !srv->cfg.zookeeper_seed_layout && !srv->cfg.zookeeper_hosts[0] &&
-        strcmp(srv->cfg.zookeeper_root, "/mprpc") == 0)
-        MPRPC_LOG_WARN("registered under /mprpc/<Service> only: seed C++ callers look up /<Service>/<Method> "
-                       "and will not find this provider; set zookeeper_seed_layout = 1 to serve them too");
     return st;
 }
 
@@ -5771,8 +5781,8 @@ static mprpc_status mprpc__discover(mprpc_channel *ch, const char *service, cons
     uint64_t gen, seen;
     mprpc_status st = mprpc__registry_get(ch, deadline, &reg, err, errlen);
     if (st != MPRPC_OK) return st;
-    mprpc__fmt(key, sizeof key, "%s%s%s", service, ch->cfg.zookeeper_seed_layout ? "/" : "",
-               ch->cfg.zookeeper_seed_layout ? method : "");
+    mprpc__fmt(key, sizeof key, "%s%s%s", service, ch->cfg.zookeeper_seed_layout > 0 ? "/" : "",
+               ch->cfg.zookeeper_seed_layout > 0 ? method : ""); /* auto (-1) resolves natively */
     pthread_mutex_lock(&ch->mu);
     *out = mprpc__svc_get(ch, key);
     gen = seen = *out ? (*out)->gen : 0;
@@ -6719,7 +6729,7 @@ MPRPCDEF mprpc_status mprpc_channel_new(mprpc_channel **out, const mprpc_config 
     if (!ch) return MPRPC_ERR_NO_MEMORY;
     ch->cfg = *cfg;
     ch->epfd = ch->evfd = -1;
-    ch->seed_calls = mprpc__registry_wanted(cfg) ? cfg->zookeeper_seed_layout != 0
+    ch->seed_calls = mprpc__registry_wanted(cfg) ? cfg->zookeeper_seed_layout > 0
                                                  : cfg->channel_protocol_version == 0;
     ch->threaded = cfg->channel_io_thread != 0;
     mprpc__channel_locks_init(ch);
@@ -6976,7 +6986,8 @@ MPRPCDEF mprpc_status mprpc_channel_call_async(mprpc_channel *ch, const char *se
 
 /* Layout (default):  <root>/<Service>            persistent
  *                     <root>/<Service>/<ip:port>  ephemeral, data "ip:port\nMethod1\nMethod2..."
- * Seed layout (zookeeper_seed_layout = 1, written as the seed C++ framework writes it, besides the above):
+ * Seed layout (written as the seed C++ framework writes it, besides the above; published with
+ * zookeeper_seed_layout = 1, or auto with a config in the seed's key spellings; resolved through with 1):
  *                     /<Service>                  persistent, empty data
  *                     /<Service>/<Method>         ephemeral, data "ip:port" (the first instance owns it;
  *                                                 the others watch it and take over when it disappears)
@@ -6988,7 +6999,8 @@ MPRPCDEF mprpc_status mprpc_channel_call_async(mprpc_channel *ch, const char *se
  * broadcasts. The ZooKeeper client runs its own I/O and completion threads; the global watcher (every
  * watch is armed on it) runs on the latter, never blocks and never calls ZooKeeper: it records the session
  * state and marks nodes and paths dirty. There is one retry loop, the worker's: whatever failed stays
- * dirty and is tried again MPRPC__REG_RETRY_MS later.
+ * dirty and is tried again MPRPC__REG_RETRY_MS later (jittered, so callers refused together retry apart).
+ * After a session expiry the new session is opened after a random delay (mprpc__reg_expiry_spread).
  *
  * Locks. r->mu guards all registry state. It is never held across a ZooKeeper request or
  * zookeeper_init/close (the worker drops it first), so a caller waits for the worker only on r->cv, with
@@ -7087,9 +7099,23 @@ static mprpc_status mprpc__registry_resolve(mprpc__registry *r, const char *serv
 #include <zookeeper/zookeeper.h>
 #include <netdb.h> /* getaddrinfo: naming the host that does not resolve */
 
-#define MPRPC__REG_RETRY_MS 500  /* worker: pause before retrying whatever failed */
-#define MPRPC__REG_REOPEN_MS 1000 /* worker: pause before trying to open a session again */
+#define MPRPC__REG_RETRY_MS 500  /* worker: mean pause before retrying whatever failed (jittered +-50%) */
+#define MPRPC__REG_REOPEN_MS 1000 /* worker: mean pause before trying to open a session again (+-50%) */
 #define MPRPC__REG_DEAD_MAX 8     /* our own expired sessions remembered (their nodes may be replaced) */
+#define MPRPC__REG_EXPIRY_SPREAD_MAX_MS 2000 /* re-open after expiry: at most this much jitter (9.3) */
+#define MPRPC__REG_IDLE_MS 600000 /* a cache entry not resolved for 10 minutes is dropped with its watch */
+#define MPRPC__REG_ABSENT_MAX 64  /* cache entries of names with no node kept (least recently resolved go) */
+
+/* zookeeper_seed_layout decided: does a provider also publish the seed's /<Service>/<Method> nodes? Auto
+ * (-1) says yes when the config was written for the seed (a key in the seed's spelling): a provider started
+ * with the seed's own config file, unchanged, is then found by seed C++ callers (issue 11, item 14). The
+ * nodes cost one ephemeral node per method and harm no mprpc.h caller. A caller resolves through them only
+ * with an explicit 1: auto never moves a channel to the seed's calls (a connection per call, version 0),
+ * and providers with a native config publish only under zookeeper_root. */
+static int mprpc__seed_publish(const mprpc_config *cfg)
+{
+    return cfg->zookeeper_seed_layout > 0 || (cfg->zookeeper_seed_layout < 0 && cfg->seed_spellings);
+}
 
 /* -------------------------------------------------------------------------------------------------- */
 /* 9.1 registry state                                                                                 */
@@ -7125,7 +7151,9 @@ typedef struct mprpc__reg_pub {
 } mprpc__reg_pub;
 
 /* A cache entry: the providers of one service (children of <root>/<Service>) or, in the seed layout,
- * the data of /<Service>/<Method>. Entries live until the registry closes. */
+ * the data of /<Service>/<Method>. Bounded (9.6): an entry not resolved for MPRPC__REG_IDLE_MS is dropped
+ * with its watch, and of the entries whose node does not exist only the MPRPC__REG_ABSENT_MAX most
+ * recently resolved are kept, so names from untrusted input cannot grow the cache or the watches. */
 typedef struct mprpc__reg_watch {
     struct mprpc__reg_watch *next;
     char *path;  /* immutable */
@@ -7133,7 +7161,11 @@ typedef struct mprpc__reg_watch {
     int is_data; /* seed layout: one node's data is the address */
     char (*addrs)[MPRPC_ADDR_MAX];
     size_t count;
-    uint64_t gen;    /* bumped whenever addrs changes (mprpc__registry_resolve's *gen) */
+    uint64_t gen;    /* from r->gen_seq whenever addrs changes: rises across eviction and re-creation,
+                        as the channel installs only a list with a higher gen than it has */
+    uint64_t used_at; /* last resolve (eviction is by idleness) */
+    int waiters;     /* resolve callers waiting on this entry: it is not evicted meanwhile */
+    int absent;      /* the last read found no node (counted against MPRPC__REG_ABSENT_MAX) */
     int fetched;     /* addrs is valid (possibly empty) */
     int dirty;       /* the worker must read it (first read, a watch fired, the session changed) */
     char error[256]; /* why the last read failed for good (not for want of a connection), or "" */
@@ -7144,7 +7176,10 @@ struct mprpc__registry {
     char hosts[512];
     char root[128];
     char auth[256];
-    int session_timeout_ms, connect_timeout_ms, seed_layout, allow_open_acl;
+    int session_timeout_ms, connect_timeout_ms, allow_open_acl;
+    int seed_layout;  /* resolve through /<Service>/<Method> (zookeeper_seed_layout = 1 only) */
+    int seed_publish; /* also publish /<Service>/<Method> (mprpc__seed_publish) */
+    int seed_note;    /* said once at the first publish: 1 auto turned it on, 2 explicit 0 with seed keys */
     pthread_mutex_t mu;
     pthread_cond_t cv; /* the session changed, the worker finished something, work for it, closing */
     zhandle_t *zh;     /* the worker's; written under mu (the watcher compares), used only by the worker */
@@ -7159,6 +7194,14 @@ struct mprpc__registry {
     int ndead;
     char session_error[256]; /* why there is no session (cannot open one, credentials rejected), or "" */
     uint64_t reopen_at, retry_at;
+    uint64_t rng;                 /* jitter (xorshift64*), under mu */
+    uint64_t expired_at_ms;       /* when the last expiry was seen (tests, scale harness) */
+    uint64_t opened_at_ms;        /* when the last session was opened (tests, scale harness) */
+    uint64_t gen_seq;             /* last generation given to a cache entry */
+    uint64_t idle_ms;             /* MPRPC__REG_IDLE_MS (tests shorten it) */
+    size_t absent_max;            /* MPRPC__REG_ABSENT_MAX */
+    size_t entries;               /* cache entries now (tests, scale harness) */
+    unsigned long evicted;        /* cache entries dropped so far */
     mprpc__zkop *current; /* the worker's request in flight, aborted by close */
     mprpc__reg_pub *pubs;
     mprpc__reg_watch *watches;
@@ -7210,6 +7253,24 @@ static const char *mprpc__reg_state_name(int state)
     if (state == ZOO_READONLY_STATE) return "read-only";
     if (state == ZOO_NOTCONNECTED_STATE) return "not connected";
     return "not connected yet";
+}
+
+/* r->mu held: a number uniform in [0, max_ms] (xorshift64*: cheap, and good enough to spread a herd). */
+static uint64_t mprpc__reg_jitter(mprpc__registry *r, uint64_t max_ms)
+{
+    uint64_t x = r->rng;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    r->rng = x;
+    return ((x * 0x2545F4914F6CDD1DULL) >> 11) % (max_ms + 1);
+}
+
+/* r->mu held: when to retry what failed, MPRPC__REG_RETRY_MS on average, uniform over +-50%, so that
+ * callers refused together (a server overloaded, a quorum lost) do not come back together. */
+static uint64_t mprpc__reg_retry_at(mprpc__registry *r)
+{
+    return mprpc__now_ms() + MPRPC__REG_RETRY_MS / 2 + mprpc__reg_jitter(r, MPRPC__REG_RETRY_MS);
 }
 
 /* Failures that a (re)connected session may cure: the worker tries again. */
@@ -7431,6 +7492,20 @@ static int mprpc__zk_read(mprpc__registry *r, const char *path, int children, mp
                             deadline, out);
 }
 
+/* Removes every watch of ours on path, on the server and in the client (an evicted cache entry's).
+ * ZooKeeper 3.8's header declares the completion as void_completion_t * (a pointer to the function
+ * pointer), but the library stores the argument and calls it as the function itself (zookeeper.c,
+ * aremove_watches -> add_completion_deregistration), so the function's address goes in that type. ZNOWATCHER
+ * (nothing to remove: the watch fired and was not re-armed) comes back at once, without a completion. */
+static int mprpc__zk_unwatch(mprpc__registry *r, const char *path, uint64_t deadline)
+{
+    mprpc__zkop *op = mprpc__zkop_new();
+    void_completion_t *done = (void_completion_t *)(uintptr_t)mprpc__zkop_void_cb;
+    if (!op) return ZSYSTEMERROR;
+    return mprpc__zk_finish(r, op, zoo_aremove_all_watches(r->zh, path, ZWATCHTYPE_ANY, 0, done, op), deadline,
+                            NULL);
+}
+
 /* The ACL of path: world:anyone's permissions and a summary for messages. */
 static int mprpc__zk_acl(mprpc__registry *r, const char *path, int *world_perms, char *text, size_t textlen,
                          uint64_t deadline)
@@ -7498,6 +7573,20 @@ static void mprpc__reg_on_connected(mprpc__registry *r, zhandle_t *zh)
     r->session_error[0] = '\0';
 }
 
+/* The longest wait before re-opening a session after expiry: a quarter of the session timeout, at most
+ * MPRPC__REG_EXPIRY_SPREAD_MAX_MS. When every caller's session expires at once (a partition between the
+ * callers and the ensemble heals, a GC pause on the leader), each opens a session (a quorum write) and
+ * re-reads its services: N callers at the same instant. A uniform delay spreads them. The session was
+ * already gone for at least a session timeout, so a quarter more is small against it, and the cache keeps
+ * answering resolves meanwhile (a resolve of a service not cached yet waits up to its own deadline, as for
+ * any session not yet open); 2 s caps it for long timeouts, where spreading 100,000 callers over 2 s
+ * (50,000 session creations a second) is already what an ensemble can take. */
+static uint64_t mprpc__reg_expiry_spread(const mprpc__registry *r)
+{
+    uint64_t q = (uint64_t)r->session_timeout_ms / 4;
+    return q < MPRPC__REG_EXPIRY_SPREAD_MAX_MS ? q : MPRPC__REG_EXPIRY_SPREAD_MAX_MS;
+}
+
 /* Watcher, r->mu held: a session event. */
 static void mprpc__reg_on_session(mprpc__registry *r, zhandle_t *zh, int state)
 {
@@ -7510,9 +7599,13 @@ static void mprpc__reg_on_session(mprpc__registry *r, zhandle_t *zh, int state)
                            "client reconnects");
         r->lost = 1;
     } else if (state == ZOO_EXPIRED_SESSION_STATE) {
-        MPRPC_LOG_WARN("registry: ZooKeeper session 0x%llx expired; opening a new session",
-                       (unsigned long long)r->session_id);
+        uint64_t delay = mprpc__reg_jitter(r, mprpc__reg_expiry_spread(r));
+        MPRPC_LOG_WARN("registry: ZooKeeper session 0x%llx expired; opening a new session in %llu ms "
+                       "(serving from the cache meanwhile)", (unsigned long long)r->session_id,
+                       (unsigned long long)delay);
         r->expired = 1;
+        r->expired_at_ms = mprpc__now_ms();
+        r->reopen_at = r->expired_at_ms + delay;
     } else if (state == ZOO_AUTH_FAILED_STATE) {
         mprpc__fmt(r->session_error, sizeof r->session_error,
                    "ZooKeeper at %s rejected the credentials of zookeeper_auth", r->hosts);
@@ -7601,10 +7694,11 @@ static void mprpc__reg_session_open(mprpc__registry *r)
     pthread_mutex_lock(&r->mu);
     r->opening = 0;
     r->zh = zh;
+    r->opened_at_ms = mprpc__now_ms();
     if (zh) r->sessions++;
     if (err[0]) {
         mprpc__copy_str(r->session_error, sizeof r->session_error, err);
-        r->reopen_at = mprpc__now_ms() + MPRPC__REG_REOPEN_MS;
+        r->reopen_at = r->opened_at_ms + MPRPC__REG_REOPEN_MS / 2 + mprpc__reg_jitter(r, MPRPC__REG_REOPEN_MS);
         if (zh) r->expired = 1; /* drop it and try again */
         MPRPC_LOG_ERROR("registry: %s (retrying every %d ms)", err, MPRPC__REG_REOPEN_MS);
     }
@@ -7751,7 +7845,7 @@ static void mprpc__reg_work_pub(mprpc__registry *r, mprpc__reg_pub *p)
     } else if (mprpc__reg_retryable(rc)) {
         MPRPC_LOG_WARN("registry: cannot register %s yet: %s (retrying)", p->path, zerror(rc));
         p->dirty = 1;
-        r->retry_at = mprpc__now_ms() + MPRPC__REG_RETRY_MS;
+        r->retry_at = mprpc__reg_retry_at(r);
     } else { /* final until published again: no retry storm against a refusal */
         if (!err[0])
             mprpc__fmt(err, sizeof err, "registering %s in ZooKeeper at %s failed: %s", p->path, r->hosts,
@@ -7867,12 +7961,11 @@ static void mprpc__reg_store(mprpc__registry *r, mprpc__reg_watch *w, char (*lis
         MPRPC_LOG_INFO("registry: %s has %zu provider(s):%s", w->name, n, n ? diff : " none");
     else if (diff[0])
         MPRPC_LOG_INFO("registry: providers of %s changed, now %zu:%s", w->name, n, diff);
-    (void)r;
     MPRPC_FREE(w->addrs);
     w->addrs = list;
     w->count = n;
     w->fetched = 1;
-    w->gen++;
+    w->gen = ++r->gen_seq;
     w->error[0] = '\0';
 }
 
@@ -7883,16 +7976,18 @@ static void mprpc__reg_work_watch(mprpc__registry *r, mprpc__reg_watch *w)
     mprpc__zkop *op = NULL;
     char(*list)[MPRPC_ADDR_MAX] = NULL;
     size_t n = 0;
-    int rc;
+    int rc, absent;
     w->dirty = 0;
     w->reads++;
     pthread_mutex_unlock(&r->mu);
     rc = mprpc__reg_read(r, w, &op, deadline);
+    absent = rc == ZOK && !op;
     if (rc == ZOK) rc = mprpc__reg_parse(w, op, &list, &n);
     if (op) mprpc__zkop_unref(op);
     if (rc == ZOK) rc = mprpc__reg_filter_open(r, w, list, &n, deadline);
     pthread_mutex_lock(&r->mu);
     if (rc == ZOK) {
+        w->absent = absent;
         mprpc__reg_store(r, w, list, n);
     } else {
         MPRPC_FREE(list);
@@ -7901,7 +7996,7 @@ static void mprpc__reg_work_watch(mprpc__registry *r, mprpc__reg_watch *w)
             mprpc__fmt(w->error, sizeof w->error, "cannot look up %s in ZooKeeper at %s: %s", w->path,
                        r->hosts, zerror(rc));
         w->dirty = 1;
-        r->retry_at = mprpc__now_ms() + MPRPC__REG_RETRY_MS;
+        r->retry_at = mprpc__reg_retry_at(r);
     }
     pthread_cond_broadcast(&r->cv);
 }
@@ -7909,6 +8004,62 @@ static void mprpc__reg_work_watch(mprpc__registry *r, mprpc__reg_watch *w)
 /* -------------------------------------------------------------------------------------------------- */
 /* 9.6 the worker: the only thread that calls ZooKeeper                                               */
 /* -------------------------------------------------------------------------------------------------- */
+
+static void mprpc__reg_watch_free(mprpc__reg_watch *w)
+{
+    MPRPC_FREE(w->path);
+    MPRPC_FREE(w->name);
+    MPRPC_FREE(w->addrs);
+    MPRPC_FREE(w);
+}
+
+/* r->mu held: the cache entry to drop now, or NULL. One idle for r->idle_ms, else the least recently
+ * resolved absent one when more than r->absent_max are absent. Never one a resolve is waiting on. */
+static mprpc__reg_watch *mprpc__reg_victim(mprpc__registry *r, uint64_t now)
+{
+    mprpc__reg_watch *w, *lru = NULL;
+    size_t absent = 0;
+    for (w = r->watches; w; w = w->next) {
+        if (w->waiters) continue;
+        if (now - w->used_at >= r->idle_ms) return w;
+        if (!w->absent) continue;
+        absent++;
+        if (!lru || w->used_at < lru->used_at) lru = w;
+    }
+    return absent > r->absent_max ? lru : NULL;
+}
+
+/* r->mu held on entry and exit: drops one cache entry and its watch. A watch that cannot be removed now
+ * (connection lost meanwhile) stays on the server until it fires once or the session ends; the watcher
+ * ignores it then, as no entry has its path. A published node's path keeps its watch. */
+static void mprpc__reg_evict(mprpc__registry *r, mprpc__reg_watch *w)
+{
+    mprpc__reg_watch **pp;
+    mprpc__reg_pub *p;
+    int rc = ZOK;
+    for (pp = &r->watches; *pp != w; pp = &(*pp)->next) {}
+    *pp = w->next;
+    r->entries--;
+    r->evicted++;
+    for (p = r->pubs; p && strcmp(p->path, w->path) != 0; p = p->next) {}
+    pthread_mutex_unlock(&r->mu);
+    if (!p) rc = mprpc__zk_unwatch(r, w->path, mprpc__now_ms() + (uint64_t)r->connect_timeout_ms);
+    MPRPC_LOG_DEBUG("registry: dropped %s from the cache (%s; watch removal: %s)", w->name,
+                    w->absent ? "no such node" : "not resolved for a while", zerror(rc));
+    mprpc__reg_watch_free(w);
+    pthread_mutex_lock(&r->mu);
+}
+
+/* r->mu held: drops one cache entry due to go. Only on a connected session, so its watch goes too.
+ * Returns 0 when there was none. */
+static int mprpc__reg_sweep(mprpc__registry *r)
+{
+    mprpc__reg_watch *w;
+    if (!r->zh || r->state != ZOO_CONNECTED_STATE || r->lost) return 0;
+    w = mprpc__reg_victim(r, mprpc__now_ms());
+    if (w) mprpc__reg_evict(r, w);
+    return w != NULL;
+}
 
 /* r->mu held: performs one piece of dirty work (published nodes first). Returns 0 when there was none. */
 static int mprpc__reg_work_one(mprpc__registry *r)
@@ -7938,7 +8089,7 @@ static void *mprpc__reg_worker(void *arg)
             pthread_mutex_lock(&r->mu);
             continue;
         }
-        if (mprpc__reg_work_one(r)) continue;
+        if (mprpc__reg_work_one(r) || mprpc__reg_sweep(r)) continue;
         if (r->retry_at > now && r->retry_at < wake) wake = r->retry_at;
         if (r->reopen_at > now && r->reopen_at < wake) wake = r->reopen_at;
         mprpc__reg_wait_until(&r->cv, &r->mu, wake);
@@ -7963,10 +8114,7 @@ static void mprpc__registry_free(mprpc__registry *r)
     while (r->watches) {
         mprpc__reg_watch *w = r->watches;
         r->watches = w->next;
-        MPRPC_FREE(w->path);
-        MPRPC_FREE(w->name);
-        MPRPC_FREE(w->addrs);
-        MPRPC_FREE(w);
+        mprpc__reg_watch_free(w);
     }
     pthread_cond_destroy(&r->cv);
     pthread_mutex_destroy(&r->mu);
@@ -8022,6 +8170,21 @@ static void mprpc__reg_init_acl(mprpc__registry *r)
     r->acl.data = r->acl_entries;
 }
 
+/* A seed for the jitter that differs between registries of one process (address) and between processes
+ * started together (pid, nanoseconds), mixed by splitmix64; never 0, as xorshift needs. */
+static uint64_t mprpc__reg_seed(const mprpc__registry *r)
+{
+    struct timespec ts;
+    uint64_t z;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    z = (uint64_t)(uintptr_t)r ^ ((uint64_t)getpid() << 32) ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20);
+    z += 0x9E3779B97F4A7C15ULL;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    z ^= z >> 31;
+    return z ? z : 1;
+}
+
 /* Copies what the registry needs from the config. */
 static mprpc_status mprpc__reg_configure(mprpc__registry *r, const mprpc_config *cfg, char *err,
                                          size_t errlen)
@@ -8041,7 +8204,13 @@ static mprpc_status mprpc__reg_configure(mprpc__registry *r, const mprpc_config 
     r->root[n] = '\0';
     r->session_timeout_ms = cfg->zookeeper_session_timeout_ms;
     r->connect_timeout_ms = cfg->zookeeper_connect_timeout_ms;
-    r->seed_layout = cfg->zookeeper_seed_layout != 0;
+    r->seed_layout = cfg->zookeeper_seed_layout > 0;
+    r->seed_publish = mprpc__seed_publish(cfg);
+    r->seed_note = !cfg->seed_spellings ? 0 : cfg->zookeeper_seed_layout < 0 ? 1
+                 : cfg->zookeeper_seed_layout == 0 ? 2 : 0;
+    r->idle_ms = MPRPC__REG_IDLE_MS;
+    r->absent_max = MPRPC__REG_ABSENT_MAX;
+    r->rng = mprpc__reg_seed(r);
     r->allow_open_acl = cfg->zookeeper_allow_open_acl != 0;
     if (cfg->zookeeper_auth[0] && mprpc__reg_load_auth(r, cfg->zookeeper_auth, err, errlen) != MPRPC_OK)
         return MPRPC_ERR_CONFIG;
@@ -8255,9 +8424,27 @@ static mprpc_status mprpc__reg_publish_check(const mprpc__registry *r, const cha
     return MPRPC_OK;
 }
 
+/* Says once, at the first registration, what a config written for the seed (seed_spellings) gets. */
+static void mprpc__reg_say_seed(mprpc__registry *r)
+{
+    int note;
+    pthread_mutex_lock(&r->mu);
+    note = r->seed_note;
+    r->seed_note = 0;
+    pthread_mutex_unlock(&r->mu);
+    if (note == 1)
+        MPRPC_LOG_INFO("registry: the config uses the seed's key spellings (zookeeperip, rpcserverip...): also "
+                       "publishing the seed's /<Service>/<Method> nodes, so seed C++ callers find this provider "
+                       "(zookeeper_seed_layout = auto; 0 turns this off)");
+    else if (note == 2)
+        MPRPC_LOG_WARN("registry: registered under %s/<Service> only, as zookeeper_seed_layout = 0 says, but the "
+                       "config uses the seed's key spellings: seed C++ callers look up /<Service>/<Method> and "
+                       "will not find this provider (remove the key or set it to 1 to serve them too)", r->root);
+}
+
 /* Provider side: <root>/<service>/<addr> (ephemeral, data = addr then the methods, one a line; persistent
- * parents created as needed), and with zookeeper_seed_layout also /<service>/<method> (ephemeral, data
- * "ip:port") for every method, exactly as the seed C++ framework; a seed node another instance owns is
+ * parents created as needed), and with the seed layout (mprpc__seed_publish) also /<service>/<method>
+ * (ephemeral, data "ip:port") for every method, exactly as the seed C++ framework; a seed node another instance owns is
  * watched and taken over when it goes. Remembered: re-created on every new session. Bounded: all nodes
  * together by zookeeper_connect_timeout_ms. */
 static mprpc_status mprpc__registry_publish(mprpc__registry *r, const char *service, const char *addr,
@@ -8282,7 +8469,8 @@ static mprpc_status mprpc__registry_publish(mprpc__registry *r, const char *serv
     deadline = mprpc__now_ms() + (uint64_t)r->connect_timeout_ms;
     st = mprpc__reg_publish_one(r, path, data, 1, deadline, err, errlen);
     MPRPC_FREE(data);
-    for (i = 0; st == MPRPC_OK && r->seed_layout && i < method_count; i++) {
+    if (st == MPRPC_OK) mprpc__reg_say_seed(r);
+    for (i = 0; st == MPRPC_OK && r->seed_publish && i < method_count; i++) {
         if ((size_t)snprintf(path, sizeof path, "/%s/%s", service, methods[i]) >= sizeof path) {
             mprpc__fmt(err, errlen, "registry publish: path for %s/%s too long", service, methods[i]);
             return MPRPC_ERR_INVALID_ARGUMENT;
@@ -8314,6 +8502,7 @@ static mprpc__reg_watch *mprpc__reg_find_watch(mprpc__registry *r, const char *p
     w->dirty = 1; /* the worker reads it first */
     w->next = r->watches;
     r->watches = w;
+    r->entries++;
     r->caller_fetches++;
     pthread_cond_broadcast(&r->cv);
     return w;
@@ -8372,7 +8561,14 @@ static mprpc_status mprpc__registry_resolve(mprpc__registry *r, const char *serv
     pthread_mutex_lock(&r->mu);
     w = mprpc__reg_find_watch(r, path, name, r->seed_layout);
     if (!w) mprpc__fmt(err, errlen, "registry: out of memory resolving %s", name);
-    st = w ? mprpc__reg_await_watch(r, w, start, deadline, err, errlen) : MPRPC_ERR_NO_MEMORY;
+    if (w) {
+        w->used_at = start;
+        w->waiters++; /* not evicted while we wait on it */
+        st = mprpc__reg_await_watch(r, w, start, deadline, err, errlen);
+        w->waiters--;
+    } else {
+        st = MPRPC_ERR_NO_MEMORY;
+    }
     if (st == MPRPC_OK && w->gen != *gen && !mprpc__addrs_set(out, w->addrs, w->count)) {
         mprpc__fmt(err, errlen, "registry: out of memory copying %zu providers of %s", w->count, name);
         st = MPRPC_ERR_NO_MEMORY;

@@ -1070,6 +1070,32 @@ static void phase_leader(void)
     zk_cmd("revive", leader, NULL, 0);
 }
 
+/* The registry's jitter before re-opening an expired session: the delay from each caller's expiry to
+ * its new session, and how far apart the re-opens landed. */
+static void reopen_delays(void)
+{
+    double *d = (double *)malloc(sizeof(double) * (size_t)g_ncallers);
+    uint64_t first = UINT64_MAX, last = 0;
+    size_t n = 0;
+    int i;
+    if (!d) return;
+    for (i = 0; i < g_ncallers; i++) {
+        mprpc__registry *r = g_callers[i].r;
+        pthread_mutex_lock(&r->mu);
+        if (r->expired_at_ms && r->opened_at_ms >= r->expired_at_ms) {
+            d[n++] = (double)(r->opened_at_ms - r->expired_at_ms);
+            if (r->opened_at_ms < first) first = r->opened_at_ms;
+            if (r->opened_at_ms > last) last = r->opened_at_ms;
+        }
+        pthread_mutex_unlock(&r->mu);
+    }
+    if (n)
+        result("expiry_reopen_delay", "p50 %.0f p99 %.0f max %.0f ms after each expiry (jitter up to min(T/4, 2 s)); "
+               "%zu re-opens over %llu ms", quantile(d, n, 0.5), quantile(d, n, 0.99), quantile(d, n, 1.0), n,
+               (unsigned long long)(last - first));
+    free(d);
+}
+
 static void phase_expiry(void)
 {
     enum { T = 100 };
@@ -1099,6 +1125,7 @@ static void phase_expiry(void)
     for (i = 0; i < g_ncallers; i++) /* a twin that lost the race: the session moved back, not expired */
         if (g_callers[i].t < 0 && session_of(g_callers[i].r) == g_callers[i].session) kept++;
     result("expiry_sessions_kept", "%d (callers whose session survived its twin's close)", kept);
+    reopen_delays();
     req1 = total_requests();
     for (i = 0; i < g_ncallers; i++) reads1 += caller_reads(&g_callers[i], NULL);
     sleep_ms(2000);

@@ -84,6 +84,31 @@ static void seed_spellings_are_accepted(void)
     CHECK(c.rpcserver_port == 7000);
 }
 
+/* zookeeper_seed_layout defaults to auto (-1); the loader records whether a key came in the seed's spelling,
+ * which is what auto decides on (a provider then also publishes the seed's nodes); "auto", 0 and 1 parse. */
+static void seed_layout_is_auto_and_spellings_are_recorded(void)
+{
+    mprpc_config c;
+    mprpc_config_init(&c);
+    CHECK(c.zookeeper_seed_layout == -1 && c.seed_spellings == 0);
+    CHECK_STATUS(mprpc_config_load(&c, write_file("rpcserver_ip=127.0.0.2\nrpcserver_port=7000\n")), MPRPC_OK);
+    CHECK(c.seed_spellings == 0);
+    CHECK_STATUS(mprpc_config_load(&c, write_file("rpcserverport=7001\n")), MPRPC_OK);
+    CHECK(c.seed_spellings == 1 && c.zookeeper_seed_layout == -1);
+    mprpc_config_init(&c);
+    CHECK_STATUS(mprpc_config_load(&c, write_file("zookeeper_seed_layout = 0\nrpcserverip=127.0.0.4\n")), MPRPC_OK);
+    CHECK(c.zookeeper_seed_layout == 0 && c.seed_spellings == 1);
+    CHECK_STATUS(mprpc_config_set(&c, "zookeeper_seed_layout", "auto"), MPRPC_OK);
+    CHECK(c.zookeeper_seed_layout == -1);
+    CHECK_STATUS(mprpc_config_set(&c, "zookeeper_seed_layout", "yes"), MPRPC_OK);
+    CHECK(c.zookeeper_seed_layout == 1);
+    CHECK_STATUS(mprpc_config_set(&c, "zookeeper_seed_layout", "2"), MPRPC_ERR_CONFIG);
+    CHECK_CONTAINS(c.error, "auto or a boolean");
+    c.zookeeper_seed_layout = -2; /* set from C, out of range */
+    CHECK_STATUS(mprpc_config_validate(&c), MPRPC_ERR_CONFIG);
+    CHECK_CONTAINS(c.error, "zookeeper_seed_layout = -2 is out of range -1..1");
+}
+
 /* Every error names the file and line, and leaves the config untouched. */
 static void check_load_error(const char *text, const char *want_line, const char *want_text)
 {
@@ -378,6 +403,7 @@ int main(void)
     RUN(defaults_are_documented_values);
     RUN(file_with_comments_blanks_and_spaces_loads);
     RUN(seed_spellings_are_accepted);
+    RUN(seed_layout_is_auto_and_spellings_are_recorded);
     RUN(unknown_key_is_named_with_its_line);
     RUN(malformed_line_is_rejected);
     RUN(bad_numbers_and_ports_are_rejected);

@@ -74,7 +74,7 @@ static int wanted(const char *name)
 static const char *const g_log_patterns[] = {
     "is held by another live session",       /* 0: two providers on one address, said once */
     "registry: registered /mprpc/Dup/",      /* 1: creations of the shared node */
-    "seed C++ callers look up",              /* 2: a seed-shaped config is warned about */
+    "seed C++ callers look up",              /* 2: seed keys with zookeeper_seed_layout = 0 are warned about */
     "ignoring all",                          /* 3: a caller with credentials, open parent */
     "ignoring provider 7.7.7.7:777",         /* 4: a caller with credentials, open node */
     "connection to ZooKeeper recovered",     /* 5: the same session back after a connection loss */
@@ -1365,39 +1365,93 @@ static void unresolvable_zookeeper_host_named(void)
     mprpc_channel_free(ch);
 }
 
-/* Item 14: a provider started with the seed's own config file (its four keys, unchanged) warns loudly that
- * seed callers will not find it; with zookeeper_seed_layout = 1 it does not. */
-static void seed_config_file_warns(void)
+/* Writes a config file of the given lines into the log dir; the path into out. */
+static int write_conf(char *out, size_t cap, const char *name, const char *text)
 {
-    mprpc_config cfg;
+    FILE *f;
+    snprintf(out, cap, "%s/%s", g_logdir, name);
+    f = fopen(out, "w");
+    if (!f) return 0;
+    fputs(text, f);
+    fclose(f);
+    return 1;
+}
+
+/* Starts RegTest/Who from the config file text (its port given as %s); NULL when it does not start. */
+static mprpc_server *start_from_file(const char *text, mprpc_config *cfg, mprpc_service *svc)
+{
+    const char *colon = strrchr(g_hosts, ':');
+    char path[200], body[512];
+    mprpc_server *srv;
+    snprintf(body, sizeof body, text, colon ? colon + 1 : "0");
+    if (!write_conf(path, sizeof path, "seed.conf", body)) return NULL;
+    test_config(cfg);
+    CHECK_STATUS(mprpc_config_load(cfg, path), MPRPC_OK);
+    unlink(path);
+    srv = start_who(cfg, svc, "seedconf");
+    CHECK(srv != NULL);
+    return srv;
+}
+
+static const char g_seed_conf[] = "# the seed's test.conf\nrpcserverip=127.0.0.1\nrpcserverport=0\n"
+                                  "zookeeperip=127.0.0.1\nzookeeperport=%s\n";
+
+/* Item 14: a provider started with the seed's own config file (its four keys, unchanged) publishes the
+ * seed's /<Service>/<Method> nodes (zookeeper_seed_layout defaults to auto), where a seed C++ caller
+ * reads "ip:port", and a seed-layout caller reaches it; the same keys spelt natively publish only under
+ * /mprpc; the seed's keys with zookeeper_seed_layout = 0 warn once that seed callers will not find it. The
+ * old code published only under /mprpc for the seed's file (and warned). */
+static void seed_config_file_serves_seed_callers(void)
+{
+    mprpc_config cfg, ccfg;
     mprpc_service svc;
     mprpc_server *srv;
-    char path[200];
-    const char *colon = strrchr(g_hosts, ':');
-    int before = log_count(2);
-    FILE *f;
-    if (!zk_up() || !colon) { CHECK(0); return; }
-    snprintf(path, sizeof path, "%s/seed.conf", g_logdir);
-    f = fopen(path, "w");
-    CHECK(f != NULL);
-    if (!f) return;
-    fprintf(f, "# the seed's test.conf\nrpcserverip=127.0.0.1\nrpcserverport=0\nzookeeperip=127.0.0.1\n"
-               "zookeeperport=%s\n", colon + 1);
-    fclose(f);
-    test_config(&cfg);
-    CHECK_STATUS(mprpc_config_load(&cfg, path), MPRPC_OK);
-    srv = start_who(&cfg, &svc, "seedconf");
-    CHECK(srv != NULL);
+    mprpc_channel *ch;
+    mprpc_controller ctl;
+    char want[64], buf[512], name[32];
+    struct Stat st;
+    int len, before = log_count(2);
+    if (!zk_up() || !g_raw) { CHECK(0); return; }
+    /* the seed's file, unchanged */
+    srv = start_from_file(g_seed_conf, &cfg, &svc);
+    if (!srv) return;
+    CHECK(cfg.zookeeper_seed_layout == -1 && cfg.seed_spellings == 1);
+    snprintf(want, sizeof want, "127.0.0.1:%d", mprpc_server_port(srv));
+    CHECK(raw_get(g_raw, "/RegTest/Who", buf, &len, &st) == ZOK);
+    CHECK(strcmp(buf, want) == 0);
+    CHECK((long long)st.ephemeralOwner == session_of(srv->registry));
+    note("seed config: /RegTest/Who = \"%s\" (what a seed caller reads)", buf);
+    snprintf(buf, sizeof buf, "/mprpc/RegTest/%s", want);
+    CHECK(owner_of(g_raw, buf) == session_of(srv->registry)); /* and the native node */
+    zk_config(&ccfg, g_hosts);
+    ccfg.zookeeper_seed_layout = 1; /* a caller that looks where the seed's caller looks */
+    CHECK_STATUS(mprpc_channel_new(&ch, &ccfg), MPRPC_OK);
+    CHECK_STATUS(who_call(ch, name, sizeof name, &ctl), MPRPC_OK);
+    CHECK(strcmp(name, "seedconf") == 0);
+    mprpc_channel_free(ch);
+    mprpc_server_free(srv);
+    CHECK(owner_of(g_raw, "/RegTest/Who") == -1);
+    CHECK(log_count(2) == before);
+
+    /* the same keys in mprpc.h's spelling: native layout only */
+    srv = start_from_file("rpcserver_ip=127.0.0.1\nrpcserver_port=0\nzookeeper_ip=127.0.0.1\nzookeeper_port=%s\n",
+                          &cfg, &svc);
+    if (!srv) return;
+    CHECK(cfg.seed_spellings == 0);
+    snprintf(buf, sizeof buf, "/mprpc/RegTest/127.0.0.1:%d", mprpc_server_port(srv));
+    CHECK(owner_of(g_raw, buf) == session_of(srv->registry));
+    CHECK(owner_of(g_raw, "/RegTest/Who") == -1);
+    mprpc_server_free(srv);
+    CHECK(log_count(2) == before);
+
+    /* the seed's keys, seed layout turned off explicitly: native only, and a warning, once */
+    srv = start_from_file("rpcserverip=127.0.0.1\nrpcserverport=0\nzookeeperip=127.0.0.1\nzookeeperport=%s\n"
+                          "zookeeper_seed_layout = 0\n", &cfg, &svc);
+    if (!srv) return;
+    CHECK(owner_of(g_raw, "/RegTest/Who") == -1);
     WAIT_FOR(log_count(2) > before, 2000);
     CHECK(log_count(2) == before + 1);
     mprpc_server_free(srv);
-    CHECK_STATUS(mprpc_config_set(&cfg, "zookeeper_seed_layout", "1"), MPRPC_OK);
-    srv = start_who(&cfg, &svc, "seedconf");
-    CHECK(srv != NULL);
-    sleep_ms(300);
-    CHECK(log_count(2) == before + 1);
-    mprpc_server_free(srv);
-    unlink(path);
 }
 
 /* Item 20: the registry's worker starts through mprpc__thread_start, so MPRPC_THREAD_STACK_SIZE (defined
@@ -1490,6 +1544,227 @@ static void reconnect_of_the_same_session_rereads_nothing(void)
     mprpc__registry_close(late);
     mprpc__registry_close(prov);
     mprpc__registry_close(caller);
+}
+
+/* zk_watch_count from the standalone server's mntr (data and child watches of every session). */
+static long long server_watches(void)
+{
+    const char *colon = strrchr(g_hosts, ':');
+    struct sockaddr_in sa;
+    char buf[4096], *at;
+    size_t n = 0;
+    ssize_t got;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0 || !colon) return -1;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)atoi(colon + 1));
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || write(fd, "mntr", 4) != 4) {
+        close(fd);
+        return -1;
+    }
+    while (n < sizeof buf - 1 && (got = read(fd, buf + n, sizeof buf - 1 - n)) > 0) n += (size_t)got;
+    close(fd);
+    buf[n] = '\0';
+    at = strstr(buf, "zk_watch_count\t");
+    return at ? atoll(at + 15) : -1;
+}
+
+static size_t cache_entries(mprpc__registry *r)
+{
+    size_t n;
+    pthread_mutex_lock(&r->mu);
+    n = r->entries;
+    pthread_mutex_unlock(&r->mu);
+    return n;
+}
+
+/* Expires r's session from another thread (force_expiry's twin, with a flag of its own), so that several
+ * sessions expire together. */
+typedef struct expirer { mprpc__registry *r; pthread_t t; int up, ok; } expirer;
+
+static void expirer_watcher(zhandle_t *zh, int type, int state, const char *path, void *ctx)
+{
+    (void)zh; (void)path;
+    if (type == ZOO_SESSION_EVENT && state == ZOO_CONNECTED_STATE) __atomic_store_n((int *)ctx, 1, __ATOMIC_SEQ_CST);
+}
+
+static void *expirer_main(void *arg)
+{
+    expirer *e = (expirer *)arg;
+    long long old = session_of(e->r);
+    int attempt;
+    for (attempt = 0; attempt < 5 && !e->ok; attempt++) {
+        clientid_t id;
+        zhandle_t *twin;
+        pthread_mutex_lock(&e->r->mu);
+        id = *zoo_client_id(e->r->zh);
+        pthread_mutex_unlock(&e->r->mu);
+        __atomic_store_n(&e->up, 0, __ATOMIC_SEQ_CST);
+        twin = zookeeper_init2(g_hosts, expirer_watcher, 6000, &id, &e->up, 0, raw_log);
+        WAIT_FOR(__atomic_load_n(&e->up, __ATOMIC_SEQ_CST), 8000);
+        if (twin) zookeeper_close(twin);
+        WAIT_FOR(session_of(e->r) != old && session_of(e->r) != 0, 6000);
+        e->ok = session_of(e->r) != old && session_of(e->r) != 0;
+    }
+    return NULL;
+}
+
+#define HERD 8
+
+/* Every caller's session expires at once: each re-opens its session after its own random delay, uniform
+ * in [0, min(session timeout / 4, 2 s)] (1 s here), not all at the same instant. The cache answers
+ * meanwhile, within the caller's deadline, and every list is current afterwards. The old code re-opened
+ * at once: every delay a few ms, so 8 callers (at scale, all of them) hit the ensemble together. */
+static void sessions_expired_together_reopen_spread_out(void)
+{
+    mprpc_config cfg;
+    mprpc__registry *prov, *late = NULL, *c[HERD];
+    expirer ex[HERD];
+    char err[256] = "", list[256];
+    mprpc_status st;
+    uint64_t delay[HERD], dmin = UINT64_MAX, dmax = 0, omin = UINT64_MAX, omax = 0, t0, planned_max = 0, late_max = 0;
+    int i, reopened = 0, current = 0;
+    if (!zk_up()) { CHECK(0); return; }
+    zk_config(&cfg, g_hosts); /* session timeout 4000 ms: delays up to 1000 ms */
+    prov = open_registry(&cfg);
+    CHECK(prov != NULL);
+    if (!prov) return;
+    CHECK_STATUS(mprpc__registry_publish(prov, "Herd", "10.0.0.1:1", g_quiet_methods, 1, err, sizeof err), MPRPC_OK);
+    for (i = 0; i < HERD; i++) {
+        c[i] = open_registry(&cfg);
+        CHECK(c[i] != NULL);
+        if (!c[i]) return;
+        resolve_list(c[i], "Herd", &st, list, sizeof list);
+        CHECK_STATUS(st, MPRPC_OK);
+    }
+    for (i = 0; i < HERD; i++) {
+        memset(&ex[i], 0, sizeof ex[i]);
+        ex[i].r = c[i];
+        CHECK(pthread_create(&ex[i].t, NULL, expirer_main, &ex[i]) == 0);
+    }
+    /* meanwhile every caller is answered from its cache, at once */
+    for (i = 0; i < HERD; i++) {
+        t0 = now_ms();
+        resolve_list(c[i], "Herd", &st, list, sizeof list);
+        CHECK_STATUS(st, MPRPC_OK);
+        CHECK(now_ms() - t0 < 1000u * (unsigned)g_slow);
+    }
+    for (i = 0; i < HERD; i++) pthread_join(ex[i].t, NULL);
+    for (i = 0; i < HERD; i++) {
+        uint64_t opened, expired, planned;
+        pthread_mutex_lock(&c[i]->mu);
+        opened = c[i]->opened_at_ms;
+        expired = c[i]->expired_at_ms;
+        planned = c[i]->reopen_at - expired;
+        pthread_mutex_unlock(&c[i]->mu);
+        if (!ex[i].ok || expired == 0 || opened < expired + planned) continue; /* never before its time */
+        reopened++;
+        delay[i] = opened - expired;
+        planned_max = planned > planned_max ? planned : planned_max;
+        late_max = delay[i] - planned > late_max ? delay[i] - planned : late_max;
+        if (delay[i] < dmin) dmin = delay[i];
+        if (delay[i] > dmax) dmax = delay[i];
+        if (opened < omin) omin = opened;
+        if (opened > omax) omax = opened;
+    }
+    note("%d of %d sessions expired and re-opened; delay after expiry %llu..%llu ms (drawn at most %llu, opened at "
+         "most %llu ms after the drawn time); re-opens spread over %llu ms", reopened, HERD, (unsigned long long)dmin,
+         (unsigned long long)dmax, (unsigned long long)planned_max, (unsigned long long)late_max,
+         (unsigned long long)(reopened ? omax - omin : 0));
+    CHECK(reopened == HERD);
+    CHECK(dmax - dmin >= 150);   /* old code: every delay a few ms (P(new code fails) = 0.15^8) */
+    CHECK(planned_max <= 1000);  /* min(4000 / 4, 2000) */
+    CHECK(late_max <= 2000u * (unsigned)g_slow); /* the worker's wake-up and zookeeper_init on a loaded machine */
+    /* a resolve of a service not cached yet ends at its own deadline at the latest */
+    {
+        mprpc__addrs a = {NULL, 0, 0};
+        uint64_t gen = 0;
+        t0 = now_ms();
+        st = mprpc__registry_resolve(c[0], "NotCachedYet", "Who", t0 + 300, &gen, &a, err, sizeof err);
+        CHECK(st == MPRPC_ERR_UNAVAILABLE || st == MPRPC_ERR_TIMEOUT);
+        CHECK(now_ms() - t0 <= 300u + 200u * (unsigned)g_slow);
+        mprpc__addrs_free(&a);
+    }
+    /* every list is current: a provider added now is seen by every caller */
+    late = open_registry(&cfg);
+    CHECK(late != NULL);
+    if (late)
+        CHECK_STATUS(mprpc__registry_publish(late, "Herd", "10.0.0.2:2", g_quiet_methods, 1, err, sizeof err),
+                     MPRPC_OK);
+    for (i = 0; i < HERD; i++) {
+        WAIT_FOR((resolve_list(c[i], "Herd", &st, list, sizeof list), strstr(list, "10.0.0.2:2") != NULL), 5000);
+        current += strcmp(list, "10.0.0.1:1 10.0.0.2:2 ") == 0;
+    }
+    CHECK(current == HERD);
+    for (i = 0; i < HERD; i++) mprpc__registry_close(c[i]);
+    mprpc__registry_close(late);
+    mprpc__registry_close(prov);
+}
+
+/* The cache is bounded: resolving 1,000 distinct names that have no node leaves at most
+ * MPRPC__REG_ABSENT_MAX entries (and watches on the server), the least recently resolved dropped with their
+ * watch; an entry not resolved for idle_ms goes too, and resolving it again reads it afresh, with a higher
+ * generation (a channel installs only a higher one). The old code kept all 1,000 entries and watches. */
+static void missing_names_leave_a_bounded_cache(void)
+{
+    mprpc_config cfg;
+    mprpc__registry *prov, *caller;
+    mprpc__addrs a = {NULL, 0, 0};
+    char err[256] = "", name[32];
+    uint64_t gen1 = 0, gen2 = 0, t0;
+    long long w0, w1, w2;
+    int i, unavailable = 0;
+    unsigned long evicted;
+    if (!zk_up()) { CHECK(0); return; }
+    zk_config(&cfg, g_hosts);
+    prov = open_registry(&cfg);
+    caller = open_registry(&cfg);
+    CHECK(prov != NULL && caller != NULL);
+    if (!prov || !caller) return;
+    CHECK_STATUS(mprpc__registry_publish(prov, "Kept", "10.0.0.3:3", g_quiet_methods, 1, err, sizeof err), MPRPC_OK);
+    WAIT_FOR(connected(caller), 5000);
+    w0 = server_watches();
+    t0 = now_ms();
+    for (i = 0; i < 1000; i++) {
+        uint64_t gen = 0;
+        snprintf(name, sizeof name, "Missing%04d", i);
+        unavailable += mprpc__registry_resolve(caller, name, "Who", now_ms() + 5000u * (unsigned)g_slow, &gen, &a,
+                                               err, sizeof err) == MPRPC_ERR_UNAVAILABLE;
+    }
+    WAIT_FOR(cache_entries(caller) <= MPRPC__REG_ABSENT_MAX, 5000);
+    sleep_ms(200);
+    w1 = server_watches();
+    pthread_mutex_lock(&caller->mu);
+    evicted = caller->evicted;
+    pthread_mutex_unlock(&caller->mu);
+    note("1000 missing names resolved in %llu ms: %zu cache entries left, %lu dropped; server watches %lld -> %lld",
+         (unsigned long long)(now_ms() - t0), cache_entries(caller), evicted, w0, w1);
+    CHECK(unavailable == 1000);
+    CHECK(cache_entries(caller) <= MPRPC__REG_ABSENT_MAX);
+    CHECK(evicted >= 1000 - MPRPC__REG_ABSENT_MAX);
+    CHECK(w0 >= 0 && w1 >= 0 && w1 - w0 <= MPRPC__REG_ABSENT_MAX + 4); /* the old code: +1000 */
+    /* idleness: every entry goes, its watch too; a later resolve reads afresh */
+    CHECK_STATUS(mprpc__registry_resolve(caller, "Kept", "Who", now_ms() + 5000u * (unsigned)g_slow, &gen1, &a, err,
+                                         sizeof err), MPRPC_OK);
+    pthread_mutex_lock(&caller->mu);
+    caller->idle_ms = 300;
+    pthread_mutex_unlock(&caller->mu);
+    WAIT_FOR(cache_entries(caller) == 0, 5000);
+    CHECK(cache_entries(caller) == 0);
+    sleep_ms(200);
+    w2 = server_watches();
+    note("after %d ms without a resolve: %zu entries, server watches %lld", 300, cache_entries(caller), w2);
+    CHECK(w2 >= 0 && w2 <= w0);
+    gen2 = gen1;
+    CHECK_STATUS(mprpc__registry_resolve(caller, "Kept", "Who", now_ms() + 5000u * (unsigned)g_slow, &gen2, &a, err,
+                                         sizeof err), MPRPC_OK);
+    CHECK(gen2 > gen1);
+    CHECK(a.n == 1 && strcmp(a.v[0], "10.0.0.3:3") == 0);
+    mprpc__addrs_free(&a);
+    mprpc__registry_close(caller);
+    mprpc__registry_close(prov);
 }
 
 /* 3 ZooKeeper servers on loopback; the leader is killed while two threads call: no call fails, the
@@ -1640,9 +1915,11 @@ int main(int argc, char **argv)
     CASE(auth_caller_ignores_open_registrations);
     CASE(same_address_two_live_providers_no_storm);
     CASE(unresolvable_zookeeper_host_named);
-    CASE(seed_config_file_warns);
+    CASE(seed_config_file_serves_seed_callers);
     CASE(registry_worker_gets_the_stack_size);
     CASE(reconnect_of_the_same_session_rereads_nothing);
+    CASE(sessions_expired_together_reopen_spread_out);
+    CASE(missing_names_leave_a_bounded_cache);
     CASE(ensemble_leader_killed_mid_run);
     CASE(log_records_events_but_no_secret);
 
