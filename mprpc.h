@@ -526,7 +526,9 @@ typedef struct mprpc_call   mprpc_call;
 typedef void (*mprpc_handler_fn)(mprpc_call *call, const void *request, void *response,
                                  void *user);
 /* Optional: runs before the request is decoded, e.g. to point nanopb
- * callback fields at mprpc_bytes_decode / mprpc_bytes_encode. */
+ * callback fields at mprpc_bytes_decode / mprpc_bytes_encode. A request
+ * callback field left without a decoder is not skipped silently: if it is on
+ * the wire the call fails with MPRPC_ERR_DECODE naming the field's number. */
 typedef void (*mprpc_prepare_fn)(mprpc_call *call, void *request, void *response, void *user);
 
 typedef struct mprpc_method {
