@@ -89,6 +89,10 @@ $(BUILD)/tls/%: examples/%.c mprpc.h $(GEN)/user.pb.c $(GEN)/user.pb.h
 	@mkdir -p $(BUILD)/tls
 	$(CC) $(WARN) $(CFLAGS) -DMPRPC_TLS $(INCS) $< $(GEN)/user.pb.c $(LIBS) $(ZK_LIBS) $(TLS_LIBS) -o $@
 
+$(BUILD)/tls/mprpc-call: tools/mprpc-call.c mprpc.h
+	@mkdir -p $(BUILD)/tls
+	$(CC) $(WARN) $(CFLAGS) -DMPRPC_TLS $(INCS) tools/mprpc-call.c $(LIBS) $(ZK_LIBS) $(TLS_LIBS) -o $@
+
 demo-tls: deps ## the example provider and caller over mutual TLS, certificates made with openssl
 	@scripts/deps.sh tls
 	@$(MAKE) --no-print-directory $(BUILD)/tls/provider $(BUILD)/tls/caller
@@ -136,7 +140,7 @@ $(TBUILD)/test_fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c tests/test.h test
 test-build: $(addprefix $(TBUILD)/,$(TEST_NAMES)) $(addprefix $(TBUILD)/test_fuzz_,$(FUZZ_TARGETS)) ## build the C test binaries (SAN=_asan|_tsan)
 
 test: deps-test ## the whole suite: C tests, fuzz corpus replay, compile matrix, checks, demo
-	@$(MAKE) --no-print-directory test-build examples
+	@$(MAKE) --no-print-directory test-build examples $(BUILD)/tls/provider $(BUILD)/tls/mprpc-call
 	@tests/run.sh $(TBUILD)
 
 test-asan: deps-test ## the C tests under AddressSanitizer + UBSan

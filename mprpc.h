@@ -243,8 +243,9 @@ MPRPCDEF mprpc_status mprpc_config_set(mprpc_config *cfg, const char *key, const
  * Each key may appear once: a second line with the same key (or its seed
  * spelling) is an error naming both lines. All or nothing: on any error,
  * including a file that cannot be opened or read (a directory, an I/O error),
- * a NUL byte or a line over 1023 bytes, returns MPRPC_ERR_CONFIG and cfg is
- * unchanged except cfg->error, which names the file, the line and the key or
+ * a NUL byte or a line over 1023 bytes, returns MPRPC_ERR_CONFIG (or
+ * MPRPC_ERR_UNSUPPORTED for a setting this build lacks) and cfg is unchanged
+ * except cfg->error, which names the file, the line and the key or
  * the system's reason. */
 MPRPCDEF mprpc_status mprpc_config_load(mprpc_config *cfg, const char *path);
 /* The seed's command line ("-i FILE") without taking the rest of it. Scans
@@ -263,11 +264,12 @@ MPRPCDEF mprpc_status mprpc_config_from_args(mprpc_config *cfg, int argc, char *
  * "[::1]:80", "host.name:80", "unix:/path" or "unix:@name"), that zookeeper_root is a clean path below "/" (no trailing '/', no
  * "//", no "." or ".." components), and the cross-field rules (zookeeper_auth
  * needs a ZooKeeper; a build with MPRPC_NO_ZOOKEEPER refuses one, with
- * MPRPC_ERR_UNSUPPORTED). Otherwise returns MPRPC_ERR_CONFIG with the reason
- * in cfg->error. mprpc_config_load, mprpc_server_new and _start,
- * mprpc_channel_new and mprpc_logger_start call it too and fail with
- * MPRPC_ERR_CONFIG; server_new and channel_new log the reason, as there is no
- * object yet to hold it. */
+ * MPRPC_ERR_UNSUPPORTED, as does one without MPRPC_TLS given tls_enable = 1).
+ * Otherwise returns MPRPC_ERR_CONFIG with the reason in cfg->error.
+ * mprpc_config_load, mprpc_server_new and _start, mprpc_channel_new and
+ * mprpc_logger_start call it too and fail with the status it returned;
+ * server_new and channel_new log the reason, as there is no object yet to
+ * hold it. */
 MPRPCDEF mprpc_status mprpc_config_validate(mprpc_config *cfg);
 
 /* ======================================================================== */
@@ -528,7 +530,9 @@ typedef struct mprpc_call   mprpc_call;
 typedef void (*mprpc_handler_fn)(mprpc_call *call, const void *request, void *response,
                                  void *user);
 /* Optional: runs before the request is decoded, e.g. to point nanopb
- * callback fields at mprpc_bytes_decode / mprpc_bytes_encode. */
+ * callback fields at mprpc_bytes_decode / mprpc_bytes_encode. A request
+ * callback field left without a decoder is not skipped silently: if it is on
+ * the wire the call fails with MPRPC_ERR_DECODE naming the field's number. */
 typedef void (*mprpc_prepare_fn)(mprpc_call *call, void *request, void *response, void *user);
 
 typedef struct mprpc_method {
@@ -592,10 +596,11 @@ typedef struct mprpc_server_stats {
  * accepts (a blocked loop never stops accepting) and performs the drain.
  * The stats stay readable until mprpc_server_free. */
 
-/* Creates a new server with a copy of cfg (validated at start). Fails with
- * MPRPC_ERR_INVALID_ARGUMENT, MPRPC_ERR_NO_MEMORY or MPRPC_ERR_IO (no eventfd),
- * and MPRPC_ERR_UNSUPPORTED when the nanopb runtime does not match pb.h
- * (mprpc_wire_check_nanopb). */
+/* Creates a new server with a copy of cfg, validated here (mprpc_config_validate:
+ * MPRPC_ERR_CONFIG, or MPRPC_ERR_UNSUPPORTED for what this build lacks; the
+ * reason is logged). Also fails with MPRPC_ERR_INVALID_ARGUMENT, MPRPC_ERR_NO_MEMORY,
+ * MPRPC_ERR_IO (no eventfd), and MPRPC_ERR_UNSUPPORTED when the nanopb runtime
+ * does not match pb.h (mprpc_wire_check_nanopb). *out is NULL on failure. */
 MPRPCDEF mprpc_status mprpc_server_new(mprpc_server **out, const mprpc_config *cfg);
 /* The seed's NotifyService. The service table and its strings must outlive the
  * server (they are not copied). While new only. */
@@ -638,7 +643,10 @@ MPRPCDEF const char *mprpc_server_error(const mprpc_server *srv);
 /* Any thread, any time until mprpc_server_free; also after run returned. */
 MPRPCDEF void mprpc_server_get_stats(mprpc_server *srv, mprpc_server_stats *out);
 
-/* Inside a handler (or before mprpc_call_done for a deferred call). */
+/* The functions on a call accept NULL: the ones that act do nothing, the ones
+ * that answer return "" (names, peer identity), -1 (time left), 0 (arena used)
+ * or NULL (memory).
+ * Inside a handler (or before mprpc_call_done for a deferred call). */
 MPRPCDEF void mprpc_call_fail(mprpc_call *call, const char *fmt, ...) MPRPC_PRINTF(2, 3);
 /* Inside the handler only: the call stays open after the handler returns. */
 MPRPCDEF void mprpc_call_defer(mprpc_call *call);
@@ -653,6 +661,7 @@ MPRPCDEF void mprpc_call_done(mprpc_call *call);
  * counted from when the request arrived): -1 when the caller sent none,
  * 0 once it has passed. Any thread, until mprpc_call_done. */
 MPRPCDEF int  mprpc_call_time_left_ms(const mprpc_call *call);
+/* The service and method names of the call (the service table's strings). */
 MPRPCDEF const char *mprpc_call_service(const mprpc_call *call);
 MPRPCDEF const char *mprpc_call_method(const mprpc_call *call);
 /* Per-call memory: n bytes (aligned for any type, not zeroed) that stay valid
@@ -992,6 +1001,7 @@ MPRPCDEF int mprpc_channel_dispatch(mprpc_channel *ch);
 #ifndef MPRPC_IMPLEMENTATION_DONE
 #define MPRPC_IMPLEMENTATION_DONE
 
+#include <pb_common.h>   /* pb_field_iter: the request callback-field guard (7) */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -2087,6 +2097,7 @@ static mprpc_status mprpc__config_parse(mprpc_config *cfg, FILE *f, const char *
     int set_on[MPRPC_COUNTOF(mprpc__config_keys)];
     char line[1024], why[224];
     int lineno = 0, r;
+    mprpc_status st;
     tmp = *cfg;
     memset(set_on, 0, sizeof set_on);
     while ((r = mprpc__config_read_line(f, line, sizeof line)) != MPRPC__LINE_EOF) {
@@ -2097,9 +2108,10 @@ static mprpc_status mprpc__config_parse(mprpc_config *cfg, FILE *f, const char *
             return MPRPC_ERR_CONFIG;
         }
     }
-    if (mprpc_config_validate(&tmp) != MPRPC_OK) {
+    st = mprpc_config_validate(&tmp);
+    if (st != MPRPC_OK) {
         mprpc__fmt(cfg->error, sizeof cfg->error, "%s: %s", path, tmp.error);
-        return MPRPC_ERR_CONFIG;
+        return st;
     }
     tmp.error[0] = '\0';
     *cfg = tmp;
@@ -2240,9 +2252,10 @@ MPRPCDEF mprpc_status mprpc_config_validate(mprpc_config *cfg)
 static mprpc_status mprpc__config_check(const mprpc_config *cfg, const char *who)
 {
     mprpc_config copy = *cfg;
-    if (mprpc_config_validate(&copy) == MPRPC_OK) return MPRPC_OK;
+    mprpc_status st = mprpc_config_validate(&copy);
+    if (st == MPRPC_OK) return MPRPC_OK;
     MPRPC_LOG_ERROR("%s: invalid config: %s", who, copy.error);
-    return MPRPC_ERR_CONFIG;
+    return st; /* MPRPC_ERR_CONFIG, or MPRPC_ERR_UNSUPPORTED for what this build lacks */
 }
 
 /* The file named by "-i FILE", "-iFILE", "--config FILE" or "--config=FILE"
@@ -2450,8 +2463,8 @@ MPRPCDEF void mprpc_logger_set_sink(mprpc_log_sink_fn fn, void *user)
 MPRPCDEF mprpc_status mprpc_logger_start(mprpc_config *cfg)
 {
     mprpc__log_slot *slots;
-    if (!cfg) return MPRPC_ERR_INVALID_ARGUMENT;
-    if (mprpc_config_validate(cfg) != MPRPC_OK) return MPRPC_ERR_CONFIG; /* why: cfg->error */
+    mprpc_status st = cfg ? mprpc_config_validate(cfg) : MPRPC_ERR_INVALID_ARGUMENT;
+    if (st != MPRPC_OK) return st; /* why: cfg->error */
     pthread_mutex_lock(&mprpc__log.mu);
     if (mprpc__log.running) {
         pthread_mutex_unlock(&mprpc__log.mu);
@@ -3122,6 +3135,7 @@ struct mprpc_call {
     size_t               slot;         /* the method's admin stats slot (7i) */
     uint64_t             start_us;     /* when it was dispatched (latency, 7i) */
     uint32_t             request_bytes;
+    uint32_t             unset_tag;    /* a request callback field that arrived with no decoder */
 };
 
 struct mprpc__loop {
@@ -3164,6 +3178,7 @@ typedef struct mprpc__route {
     const mprpc_service *service;
     const mprpc_method  *method;      /* NULL: the entry names the service itself */
     size_t               slot;        /* a method's admin stats slot: methods in the order added */
+    int                  guard;       /* the request has callback fields: mprpc__guard_callbacks */
 } mprpc__route;
 
 /* The server's lifecycle: changed under life_mu (and stored atomically, so
@@ -3266,6 +3281,57 @@ static const mprpc__route *mprpc__route_find(const mprpc_server *srv, const uint
     }
 }
 
+/* ---- request callback fields left without a decoder ----
+ * nanopb skips a callback field whose funcs.decode is NULL, so a request whose bytes field nobody
+ * prepared would reach the handler silently empty (a Put that stores 0 bytes). After the prepare hook
+ * every such field gets a decoder that refuses; nanopb calls it only when the field is on the wire,
+ * so an absent field still decodes. Only the fields nanopb's default field callback serves (a plain
+ * pb_callback_t, not in a oneof) are guarded; whether a method needs it is decided once per method. */
+
+/* The pb_callback_t of the field under the iterator, if the guard applies to it. */
+static pb_callback_t *mprpc__plain_callback(const pb_field_iter_t *it)
+{
+    if (PB_ATYPE(it->type) != PB_ATYPE_CALLBACK || PB_HTYPE(it->type) == PB_HTYPE_ONEOF) return NULL;
+    if (it->descriptor->field_callback != pb_default_field_callback) return NULL;
+    return it->data_size == sizeof(pb_callback_t) ? (pb_callback_t *)it->pData : NULL;
+}
+
+static int mprpc__has_callback_fields(const pb_msgdesc_t *fields)
+{
+    pb_field_iter_t it;
+    if (!pb_field_iter_begin(&it, fields, NULL)) return 0;
+    do {
+        if (PB_ATYPE(it.type) == PB_ATYPE_CALLBACK && it.descriptor->field_callback == pb_default_field_callback)
+            return 1;
+    } while (pb_field_iter_next(&it));
+    return 0;
+}
+
+static bool mprpc__refuse_unset(pb_istream_t *stream, const pb_field_t *field, void **arg)
+{
+    ((mprpc_call *)*arg)->unset_tag = field->tag;
+    PB_RETURN_ERROR(stream, "a callback field without a decoder");
+}
+
+/* install: the refusing decoder on each field the prepare hook left unset; otherwise take it off
+ * again, so the handler sees the fields as prepare left them. */
+static void mprpc__guard_callbacks(mprpc_call *call, const pb_msgdesc_t *fields, int install)
+{
+    pb_field_iter_t it;
+    if (!pb_field_iter_begin(&it, fields, call->request)) return;
+    do {
+        pb_callback_t *cb = mprpc__plain_callback(&it);
+        if (!cb) continue;
+        if (install && !cb->funcs.decode) {
+            cb->funcs.decode = mprpc__refuse_unset;
+            cb->arg = call;
+        } else if (!install && cb->funcs.decode == mprpc__refuse_unset) {
+            cb->funcs.decode = NULL;
+            cb->arg = NULL;
+        }
+    } while (pb_field_iter_next(&it));
+}
+
 static void mprpc__route_put(mprpc_server *srv, const mprpc_service *svc, const mprpc_method *m)
 {
     const char *mn = m ? m->name : NULL;
@@ -3276,7 +3342,9 @@ static void mprpc__route_put(mprpc_server *srv, const mprpc_service *svc, const 
     srv->routes[i].hash = h;
     srv->routes[i].service = svc;
     srv->routes[i].method = m;
-    if (m) srv->routes[i].slot = srv->nslots++;
+    if (!m) return;
+    srv->routes[i].slot = srv->nslots++;
+    srv->routes[i].guard = mprpc__has_callback_fields(m->request_fields);
 }
 
 static mprpc_status mprpc__routes_build(mprpc_server *srv)
@@ -3963,6 +4031,22 @@ static void mprpc__reply(mprpc__conn *c, const mprpc_call *call)
                            call->service->name, m->name, mprpc_status_str(st));
 }
 
+/* The answer to a request that did not decode; a callback field that arrived with nobody to decode it
+ * is named, with what to do about it. */
+static void mprpc__reply_decode_error(mprpc__conn *c, const mprpc__route *r, const mprpc_call *call,
+                                      const char *why)
+{
+    if (call->unset_tag)
+        mprpc__reply_error(c, call->version, call->call_id, MPRPC_ERR_DECODE,
+                           "%s.%s: request field %u (a callback field) arrived but has no decoder: set its "
+                           "funcs.decode in the method's prepare hook (MPRPC_METHOD_PREPARED, or the "
+                           "generated stubs' %s_prepare)", r->service->name, r->method->name,
+                           (unsigned)call->unset_tag, r->method->name);
+    else
+        mprpc__reply_error(c, call->version, call->call_id, MPRPC_ERR_DECODE,
+                           "%s.%s: cannot decode the request: %s", r->service->name, r->method->name, why);
+}
+
 /* Decodes the request and runs the handler; the reply is queued unless the
  * handler deferred the call. */
 static void mprpc__call_run(mprpc__conn *c, const mprpc__route *r, const mprpc_request_frame *f,
@@ -3980,14 +4064,15 @@ static void mprpc__call_run(mprpc__conn *c, const mprpc__route *r, const mprpc_r
     }
     mprpc__call_setup(call, c, r, h, deadline_ms);
     if (r->method->prepare) r->method->prepare(call, call->request, call->response, r->service->user);
+    if (r->guard) mprpc__guard_callbacks(call, r->method->request_fields, 1);
     is = pb_istream_from_buffer(f->body, h->args_size);
     if (!pb_decode(&is, r->method->request_fields, call->request)) {
-        mprpc__reply_error(c, h->version, h->call_id, MPRPC_ERR_DECODE, "%s.%s: cannot decode the request: %s",
-                           r->service->name, r->method->name, PB_GET_ERROR(&is));
+        mprpc__reply_decode_error(c, r, call, PB_GET_ERROR(&is));
         mprpc__admin_count(l, call, MPRPC_ERR_DECODE, 0);
         mprpc__call_put(l, call);
         return;
     }
+    if (r->guard) mprpc__guard_callbacks(call, r->method->request_fields, 0);
     MPRPC__ADD(&l->stats.calls, 1);
     r->method->handler(call, call->request, call->response, r->service->user);
     if (__atomic_load_n(&call->state, __ATOMIC_ACQUIRE) != MPRPC__CALL_RUNNING) {
@@ -4450,9 +4535,11 @@ static void *mprpc__acceptor_main(void *arg)
 MPRPCDEF mprpc_status mprpc_server_new(mprpc_server **out, const mprpc_config *cfg)
 {
     mprpc_server *srv;
+    mprpc_status st;
     if (!out || !cfg) return MPRPC_ERR_INVALID_ARGUMENT;
     *out = NULL;
-    if (mprpc__config_check(cfg, "mprpc_server_new") != MPRPC_OK) return MPRPC_ERR_CONFIG;
+    st = mprpc__config_check(cfg, "mprpc_server_new");
+    if (st != MPRPC_OK) return st;
     if (mprpc__nanopb_check("mprpc_server_new") != MPRPC_OK) return MPRPC_ERR_UNSUPPORTED;
     srv = (mprpc_server *)mprpc__zalloc(sizeof *srv);
     if (!srv) return MPRPC_ERR_NO_MEMORY;
@@ -4609,9 +4696,10 @@ static mprpc_status mprpc__server_open(mprpc_server *srv)
 {
     mprpc_status st;
     int i;
-    if (mprpc_config_validate(&srv->cfg) != MPRPC_OK) {
+    st = mprpc_config_validate(&srv->cfg);
+    if (st != MPRPC_OK) {
         mprpc__srv_fail(srv, "%s", srv->cfg.error);
-        return MPRPC_ERR_CONFIG;
+        return st;
     }
     st = mprpc__admin_open(srv);
     if (st == MPRPC_OK) st = mprpc__routes_build(srv);
@@ -4860,6 +4948,7 @@ MPRPCDEF void mprpc_server_get_stats(mprpc_server *srv, mprpc_server_stats *out)
 MPRPCDEF void mprpc_call_fail(mprpc_call *call, const char *fmt, ...)
 {
     va_list ap;
+    if (!call) return;
     call->status = MPRPC_ERR_APPLICATION;
     va_start(ap, fmt);
     mprpc__vfmt(call->error_text, sizeof call->error_text, fmt, ap);
@@ -4869,6 +4958,7 @@ MPRPCDEF void mprpc_call_fail(mprpc_call *call, const char *fmt, ...)
 MPRPCDEF void mprpc_call_defer(mprpc_call *call)
 {
     int expected = MPRPC__CALL_RUNNING;
+    if (!call) return;
     if (!__atomic_compare_exchange_n(&call->state, &expected, MPRPC__CALL_DEFERRED, 0,
                                      __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
         MPRPC_LOG_WARN("mprpc_call_defer on %s.%s: the call is not in its handler (state %d): ignored",
@@ -4907,7 +4997,7 @@ MPRPCDEF int mprpc_call_time_left_ms(const mprpc_call *call)
 
 MPRPCDEF const char *mprpc_call_service(const mprpc_call *call)
 {
-    return call->service->name;
+    return call ? call->service->name : "";
 }
 
 MPRPCDEF const char *mprpc_call_peer_identity(const mprpc_call *call)
@@ -4917,7 +5007,7 @@ MPRPCDEF const char *mprpc_call_peer_identity(const mprpc_call *call)
 
 MPRPCDEF const char *mprpc_call_method(const mprpc_call *call)
 {
-    return call->method->name;
+    return call ? call->method->name : "";
 }
 
 /* Touches only the call: a deferred call's worker may use it while the loop
@@ -6723,7 +6813,8 @@ MPRPCDEF mprpc_status mprpc_channel_new(mprpc_channel **out, const mprpc_config 
     mprpc_status st;
     if (!out || !cfg) return MPRPC_ERR_INVALID_ARGUMENT;
     *out = NULL;
-    if (mprpc__config_check(cfg, "mprpc_channel_new") != MPRPC_OK) return MPRPC_ERR_CONFIG;
+    st = mprpc__config_check(cfg, "mprpc_channel_new");
+    if (st != MPRPC_OK) return st;
     if (mprpc__nanopb_check("mprpc_channel_new") != MPRPC_OK) return MPRPC_ERR_UNSUPPORTED;
     ch = (mprpc_channel *)mprpc__zalloc(sizeof *ch);
     if (!ch) return MPRPC_ERR_NO_MEMORY;

@@ -109,6 +109,7 @@ if [ $extra -eq 1 ]; then
                                      -lpthread -o "$log/mprpc-call-nozk"
   check embedded-nanopb-code   sh -c "$nanopb -q -I proto -D '$log' proto/mprpc.proto && /usr/bin/python3 tests/check_embedded.py '$log/mprpc.pb.h'"
   check embedded-admin-code    sh -c "$nanopb -q -I proto -D '$log' proto/admin.proto && /usr/bin/python3 tests/check_embedded.py '$log/admin.pb.h' admin"
+  check api-doc-covers-every-public-function-and-macro /usr/bin/python3 tests/check_api_doc.py mprpc.h docs/API.md
   check protobuf-crosscheck    sh -c "gcc -std=c11 $W tests/wire_tool.c build/gen/testsvc.pb.c -lprotobuf-nanopb -lzookeeper_mt -lpthread -o '$log/wire_tool' && /usr/bin/python3 tests/crosscheck.py '$log/wire_tool'"
   check demo-provider-caller   scripts/demo.sh
   check bigfile-example-300000-bytes-and-chunks-both-ways  scripts/demo.sh bigfile

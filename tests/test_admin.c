@@ -248,7 +248,7 @@ static void every_exit_code_means_its_status_class(void)
     CHECK_CONTAINS(out, "seq: 7");
     CHECK(run_cli(out, sizeof out, "%s", "") == 2); /* no arguments */
     CHECK(run_cli(out, sizeof out, "--raw 127.0.0.1 TestService Echo") == 2);
-    CHECK_CONTAINS(out, "want ip:port");
+    CHECK_CONTAINS(out, "ADDRESS: address '127.0.0.1' is not host:port");
     CHECK(run_cli(out, sizeof out, P "Echo -d 'no_such_field: 1'", port) == 2);
     CHECK_CONTAINS(out, "no_such_field");
     CHECK(run_cli(out, sizeof out, P "NotInTheProto -d ''", port) == 2);

@@ -174,6 +174,29 @@ static void tls_without_mprpc_tls_is_unsupported(void)
     CHECK_CONTAINS(c.error, "built without MPRPC_TLS");
 }
 
+/* What this build lacks is MPRPC_ERR_UNSUPPORTED wherever the config is checked, not only in validate. */
+static void server_channel_and_logger_say_unsupported_as_validate_does(void)
+{
+    mprpc_config c;
+    mprpc_server *srv = NULL;
+    mprpc_channel *ch = NULL;
+    mprpc_config_init(&c);
+    c.tls_enable = 1;
+    CHECK_STATUS(mprpc_server_new(&srv, &c), MPRPC_ERR_UNSUPPORTED);
+    CHECK(srv == NULL);
+    if (srv) mprpc_server_free(srv);
+    CHECK_STATUS(mprpc_channel_new(&ch, &c), MPRPC_ERR_UNSUPPORTED);
+    CHECK(ch == NULL);
+    if (ch) mprpc_channel_free(ch);
+    CHECK_STATUS(mprpc_logger_start(&c), MPRPC_ERR_UNSUPPORTED);
+    CHECK_CONTAINS(c.error, "built without MPRPC_TLS");
+    mprpc_logger_stop();
+    write_file("tls_enable = 1\n");
+    mprpc_config_init(&c);
+    CHECK_STATUS(mprpc_config_load(&c, path), MPRPC_ERR_UNSUPPORTED);
+    CHECK_CONTAINS(c.error, "built without MPRPC_TLS");
+}
+
 static void missing_file_is_an_error(void)
 {
     mprpc_config c;
@@ -410,6 +433,7 @@ int main(void)
     RUN(values_that_do_not_fit_are_rejected);
     RUN(nothing_is_half_applied);
     RUN(tls_without_mprpc_tls_is_unsupported);
+    RUN(server_channel_and_logger_say_unsupported_as_validate_does);
     RUN(missing_file_is_an_error);
     RUN(set_applies_one_key);
     RUN(command_line_takes_dash_i);

@@ -144,6 +144,87 @@ static void undecodable_request_gets_a_decode_error(void)
     mprpc_server_free(srv);
 }
 
+/* Issue 12: BigRequest.data is a nanopb callback field. A method without a prepare hook has no decoder
+ * for it; nanopb alone would skip the bytes and the handler would see an empty request. */
+static int unprepared_runs; /* atomic */
+static void unprepared_big(mprpc_call *call, const void *request, void *response, void *user)
+{
+    const testsvc_BigRequest *rq = (const testsvc_BigRequest *)request;
+    (void)call; (void)user;
+    __atomic_add_fetch(&unprepared_runs, 1, __ATOMIC_RELAXED);
+    ((testsvc_BigResponse *)response)->sum = rq->fill + (rq->data.funcs.decode || rq->data.arg ? 1000 : 0);
+}
+static const mprpc_method unprepared_methods[] = {
+    MPRPC_METHOD("Big", testsvc_BigRequest, testsvc_BigResponse, unprepared_big),
+};
+static const mprpc_service unprepared_service = MPRPC_SERVICE("Unprepared", unprepared_methods, NULL);
+
+static mprpc_status call_big(mprpc_channel *ch, const char *service, const mprpc_bytes *data, uint32_t fill,
+                             testsvc_BigResponse *rs, mprpc_controller *ctl)
+{
+    testsvc_BigRequest rq = testsvc_BigRequest_init_zero;
+    rq.fill = fill;
+    if (data) {
+        rq.data.funcs.encode = mprpc_bytes_encode;
+        rq.data.arg = (void *)(uintptr_t)data;
+    }
+    memset(rs, 0, sizeof *rs);
+    mprpc_controller_init(ctl);
+    return MPRPC_CALL(ch, service, "Big", testsvc_BigRequest, &rq, testsvc_BigResponse, rs, ctl);
+}
+
+static void a_callback_field_sent_to_a_method_without_a_decoder_fails_naming_the_field(void)
+{
+    mprpc_config cfg;
+    mprpc_server *srv = NULL;
+    mprpc_channel *ch = NULL;
+    mprpc_controller ctl;
+    testsvc_BigResponse rs;
+    static const uint8_t bytes[] = "forty-two bytes that must not vanish.....";
+    mprpc_bytes data = { bytes, sizeof bytes - 1 };
+    test_config(&cfg);
+    cfg.rpcserver_port = 0;
+    CHECK_STATUS(mprpc_server_new(&srv, &cfg), MPRPC_OK);
+    if (!srv) return;
+    CHECK_STATUS(mprpc_server_add_service(srv, &unprepared_service), MPRPC_OK);
+    CHECK_STATUS(mprpc_server_add_service(srv, &test_service), MPRPC_OK);
+    CHECK_STATUS(mprpc_server_start(srv), MPRPC_OK);
+    cfg.rpcserver_port = mprpc_server_port(srv);
+    CHECK_STATUS(mprpc_channel_new(&ch, &cfg), MPRPC_OK);
+    /* the bytes are on the wire and nobody decodes them: a clear failure, the handler never runs */
+    CHECK_STATUS(call_big(ch, "Unprepared", &data, 7, &rs, &ctl), MPRPC_ERR_DECODE);
+    CHECK_CONTAINS(ctl.error_text, "Unprepared.Big: request field 1 (a callback field) arrived but has no decoder");
+    CHECK_CONTAINS(ctl.error_text, "prepare hook (MPRPC_METHOD_PREPARED");
+    CHECK(__atomic_load_n(&unprepared_runs, __ATOMIC_RELAXED) == 0);
+    /* the field absent: the request decodes, and the handler sees the callback as it was left (unset) */
+    CHECK_STATUS(call_big(ch, "Unprepared", NULL, 7, &rs, &ctl), MPRPC_OK);
+    CHECK(rs.sum == 7);
+    CHECK(__atomic_load_n(&unprepared_runs, __ATOMIC_RELAXED) == 1);
+    /* with the prepare hook setting a decoder the same bytes arrive (the sum of the request bytes) */
+    {
+        uint32_t sum = 0;
+        size_t i;
+        for (i = 0; i < data.size; i++) sum += bytes[i];
+        CHECK_STATUS(call_big(ch, "TestService", &data, 0, &rs, &ctl), MPRPC_OK);
+        CHECK(rs.sum == sum);
+    }
+    teardown(srv, ch);
+}
+
+/* The functions on a call take NULL as sqlite's do: a harmless no-op, or an empty answer. */
+static void call_functions_given_null_do_nothing(void)
+{
+    mprpc_call_fail(NULL, "nobody hears this %d", 1);
+    mprpc_call_defer(NULL);
+    mprpc_call_done(NULL);
+    CHECK(strcmp(mprpc_call_service(NULL), "") == 0);
+    CHECK(strcmp(mprpc_call_method(NULL), "") == 0);
+    CHECK(strcmp(mprpc_call_peer_identity(NULL), "") == 0);
+    CHECK(mprpc_call_time_left_ms(NULL) == -1);
+    CHECK(mprpc_call_alloc(NULL, 8) == NULL);
+    CHECK(mprpc_call_arena_used(NULL) == 0);
+}
+
 static void pipelined_requests_are_all_answered(void)
 {
     mprpc_config cfg;
@@ -1270,6 +1351,8 @@ int main(void)
     RUN(unknown_service_and_method_are_distinct_errors);
     RUN(application_failure_reaches_the_controller);
     RUN(undecodable_request_gets_a_decode_error);
+    RUN(a_callback_field_sent_to_a_method_without_a_decoder_fails_naming_the_field);
+    RUN(call_functions_given_null_do_nothing);
     RUN(pipelined_requests_are_all_answered);
     RUN(one_mebibyte_messages_travel_both_ways);
     RUN(oversized_frame_is_refused_while_others_are_served);

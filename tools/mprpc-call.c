@@ -1,6 +1,6 @@
 /* mprpc-call: call any mprpc.h (or seed mprpc) method from the command line, in the spirit of grpcurl.
  *
- *   mprpc-call [options] ADDRESS SERVICE METHOD            ADDRESS is ip:port
+ *   mprpc-call [options] ADDRESS SERVICE METHOD            ADDRESS as mprpc.h takes it (rpcserver_address)
  *   mprpc-call [options] --zookeeper HOSTS SERVICE METHOD  the provider found through ZooKeeper
  *   mprpc-call --list --zookeeper HOSTS                    services, methods and providers registered
  *   mprpc-call --health [--service NAME] ADDRESS           exit 0 only when SERVING (a probe)
@@ -48,6 +48,7 @@ enum {
 
 typedef struct opts {
     const char *address, *zookeeper, *root, *service, *method, *data, *proto, *health_service;
+    const char *tls_ca, *tls_cert, *tls_key, *tls_server_name; /* set: the call goes over TLS */
     const char *imports[MAX_PROTO_IMPORTS];
     int nimports, raw, list, health, stats, timeout_ms, repeat;
 } opts;
@@ -62,7 +63,7 @@ static void usage(FILE *f)
 "       %s --list --zookeeper HOSTS [--root PATH]\n"
 "       %s --health [--service NAME] ADDRESS\n"
 "       %s --stats ADDRESS\n"
-"ADDRESS is ip:port. The request is protobuf text format given with -d TEXT or on stdin, encoded and\n"
+"ADDRESS is 1.2.3.4:80, [::1]:80, host.name:80, unix:/path or unix:@name. The request is protobuf text format given with -d TEXT or on stdin, encoded and\n"
 "the reply decoded by protoc with the .proto given by --proto; --raw sends stdin's bytes as they are\n"
 "and writes the reply's bytes to stdout.\n"
 "options:\n"
@@ -77,6 +78,13 @@ static void usage(FILE *f)
 "  --list             print the services, methods and providers registered in ZooKeeper\n"
 "  --health           ask the provider's admin service; --service NAME asks for one service\n"
 "  --stats            print the provider's admin statistics\n"
+#ifdef MPRPC_TLS
+"  --tls-ca FILE      call over TLS; the provider's certificate must be signed by these CAs\n"
+"                     (any --tls-* option turns TLS on; without --tls-ca: the system's CAs)\n"
+"  --tls-cert FILE    a client certificate (PEM) for a provider that asks for one (mutual TLS)\n"
+"  --tls-key FILE     its key (default: in the --tls-cert file)\n"
+"  --tls-server-name NAME  the name the provider's certificate must carry (default: ADDRESS's host)\n"
+#endif
 "exit status: 0 ok (--health: SERVING); 1 --health answered NOT_SERVING or SERVICE_UNKNOWN;\n"
 "  2 usage, bad input, protoc missing or refusing the text; 3 no provider reached (connect,\n"
 "  unavailable, connection lost, shutting down, busy, ZooKeeper); 4 timed out; 5 application\n"
@@ -359,6 +367,20 @@ static int protoc_convert(proto_ctx *pc, const char *mode, const char *type, con
 
 /* ---- the call ---- */
 
+/* The --tls-* options as config keys; any of them turns TLS on. */
+static mprpc_status set_tls(const opts *o, mprpc_config *cfg)
+{
+    const char *keys[] = { "tls_ca_file", "tls_cert_file", "tls_key_file", "tls_server_name" };
+    const char *vals[] = { o->tls_ca, o->tls_cert, o->tls_key, o->tls_server_name };
+    size_t i;
+    mprpc_status st = MPRPC_OK;
+    for (i = 0; i < 4 && st == MPRPC_OK; i++)
+        if (vals[i]) st = mprpc_config_set(cfg, keys[i], vals[i]);
+    if (st == MPRPC_OK && (o->tls_ca || o->tls_cert || o->tls_key || o->tls_server_name))
+        st = mprpc_config_set(cfg, "tls_enable", "1");
+    return st;
+}
+
 static int open_channel(const opts *o, mprpc_channel **ch)
 {
     mprpc_config cfg;
@@ -366,7 +388,8 @@ static int open_channel(const opts *o, mprpc_channel **ch)
     mprpc_config_init(&cfg);
     snprintf(ms, sizeof ms, "%d", o->timeout_ms);
     if ((o->zookeeper ? mprpc_config_set(&cfg, "zookeeper_hosts", o->zookeeper)
-                      : mprpc_config_set(&cfg, "rpcserver_list", o->address)) != MPRPC_OK ||
+                      : mprpc_config_set(&cfg, "rpcserver_address", o->address)) != MPRPC_OK ||
+        set_tls(o, &cfg) != MPRPC_OK ||
         (o->root && mprpc_config_set(&cfg, "zookeeper_root", o->root) != MPRPC_OK) ||
         mprpc_config_set(&cfg, "rpc_timeout_ms", ms) != MPRPC_OK ||
         mprpc_config_set(&cfg, "zookeeper_connect_timeout_ms", ms) != MPRPC_OK ||
@@ -717,7 +740,7 @@ static int parse_int(const char *s, int lo, int hi, int *out)
 }
 
 enum { OPT_PROTO = 256, OPT_RAW, OPT_ZK, OPT_ROOT, OPT_TIMEOUT, OPT_REPEAT, OPT_LIST, OPT_HEALTH, OPT_STATS,
-       OPT_SERVICE };
+       OPT_SERVICE, OPT_TLS_CA, OPT_TLS_CERT, OPT_TLS_KEY, OPT_TLS_NAME };
 
 static int parse_option(opts *o, int c, const char *arg)
 {
@@ -739,21 +762,24 @@ static int parse_option(opts *o, int c, const char *arg)
     case OPT_HEALTH: o->health = 1; return 0;
     case OPT_STATS: o->stats = 1; return 0;
     case OPT_SERVICE: o->health_service = arg; return 0;
+    case OPT_TLS_CA: o->tls_ca = arg; return 0;
+    case OPT_TLS_CERT: o->tls_cert = arg; return 0;
+    case OPT_TLS_KEY: o->tls_key = arg; return 0;
+    case OPT_TLS_NAME: o->tls_server_name = arg; return 0;
     case 'h': usage(stdout); return -1;
     default: return EXIT_USAGE;
     }
 }
 
+/* ADDRESS in mprpc.h's own syntax, checked by its own parser (the rpcserver_address key). */
 static int address_check(const char *a)
 {
-    char ip[MPRPC_ADDR_MAX];
-    const char *colon = strrchr(a, ':');
-    struct in_addr in;
-    int port;
-    if (!colon || (size_t)(colon - a) >= sizeof ip) return -1;
-    memcpy(ip, a, (size_t)(colon - a));
-    ip[colon - a] = '\0';
-    return inet_pton(AF_INET, ip, &in) == 1 && parse_int(colon + 1, 1, 65535, &port) == 0 ? 0 : -1;
+    mprpc_config cfg;
+    mprpc_config_init(&cfg);
+    if (mprpc_config_set(&cfg, "rpcserver_address", a) == MPRPC_OK && mprpc_config_validate(&cfg) == MPRPC_OK)
+        return EXIT_OK;
+    return fail_usage("ADDRESS: %s (want 1.2.3.4:80, [::1]:80, host:80, unix:/path or unix:@name)",
+                      strncmp(cfg.error, "rpcserver_address: ", 19) == 0 ? cfg.error + 19 : cfg.error);
 }
 
 /* Positional arguments: [ADDRESS] SERVICE METHOD, as many as the command wants. */
@@ -772,8 +798,7 @@ static int parse_positional(opts *o, int n, char **args)
                 n);
         return EXIT_USAGE;
     }
-    if (!o->zookeeper && !o->list && address_check(args[0]) != 0)
-        return fail_usage("ADDRESS %s: want ip:port (IPv4, port 1-65535)", args[0]);
+    if (!o->zookeeper && !o->list && address_check(args[0]) != EXIT_OK) return EXIT_USAGE;
     if (!o->zookeeper && !o->list) o->address = args[0];
     if (!o->health && !o->stats && !o->list) {
         o->service = args[want - 2];
@@ -792,6 +817,11 @@ static int parse_args(opts *o, int argc, char **argv)
         { "timeout", required_argument, NULL, OPT_TIMEOUT }, { "repeat", required_argument, NULL, OPT_REPEAT },
         { "list", no_argument, NULL, OPT_LIST }, { "health", no_argument, NULL, OPT_HEALTH },
         { "stats", no_argument, NULL, OPT_STATS }, { "service", required_argument, NULL, OPT_SERVICE },
+#ifdef MPRPC_TLS
+        { "tls-ca", required_argument, NULL, OPT_TLS_CA }, { "tls-cert", required_argument, NULL, OPT_TLS_CERT },
+        { "tls-key", required_argument, NULL, OPT_TLS_KEY },
+        { "tls-server-name", required_argument, NULL, OPT_TLS_NAME },
+#endif
         { "help", no_argument, NULL, 'h' }, { NULL, 0, NULL, 0 }
     };
     int c, rc;
