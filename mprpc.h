@@ -5191,13 +5191,15 @@ static int mprpc__turn_take(mprpc__pconn *c, mprpc__rec *r)
 }
 
 /* mu held. r's thread ends its turn on c: to the oldest blocking call still waiting on c (returned: signal
- * its cv once mu is let go, so that it does not wake into a held mutex), else the turn is freed (to_io:
- * with c's input left for the I/O thread) and EPOLLIN comes back. */
-static mprpc__rec *mprpc__turn_pass(mprpc_channel *ch, mprpc__pconn *c, mprpc__rec *r, int to_io)
+ * its cv once mu is let go, so that it does not wake into a held mutex), else the turn is freed and
+ * EPOLLIN comes back; input left in c's buffer (no socket event would bring it up again) goes to the I/O
+ * thread, and so does c when r gave up (its turn ended without its reply). */
+static mprpc__rec *mprpc__turn_pass(mprpc_channel *ch, mprpc__pconn *c, mprpc__rec *r, int gave_up)
 {
     mprpc__rec *s, *next = NULL;
+    int to_io = gave_up || mprpc_buf_readable(&c->in) > 0;
     r->reading = NULL;
-    if (!to_io && c->state == MPRPC__PCONN_READY)
+    if (!gave_up && c->state == MPRPC__PCONN_READY)
         for (s = c->calls; s; s = s->cnext) /* newest first: the last one found is the oldest */
             if (!s->done && s != r) next = s;
     if (next) {
@@ -5205,6 +5207,10 @@ static mprpc__rec *mprpc__turn_pass(mprpc_channel *ch, mprpc__pconn *c, mprpc__r
         next->reading = c;
         return next;
     }
+    /* r timed out while reading (mprpc__io_expire left c to it): no calls and half a reply is an unknown
+     * state, so c takes no new call before the I/O thread closes it */
+    if (gave_up && c->ncalls == 0 && c->state == MPRPC__PCONN_READY && mprpc_buf_readable(&c->in) > 0)
+        c->state = MPRPC__PCONN_DRAINING;
     if (to_io && !c->io_wants && c->state != MPRPC__PCONN_CLOSED) {
         c->io_wants = 1;
         c->kick_next = ch->kick;
