@@ -622,7 +622,9 @@ typedef struct mprpc_channel mprpc_channel;
  *
  * Threads. mprpc_channel_new starts the channel's one I/O thread (epoll over its connections). It reads
  * replies, decodes them into the callers' response structs, times calls out, and runs every async
- * completion (mprpc_done_fn). Any number of threads may call through one channel at once.
+ * completion (mprpc_done_fn). A thread blocked in mprpc_channel_call reads its connection itself while
+ * no other thread does (and hands the replies it finds for other blocking calls to their threads), which
+ * spares the I/O thread's wake-up per call. Any number of threads may call through one channel at once.
  *
  * Deadlines. A call is bounded as a whole by ctl->timeout_ms (else rpc_timeout_ms): discovery,
  * connecting (each connect also by connect_timeout_ms), sending and the reply. The request carries the
@@ -649,7 +651,7 @@ MPRPCDEF mprpc_status mprpc_channel_new(mprpc_channel **out, const mprpc_config 
 MPRPCDEF void mprpc_channel_free(mprpc_channel *ch);
 /* The seed's CallMethod. Blocks until the response, an error, or the timeout (ctl->timeout_ms, else
  * rpc_timeout_ms). The outcome is in ctl and also returned. *response is decoded only on success (by the
- * I/O thread, before this returns). From a completion callback it fails at once with
+ * I/O thread or a thread blocked in a call on the same connection, before this returns). From a completion callback it fails at once with
  * MPRPC_ERR_INVALID_ARGUMENT (it would wait for its own thread); use mprpc_channel_call_async there. */
 MPRPCDEF mprpc_status mprpc_channel_call(mprpc_channel *ch, const char *service,
                                          const char *method,
@@ -3629,7 +3631,8 @@ MPRPCDEF const char *mprpc_call_method(const mprpc_call *call)
  *   route: provider -> connection                or runs the async callback
  *   append to the connection's output; send    times calls out (binary heap of deadlines)
  *     at once if it was empty                  flushes output queued by callbacks once per turn
- *   blocking: wait on the record's cv          retries unsent calls, ejects failing providers
+ *   blocking: read the connection, or wait on  retries unsent calls, ejects failing providers
+ *     the record's cv (see "Read turn")
  *
  * Locks. ch->mu guards the pool, the deadline heap, providers, services, connection lists, and every
  * record's state and links. c->wmu guards one connection's output: buffer, byte counts, fd for sending.
@@ -5190,14 +5193,23 @@ static int mprpc__turn_take(mprpc__pconn *c, mprpc__rec *r)
     return 1;
 }
 
+/* Read turn held. Whether c's buffer holds a whole frame (or a bad one): no socket event would bring it
+ * up again. Half a frame is finished by bytes still to come, which EPOLLIN reports. */
+static int mprpc__in_whole(mprpc_channel *ch, mprpc__pconn *c)
+{
+    mprpc_response_frame f;
+    return mprpc_wire_decode_response(c->in.data + c->in.pos, mprpc_buf_readable(&c->in),
+                                      ch->cfg.max_message_size, &f) != MPRPC_AGAIN;
+}
+
 /* mu held. r's thread ends its turn on c: to the oldest blocking call still waiting on c (returned: signal
  * its cv once mu is let go, so that it does not wake into a held mutex), else the turn is freed and
- * EPOLLIN comes back; input left in c's buffer (no socket event would bring it up again) goes to the I/O
- * thread, and so does c when r gave up (its turn ended without its reply). */
+ * EPOLLIN comes back; a whole frame left in c's buffer goes to the I/O thread, and so does c when r gave
+ * up (its turn ended without its reply). */
 static mprpc__rec *mprpc__turn_pass(mprpc_channel *ch, mprpc__pconn *c, mprpc__rec *r, int gave_up)
 {
     mprpc__rec *s, *next = NULL;
-    int to_io = gave_up || mprpc_buf_readable(&c->in) > 0;
+    int to_io = gave_up || mprpc__in_whole(ch, c);
     r->reading = NULL;
     if (!gave_up && c->state == MPRPC__PCONN_READY)
         for (s = c->calls; s; s = s->cnext) /* newest first: the last one found is the oldest */
@@ -5246,22 +5258,24 @@ static mprpc__lead_end mprpc__lead_claim(mprpc_channel *ch, mprpc__pconn *c, con
     return end;
 }
 
-/* Read turn held. Handles the whole frames in c's input until r's own reply; other blocking calls'
- * replies are decoded and their threads woken. */
+/* Read turn held. Handles every whole frame in c's input: other blocking calls' replies are decoded and
+ * their threads woken at once (all of them, not one after the other), r's own is decoded too. */
 static mprpc__lead_end mprpc__lead_frames(mprpc_channel *ch, mprpc__pconn *c, mprpc__rec *r)
 {
+    int mine = 0;
     for (;;) {
         mprpc_response_frame f;
         mprpc__rec *x;
         mprpc_status st = mprpc_wire_decode_response(c->in.data + c->in.pos, mprpc_buf_readable(&c->in),
                                                      ch->cfg.max_message_size, &f);
-        if (st == MPRPC_AGAIN) return MPRPC__LEAD_MORE;
-        if (st != MPRPC_OK || mprpc__lead_claim(ch, c, &f, &x) != MPRPC__LEAD_MORE) return MPRPC__LEAD_IO;
+        if (st == MPRPC_AGAIN) return mine ? MPRPC__LEAD_MINE : MPRPC__LEAD_MORE;
+        if (st != MPRPC_OK || mprpc__lead_claim(ch, c, &f, &x) != MPRPC__LEAD_MORE)
+            return mine ? MPRPC__LEAD_MINE : MPRPC__LEAD_IO; /* the rest is the I/O thread's business */
         if (x) mprpc__take_reply(c->prov->addr, &f, x->resp_fields, x->resp, x->ctl);
         mprpc_buf_consume(&c->in, f.frame_size);
         if (mprpc_buf_readable(&c->in) == 0 && c->in.cap > MPRPC__BIG_BUF) mprpc_buf_free(&c->in);
-        if (x == r) return MPRPC__LEAD_MINE;
-        if (x) mprpc__complete(ch, x);
+        if (x == r) mine = 1;
+        else if (x) mprpc__complete(ch, x);
     }
 }
 
