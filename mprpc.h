@@ -5237,83 +5237,45 @@ static mprpc__rec *mprpc__turn_pass(mprpc_channel *ch, mprpc__pconn *c, mprpc__r
     return NULL;
 }
 
-/* Read turn held. The blocking calls among x (but r) whose replies were decoded: done, threads woken
- * after the unlock. */
-static void mprpc__lead_wake(mprpc_channel *ch, const mprpc__rec *r, mprpc__rec **x, size_t n)
-{
-    size_t i, k = 0;
-    for (i = 0; i < n; i++) k += x[i] && x[i] != r;
-    if (k == 0) return;
-    pthread_mutex_lock(&ch->mu);
-    for (i = 0; i < n; i++)
-        if (x[i] && x[i] != r) x[i]->state = MPRPC__REC_DONE;
-    pthread_mutex_unlock(&ch->mu);
-    for (i = 0; i < n; i++) /* a spurious wake-up at worst, should one be back in the pool already */
-        if (x[i] && x[i] != r) pthread_cond_signal(&x[i]->cv);
-}
-
-#define MPRPC__LEAD_BATCH 8 /* replies claimed under one lock */
-
-/* mu held, read turn held. Claims the call a reply answers: *x is it (a blocking call; its reply is ours
- * to decode), or NULL for a late reply to a timed-out call (dropped). 0: not ours to handle. */
-static int mprpc__lead_claim(mprpc_channel *ch, mprpc__pconn *c, const mprpc_response_frame *f, mprpc__rec **x)
+/* Read turn held. Claims the call a reply answers: *x is it (a blocking call; its reply is ours to
+ * decode), or NULL for a late reply to a timed-out call (dropped). MPRPC__LEAD_IO: not ours to handle. */
+static mprpc__lead_end mprpc__lead_claim(mprpc_channel *ch, mprpc__pconn *c, const mprpc_response_frame *f,
+                                         mprpc__rec **x)
 {
     int32_t status = f->header.status;
-    mprpc__rec *r = mprpc__rec_find(ch, c, f->header.call_id);
+    mprpc__lead_end end = MPRPC__LEAD_MORE;
+    mprpc__rec *r;
+    pthread_mutex_lock(&ch->mu);
+    r = mprpc__rec_find(ch, c, f->header.call_id);
     *x = NULL;
     if (!r && c->abandoned > 0) c->abandoned--;
-    else if (!r || r->done || status == MPRPC_ERR_SHUTDOWN || status == MPRPC_ERR_BUSY) return 0;
-    else mprpc__rec_answered(ch, r);
-    *x = r;
-    return 1;
-}
-
-/* Read turn held. Up to MPRPC__LEAD_BATCH whole frames from c's input, claimed under one lock; stops
- * at the first one that is not ours (*end = MPRPC__LEAD_IO) or at half a frame (MPRPC__LEAD_MORE). */
-static size_t mprpc__lead_batch(mprpc_channel *ch, mprpc__pconn *c, mprpc_response_frame *f, mprpc__rec **x,
-                                mprpc__lead_end *end)
-{
-    size_t n = 0, off = c->in.pos;
-    *end = MPRPC__LEAD_MORE;
-    for (; n < MPRPC__LEAD_BATCH; off += f[n++].frame_size) {
-        mprpc_status st = mprpc_wire_decode_response(c->in.data + off, c->in.len - off,
-                                                     ch->cfg.max_message_size, &f[n]);
-        if (st == MPRPC_AGAIN) break;
-        if (st != MPRPC_OK) {
-            *end = MPRPC__LEAD_IO;
-            break;
-        }
+    else if (!r || r->done || status == MPRPC_ERR_SHUTDOWN || status == MPRPC_ERR_BUSY) end = MPRPC__LEAD_IO;
+    else {
+        mprpc__rec_answered(ch, r);
+        *x = r;
     }
-    if (n == 0) return 0;
-    pthread_mutex_lock(&ch->mu);
-    for (off = 0; off < n; off++)
-        if (!mprpc__lead_claim(ch, c, &f[off], &x[off])) {
-            *end = MPRPC__LEAD_IO;
-            break;
-        }
     pthread_mutex_unlock(&ch->mu);
-    return (size_t)off;
+    return end;
 }
 
-/* Read turn held. Handles every whole frame in c's input: the replies of other blocking calls are
- * decoded and their threads woken together (one lock for all), r's own is decoded too. */
+/* Read turn held. Handles every whole frame in c's input: other blocking calls' replies are decoded and
+ * their threads woken at once (all of them, not one after the other), r's own is decoded too. */
 static mprpc__lead_end mprpc__lead_frames(mprpc_channel *ch, mprpc__pconn *c, mprpc__rec *r)
 {
     int mine = 0;
     for (;;) {
-        mprpc_response_frame f[MPRPC__LEAD_BATCH];
-        mprpc__rec *x[MPRPC__LEAD_BATCH];
-        mprpc__lead_end end;
-        size_t i, n = mprpc__lead_batch(ch, c, f, x, &end);
-        for (i = 0; i < n; i++) {
-            if (x[i]) mprpc__take_reply(c->prov->addr, &f[i], x[i]->resp_fields, x[i]->resp, x[i]->ctl);
-            mprpc_buf_consume(&c->in, f[i].frame_size);
-            if (x[i] == r) mine = 1;
-        }
+        mprpc_response_frame f;
+        mprpc__rec *x;
+        mprpc_status st = mprpc_wire_decode_response(c->in.data + c->in.pos, mprpc_buf_readable(&c->in),
+                                                     ch->cfg.max_message_size, &f);
+        if (st == MPRPC_AGAIN) return mine ? MPRPC__LEAD_MINE : MPRPC__LEAD_MORE;
+        if (st != MPRPC_OK || mprpc__lead_claim(ch, c, &f, &x) != MPRPC__LEAD_MORE)
+            return mine ? MPRPC__LEAD_MINE : MPRPC__LEAD_IO; /* the rest is the I/O thread's business */
+        if (x) mprpc__take_reply(c->prov->addr, &f, x->resp_fields, x->resp, x->ctl);
+        mprpc_buf_consume(&c->in, f.frame_size);
         if (mprpc_buf_readable(&c->in) == 0 && c->in.cap > MPRPC__BIG_BUF) mprpc_buf_free(&c->in);
-        mprpc__lead_wake(ch, r, x, n);
-        if (n == MPRPC__LEAD_BATCH && end == MPRPC__LEAD_MORE) continue;
-        return mine ? MPRPC__LEAD_MINE : end; /* after r's reply, the rest is for the next reader or the I/O thread */
+        if (x == r) mine = 1;
+        else if (x) mprpc__complete(ch, x);
     }
 }
 
