@@ -622,9 +622,7 @@ typedef struct mprpc_channel mprpc_channel;
  *
  * Threads. mprpc_channel_new starts the channel's one I/O thread (epoll over its connections). It reads
  * replies, decodes them into the callers' response structs, times calls out, and runs every async
- * completion (mprpc_done_fn). A thread blocked in mprpc_channel_call reads its connection itself while
- * no other thread does (and hands the replies it finds for other blocking calls to their threads), which
- * spares the I/O thread's wake-up per call. Any number of threads may call through one channel at once.
+ * completion (mprpc_done_fn). Any number of threads may call through one channel at once.
  *
  * Deadlines. A call is bounded as a whole by ctl->timeout_ms (else rpc_timeout_ms): discovery,
  * connecting (each connect also by connect_timeout_ms), sending and the reply. The request carries the
@@ -651,7 +649,7 @@ MPRPCDEF mprpc_status mprpc_channel_new(mprpc_channel **out, const mprpc_config 
 MPRPCDEF void mprpc_channel_free(mprpc_channel *ch);
 /* The seed's CallMethod. Blocks until the response, an error, or the timeout (ctl->timeout_ms, else
  * rpc_timeout_ms). The outcome is in ctl and also returned. *response is decoded only on success (by the
- * I/O thread or a thread blocked in a call on the same connection, before this returns). From a completion callback it fails at once with
+ * I/O thread, before this returns). From a completion callback it fails at once with
  * MPRPC_ERR_INVALID_ARGUMENT (it would wait for its own thread); use mprpc_channel_call_async there. */
 MPRPCDEF mprpc_status mprpc_channel_call(mprpc_channel *ch, const char *service,
                                          const char *method,
@@ -3631,32 +3629,13 @@ MPRPCDEF const char *mprpc_call_method(const mprpc_call *call)
  *   route: provider -> connection                or runs the async callback
  *   append to the connection's output; send    times calls out (binary heap of deadlines)
  *     at once if it was empty                  flushes output queued by callbacks once per turn
- *   blocking: read the connection, or wait on  retries unsent calls, ejects failing providers
- *     the record's cv (see "Read turn")
+ *   blocking: wait on the record's cv          retries unsent calls, ejects failing providers
  *
  * Locks. ch->mu guards the pool, the deadline heap, providers, services, connection lists, and every
  * record's state and links. c->wmu guards one connection's output: buffer, byte counts, fd for sending.
  * Order: ch->mu before c->wmu. A caller takes c->wmu before it lets ch->mu go (hand over hand), so the
  * I/O thread, which closes a connection holding both, never sees a half-queued request. No lock is held
- * across a registry call or a user callback.
- *
- * Read turn (leader/follower). Handing every reply from the I/O thread to a sleeping caller costs two
- * wake-ups per call (the I/O thread's, then the caller's); a thread-per-connection client pays one. So a
- * blocking caller reads its connection itself while it waits: the thread holding a connection's read
- * turn (c->rturn: free, the I/O thread's, or a caller's, c->reader) is the only one that reads its socket
- * and its input buffer. A caller takes a free turn, reads and decodes replies, completes the other
- * blocking calls it finds (waking their threads) and returns when it reads its own; then it passes the
- * turn to the oldest blocking call still waiting on the connection, or frees it. The I/O thread reads a
- * connection only with the turn; while a caller holds it, the I/O thread drops EPOLLIN for it (c->in_off,
- * put back when the turn is freed). Anything but a plain reply to a blocking call (an async call's reply,
- * a refusal, an unknown call_id, a bad frame, end of stream, the deadline) ends the caller's turn with
- * the input left as it is: the I/O thread takes over (c->io_wants, ch->kick) and handles it as it always
- * did. The I/O thread never closes a socket a caller reads: it shuts it down (which wakes the caller)
- * and closes it when it frees the connection, after the turn was given back. */
-
-#define MPRPC__RT_FREE   0
-#define MPRPC__RT_IO     1
-#define MPRPC__RT_CALLER 2
+ * across a registry call or a user callback. */
 
 #define MPRPC__REC_KEEP   (16 * 1024)  /* larger request buffers are given back when a record is freed */
 #define MPRPC__BIG_BUF    (1024 * 1024) /* a connection's buffers above this are given back once empty */
@@ -3703,18 +3682,13 @@ struct mprpc__pconn {
     int               fd;           /* wmu to use or close; -1 once closed */
     int               connected;    /* wmu: sending allowed */
     int               out_armed;    /* wmu: EPOLLOUT is in the interest set */
-    int               in_off;       /* wmu: EPOLLIN left out of it while a caller reads (see "read turn") */
-    int               rturn;        /* atomic, see "read turn": who reads fd and owns `in` now */
-    mprpc__rec       *reader;       /* ch->mu: the blocking call whose thread holds the read turn */
-    int               io_wants;     /* ch->mu: on ch->kick; callers leave the read turn to the I/O thread */
-    int               lfd;          /* closed while a caller read it: shut down, closed when freed; or -1 */
     mprpc_buf         out;          /* wmu */
     uint64_t          written;      /* wmu: bytes sent since the connection opened */
-    mprpc_buf         in;           /* the read turn's holder only */
+    mprpc_buf         in;           /* I/O thread only */
     int               io_ready;     /* I/O thread only: seen READY or later (no lock needed to know) */
     int               io_closed;    /* I/O thread only: closed this turn */
     int               flush_listed; /* I/O thread only */
-    mprpc__pconn      *flush_next, *dead_next, *kick_next;
+    mprpc__pconn      *flush_next, *dead_next;
 };
 
 struct mprpc__prov {
@@ -3755,8 +3729,6 @@ struct mprpc__rec {
     mprpc_controller *ctl;
     mprpc_done_fn     done;          /* NULL: a blocking caller waits on cv */
     void             *user;
-    mprpc__pconn      *reading;      /* ch->mu: the connection whose read turn this call's thread holds */
-    int               lead_fd;       /* the caller's thread only: its turn was taken at launch (fd), or -1 */
     pthread_cond_t    cv;
 };
 
@@ -3786,7 +3758,6 @@ struct mprpc_channel {
     pthread_cond_t    registry_cv;
     mprpc__rec       *done_head, *done_tail; /* I/O thread only */
     mprpc__pconn      *flush, *dead;          /* I/O thread only */
-    mprpc__pconn      *kick;                  /* mu: buffered input left to the I/O thread by a caller */
 };
 
 typedef struct mprpc__call_args {
@@ -3967,8 +3938,7 @@ static void mprpc__finish_locked(mprpc_channel *ch, mprpc__rec *r, mprpc_status 
     mprpc__done_push(ch, r);
 }
 
-/* I/O thread (or, for a blocking call, the thread holding its connection's read turn), no lock held: wakes
- * the blocking caller or runs the callback. */
+/* I/O thread, no lock held: wakes the blocking caller or runs the callback. */
 static void mprpc__complete(mprpc_channel *ch, mprpc__rec *r)
 {
     mprpc_done_fn done = r->done;
@@ -4279,20 +4249,9 @@ static void mprpc__pconn_arm(mprpc_channel *ch, mprpc__pconn *c, int want)
     struct epoll_event ev;
     if (c->fd < 0 || want == c->out_armed) return;
     memset(&ev, 0, sizeof ev);
-    ev.events = (c->in_off ? 0u : EPOLLIN) | (want ? EPOLLOUT : 0u);
+    ev.events = EPOLLIN | (want ? EPOLLOUT : 0u);
     ev.data.ptr = c;
     if (epoll_ctl(ch->epfd, EPOLL_CTL_MOD, c->fd, &ev) == 0) c->out_armed = want;
-}
-
-/* wmu held. EPOLLIN out of c's interest set (off) while a caller holds its read turn, or back in. */
-static void mprpc__pconn_in(mprpc_channel *ch, mprpc__pconn *c, int off)
-{
-    struct epoll_event ev;
-    if (c->fd < 0 || off == c->in_off) return;
-    memset(&ev, 0, sizeof ev);
-    ev.events = (off ? 0u : EPOLLIN) | (c->out_armed ? EPOLLOUT : 0u);
-    ev.data.ptr = c;
-    if (epoll_ctl(ch->epfd, EPOLL_CTL_MOD, c->fd, &ev) == 0) c->in_off = off;
 }
 
 /* A non-blocking socket connecting to addr; *connected when it already did. */
@@ -4340,7 +4299,6 @@ static mprpc_status mprpc__pconn_open(mprpc_channel *ch, mprpc__prov *p, int see
     }
     pthread_mutex_init(&c->wmu, NULL);
     c->fd = fd;
-    c->lfd = -1;
     c->seed = seed;
     c->prov = p;
     c->connected = connected;
@@ -4379,19 +4337,12 @@ static uint64_t mprpc__pconn_close(mprpc_channel *ch, mprpc__pconn *c)
     pthread_mutex_lock(&c->wmu);
     if (c->fd >= 0) {
         epoll_ctl(ch->epfd, EPOLL_CTL_DEL, c->fd, NULL);
-        if (c->reader) shutdown(c->fd, SHUT_RDWR); /* wakes the caller reading it; closed when freed */
-        else close(c->fd);
-        c->lfd = c->reader ? c->fd : -1;
+        close(c->fd);
         c->fd = -1;
     }
     written = c->written;
     pthread_mutex_unlock(&c->wmu);
     c->io_closed = 1;
-    if (c->io_wants) { /* off ch->kick: it is freed at the end of this turn */
-        for (pp = &ch->kick; *pp && *pp != c; pp = &(*pp)->kick_next) {}
-        if (*pp) *pp = c->kick_next;
-        c->io_wants = 0;
-    }
     if (c->state == MPRPC__PCONN_CLOSED) return written;
     if (c->state == MPRPC__PCONN_CONNECTING) ch->nconnecting--;
     c->state = MPRPC__PCONN_CLOSED;
@@ -4406,7 +4357,6 @@ static uint64_t mprpc__pconn_close(mprpc_channel *ch, mprpc__pconn *c)
 
 static void mprpc__pconn_free(mprpc__pconn *c)
 {
-    if (c->lfd >= 0) close(c->lfd);
     mprpc_buf_free(&c->in);
     mprpc_buf_free(&c->out);
     pthread_mutex_destroy(&c->wmu);
@@ -4606,17 +4556,6 @@ static void mprpc__retry(mprpc_channel *ch, mprpc__rec *r, mprpc_status last)
     mprpc__finish_locked(ch, r, st, 0);
 }
 
-/* mu held. r's reply came (read by the I/O thread or a caller holding the read turn): the reader owns
- * r now and completes it once it has decoded the reply. */
-static void mprpc__rec_answered(mprpc_channel *ch, mprpc__rec *r)
-{
-    mprpc__prov_ok(r->prov);
-    mprpc__rec_unlink(r);
-    mprpc__heap_remove(ch, r);
-    if (r->probe) r->prov->probe_out = 0;
-    r->state = MPRPC__REC_FINISHING;
-}
-
 /* I/O thread. A v1 reply for c: complete its call, discard a late one, or retry a call the provider
  * refused (SHUTDOWN, BUSY: not executed; the connection takes no new calls). 0: c was closed. */
 static int mprpc__io_reply(mprpc_channel *ch, mprpc__pconn *c, const mprpc_response_frame *f)
@@ -4635,16 +4574,18 @@ static int mprpc__io_reply(mprpc_channel *ch, mprpc__pconn *c, const mprpc_respo
                          c->prov->addr, (unsigned long long)f->header.call_id);
         return 0;
     }
+    mprpc__prov_ok(r->prov);
+    mprpc__rec_unlink(r);
     if (refused) {
-        mprpc__prov_ok(r->prov);
-        mprpc__rec_unlink(r);
         if (c->state == MPRPC__PCONN_READY) c->state = MPRPC__PCONN_DRAINING;
         mprpc_controller_set_failed(r->ctl, (mprpc_status)status, "%s: %.*s", c->prov->addr,
                                     (int)f->header.error_text.size, (const char *)f->header.error_text.bytes);
         r->avoid = c->prov;
         mprpc__retry(ch, r, (mprpc_status)status);
     } else {
-        mprpc__rec_answered(ch, r);
+        mprpc__heap_remove(ch, r);
+        if (r->probe) r->prov->probe_out = 0;
+        r->state = MPRPC__REC_FINISHING;
     }
     if (c->state == MPRPC__PCONN_DRAINING && c->ncalls == 0) mprpc__pconn_close(ch, c);
     closed = c->state == MPRPC__PCONN_CLOSED;
@@ -4771,45 +4712,6 @@ static void mprpc__io_connected(mprpc_channel *ch, mprpc__pconn *c)
     mprpc__io_flush(ch, c);
 }
 
-/* I/O thread. The read turn of c, unless a caller holds it. */
-static int mprpc__turn_take_io(mprpc__pconn *c)
-{
-    int expected = MPRPC__RT_FREE;
-    return __atomic_compare_exchange_n(&c->rturn, &expected, MPRPC__RT_IO, 0, __ATOMIC_ACQUIRE,
-                                       __ATOMIC_RELAXED);
-}
-
-/* I/O thread. A caller reads c: EPOLLIN stops waking this thread until the caller frees the turn (it
- * puts EPOLLIN back under wmu after freeing it, so checking the turn under wmu loses no wake-up). */
-static void mprpc__io_yield(mprpc_channel *ch, mprpc__pconn *c)
-{
-    pthread_mutex_lock(&c->wmu);
-    if (__atomic_load_n(&c->rturn, __ATOMIC_ACQUIRE) == MPRPC__RT_CALLER) mprpc__pconn_in(ch, c, 1);
-    pthread_mutex_unlock(&c->wmu);
-}
-
-/* I/O thread. Input a caller left unhandled in connections' buffers (ch->kick): handled here. */
-static void mprpc__io_kicked(mprpc_channel *ch)
-{
-    mprpc__pconn *c, *next;
-    pthread_mutex_lock(&ch->mu);
-    c = ch->kick;
-    ch->kick = NULL;
-    pthread_mutex_unlock(&ch->mu);
-    for (; c; c = next) {
-        next = c->kick_next; /* listed connections are freed at the end of a turn, not before */
-        if (!c->io_closed && mprpc__turn_take_io(c)) {
-            if (mprpc__io_frames(ch, c)) mprpc__io_read(ch, c);
-            __atomic_store_n(&c->rturn, MPRPC__RT_FREE, __ATOMIC_RELEASE);
-        }
-        pthread_mutex_lock(&ch->mu);
-        c->io_wants = 0;
-        /* as in mprpc__io_expire: no calls left and half a reply is an unknown state */
-        if (!c->io_closed && c->ncalls == 0 && mprpc_buf_readable(&c->in) > 0) mprpc__pconn_close(ch, c);
-        pthread_mutex_unlock(&ch->mu);
-    }
-}
-
 static void mprpc__io_event(mprpc_channel *ch, mprpc__pconn *c, uint32_t events)
 {
     if (c->io_closed) return; /* closed earlier in this turn */
@@ -4822,12 +4724,7 @@ static void mprpc__io_event(mprpc_channel *ch, mprpc__pconn *c, uint32_t events)
         if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) mprpc__io_connected(ch, c);
         return;
     }
-    if ((events & (EPOLLIN | EPOLLERR | EPOLLHUP)) && mprpc__turn_take_io(c)) {
-        mprpc__io_read(ch, c);
-        __atomic_store_n(&c->rturn, MPRPC__RT_FREE, __ATOMIC_RELEASE);
-    } else if (events & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
-        mprpc__io_yield(ch, c);
-    }
+    if (events & (EPOLLIN | EPOLLERR | EPOLLHUP)) mprpc__io_read(ch, c);
     if ((events & EPOLLOUT) && !c->io_closed) mprpc__io_flush(ch, c);
 }
 
@@ -4872,8 +4769,7 @@ static void mprpc__io_expire(mprpc_channel *ch, uint64_t now)
         mprpc__finish_locked(ch, r, MPRPC_ERR_TIMEOUT, sent);
         /* a seed connection's only call is over; a connection left with no calls and half a reply
          * is in an unknown state (the rest may never come): both are closed */
-        if (c && (c->seed || (c->ncalls == 0 && !c->reader && mprpc_buf_readable(&c->in) > 0)))
-            mprpc__pconn_close(ch, c);
+        if (c && (c->seed || (c->ncalls == 0 && mprpc_buf_readable(&c->in) > 0))) mprpc__pconn_close(ch, c);
     }
 }
 
@@ -4919,23 +4815,6 @@ static int mprpc__io_timers(mprpc_channel *ch)
     return next > now ? (int)(next - now) : 0;
 }
 
-/* I/O thread. Frees the connections closed this turn, except those a caller still reads: they go when
- * it gives the turn back (it wakes this thread then). */
-static void mprpc__io_free_dead(mprpc_channel *ch)
-{
-    mprpc__pconn *c, **pp = &ch->dead;
-    pthread_mutex_lock(&ch->mu);
-    while ((c = *pp) != NULL) {
-        if (c->reader) {
-            pp = &c->dead_next;
-            continue;
-        }
-        *pp = c->dead_next;
-        mprpc__pconn_free(c);
-    }
-    pthread_mutex_unlock(&ch->mu);
-}
-
 /* I/O thread. The end of a turn: completions (their callbacks may queue calls), then one flush per
  * connection with output queued this turn, then connections closed this turn are freed. */
 static void mprpc__io_turn_end(mprpc_channel *ch)
@@ -4948,7 +4827,10 @@ static void mprpc__io_turn_end(mprpc_channel *ch)
         mprpc__io_flush(ch, c);
         mprpc__run_completions(ch); /* a failed flush may have completed calls */
     }
-    if (ch->dead) mprpc__io_free_dead(ch);
+    while ((c = ch->dead) != NULL) {
+        ch->dead = c->dead_next;
+        mprpc__pconn_free(c);
+    }
 }
 
 /* I/O thread. mprpc_channel_free: every call in flight completes with MPRPC_ERR_SHUTDOWN (may have run
@@ -4976,23 +4858,19 @@ static void mprpc__io_shutdown(mprpc_channel *ch)
 static int mprpc__io_turn(mprpc_channel *ch, int sleep_ms)
 {
     struct epoll_event ev[MPRPC__IO_EVENTS];
-    int i, woken = 0, n = epoll_wait(ch->epfd, ev, MPRPC__IO_EVENTS, sleep_ms);
+    int i, n = epoll_wait(ch->epfd, ev, MPRPC__IO_EVENTS, sleep_ms);
     for (i = 0; i < n; i++) {
         if (ev[i].data.ptr == NULL) {
             uint64_t v;
             ssize_t k = read(ch->evfd, &v, sizeof v);
             (void)k;
-            woken = 1;
             continue;
         }
         mprpc__io_event(ch, (mprpc__pconn *)ev[i].data.ptr, ev[i].events);
     }
-    if (woken) mprpc__io_kicked(ch);
     mprpc__io_turn_end(ch);
     if ((sleep_ms = mprpc__io_timers(ch)) < -1) return sleep_ms;
-    /* timers completed calls: at once (ch->dead now only holds connections callers still read: they
-     * wake this thread when they let go) */
-    return ch->done_head || ch->flush ? 0 : sleep_ms;
+    return ch->done_head || ch->flush || ch->dead ? 0 : sleep_ms; /* timers completed calls: at once */
 }
 
 static void *mprpc__io_main(void *arg)
@@ -5170,183 +5048,6 @@ MPRPCDEF void mprpc_channel_free(mprpc_channel *ch)
     mprpc__channel_release(ch);
 }
 
-/* ---- the read turn: a blocking caller reads its own connection (see "Read turn" above) ---- */
-
-
-typedef enum mprpc__lead_end {
-    MPRPC__LEAD_MORE,  /* no whole frame for us yet: read on */
-    MPRPC__LEAD_MINE,  /* the caller's own reply is decoded */
-    MPRPC__LEAD_IO     /* anything else (a reply the I/O thread must handle, end of stream, an error, the
-                        * deadline): the turn goes back to the I/O thread, which handles it as always */
-} mprpc__lead_end;
-
-/* mu held. r takes c's read turn if nobody (caller or I/O thread) holds it. Only ready v1 connections. */
-static int mprpc__turn_take(mprpc__pconn *c, mprpc__rec *r)
-{
-    int expected = MPRPC__RT_FREE;
-    if (c->reader || c->io_wants || c->seed || c->state != MPRPC__PCONN_READY) return 0;
-    if (!__atomic_compare_exchange_n(&c->rturn, &expected, MPRPC__RT_CALLER, 0, __ATOMIC_ACQUIRE,
-                                     __ATOMIC_RELAXED))
-        return 0; /* the I/O thread is reading it: it completes r, or r takes the turn next time */
-    c->reader = r;
-    r->reading = c;
-    return 1;
-}
-
-/* Read turn held. Whether c's buffer holds a whole frame (or a bad one): no socket event would bring it
- * up again. Half a frame is finished by bytes still to come, which EPOLLIN reports. */
-static int mprpc__in_whole(mprpc_channel *ch, mprpc__pconn *c)
-{
-    mprpc_response_frame f;
-    return mprpc_wire_decode_response(c->in.data + c->in.pos, mprpc_buf_readable(&c->in),
-                                      ch->cfg.max_message_size, &f) != MPRPC_AGAIN;
-}
-
-/* mu held. r's thread ends its turn on c: to the oldest blocking call still waiting on c (returned: signal
- * its cv once mu is let go, so that it does not wake into a held mutex), else the turn is freed and
- * EPOLLIN comes back; a whole frame left in c's buffer goes to the I/O thread, and so does c when r gave
- * up (its turn ended without its reply). */
-static mprpc__rec *mprpc__turn_pass(mprpc_channel *ch, mprpc__pconn *c, mprpc__rec *r, int gave_up)
-{
-    mprpc__rec *s, *next = NULL;
-    int to_io = gave_up || mprpc__in_whole(ch, c);
-    r->reading = NULL;
-    if (!gave_up && c->state == MPRPC__PCONN_READY)
-        for (s = c->calls; s; s = s->cnext) /* newest first: the last one found is the oldest */
-            if (!s->done && s != r) next = s;
-    if (next) {
-        c->reader = next;
-        next->reading = c;
-        return next;
-    }
-    /* r timed out while reading (mprpc__io_expire left c to it): no calls and half a reply is an unknown
-     * state, so c takes no new call before the I/O thread closes it */
-    if (gave_up && c->ncalls == 0 && c->state == MPRPC__PCONN_READY && mprpc_buf_readable(&c->in) > 0)
-        c->state = MPRPC__PCONN_DRAINING;
-    if (to_io && !c->io_wants && c->state != MPRPC__PCONN_CLOSED) {
-        c->io_wants = 1;
-        c->kick_next = ch->kick;
-        ch->kick = c;
-    }
-    pthread_mutex_lock(&c->wmu);
-    __atomic_store_n(&c->rturn, MPRPC__RT_FREE, __ATOMIC_RELEASE);
-    mprpc__pconn_in(ch, c, 0);
-    pthread_mutex_unlock(&c->wmu);
-    c->reader = NULL;
-    if (to_io || c->state == MPRPC__PCONN_CLOSED) mprpc__wake(ch); /* to handle it, or to free it */
-    return NULL;
-}
-
-/* Read turn held. Claims the call a reply answers: *x is it (a blocking call; its reply is ours to
- * decode), or NULL for a late reply to a timed-out call (dropped). MPRPC__LEAD_IO: not ours to handle. */
-static mprpc__lead_end mprpc__lead_claim(mprpc_channel *ch, mprpc__pconn *c, const mprpc_response_frame *f,
-                                         mprpc__rec **x)
-{
-    int32_t status = f->header.status;
-    mprpc__lead_end end = MPRPC__LEAD_MORE;
-    mprpc__rec *r;
-    pthread_mutex_lock(&ch->mu);
-    r = mprpc__rec_find(ch, c, f->header.call_id);
-    *x = NULL;
-    if (!r && c->abandoned > 0) c->abandoned--;
-    else if (!r || r->done || status == MPRPC_ERR_SHUTDOWN || status == MPRPC_ERR_BUSY) end = MPRPC__LEAD_IO;
-    else {
-        mprpc__rec_answered(ch, r);
-        *x = r;
-    }
-    pthread_mutex_unlock(&ch->mu);
-    return end;
-}
-
-/* Read turn held. Handles the whole frames in c's input up to r's own reply; other blocking calls'
- * replies are decoded and their threads woken. What follows r's reply is left to the next reader, so that
- * r returns at once (measured: handing all of it over made more wake-ups, not fewer). */
-static mprpc__lead_end mprpc__lead_frames(mprpc_channel *ch, mprpc__pconn *c, mprpc__rec *r)
-{
-    for (;;) {
-        mprpc_response_frame f;
-        mprpc__rec *x;
-        mprpc_status st = mprpc_wire_decode_response(c->in.data + c->in.pos, mprpc_buf_readable(&c->in),
-                                                     ch->cfg.max_message_size, &f);
-        if (st == MPRPC_AGAIN) return MPRPC__LEAD_MORE;
-        if (st != MPRPC_OK || mprpc__lead_claim(ch, c, &f, &x) != MPRPC__LEAD_MORE) return MPRPC__LEAD_IO;
-        if (x) mprpc__take_reply(c->prov->addr, &f, x->resp_fields, x->resp, x->ctl);
-        mprpc_buf_consume(&c->in, f.frame_size);
-        if (mprpc_buf_readable(&c->in) == 0 && c->in.cap > MPRPC__BIG_BUF) mprpc_buf_free(&c->in);
-        if (x == r) return MPRPC__LEAD_MINE;
-        if (x) mprpc__complete(ch, x);
-    }
-}
-
-/* Read turn held. Waits (poll, up to r's deadline) for c's socket and reads what it has. */
-static mprpc__lead_end mprpc__lead_recv(mprpc_channel *ch, mprpc__pconn *c, mprpc__rec *r, int fd)
-{
-    size_t max = mprpc__max_frame(ch->cfg.max_message_size) + 65536;
-    struct pollfd p;
-    int left = mprpc__remaining_ms(r->deadline), n;
-    ssize_t got;
-    if (left == 0) return MPRPC__LEAD_IO; /* the I/O thread times r out */
-    p.fd = fd;
-    p.events = POLLIN;
-    p.revents = 0;
-    n = poll(&p, 1, left < MPRPC__IO_TICK_MS ? left : MPRPC__IO_TICK_MS);
-    if (n < 0 && errno != EINTR) return MPRPC__LEAD_IO;
-    if (n <= 0) return MPRPC__LEAD_MORE;
-    if (mprpc_buf_reserve(&c->in, 65536, max) != MPRPC_OK && mprpc_buf_reserve(&c->in, 1, max) != MPRPC_OK)
-        return MPRPC__LEAD_IO; /* the I/O thread reads on and fails the connection */
-    got = recv(fd, c->in.data + c->in.len, c->in.cap - c->in.len, MSG_DONTWAIT);
-    if (got > 0) c->in.len += (size_t)got;
-    if (got > 0 || (got < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)))
-        return MPRPC__LEAD_MORE;
-    return MPRPC__LEAD_IO; /* end of stream or an error */
-}
-
-/* r's thread holds c's read turn (fd is c's socket): reads until r's reply, the deadline, or something
- * for the I/O thread, then passes the turn on. 1: r is done and back in the pool. */
-static int mprpc__lead(mprpc_channel *ch, mprpc__pconn *c, mprpc__rec *r, int fd)
-{
-    mprpc__lead_end end;
-    mprpc__rec *next;
-    while ((end = mprpc__lead_frames(ch, c, r)) == MPRPC__LEAD_MORE &&
-           (end = mprpc__lead_recv(ch, c, r, fd)) == MPRPC__LEAD_MORE) {}
-    pthread_mutex_lock(&ch->mu);
-    next = mprpc__turn_pass(ch, c, r, end != MPRPC__LEAD_MINE);
-    if (end == MPRPC__LEAD_MINE) mprpc__rec_give(ch, r);
-    pthread_mutex_unlock(&ch->mu);
-    if (next) pthread_cond_signal(&next->cv); /* a spurious wake-up at worst, should next be done */
-    return end == MPRPC__LEAD_MINE;
-}
-
-/* A blocking call waits: reading its connection itself while it holds the read turn (taken when it was
- * launched, or passed to it), else on its cv until another thread read its reply or passes it the turn.
- * The I/O thread completes every call by its deadline at the latest. */
-static void mprpc__wait_threaded(mprpc_channel *ch, mprpc__rec *r)
-{
-    int led = r->lead_fd >= 0; /* a turn that ended without r's reply: the I/O thread finishes r */
-    mprpc__rec *next = NULL;
-    if (led && mprpc__lead(ch, r->reading, r, r->lead_fd)) return; /* no other thread sets r->reading now */
-    pthread_mutex_lock(&ch->mu);
-    while (r->state != MPRPC__REC_DONE) {
-        mprpc__pconn *c = r->reading;
-        if (!c && !led && r->state == MPRPC__REC_ROUTED && r->conn && mprpc__turn_take(r->conn, r)) c = r->conn;
-        if (c && c->state != MPRPC__PCONN_READY) { /* passed to r, then closed: nobody to pass it to */
-            mprpc__turn_pass(ch, c, r, 0);
-        } else if (c) {
-            int fd = c->fd;
-            pthread_mutex_unlock(&ch->mu);
-            if (mprpc__lead(ch, c, r, fd)) return;
-            led = 1;
-            pthread_mutex_lock(&ch->mu);
-        } else {
-            pthread_cond_wait(&r->cv, &ch->mu);
-        }
-    }
-    if (r->reading) next = mprpc__turn_pass(ch, r->reading, r, 0); /* passed to r after it was done */
-    mprpc__rec_give(ch, r);
-    pthread_mutex_unlock(&ch->mu);
-    if (next) pthread_cond_signal(&next->cv);
-}
-
 /* ---- making calls (blocking and async share all of this) ---- */
 
 /* Checks a call's arguments; fills ctl on failure. */
@@ -5405,7 +5106,6 @@ static mprpc_status mprpc__launch(mprpc_channel *ch, mprpc__rec *r)
     mprpc_controller *ctl = r->ctl;
     uint32_t gen = r->gen;
     mprpc__pconn *c;
-    mprpc__rec *next;
     mprpc_status st;
     int wake = 0;
     pthread_mutex_lock(&ch->mu);
@@ -5428,8 +5128,6 @@ static mprpc_status mprpc__launch(mprpc_channel *ch, mprpc__rec *r)
         ctl->status = st;
         return st;
     }
-    /* a blocking caller reads its connection while it waits, if nobody else does */
-    r->lead_fd = !r->done && ch->threaded && mprpc__turn_take(c, r) ? c->fd : -1;
     pthread_mutex_lock(&c->wmu);
     pthread_mutex_unlock(&ch->mu);
     st = mprpc__enqueue(ch, c, r, mprpc__on_io_thread(ch));
@@ -5437,11 +5135,8 @@ static mprpc_status mprpc__launch(mprpc_channel *ch, mprpc__rec *r)
     if (wake) mprpc__wake(ch);
     if (st == MPRPC_OK) return MPRPC_OK;
     pthread_mutex_lock(&ch->mu);
-    next = r->reading ? mprpc__turn_pass(ch, r->reading, r, 0) : NULL;
-    r->lead_fd = -1;
     st = mprpc__unqueue(ch, r, c, gen, st);
     pthread_mutex_unlock(&ch->mu);
-    if (next) pthread_cond_signal(&next->cv);
     return st;
 }
 
@@ -5515,7 +5210,10 @@ MPRPCDEF mprpc_status mprpc_channel_call(mprpc_channel *ch, const char *service,
         mprpc__wait_polling(ch, r);
         return ctl->status;
     }
-    mprpc__wait_threaded(ch, r);
+    pthread_mutex_lock(&ch->mu); /* the I/O thread completes every call, by its deadline at the latest */
+    while (r->state != MPRPC__REC_DONE) pthread_cond_wait(&r->cv, &ch->mu);
+    mprpc__rec_give(ch, r);
+    pthread_mutex_unlock(&ch->mu);
     return ctl->status;
 }
 
