@@ -311,7 +311,8 @@ typedef enum fake_mode {
     FAKE_CLOSE_MID,      /* half a frame, then close */
     FAKE_SILENT,         /* reads and never answers */
     FAKE_CLOSE_AT_ONCE,  /* closes as soon as the request arrives */
-    FAKE_HUGE            /* announces a body larger than max_message_size */
+    FAKE_HUGE,           /* announces a body larger than max_message_size */
+    FAKE_PAIRED          /* holds each odd reply and sends it with the next one, in one send */
 } fake_mode;
 
 typedef struct fake_provider {
@@ -320,6 +321,8 @@ typedef struct fake_provider {
     fake_mode mode;
     int stop; /* atomic */
     pthread_t thread;
+    mprpc_buf held; /* FAKE_PAIRED: the reply waiting for its partner */
+    int paired;     /* FAKE_PAIRED: replies made */
 } fake_provider;
 
 static void fake_answer(fake_provider *fp, int fd, const mprpc_request_frame *f)
@@ -358,6 +361,14 @@ static void fake_answer(fake_provider *fp, int fd, const mprpc_request_frame *f)
         raw_send_all(fd, hdr, n);
         break;
     }
+    case FAKE_PAIRED:
+        mprpc_wire_encode_response(&fp->held, 1u << 20, f->header.call_id, MPRPC_OK, NULL,
+                                   testsvc_EchoResponse_fields, &rs);
+        if (fp->held.len > 0 && (++fp->paired % 2) == 0) {
+            raw_send_all(fd, fp->held.data, fp->held.len);
+            fp->held.pos = fp->held.len = 0;
+        }
+        break;
     case FAKE_SILENT:
         break;
     case FAKE_CLOSE_AT_ONCE:
@@ -424,6 +435,7 @@ static void fake_stop(fake_provider *fp)
     __atomic_store_n(&fp->stop, 1, __ATOMIC_RELAXED);
     pthread_join(fp->thread, NULL);
     close(fp->listen_fd);
+    mprpc_buf_free(&fp->held);
 }
 
 #endif

@@ -226,6 +226,230 @@ static void busy_provider_passes_the_call_to_another(void)
     mprpc_server_free(full);
 }
 
+/* ---- blocking (and async) calls sharing one connection: each reply reaches its own caller ---- */
+
+/* One slow blocking call made on its own thread. */
+typedef struct slow_call {
+    mprpc_channel *ch;
+    uint32_t       delay_ms;
+    int            timeout_ms; /* 0: rpc_timeout_ms */
+    uint64_t       seq;
+    mprpc_status   status;
+    uint64_t       seq_back;
+    long           done_ms;    /* when it returned, from the test's start */
+    struct timespec t0;
+    pthread_t      t;
+} slow_call;
+
+static long ms_since(const struct timespec *t0)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (now.tv_sec - t0->tv_sec) * 1000L + (now.tv_nsec - t0->tv_nsec) / 1000000L;
+}
+
+static void *slow_call_run(void *arg)
+{
+    slow_call *c = (slow_call *)arg;
+    mprpc_controller ctl;
+    testsvc_EchoRequest rq = testsvc_EchoRequest_init_zero;
+    testsvc_EchoResponse rs = testsvc_EchoResponse_init_zero;
+    mprpc_controller_init(&ctl);
+    ctl.timeout_ms = c->timeout_ms;
+    rq.delay_ms = c->delay_ms;
+    rq.seq = c->seq;
+    c->status = MPRPC_CALL(c->ch, "TestService", "Deferred", testsvc_EchoRequest, &rq, testsvc_EchoResponse, &rs, &ctl);
+    c->seq_back = rs.seq;
+    c->done_ms = ms_since(&c->t0);
+    return NULL;
+}
+
+/* Starts a slow call, then gives it time to be sent (it is then the oldest call on the connection). */
+static void slow_call_start(slow_call *c, mprpc_channel *ch, uint32_t delay_ms, int timeout_ms, uint64_t seq,
+                            const struct timespec *t0)
+{
+    memset(c, 0, sizeof *c);
+    c->ch = ch;
+    c->delay_ms = delay_ms;
+    c->timeout_ms = timeout_ms;
+    c->seq = seq;
+    c->t0 = *t0;
+    CHECK(pthread_create(&c->t, NULL, slow_call_run, c) == 0);
+    sleep_ms(50);
+}
+
+/* A channel with one connection (open: one call made) to a fresh provider, so that every call shares it
+ * and the first slow call is sent at once. */
+static int one_connection(mprpc_config *cfg, mprpc_server **srv, mprpc_channel **ch)
+{
+    mprpc_controller ctl;
+    testsvc_EchoResponse rs;
+    if (!(*srv = provider_up(cfg))) return 0;
+    cfg->channel_connections_per_provider = 1;
+    CHECK(mprpc_channel_new(ch, cfg) == MPRPC_OK);
+    mprpc_controller_init(&ctl);
+    CHECK_STATUS(echo_call(*ch, "open", 99, &ctl, &rs), MPRPC_OK);
+    return 1;
+}
+
+/* The reply of a later, quicker call arrives first and reaches that call's thread at once, not when the
+ * first call's reply comes. */
+static void a_reader_hands_a_quicker_reply_to_its_caller_at_once(void)
+{
+    mprpc_config cfg;
+    mprpc_server *srv;
+    mprpc_channel *ch;
+    slow_call slow, quick;
+    struct timespec t0;
+    if (!one_connection(&cfg, &srv, &ch)) return;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    slow_call_start(&slow, ch, 1500, 0, 1, &t0);
+    slow_call_start(&quick, ch, 10, 0, 2, &t0);
+    pthread_join(quick.t, NULL);
+    pthread_join(slow.t, NULL);
+    CHECK_STATUS(quick.status, MPRPC_OK);
+    CHECK_STATUS(slow.status, MPRPC_OK);
+    CHECK(quick.seq_back == 2 && slow.seq_back == 1); /* each got its own reply */
+    CHECK(quick.done_ms < slow.done_ms);
+    teardown(srv, ch);
+}
+
+/* A call waiting behind a slower one on the same connection times out by its own deadline, and the
+ * slower call and the connection go on as before. */
+static void a_waiting_caller_times_out_on_time_while_another_reads(void)
+{
+    mprpc_config cfg;
+    mprpc_server *srv;
+    mprpc_channel *ch;
+    mprpc_controller ctl;
+    testsvc_EchoResponse rs;
+    slow_call reader, waiter;
+    struct timespec t0;
+    if (!one_connection(&cfg, &srv, &ch)) return;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    slow_call_start(&reader, ch, 1500, 0, 1, &t0);
+    slow_call_start(&waiter, ch, 600, 200, 2, &t0);
+    pthread_join(waiter.t, NULL);
+    CHECK_STATUS(waiter.status, MPRPC_ERR_TIMEOUT);
+    CHECK(waiter.done_ms < 1500); /* not held until the first call's reply */
+    pthread_join(reader.t, NULL);
+    CHECK_STATUS(reader.status, MPRPC_OK);
+    CHECK(reader.seq_back == 1);
+    mprpc_controller_init(&ctl);
+    CHECK_STATUS(echo_call(ch, "after", 3, &ctl, &rs), MPRPC_OK);
+    CHECK(rs.seq == 3);
+    teardown(srv, ch);
+}
+
+/* The first call's deadline passes while another call on the connection still waits: the other call
+ * still gets its reply. */
+static void when_the_reader_times_out_the_others_still_get_their_replies(void)
+{
+    mprpc_config cfg;
+    mprpc_server *srv;
+    mprpc_channel *ch;
+    slow_call reader, other;
+    struct timespec t0;
+    if (!one_connection(&cfg, &srv, &ch)) return;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    slow_call_start(&reader, ch, 2000, 200, 1, &t0);
+    slow_call_start(&other, ch, 600, 0, 2, &t0);
+    pthread_join(reader.t, NULL);
+    pthread_join(other.t, NULL);
+    CHECK_STATUS(reader.status, MPRPC_ERR_TIMEOUT);
+    CHECK_STATUS(other.status, MPRPC_OK);
+    CHECK(other.seq_back == 2);
+    teardown(srv, ch);
+}
+
+static pthread_t async_cb_thread;
+static int async_cb_runs;
+static mprpc_status async_cb_status;
+
+static void async_cb(mprpc_controller *ctl, void *response, void *user)
+{
+    (void)response;
+    (void)user;
+    async_cb_thread = pthread_self();
+    async_cb_status = ctl->status;
+    __atomic_add_fetch(&async_cb_runs, 1, __ATOMIC_SEQ_CST);
+}
+
+/* An async call's reply on a connection a blocking call also waits on: its callback runs once, on the
+ * channel's completion thread, not on the blocking caller's. */
+static void an_async_reply_read_by_a_blocking_caller_runs_on_the_completion_thread(void)
+{
+    mprpc_config cfg;
+    mprpc_server *srv;
+    mprpc_channel *ch;
+    mprpc_controller actl;
+    testsvc_EchoRequest rq = testsvc_EchoRequest_init_zero;
+    testsvc_EchoResponse rs = testsvc_EchoResponse_init_zero;
+    slow_call reader;
+    struct timespec t0;
+    int i;
+    if (!one_connection(&cfg, &srv, &ch)) return;
+    async_cb_runs = 0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    slow_call_start(&reader, ch, 800, 0, 1, &t0);
+    mprpc_controller_init(&actl);
+    rq.delay_ms = 10;
+    rq.seq = 2;
+    CHECK_STATUS(MPRPC_CALL_ASYNC(ch, "TestService", "Deferred", testsvc_EchoRequest, &rq, testsvc_EchoResponse,
+                                  &rs, &actl, async_cb, NULL), MPRPC_OK);
+    for (i = 0; i < 400 && __atomic_load_n(&async_cb_runs, __ATOMIC_SEQ_CST) == 0; i++) sleep_ms(5);
+    pthread_join(reader.t, NULL);
+    CHECK(__atomic_load_n(&async_cb_runs, __ATOMIC_SEQ_CST) == 1);
+    CHECK_STATUS(async_cb_status, MPRPC_OK);
+    CHECK(rs.seq == 2);
+    CHECK(!pthread_equal(async_cb_thread, reader.t) && !pthread_equal(async_cb_thread, pthread_self()));
+    CHECK_STATUS(reader.status, MPRPC_OK);
+    teardown(srv, ch);
+}
+
+/* A blocking call's reply and an async call's reply arrive in one segment: both are handled, the async
+ * one without waiting for more data (a reader that stops after its own reply must hand on the rest: a
+ * leader/follower experiment on branch perf lost it, and the async call timed out). */
+static void replies_to_a_blocking_and_an_async_call_in_one_segment_both_complete(void)
+{
+    fake_provider fp;
+    mprpc_config cfg;
+    mprpc_channel *ch;
+    mprpc_controller actl, ctl;
+    testsvc_EchoRequest rq = testsvc_EchoRequest_init_zero;
+    testsvc_EchoResponse rs = testsvc_EchoResponse_init_zero;
+    slow_call reader;
+    struct timespec t0;
+    int i;
+    mprpc_controller_init(&ctl);
+    CHECK(fake_start(&fp, FAKE_PAIRED));
+    test_config(&cfg);
+    cfg.rpcserver_port = fp.port;
+    cfg.rpc_timeout_ms = 3000;
+    cfg.channel_connections_per_provider = 1;
+    mprpc_channel_new(&ch, &cfg);
+    /* first a pair that opens the connection (an async call, answered with a blocking one) */
+    async_cb_runs = 0;
+    mprpc_controller_init(&actl);
+    CHECK_STATUS(MPRPC_CALL_ASYNC(ch, "TestService", "Echo", testsvc_EchoRequest, &rq, testsvc_EchoResponse,
+                                  &rs, &actl, async_cb, NULL), MPRPC_OK);
+    CHECK_STATUS(echo_call(ch, "open", 9, &ctl, &rs), MPRPC_OK);
+    for (i = 0; i < 200 && __atomic_load_n(&async_cb_runs, __ATOMIC_SEQ_CST) == 0; i++) sleep_ms(5);
+    async_cb_runs = 0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    slow_call_start(&reader, ch, 0, 0, 1, &t0); /* answered only with the next request */
+    mprpc_controller_init(&actl);
+    CHECK_STATUS(MPRPC_CALL_ASYNC(ch, "TestService", "Echo", testsvc_EchoRequest, &rq, testsvc_EchoResponse,
+                                  &rs, &actl, async_cb, NULL), MPRPC_OK);
+    pthread_join(reader.t, NULL);
+    CHECK_STATUS(reader.status, MPRPC_OK);
+    for (i = 0; i < 200 && __atomic_load_n(&async_cb_runs, __ATOMIC_SEQ_CST) == 0; i++) sleep_ms(5);
+    CHECK(__atomic_load_n(&async_cb_runs, __ATOMIC_SEQ_CST) == 1); /* within 1 s, not at the 3 s timeout */
+    CHECK_STATUS(async_cb_status, MPRPC_OK);
+    mprpc_channel_free(ch);
+    fake_stop(&fp);
+}
+
 int main(void)
 {
     RUN(garbage_reply_is_a_protocol_error);
@@ -241,5 +465,10 @@ int main(void)
     RUN(blocking_threads_share_two_connections);
     RUN(max_connections_bounds_the_channel);
     RUN(busy_provider_passes_the_call_to_another);
+    RUN(a_reader_hands_a_quicker_reply_to_its_caller_at_once);
+    RUN(a_waiting_caller_times_out_on_time_while_another_reads);
+    RUN(when_the_reader_times_out_the_others_still_get_their_replies);
+    RUN(an_async_reply_read_by_a_blocking_caller_runs_on_the_completion_thread);
+    RUN(replies_to_a_blocking_and_an_async_call_in_one_segment_both_complete);
     return test_summary("test_channel");
 }
