@@ -3001,6 +3001,7 @@ typedef struct mprpc__addrs { /* a provider list ("ip:port" each) owned by the c
     size_t n, cap;
 } mprpc__addrs;
 static void mprpc__addrs_free(mprpc__addrs *a);
+static int mprpc__seed_publish(const mprpc_config *cfg);
 static int mprpc__addrs_set(mprpc__addrs *a, char (*v)[MPRPC_ADDR_MAX], size_t n);
 static int mprpc__registry_wanted(const mprpc_config *cfg);
 static mprpc_status mprpc__registry_open(mprpc__registry **out, const mprpc_config *cfg,
@@ -4654,7 +4655,7 @@ static mprpc_status mprpc__advertised(mprpc_server *srv, char *addr, size_t cap)
                         "from this host only: advertise a TCP address to publish in ZooKeeper" : why);
         return MPRPC_ERR_CONFIG;
     }
-    if (cfg->zookeeper_seed_layout && (a.kind != MPRPC__ADDR_IP || a.sa.ss_family != AF_INET)) {
+    if (mprpc__seed_publish(cfg) && (a.kind != MPRPC__ADDR_IP || a.sa.ss_family != AF_INET)) {
         mprpc__srv_fail(srv, "zookeeper_seed_layout: seed callers read an IPv4 ip:port, and '%s' is not one: "
                         "set advertise_ip to an IPv4 address", addr);
         return MPRPC_ERR_CONFIG;
@@ -7123,6 +7124,17 @@ static int mprpc__registry_wanted(const mprpc_config *cfg)
     return cfg->zookeeper_ip[0] != '\0' || cfg->zookeeper_hosts[0] != '\0';
 }
 
+/* zookeeper_seed_layout decided: does a provider also publish the seed's /<Service>/<Method> nodes? Auto
+ * (-1) says yes when the config was written for the seed (a key in the seed's spelling): a provider started
+ * with the seed's own config file, unchanged, is then found by seed C++ callers (issue 11, item 14). The
+ * nodes cost one ephemeral node per method and harm no mprpc.h caller. A caller resolves through them only
+ * with an explicit 1: auto never moves a channel to the seed's calls (a connection per call, version 0),
+ * and providers with a native config publish only under zookeeper_root. */
+static int mprpc__seed_publish(const mprpc_config *cfg)
+{
+    return cfg->zookeeper_seed_layout > 0 || (cfg->zookeeper_seed_layout < 0 && cfg->seed_spellings);
+}
+
 static void mprpc__addrs_free(mprpc__addrs *a)
 {
     MPRPC_FREE(a->v);
@@ -7197,16 +7209,6 @@ static mprpc_status mprpc__registry_resolve(mprpc__registry *r, const char *serv
 #define MPRPC__REG_IDLE_MS 600000 /* a cache entry not resolved for 10 minutes is dropped with its watch */
 #define MPRPC__REG_ABSENT_MAX 64  /* cache entries of names with no node kept (least recently resolved go) */
 
-/* zookeeper_seed_layout decided: does a provider also publish the seed's /<Service>/<Method> nodes? Auto
- * (-1) says yes when the config was written for the seed (a key in the seed's spelling): a provider started
- * with the seed's own config file, unchanged, is then found by seed C++ callers (issue 11, item 14). The
- * nodes cost one ephemeral node per method and harm no mprpc.h caller. A caller resolves through them only
- * with an explicit 1: auto never moves a channel to the seed's calls (a connection per call, version 0),
- * and providers with a native config publish only under zookeeper_root. */
-static int mprpc__seed_publish(const mprpc_config *cfg)
-{
-    return cfg->zookeeper_seed_layout > 0 || (cfg->zookeeper_seed_layout < 0 && cfg->seed_spellings);
-}
 
 /* -------------------------------------------------------------------------------------------------- */
 /* 9.1 registry state                                                                                 */
