@@ -5287,6 +5287,10 @@ static mprpc_status mprpc__admin_open(mprpc_server *srv)
 #define MPRPC__BIG_BUF    (1024 * 1024) /* a connection's buffers above this are given back once empty */
 #define MPRPC__IO_TICK_MS 1000         /* the I/O thread looks at its timers at least this often */
 #define MPRPC__IO_EVENTS  64
+#define MPRPC__SVC_IDLE_MS 600000      /* a service table not called for 10 minutes is dropped (as long as
+                                          the registry keeps an unresolved cache entry, MPRPC__REG_IDLE_MS) */
+#define MPRPC__SWEEP_MS   60000        /* the I/O thread looks for idle tables and unused providers this
+                                          often, and at its next turn after a table was reinstalled */
 
 typedef enum mprpc__rec_state {
     MPRPC__REC_FREE,      /* in the pool's free list */
@@ -5345,6 +5349,8 @@ struct mprpc__pconn {
 struct mprpc__prov {
     char              addr[MPRPC_ADDR_MAX];
     mprpc__prov_state state;
+    int               listed;     /* slots of service tables naming it: 0 = no longer anyone's provider */
+    int               in_use;     /* mprpc__prov_sweep only: a call in flight names it */
     mprpc__pconn      *conns;
     int               nconns;
     int               fails;      /* consecutive failures */
@@ -5359,6 +5365,8 @@ typedef struct mprpc__svc {
     mprpc__prov **v;
     size_t        n;
     unsigned      rr;
+    uint64_t      used_at;                     /* the last call that resolved it */
+    int           refs;                        /* calls (and resolvers about to make one) holding it */
 } mprpc__svc;
 
 struct mprpc__rec {
@@ -5398,10 +5406,11 @@ struct mprpc_channel {
     mprpc__rec       *free_recs;
     mprpc__rec      **heap;         /* calls in flight by deadline */
     size_t            nheap;
-    mprpc__svc      **svcs;
+    mprpc__svc      **svcs;         /* services called within MPRPC__SVC_IDLE_MS, and ch->direct */
     size_t            nsvcs;
-    mprpc__prov     **provs;        /* every provider ever named; kept until mprpc_channel_free */
+    mprpc__prov     **provs;        /* providers listed, or with a connection or a call in flight */
     size_t            nprovs;
+    uint64_t          sweep_at;     /* when the I/O thread runs mprpc__sweep next */
     int               nconns, nconnecting;
     mprpc__svc       *direct;       /* no ZooKeeper: rpcserver_list or rpcserver_ip:port */
     mprpc__registry  *registry;
@@ -5476,9 +5485,14 @@ static mprpc_status mprpc__rec_take(mprpc_channel *ch, mprpc__rec **out)
     return MPRPC_OK;
 }
 
+static void mprpc__svc_put(mprpc_channel *ch, mprpc__svc *s);
+
 /* mu held. */
 static void mprpc__rec_give(mprpc_channel *ch, mprpc__rec *r)
 {
+    mprpc__svc_put(ch, r->svc);
+    r->svc = NULL;
+    r->prov = r->avoid = NULL; /* a provider may be freed once no call names it */
     if (r->req.cap > MPRPC__REC_KEEP) mprpc_buf_free(&r->req);
     r->req.pos = r->req.len = 0;
     r->state = MPRPC__REC_FREE;
@@ -5770,7 +5784,9 @@ static mprpc__prov *mprpc__pick_prov(mprpc__rec *r)
     return r->avoid ? r->avoid : s->v[start % s->n];
 }
 
-/* mu held. The provider object for addr, made on first sight. */
+/* mu held. The provider object for addr, made on first sight. A linear scan: ch->provs holds the
+ * providers the channel's service tables list now plus those still finishing calls (mprpc__sweep frees
+ * the rest), tens in the deployments this is for; a hash would pay off past a few hundred. */
 static mprpc__prov *mprpc__prov_get(mprpc_channel *ch, const char *addr)
 {
     mprpc__prov *p, **grown;
@@ -5789,7 +5805,8 @@ static mprpc__prov *mprpc__prov_get(mprpc_channel *ch, const char *addr)
 
 /* ---- services: provider tables refreshed when the registry's generation changes ---- */
 
-/* mu held. Replaces s's providers with the list a names. */
+/* mu held. Replaces s's providers with the list a names. Those it no longer names are left to the
+ * I/O thread's next turn (mprpc__sweep): it closes their idle connections and frees them. */
 static mprpc_status mprpc__svc_install(mprpc_channel *ch, mprpc__svc *s, char (*addrs)[MPRPC_ADDR_MAX],
                                        size_t n)
 {
@@ -5798,17 +5815,21 @@ static mprpc_status mprpc__svc_install(mprpc_channel *ch, mprpc__svc *s, char (*
     if (!v) return MPRPC_ERR_NO_MEMORY;
     for (i = 0; i < n; i++) {
         if ((v[i] = mprpc__prov_get(ch, addrs[i])) == NULL) {
-            MPRPC_FREE(v);
+            MPRPC_FREE(v); /* a provider made here and listed nowhere goes at the next sweep */
             return MPRPC_ERR_NO_MEMORY;
         }
     }
+    for (i = 0; i < n; i++) v[i]->listed++;
+    for (i = 0; i < s->n; i++) s->v[i]->listed--;
     MPRPC_FREE(s->v);
     s->v = v;
     s->n = n;
+    ch->sweep_at = 0;
     return MPRPC_OK;
 }
 
-/* mu held. The table for key, made empty on first use. */
+/* mu held. The table for key, made empty on first use. A linear scan: ch->svcs holds the services
+ * called within the last MPRPC__SVC_IDLE_MS (mprpc__sweep drops the others). */
 static mprpc__svc *mprpc__svc_get(mprpc_channel *ch, const char *key)
 {
     mprpc__svc *s, **grown;
@@ -5830,6 +5851,13 @@ static void mprpc__svc_free(mprpc__svc *s)
     if (!s) return;
     MPRPC_FREE(s->v);
     MPRPC_FREE(s);
+}
+
+/* mu held. A call (or a resolver about to make one) lets go of s; the direct table is never dropped
+ * and not counted. */
+static void mprpc__svc_put(mprpc_channel *ch, mprpc__svc *s)
+{
+    if (s && s != ch->direct) s->refs--;
 }
 
 /* Opens the registry on first use. It returns at once (its worker connects in the background); a
@@ -5875,22 +5903,27 @@ static mprpc_status mprpc__discover(mprpc_channel *ch, const char *service, cons
     mprpc__fmt(key, sizeof key, "%s%s%s", service, ch->cfg.zookeeper_seed_layout > 0 ? "/" : "",
                ch->cfg.zookeeper_seed_layout > 0 ? method : ""); /* auto (-1) resolves natively */
     pthread_mutex_lock(&ch->mu);
-    *out = mprpc__svc_get(ch, key);
+    if ((*out = mprpc__svc_get(ch, key)) != NULL) { /* held: the sweep leaves it until the call is over */
+        (*out)->refs++;
+        (*out)->used_at = mprpc__now_ms();
+    }
     gen = seen = *out ? (*out)->gen : 0;
     pthread_mutex_unlock(&ch->mu);
     if (!*out) return MPRPC_ERR_NO_MEMORY;
     st = mprpc__registry_resolve(reg, service, method, deadline, &gen, &addrs, err, errlen);
-    if (st == MPRPC_OK && gen != seen) {
+    if (st != MPRPC_OK || gen != seen) {
         pthread_mutex_lock(&ch->mu);
-        if (gen > (*out)->gen) st = mprpc__svc_install(ch, *out, addrs.v, addrs.n);
+        if (st == MPRPC_OK && gen > (*out)->gen) st = mprpc__svc_install(ch, *out, addrs.v, addrs.n);
         if (st == MPRPC_OK && gen > (*out)->gen) (*out)->gen = gen;
+        if (st != MPRPC_OK) mprpc__svc_put(ch, *out);
         pthread_mutex_unlock(&ch->mu);
     }
     mprpc__addrs_free(&addrs);
     return st;
 }
 
-/* The providers of service: the direct list, or what the registry names. */
+/* The providers of service: the direct list, or what the registry names (held on MPRPC_OK: the call's
+ * record lets it go, mprpc__rec_give). */
 static mprpc_status mprpc__resolve(mprpc_channel *ch, const mprpc__call_args *a, uint64_t deadline,
                                    const char *tname, int tms, mprpc__svc **svc, mprpc_controller *ctl)
 {
@@ -6590,6 +6623,69 @@ static void mprpc__io_connect_timeouts(mprpc_channel *ch, uint64_t now)
     }
 }
 
+/* ---- housekeeping: what a burst of services or a churn of providers took is given back ---- */
+
+/* mu held. Drops s from ch->svcs' count of listings; the caller removes it from ch->svcs. */
+static void mprpc__svc_drop(mprpc__svc *s)
+{
+    size_t i;
+    for (i = 0; i < s->n; i++) s->v[i]->listed--;
+    mprpc__svc_free(s);
+}
+
+/* mu held, I/O thread. Marks the providers a call in flight names (its connection's, or the one it
+ * must avoid on a retry). */
+static void mprpc__prov_mark_in_use(mprpc_channel *ch)
+{
+    size_t i;
+    for (i = 0; i < ch->nprovs; i++) ch->provs[i]->in_use = 0;
+    for (i = 0; i < ch->nrecs; i++) {
+        mprpc__rec *r = ch->recs[i];
+        if (r->state != MPRPC__REC_ROUTED && r->state != MPRPC__REC_NEW) continue;
+        if (r->prov) r->prov->in_use = 1;
+        if (r->avoid) r->avoid->in_use = 1;
+    }
+}
+
+/* mu held, I/O thread. A provider no table lists any more: its connections without calls are closed,
+ * and once it has neither connections nor calls it is freed. 1: freed. A connection closed here is
+ * freed at the end of the next turn, and pconn_free does not look at its provider. */
+static int mprpc__prov_retire(mprpc_channel *ch, mprpc__prov *p)
+{
+    mprpc__pconn *c, *next;
+    if (p->listed > 0) return 0;
+    for (c = p->conns; c; c = next) {
+        next = c->next;
+        if (c->ncalls == 0) mprpc__pconn_close(ch, c);
+    }
+    if (p->conns || p->in_use) return 0;
+    MPRPC_FREE(p);
+    return 1;
+}
+
+/* mu held, I/O thread. Drops service tables idle for MPRPC__SVC_IDLE_MS and providers no table lists
+ * (mprpc__prov_retire); comes back in a tick while a retired provider still finishes calls. */
+static void mprpc__sweep(mprpc_channel *ch, uint64_t now)
+{
+    size_t i, j;
+    int left = 0;
+    for (i = j = 0; i < ch->nsvcs; i++) {
+        mprpc__svc *s = ch->svcs[i];
+        if (s != ch->direct && s->refs == 0 && s->used_at + MPRPC__SVC_IDLE_MS <= now) mprpc__svc_drop(s);
+        else ch->svcs[j++] = s;
+    }
+    ch->nsvcs = j;
+    mprpc__prov_mark_in_use(ch);
+    for (i = j = 0; i < ch->nprovs; i++) {
+        mprpc__prov *p = ch->provs[i];
+        if (mprpc__prov_retire(ch, p)) continue;
+        left |= p->listed == 0;
+        ch->provs[j++] = p;
+    }
+    ch->nprovs = j;
+    ch->sweep_at = now + (left ? MPRPC__IO_TICK_MS : MPRPC__SWEEP_MS);
+}
+
 /* I/O thread. Fires the timers that are due (call deadlines, connect timeouts) and says how long
  * epoll may sleep: until the next one, at most MPRPC__IO_TICK_MS. A caller whose deadline comes sooner
  * than wake_at wakes the thread; others need not, which spares a wake-up per call. One lock for all of
@@ -6606,6 +6702,7 @@ static int mprpc__io_timers(mprpc_channel *ch)
     }
     mprpc__io_expire(ch, now);
     if (ch->nconnecting > 0) mprpc__io_connect_timeouts(ch, now);
+    if (now >= ch->sweep_at) mprpc__sweep(ch, now);
     if (ch->nheap > 0 && ch->heap[0]->deadline < next) next = ch->heap[0]->deadline;
     for (i = 0; i < ch->nprovs && ch->nconnecting > 0; i++)
         for (c = ch->provs[i]->conns; c; c = c->next)
@@ -6965,6 +7062,8 @@ static mprpc_status mprpc__submit(mprpc_channel *ch, const mprpc__call_args *a, 
     if (st != MPRPC_OK) return st;
     pthread_mutex_lock(&ch->mu);
     st = mprpc__rec_take(ch, &r);
+    if (st == MPRPC_OK) r->svc = svc; /* the record holds the table now */
+    else mprpc__svc_put(ch, svc);
     pthread_mutex_unlock(&ch->mu);
     if (st != MPRPC_OK) {
         mprpc_controller_set_failed(ctl, st, st == MPRPC_ERR_BUSY ? "channel_max_pending (%d) calls already "
@@ -6976,7 +7075,6 @@ static mprpc_status mprpc__submit(mprpc_channel *ch, const mprpc__call_args *a, 
     r->timeout_ms = tms;
     r->timeout_is_ctl = from_ctl;
     r->seed = ch->seed_calls;
-    r->svc = svc;
     r->ctl = ctl;
     r->resp_fields = a->resp_fields;
     r->resp = a->resp;

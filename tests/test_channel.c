@@ -450,6 +450,152 @@ static void replies_to_a_blocking_and_an_async_call_in_one_segment_both_complete
     fake_stop(&fp);
 }
 
+/* ---- what a churn of providers or a burst of services took is given back ---- */
+/* White-box: this file includes the implementation, so the tests reinstall a table as a registry
+ * generation would (mprpc__svc_install) and count the channel's entries. */
+
+static void reinstall(mprpc_channel *ch, mprpc__svc *s, const char *a, const char *b)
+{
+    char addrs[2][MPRPC_ADDR_MAX];
+    snprintf(addrs[0], sizeof addrs[0], "%s", a);
+    snprintf(addrs[1], sizeof addrs[1], "%s", b ? b : "");
+    pthread_mutex_lock(&ch->mu);
+    CHECK(mprpc__svc_install(ch, s, addrs, b ? 2 : 1) == MPRPC_OK);
+    pthread_mutex_unlock(&ch->mu);
+}
+
+static size_t provider_entries(mprpc_channel *ch)
+{
+    size_t n;
+    pthread_mutex_lock(&ch->mu);
+    n = ch->nprovs;
+    pthread_mutex_unlock(&ch->mu);
+    return n;
+}
+
+/* Poll mode: runs the channel's turns for up to ms, until *flag (if given) is set. */
+static void drive(mprpc_channel *ch, int ms, const int *flag)
+{
+    int i;
+    for (i = 0; i < ms / 10 && !(flag && __atomic_load_n(flag, __ATOMIC_SEQ_CST)); i++) {
+        struct pollfd pf;
+        pf.fd = mprpc_channel_fd(ch);
+        pf.events = POLLIN;
+        poll(&pf, 1, 10);
+        mprpc_channel_dispatch(ch);
+    }
+}
+
+/* 1,000 generations, each listing a real provider and one on a new address (nobody listens there), with
+ * a call in each: the channel keeps entries for the providers listed now, not for every one it saw. */
+static void provider_churn_keeps_a_bounded_number_of_entries(void)
+{
+    mprpc_config cfg;
+    mprpc_server *srv;
+    mprpc_channel *ch;
+    mprpc_controller ctl;
+    testsvc_EchoResponse rs;
+    char real[MPRPC_ADDR_MAX], gone[MPRPC_ADDR_MAX];
+    size_t most = 0;
+    int i, ok = 0;
+    if (!(srv = provider_up(&cfg))) return;
+    cfg.channel_io_thread = 0; /* poll mode: the sweep runs in the calls' own turns, on this thread */
+    CHECK(mprpc_channel_new(&ch, &cfg) == MPRPC_OK);
+    mprpc_controller_init(&ctl);
+    snprintf(real, sizeof real, "127.0.0.1:%d", cfg.rpcserver_port);
+    for (i = 0; i < 1000; i++) {
+        snprintf(gone, sizeof gone, "unix:@mprpc-churn-%d-%d", (int)getpid(), i);
+        reinstall(ch, ch->direct, i % 2 ? gone : real, i % 2 ? real : gone);
+        ok += echo_call(ch, "churn", (uint64_t)i, &ctl, &rs) == MPRPC_OK; /* fails over from gone */
+        if (provider_entries(ch) > most) most = provider_entries(ch);
+    }
+    CHECK(ok == 1000);
+    CHECK(most <= 3); /* the real one, this generation's, at most the last one's; the old code kept 1,001 */
+    teardown(srv, ch);
+}
+
+static int delisted_done;
+static mprpc_status delisted_status;
+
+static void delisted_cb(mprpc_controller *ctl, void *response, void *user)
+{
+    (void)response;
+    (void)user;
+    delisted_status = ctl->status;
+    __atomic_store_n(&delisted_done, 1, __ATOMIC_SEQ_CST);
+}
+
+/* A provider the registry no longer lists keeps its entry and its connection while a call on it is in
+ * flight (the call gets its reply); then its idle connection is closed and its entry freed. */
+static void a_delisted_provider_is_freed_after_its_last_call(void)
+{
+    mprpc_config cfg, other;
+    mprpc_server *a, *b;
+    mprpc_channel *ch;
+    mprpc_controller ctl, actl;
+    mprpc_server_stats st;
+    testsvc_EchoRequest rq = testsvc_EchoRequest_init_zero;
+    testsvc_EchoResponse rs, ars = testsvc_EchoResponse_init_zero;
+    char addr_b[MPRPC_ADDR_MAX];
+    if (!(a = provider_up(&cfg))) return;
+    if (!(b = provider_up(&other))) { mprpc_server_free(a); return; }
+    cfg.channel_io_thread = 0;
+    CHECK(mprpc_channel_new(&ch, &cfg) == MPRPC_OK);
+    mprpc_controller_init(&ctl);
+    mprpc_controller_init(&actl);
+    CHECK_STATUS(echo_call(ch, "open", 1, &ctl, &rs), MPRPC_OK); /* a connection to a */
+    rq.delay_ms = 300;
+    delisted_done = 0;
+    CHECK_STATUS(MPRPC_CALL_ASYNC(ch, "TestService", "Deferred", testsvc_EchoRequest, &rq, testsvc_EchoResponse,
+                                  &ars, &actl, delisted_cb, NULL), MPRPC_OK);
+    snprintf(addr_b, sizeof addr_b, "127.0.0.1:%d", other.rpcserver_port);
+    reinstall(ch, ch->direct, addr_b, NULL);
+    drive(ch, 100, NULL);
+    CHECK(provider_entries(ch) == 2); /* a stays: its call is in flight */
+    drive(ch, 5000, &delisted_done);
+    CHECK(__atomic_load_n(&delisted_done, __ATOMIC_SEQ_CST) == 1);
+    CHECK_STATUS(delisted_status, MPRPC_OK);
+    for (int i = 0; i < 300 && provider_entries(ch) > 1; i++) drive(ch, 10, NULL);
+    CHECK(provider_entries(ch) == 1);
+    CHECK(ch->nconns == 0); /* a's connection closed; b not dialled yet */
+    CHECK_STATUS(echo_call(ch, "after", 2, &ctl, &rs), MPRPC_OK);
+    mprpc_server_get_stats(b, &st);
+    CHECK(st.calls == 1);
+    mprpc_channel_free(ch);
+    mprpc_server_free(b);
+    mprpc_server_free(a);
+}
+
+/* A service table not called for MPRPC__SVC_IDLE_MS is dropped with the providers only it listed; one a
+ * call still holds stays. */
+static void an_idle_service_table_is_dropped(void)
+{
+    mprpc_config cfg;
+    mprpc_channel *ch;
+    mprpc__svc *idle, *held;
+    test_config(&cfg);
+    cfg.rpcserver_port = 1;
+    cfg.channel_io_thread = 0; /* no I/O thread: this thread may run the sweep itself */
+    CHECK(mprpc_channel_new(&ch, &cfg) == MPRPC_OK);
+    pthread_mutex_lock(&ch->mu);
+    idle = mprpc__svc_get(ch, "Idle");
+    held = mprpc__svc_get(ch, "Held");
+    pthread_mutex_unlock(&ch->mu);
+    if (!idle || !held) { CHECK(idle && held); mprpc_channel_free(ch); return; }
+    reinstall(ch, idle, "127.0.0.1:7", "unix:@mprpc-idle-a");
+    reinstall(ch, held, "unix:@mprpc-idle-b", NULL);
+    pthread_mutex_lock(&ch->mu);
+    CHECK(ch->nsvcs == 3 && ch->nprovs == 4);
+    idle->used_at = held->used_at = mprpc__now_ms();
+    held->refs = 1;
+    mprpc__sweep(ch, mprpc__now_ms() + MPRPC__SVC_IDLE_MS); /* ten minutes on */
+    CHECK(ch->nsvcs == 2 && ch->svcs[1] == held);
+    CHECK(ch->nprovs == 2); /* the direct one and held's */
+    held->refs = 0;
+    pthread_mutex_unlock(&ch->mu);
+    mprpc_channel_free(ch);
+}
+
 int main(void)
 {
     RUN(garbage_reply_is_a_protocol_error);
@@ -470,5 +616,8 @@ int main(void)
     RUN(when_the_reader_times_out_the_others_still_get_their_replies);
     RUN(an_async_reply_read_by_a_blocking_caller_runs_on_the_completion_thread);
     RUN(replies_to_a_blocking_and_an_async_call_in_one_segment_both_complete);
+    RUN(provider_churn_keeps_a_bounded_number_of_entries);
+    RUN(a_delisted_provider_is_freed_after_its_last_call);
+    RUN(an_idle_service_table_is_dropped);
     return test_summary("test_channel");
 }
