@@ -5679,8 +5679,8 @@ static void mprpc__take_reply(const char *addr, const mprpc_response_frame *f,
     if (mprpc__take_raw(fields, resp, f->body, h->body_size, ctl)) return;
     is = pb_istream_from_buffer(f->body, h->body_size);
     if (!pb_decode(&is, fields, resp))
-        mprpc_controller_set_failed(ctl, MPRPC_ERR_DECODE, "reply from %s: cannot decode the response: %s",
-                                    addr, PB_GET_ERROR(&is));
+        mprpc_controller_set_failed(ctl, MPRPC_ERR_DECODE, "reply from %s (%u bytes): cannot decode the "
+                                    "response: %s", addr, (unsigned)h->body_size, PB_GET_ERROR(&is));
     else
         ctl->status = MPRPC_OK;
     ctl->may_have_run = 1;
@@ -6260,7 +6260,8 @@ static void mprpc__retry(mprpc_channel *ch, mprpc__rec *r, mprpc_status last)
         st = mprpc__enqueue(ch, c, r, 1);
         pthread_mutex_unlock(&c->wmu);
         if (st == MPRPC_OK) return;
-        mprpc__fmt(r->ctl->error_text, sizeof r->ctl->error_text, "no memory to queue the request");
+        mprpc__fmt(r->ctl->error_text, sizeof r->ctl->error_text, "no memory to queue a request of %zu bytes "
+                   "for %s", r->req.len, c->prov->addr);
     }
     mprpc__finish_locked(ch, r, st, 0);
 }
@@ -6336,7 +6337,7 @@ static int mprpc__io_frames(mprpc_channel *ch, mprpc__pconn *c)
                                                      max, &f);
         if (st == MPRPC_AGAIN) return 1;
         if (st == MPRPC_ERR_TOO_LARGE) {
-            mprpc__pconn_fail(ch, c, st, "reply from %s: body of %u bytes exceeds max_message_size (%zu)",
+            mprpc__pconn_fail(ch, c, st, "reply from %s of %u bytes exceeds max_message_size %zu",
                              c->prov->addr, (unsigned)f.header.body_size, max);
             return 0;
         }
@@ -6377,8 +6378,9 @@ static void mprpc__io_read(mprpc_channel *ch, mprpc__pconn *c)
         size_t room;
         ssize_t n;
         if (mprpc_buf_reserve(&c->in, 65536, max) != MPRPC_OK && mprpc_buf_reserve(&c->in, 1, max) != MPRPC_OK) {
-            mprpc__pconn_fail(ch, c, MPRPC_ERR_TOO_LARGE, "reply from %s exceeds max_message_size (%u)",
-                             c->prov->addr, (unsigned)ch->cfg.max_message_size);
+            mprpc__pconn_fail(ch, c, MPRPC_ERR_TOO_LARGE, "reply from %s exceeds max_message_size %u (%zu "
+                             "bytes read so far)", c->prov->addr, (unsigned)ch->cfg.max_message_size,
+                             mprpc_buf_readable(&c->in));
             return;
         }
         room = c->in.cap - c->in.len;
@@ -6979,6 +6981,7 @@ static mprpc_status mprpc__encode(mprpc_channel *ch, mprpc__rec *r, const mprpc_
 {
     mprpc_request_meta m;
     mprpc_status st;
+    size_t size;
     int left = mprpc__remaining_ms(r->deadline);
     memset(&m, 0, sizeof m);
     m.service = a->service;
@@ -6988,10 +6991,12 @@ static mprpc_status mprpc__encode(mprpc_channel *ch, mprpc__rec *r, const mprpc_
     m.version = r->seed ? 0 : MPRPC_PROTOCOL_VERSION;
     r->req.pos = r->req.len = 0;
     st = mprpc_wire_encode_request_meta(&r->req, ch->cfg.max_message_size, &m, a->req_fields, a->req);
-    if (st != MPRPC_OK)
-        mprpc_controller_set_failed(r->ctl, st, "%s.%s: cannot encode the request: %s%s", a->service,
-                                    a->method, mprpc_status_str(st),
-                                    st == MPRPC_ERR_TOO_LARGE ? " (over max_message_size)" : "");
+    if (st == MPRPC_ERR_TOO_LARGE && pb_get_encoded_size(&size, a->req_fields, a->req))
+        mprpc_controller_set_failed(r->ctl, st, "%s.%s: request of %zu bytes exceeds max_message_size %u",
+                                    a->service, a->method, size, (unsigned)ch->cfg.max_message_size);
+    else if (st != MPRPC_OK)
+        mprpc_controller_set_failed(r->ctl, st, "%s.%s: cannot encode the request: %s", a->service,
+                                    a->method, mprpc_status_str(st));
     return st;
 }
 
@@ -7003,7 +7008,8 @@ static mprpc_status mprpc__unqueue(mprpc_channel *ch, mprpc__rec *r, mprpc__pcon
     mprpc__heap_remove(ch, r);
     mprpc__rec_unlink(r);
     if (r->probe) r->prov->probe_out = 0;
-    mprpc_controller_set_failed(r->ctl, st, "no memory to queue the request");
+    mprpc_controller_set_failed(r->ctl, st, "no memory to queue a request of %zu bytes for %s", r->req.len,
+                                c->prov->addr);
     mprpc__rec_give(ch, r);
     return st;
 }

@@ -596,6 +596,104 @@ static void an_idle_service_table_is_dropped(void)
     mprpc_channel_free(ch);
 }
 
+/* ---- error texts carry the numbers (issue 12) ---- */
+
+/* A request over max_message_size is refused before anything is sent, naming its size and the limit. */
+static void an_oversized_request_names_its_size_and_the_limit(void)
+{
+    static uint8_t data[5000000];
+    mprpc_bytes b;
+    mprpc_config cfg;
+    mprpc_channel *ch;
+    mprpc_controller ctl;
+    testsvc_BigRequest rq = testsvc_BigRequest_init_zero;
+    testsvc_BigResponse rs = testsvc_BigResponse_init_zero;
+    size_t size = 0;
+    char want[120];
+    test_config(&cfg);
+    cfg.rpcserver_port = 1; /* never dialled */
+    CHECK(mprpc_channel_new(&ch, &cfg) == MPRPC_OK);
+    mprpc_controller_init(&ctl);
+    b.data = data;
+    b.size = sizeof data;
+    rq.data.funcs.encode = mprpc_bytes_encode;
+    rq.data.arg = &b;
+    CHECK(pb_get_encoded_size(&size, testsvc_BigRequest_fields, &rq));
+    snprintf(want, sizeof want, "request of %zu bytes exceeds max_message_size 4194304", size);
+    CHECK_STATUS(MPRPC_CALL(ch, "TestService", "Big", testsvc_BigRequest, &rq, testsvc_BigResponse, &rs, &ctl),
+                 MPRPC_ERR_TOO_LARGE);
+    CHECK_CONTAINS(ctl.error_text, want);
+    CHECK(!mprpc_controller_may_have_run(&ctl));
+    mprpc_channel_free(ch);
+}
+
+/* A v1 reply announcing a body over max_message_size: the text names the announced size and the limit. */
+static void an_oversized_reply_names_its_size_and_the_limit(void)
+{
+    fake_provider fp;
+    mprpc_config cfg;
+    mprpc_channel *ch;
+    mprpc_controller ctl;
+    testsvc_EchoResponse rs;
+    CHECK(fake_start(&fp, FAKE_HUGE));
+    test_config(&cfg);
+    cfg.rpcserver_port = fp.port;
+    mprpc_channel_new(&ch, &cfg);
+    mprpc_controller_init(&ctl);
+    CHECK_STATUS(echo_call(ch, "x", 1, &ctl, &rs), MPRPC_ERR_TOO_LARGE);
+    CHECK_CONTAINS(ctl.error_text, "of 2147483648 bytes exceeds max_message_size 4194304");
+    mprpc_channel_free(ch);
+    fake_stop(&fp);
+}
+
+/* A seed provider that answers with more bytes than max_message_size (4 KiB at once, then waits for the
+ * caller to close). */
+static void *seed_flood_main(void *arg)
+{
+    int lfd = *(int *)arg, fd;
+    uint8_t junk[4096];
+    struct pollfd pf;
+    pf.fd = lfd;
+    pf.events = POLLIN;
+    if (poll(&pf, 1, 5000) <= 0 || (fd = accept(lfd, NULL, NULL)) < 0) return NULL;
+    raw_recv(fd, junk, 1, 2000); /* the request has begun to arrive */
+    memset(junk, 'x', sizeof junk);
+    raw_send_all(fd, junk, sizeof junk);
+    raw_wait_closed(fd, 5000);
+    close(fd);
+    return NULL;
+}
+
+/* A seed (v0) reply has no announced size: the text names the limit and how much had been read. */
+static void an_oversized_seed_reply_names_the_limit_and_the_bytes_read(void)
+{
+    struct sockaddr_in sa;
+    socklen_t len = sizeof sa;
+    mprpc_config cfg;
+    mprpc_channel *ch;
+    mprpc_controller ctl;
+    testsvc_EchoResponse rs;
+    pthread_t t;
+    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    CHECK(bind(lfd, (struct sockaddr *)&sa, sizeof sa) == 0 && listen(lfd, 4) == 0);
+    getsockname(lfd, (struct sockaddr *)&sa, &len);
+    CHECK(pthread_create(&t, NULL, seed_flood_main, &lfd) == 0);
+    test_config(&cfg);
+    cfg.rpcserver_port = ntohs(sa.sin_port);
+    cfg.channel_protocol_version = 0;
+    cfg.max_message_size = 1024;
+    mprpc_channel_new(&ch, &cfg);
+    mprpc_controller_init(&ctl);
+    CHECK_STATUS(echo_call(ch, "x", 1, &ctl, &rs), MPRPC_ERR_TOO_LARGE);
+    CHECK_CONTAINS(ctl.error_text, "exceeds max_message_size 1024 (1025 bytes read so far)");
+    mprpc_channel_free(ch);
+    pthread_join(t, NULL);
+    close(lfd);
+}
+
 int main(void)
 {
     RUN(garbage_reply_is_a_protocol_error);
@@ -619,5 +717,8 @@ int main(void)
     RUN(provider_churn_keeps_a_bounded_number_of_entries);
     RUN(a_delisted_provider_is_freed_after_its_last_call);
     RUN(an_idle_service_table_is_dropped);
+    RUN(an_oversized_request_names_its_size_and_the_limit);
+    RUN(an_oversized_reply_names_its_size_and_the_limit);
+    RUN(an_oversized_seed_reply_names_the_limit_and_the_bytes_read);
     return test_summary("test_channel");
 }
