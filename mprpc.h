@@ -1001,7 +1001,7 @@ MPRPCDEF int mprpc_channel_dispatch(mprpc_channel *ch);
 #ifndef MPRPC_IMPLEMENTATION_DONE
 #define MPRPC_IMPLEMENTATION_DONE
 
-#include <pb_common.h>   /* pb_field_iter: the request callback-field guard (7) */
+#include <pb_common.h>   /* pb_field_iter: the callback-field guards (6, 7, 8) */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -2727,6 +2727,15 @@ static uint32_t mprpc__get_u32le(const uint8_t *p)
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
+/* The pb_callback_t of the field under the iterator, if it is one nanopb's default field callback
+ * serves (not in a oneof): the fields whose missing decoder the provider (7) and the caller (8) guard. */
+static pb_callback_t *mprpc__plain_callback(const pb_field_iter_t *it)
+{
+    if (PB_ATYPE(it->type) != PB_ATYPE_CALLBACK || PB_HTYPE(it->type) == PB_HTYPE_ONEOF) return NULL;
+    if (it->descriptor->field_callback != pb_default_field_callback) return NULL;
+    return it->data_size == sizeof(pb_callback_t) ? (pb_callback_t *)it->pData : NULL;
+}
+
 /* The largest frame a peer may make us buffer (saturating: a wire-API caller
  * may pass SIZE_MAX as "no limit", which must not wrap to a tiny bound). */
 static size_t mprpc__max_frame(size_t max_message_size)
@@ -3288,14 +3297,6 @@ static const mprpc__route *mprpc__route_find(const mprpc_server *srv, const uint
  * every such field gets a decoder that refuses; nanopb calls it only when the field is on the wire,
  * so an absent field still decodes. Only the fields nanopb's default field callback serves (a plain
  * pb_callback_t, not in a oneof) are guarded; whether a method needs it is decided once per method. */
-
-/* The pb_callback_t of the field under the iterator, if the guard applies to it. */
-static pb_callback_t *mprpc__plain_callback(const pb_field_iter_t *it)
-{
-    if (PB_ATYPE(it->type) != PB_ATYPE_CALLBACK || PB_HTYPE(it->type) == PB_HTYPE_ONEOF) return NULL;
-    if (it->descriptor->field_callback != pb_default_field_callback) return NULL;
-    return it->data_size == sizeof(pb_callback_t) ? (pb_callback_t *)it->pData : NULL;
-}
 
 static int mprpc__has_callback_fields(const pb_msgdesc_t *fields)
 {
@@ -5663,12 +5664,75 @@ static int mprpc__take_raw(const pb_msgdesc_t *fields, void *resp, const uint8_t
     return 1;
 }
 
+/* ---- response callback fields left without a decoder ----
+ * As on the provider (7): nanopb skips a callback field whose funcs.decode is NULL, so a reply's bytes
+ * field the caller did not prepare would come back silently empty. While a reply decodes, each such
+ * field of the response has a decoder that refuses (nanopb calls it only when the field is on the wire,
+ * so an absent field still decodes); it is taken off before the call completes, and the field's arg is
+ * never touched, so the caller finds its struct as it left it. The refusing decoder marks its field by
+ * swapping itself for mprpc__reply_field_refused, which is never called: no state outside the struct. */
+static bool mprpc__reply_field_refused(pb_istream_t *stream, const pb_field_t *field, void **arg)
+{
+    (void)field;
+    (void)arg;
+    PB_RETURN_ERROR(stream, "a callback field without a decoder");
+}
+
+static bool mprpc__refuse_reply_field(pb_istream_t *stream, const pb_field_t *field, void **arg)
+{
+    (void)arg;
+    ((pb_callback_t *)field->pData)->funcs.decode = mprpc__reply_field_refused;
+    PB_RETURN_ERROR(stream, "a callback field without a decoder");
+}
+
+/* install: the refusing decoder on each plain callback field of resp without a decoder; otherwise take
+ * it off again. Returns how many were installed, or (taking off) the number of the field refused. */
+static uint32_t mprpc__guard_reply(const pb_msgdesc_t *fields, void *resp, int install)
+{
+    pb_field_iter_t it;
+    uint32_t n = 0;
+    if (!pb_field_iter_begin(&it, fields, resp)) return 0;
+    do {
+        pb_callback_t *cb = mprpc__plain_callback(&it);
+        if (!cb) continue;
+        if (install && !cb->funcs.decode) {
+            cb->funcs.decode = mprpc__refuse_reply_field;
+            n++;
+        } else if (!install && cb->funcs.decode == mprpc__reply_field_refused) {
+            cb->funcs.decode = NULL;
+            n = it.tag;
+        } else if (!install && cb->funcs.decode == mprpc__refuse_reply_field) {
+            cb->funcs.decode = NULL;
+        }
+    } while (pb_field_iter_next(&it));
+    return n;
+}
+
+/* Decodes a reply's body into resp and says in ctl how it went. */
+static void mprpc__decode_reply(const char *what, const char *addr, const uint8_t *body, size_t n,
+                                const pb_msgdesc_t *fields, void *resp, mprpc_controller *ctl)
+{
+    pb_istream_t is = pb_istream_from_buffer(body, n);
+    uint32_t guarded = mprpc__guard_reply(fields, resp, 1), unset = 0;
+    bool ok = pb_decode(&is, fields, resp);
+    if (guarded) unset = mprpc__guard_reply(fields, resp, 0);
+    if (ok)
+        ctl->status = MPRPC_OK;
+    else if (unset)
+        mprpc_controller_set_failed(ctl, MPRPC_ERR_DECODE, "%s from %s: response field %u (a callback field) "
+                                    "arrived but has no decoder: set its funcs.decode before the call", what,
+                                    addr, (unsigned)unset);
+    else
+        mprpc_controller_set_failed(ctl, MPRPC_ERR_DECODE, "%s from %s (%zu bytes): cannot decode the "
+                                    "response: %s", what, addr, n, PB_GET_ERROR(&is));
+    ctl->may_have_run = 1;
+}
+
 /* Fills ctl (and the response on success) from a v1 reply. */
 static void mprpc__take_reply(const char *addr, const mprpc_response_frame *f,
                               const pb_msgdesc_t *fields, void *resp, mprpc_controller *ctl)
 {
     const mprpc_RpcResponseHeader *h = &f->header;
-    pb_istream_t is;
     if (h->status != MPRPC_OK) {
         int known = h->status > 0 && h->status < MPRPC_AGAIN;
         mprpc_controller_set_failed(ctl, known ? (mprpc_status)h->status : MPRPC_ERR_PROTOCOL, "%.*s",
@@ -5677,27 +5741,15 @@ static void mprpc__take_reply(const char *addr, const mprpc_response_frame *f,
         return;
     }
     if (mprpc__take_raw(fields, resp, f->body, h->body_size, ctl)) return;
-    is = pb_istream_from_buffer(f->body, h->body_size);
-    if (!pb_decode(&is, fields, resp))
-        mprpc_controller_set_failed(ctl, MPRPC_ERR_DECODE, "reply from %s (%u bytes): cannot decode the "
-                                    "response: %s", addr, (unsigned)h->body_size, PB_GET_ERROR(&is));
-    else
-        ctl->status = MPRPC_OK;
-    ctl->may_have_run = 1;
+    mprpc__decode_reply("reply", addr, f->body, h->body_size, fields, resp, ctl);
 }
 
 /* Decodes a seed provider's bare reply (everything it sent before closing). */
 static void mprpc__take_seed_reply(const char *addr, const uint8_t *body, size_t n,
                                    const pb_msgdesc_t *fields, void *resp, mprpc_controller *ctl)
 {
-    pb_istream_t is = pb_istream_from_buffer(body, n);
     if (mprpc__take_raw(fields, resp, body, n, ctl)) return;
-    if (!pb_decode(&is, fields, resp))
-        mprpc_controller_set_failed(ctl, MPRPC_ERR_DECODE, "v0 reply from %s (%zu bytes): cannot decode "
-                                    "the response: %s", addr, n, PB_GET_ERROR(&is));
-    else
-        ctl->status = MPRPC_OK;
-    ctl->may_have_run = 1;
+    mprpc__decode_reply("v0 reply", addr, body, n, fields, resp, ctl);
 }
 
 /* ---- providers and ejection ---- */

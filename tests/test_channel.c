@@ -694,6 +694,52 @@ static void an_oversized_seed_reply_names_the_limit_and_the_bytes_read(void)
     close(lfd);
 }
 
+/* ---- response callback fields the caller left without a decoder ---- */
+
+/* Big's reply carries its bytes in a callback field (field 1). A caller that left it without a decoder
+ * gets MPRPC_ERR_DECODE naming the field, not a silently empty field, over v1 and the seed format alike,
+ * and finds its struct as it left it; a reply without the field decodes without a decoder; with one the
+ * same reply decodes. */
+static void a_reply_callback_field_without_a_decoder_is_refused_by_number(void)
+{
+    int v;
+    for (v = 1; v >= 0; v--) {
+        mprpc_config cfg;
+        mprpc_server *srv;
+        mprpc_channel *ch;
+        mprpc_controller ctl;
+        testsvc_BigRequest rq = testsvc_BigRequest_init_zero;
+        testsvc_BigResponse rs = testsvc_BigResponse_init_zero;
+        mprpc_bytes got;
+        int mine;
+        if (!(srv = provider_up(&cfg))) return;
+        cfg.channel_protocol_version = v;
+        CHECK(mprpc_channel_new(&ch, &cfg) == MPRPC_OK);
+        mprpc_controller_init(&ctl);
+        rq.size = 100;
+        rq.fill = 7;
+        rs.data.arg = &mine; /* the caller's own use of arg, with no decoder */
+        CHECK_STATUS(MPRPC_CALL(ch, "TestService", "Big", testsvc_BigRequest, &rq, testsvc_BigResponse, &rs,
+                                &ctl), MPRPC_ERR_DECODE);
+        CHECK_CONTAINS(ctl.error_text, "response field 1 (a callback field) arrived but has no decoder");
+        CHECK_CONTAINS(ctl.error_text, "set its funcs.decode before the call");
+        CHECK(rs.data.funcs.decode == NULL && rs.data.arg == &mine);
+        rq.size = 0; /* no bytes: the field is not on the wire */
+        CHECK_STATUS(MPRPC_CALL(ch, "TestService", "Big", testsvc_BigRequest, &rq, testsvc_BigResponse, &rs,
+                                &ctl), MPRPC_OK);
+        CHECK(rs.data.funcs.decode == NULL && rs.data.arg == &mine);
+        rq.size = 100;
+        memset(&got, 0, sizeof got);
+        rs.data.funcs.decode = mprpc_bytes_decode;
+        rs.data.arg = &got;
+        CHECK_STATUS(MPRPC_CALL(ch, "TestService", "Big", testsvc_BigRequest, &rq, testsvc_BigResponse, &rs,
+                                &ctl), MPRPC_OK);
+        CHECK(got.size == 100);
+        CHECK(rs.data.funcs.decode == mprpc_bytes_decode);
+        teardown(srv, ch);
+    }
+}
+
 int main(void)
 {
     RUN(garbage_reply_is_a_protocol_error);
@@ -720,5 +766,6 @@ int main(void)
     RUN(an_oversized_request_names_its_size_and_the_limit);
     RUN(an_oversized_reply_names_its_size_and_the_limit);
     RUN(an_oversized_seed_reply_names_the_limit_and_the_bytes_read);
+    RUN(a_reply_callback_field_without_a_decoder_is_refused_by_number);
     return test_summary("test_channel");
 }
