@@ -938,7 +938,8 @@ MPRPCDEF mprpc_status mprpc_channel_new(mprpc_channel **out, const mprpc_config 
 MPRPCDEF void mprpc_channel_free(mprpc_channel *ch);
 /* The seed's CallMethod. Blocks until the response, an error, or the timeout (ctl->timeout_ms, else
  * rpc_timeout_ms). The outcome is in ctl and also returned. *response is decoded only on success (by the
- * I/O thread, before this returns). From a completion callback it fails at once with
+ * I/O thread, before this returns); a reply carrying a response callback field whose funcs.decode is
+ * NULL fails with MPRPC_ERR_DECODE naming the field (the struct is left as it was). From a completion callback it fails at once with
  * MPRPC_ERR_INVALID_ARGUMENT (it would wait for its own thread); use mprpc_channel_call_async there. */
 MPRPCDEF mprpc_status mprpc_channel_call(mprpc_channel *ch, const char *service,
                                          const char *method,
