@@ -3555,6 +3555,9 @@ static void mprpc__conn_close(mprpc__conn *c)
     mprpc__loop *l = c->loop;
     if (c->state == MPRPC__CONN_CLOSED) return;
     c->state = MPRPC__CONN_CLOSED;
+    /* Out of epoll before the close: a forked child may still hold a copy of
+     * the socket, and epoll reports a socket until every copy is closed. */
+    mprpc__ep_ctl(l, EPOLL_CTL_DEL, c->fd, 0, NULL);
     close(c->fd);
     c->fd = -1;
     mprpc__list_unlink(&l->conns, c);

@@ -115,7 +115,7 @@ static void build(mprpc_call *call, const void *request, void *response, void *u
     mprpc_call_defer(call);
     if (rq->delay_ms >= 60000) {      /* parked: arena taken now, finished by the test */
         arena_take(call, 1000);
-        parked = call;
+        __atomic_store_n(&parked, call, __ATOMIC_RELEASE);
         return;
     }
     job = (build_job *)malloc(sizeof *job);
@@ -354,7 +354,7 @@ static void an_abandoned_call_frees_its_arena_when_finished_after_the_server_is_
     int i;
     cfg.rpc_timeout_ms = 5000;
     CHECK_STATUS(mprpc_channel_new(&pc.ch, &cfg), MPRPC_OK);
-    parked = NULL;
+    __atomic_store_n(&parked, (mprpc_call *)NULL, __ATOMIC_RELEASE);
     pthread_create(&t, NULL, parked_caller_main, &pc);
     for (i = 0; i < 500 && !__atomic_load_n(&parked, __ATOMIC_ACQUIRE); i++) sleep_ms(10);
     CHECK(parked != NULL);

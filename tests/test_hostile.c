@@ -398,6 +398,55 @@ static void half_open_and_reset_connections_mid_frame(void)
  * request on it is answered BUSY ("not executed": the caller may go
  * elsewhere), then it ends with a FIN; it is counted as rejected. When one
  * connection leaves, a new one is served. */
+/* A process that forks while connections are open (to run a helper program,
+ * say) leaves copies of the provider's sockets in the child until it execs or
+ * exits. epoll reports events for a socket until every copy is closed, so a
+ * connection the provider closed meanwhile must be taken out of epoll first:
+ * otherwise the peer's next bytes name a connection already freed. */
+static void a_connection_closed_while_a_forked_child_holds_its_socket_is_forgotten(void)
+{
+    mprpc_config cfg;
+    mprpc_server *srv;
+    mprpc_channel *ch;
+    static const uint8_t garbage[8] = {0xff, 0xff, 0xff, 0x7f, 1, 2, 3, 4}; /* header length 2 GiB */
+    testsvc_EchoRequest rq = testsvc_EchoRequest_init_zero;
+    mprpc_response_frame f;
+    mprpc_buf out, in;
+    struct linger lg;
+    pid_t child;
+    int fd, status;
+    if (!(srv = provider_up(&cfg))) return;
+    mprpc_channel_new(&ch, &cfg);
+    fd = raw_connect(cfg.rpcserver_port);
+    mprpc_buf_init(&out);
+    mprpc_buf_init(&in);
+    set_payload(&rq, "before the fork");
+    mprpc_wire_encode_request(&out, 1u << 20, 1, "TestService", "Echo", testsvc_EchoRequest_fields, &rq);
+    CHECK(raw_send_all(fd, out.data, out.len));
+    CHECK_STATUS(raw_read_response(fd, &in, &f, 2000), MPRPC_OK); /* the provider holds its side now */
+    mprpc_buf_free(&out);
+    mprpc_buf_free(&in);
+    child = fork(); /* holds a copy of every descriptor, the provider's side of fd included */
+    if (child == 0) {
+        struct timespec ts = {0, 600 * 1000000L};
+        nanosleep(&ts, NULL);
+        _exit(0);
+    }
+    CHECK(child > 0);
+    CHECK(raw_send_all(fd, garbage, sizeof garbage)); /* the provider shuts its side ... */
+    shutdown(fd, SHUT_WR);                              /* ... sees our end, closes, frees it */
+    sleep_ms(150);
+    lg.l_onoff = 1;
+    lg.l_linger = 0;
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    close(fd);                                          /* a reset: an event on the child's copy */
+    sleep_ms(150);
+    CHECK(good_call(ch, 2)); /* and the provider is still well */
+    CHECK(waitpid(child, &status, 0) == child);
+    mprpc_channel_free(ch);
+    mprpc_server_free(srv);
+}
+
 static void max_connections_is_enforced(void)
 {
     mprpc_config cfg;
@@ -676,6 +725,7 @@ int main(void)
     RUN(small_requests_with_large_replies_stay_within_pending_output);
     RUN(pipeline_depth_bounds_calls_in_flight);
     RUN(half_open_and_reset_connections_mid_frame);
+    RUN(a_connection_closed_while_a_forked_child_holds_its_socket_is_forgotten);
     RUN(max_connections_is_enforced);
     RUN(connection_flood_past_the_fd_limit);
     RUN(accepting_pauses_without_descriptors_and_resumes);
