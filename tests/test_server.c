@@ -1345,6 +1345,67 @@ static void a_failed_epoll_modify_closes_the_connection(void)
     mprpc_server_free(srv);
 }
 
+/* The provider's own descriptor of the connection that raw socket fd reached (found by its addresses). */
+static int provider_side_of(int fd)
+{
+    struct sockaddr_in mine, theirs, peer;
+    socklen_t n = sizeof mine;
+    int i;
+    if (getsockname(fd, (struct sockaddr *)&mine, &n) != 0) return -1;
+    for (i = 3; i < 1024; i++) {
+        n = sizeof theirs;
+        if (i == fd || getpeername(i, (struct sockaddr *)&theirs, &n) != 0 || n != sizeof theirs) continue;
+        n = sizeof peer;
+        if (theirs.sin_port == mine.sin_port && getsockname(i, (struct sockaddr *)&peer, &n) == 0 &&
+            peer.sin_port != mine.sin_port)
+            return i;
+    }
+    return -1;
+}
+
+/* A process that forks (popen, system, a helper it spawns) lends every descriptor to the child until the
+ * child's exec, or for good without one; here a dup() of the provider's descriptor stands for that copy.
+ * epoll forgets a socket only when its last descriptor closes, so the provider must take the connection
+ * out of its epoll set before closing it: otherwise the reset socket's events keep arriving for the freed
+ * connection, which was then closed again and again, open_conns went below zero, and every later caller
+ * was answered MPRPC_ERR_BUSY "at max_connections" (found under qemu-arm, in test_admin's popen calls). */
+static void a_connection_whose_socket_another_descriptor_holds_is_closed_and_counted_once(void)
+{
+    mprpc_config cfg;
+    mprpc_server *srv;
+    mprpc_channel *ch;
+    mprpc_controller ctl;
+    mprpc_server_stats st;
+    testsvc_EchoResponse rs;
+    struct linger reset = { 1, 0 };
+    int fd, held = -1, i;
+    if (!setup(&cfg, &srv, &ch, &ctl)) return;
+    fd = raw_connect(cfg.rpcserver_port);
+    CHECK(fd >= 0);
+    for (i = 0; i < 500 * slow_factor() && held < 0; i++) {
+        int theirs = provider_side_of(fd);
+        if (theirs >= 0) held = dup(theirs);
+        if (held < 0) sleep_ms(10);
+    }
+    CHECK(held >= 0);
+    /* a reset: the provider's side fails (EPOLLHUP, reported whatever the interest) and is closed */
+    CHECK(setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof reset) == 0);
+    close(fd);
+    for (i = 0; i < 500 * slow_factor(); i++) {
+        mprpc_server_get_stats(srv, &st);
+        if (st.connections_open == 0) break;
+        sleep_ms(10);
+    }
+    sleep_ms(200); /* the loop goes round while the socket lives on in `held` */
+    mprpc_server_get_stats(srv, &st);
+    CHECK(st.connections_open == 0);
+    CHECK_STATUS(echo_call(ch, "after", 1, &ctl, &rs), MPRPC_OK); /* not BUSY */
+    mprpc_server_get_stats(srv, &st);
+    CHECK(st.connections_open == 1); /* the channel's connection */
+    if (held >= 0) close(held);
+    teardown(srv, ch);
+}
+
 int main(void)
 {
     RUN(example_methods_answer_over_tcp);
@@ -1379,5 +1440,6 @@ int main(void)
     RUN(a_reply_never_reaches_another_connection_when_memory_runs_out);
     RUN(a_handler_blocking_its_loop_does_not_stop_accepting);
     RUN(a_failed_epoll_modify_closes_the_connection);
+    RUN(a_connection_whose_socket_another_descriptor_holds_is_closed_and_counted_once);
     return test_summary("test_server");
 }
