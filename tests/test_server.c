@@ -848,7 +848,8 @@ static void a_deferred_answer_after_the_deadline_is_dropped_and_counted(void)
     put_request(&out, "Probe", "Park", 1, 100, 0, 0);
     fd = raw_connect(cfg.rpcserver_port);
     CHECK(raw_send_all(fd, out.data, out.len));
-    while (__atomic_load_n(&nparked, __ATOMIC_SEQ_CST) < 1) sleep_ms(5);
+    WAIT_UNTIL(__atomic_load_n(&nparked, __ATOMIC_SEQ_CST) >= 1, 10000);
+    CHECK(__atomic_load_n(&nparked, __ATOMIC_SEQ_CST) >= 1);
     sleep_ms(200); /* past the deadline */
     CHECK(mprpc_call_time_left_ms(parked[0]) == 0);
     mprpc_call_done(parked[0]);
@@ -892,7 +893,8 @@ static void a_request_sent_after_the_stop_began_gets_shutdown(void)
     put_request(&out, "Probe", "Park", 1, 0, 0, 11);
     fd = raw_connect(cfg.rpcserver_port);
     CHECK(raw_send_all(fd, out.data, out.len));
-    while (__atomic_load_n(&nparked, __ATOMIC_SEQ_CST) < 1) sleep_ms(5);
+    WAIT_UNTIL(__atomic_load_n(&nparked, __ATOMIC_SEQ_CST) >= 1, 10000);
+    CHECK(__atomic_load_n(&nparked, __ATOMIC_SEQ_CST) >= 1);
     mprpc_server_stop(srv); /* the parked call keeps the drain going */
     sleep_ms(100);
     out.pos = out.len = 0;
@@ -1034,7 +1036,7 @@ static void stop_after_start_drains_by_itself(void)
  * (ASan: no use after free), twenty times. */
 static void free_from_another_thread_while_run_waits_is_safe(void)
 {
-    int round;
+    int round, i;
     for (round = 0; round < 20; round++) {
         mprpc_config cfg;
         mprpc_server *srv;
@@ -1045,7 +1047,8 @@ static void free_from_another_thread_while_run_waits_is_safe(void)
         rc.srv = srv;
         rc.returned = 0;
         pthread_create(&t, NULL, run_thread, &rc);
-        for (;;) { /* run has begun to wait (free before run would be the caller's bug) */
+        /* run has begun to wait (free before run would be the caller's bug) */
+        for (i = 0; i < 10000 * slow_factor(); i++) {
             int in_run;
             pthread_mutex_lock(&srv->life_mu);
             in_run = srv->runners > 0;
@@ -1104,7 +1107,8 @@ static void a_deferred_call_never_finished_is_abandoned_at_the_drain_timeout(voi
     put_request(&out, "Probe", "Park", 1, 0, 0, 0);
     fd = raw_connect(cfg.rpcserver_port);
     CHECK(raw_send_all(fd, out.data, out.len));
-    while (__atomic_load_n(&nparked, __ATOMIC_SEQ_CST) < 1) sleep_ms(5);
+    WAIT_UNTIL(__atomic_load_n(&nparked, __ATOMIC_SEQ_CST) >= 1, 10000);
+    CHECK(__atomic_load_n(&nparked, __ATOMIC_SEQ_CST) >= 1);
     rc.srv = srv;
     rc.returned = 0;
     pthread_create(&t, NULL, run_thread, &rc);
@@ -1290,7 +1294,8 @@ static void a_handler_blocking_its_loop_does_not_stop_accepting(void)
     put_request(&out, "Probe", "Slow", 1, 0, 2000, 0);
     slow = raw_connect(cfg.rpcserver_port); /* the first connection: loop 0 */
     CHECK(raw_send_all(slow, out.data, out.len));
-    while (!__atomic_load_n(&slow_running, __ATOMIC_SEQ_CST)) sleep_ms(5);
+    WAIT_UNTIL(__atomic_load_n(&slow_running, __ATOMIC_SEQ_CST), 10000);
+    CHECK(__atomic_load_n(&slow_running, __ATOMIC_SEQ_CST));
     out.pos = out.len = 0;
     put_request(&out, "TestService", "Echo", 2, 0, 0, 2);
     fresh = raw_connect(cfg.rpcserver_port); /* the second: loop 1 */
