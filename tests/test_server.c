@@ -683,6 +683,35 @@ static void probe_free_self(mprpc_call *call, const void *request, void *respons
     mprpc_server_free(probe_srv);
 }
 
+
+/* The provider's own descriptor of the connection that raw socket fd reached (found by its addresses). */
+static int provider_side_of(int fd)
+{
+    struct sockaddr_in mine, theirs, peer;
+    socklen_t n = sizeof mine;
+    int i;
+    if (getsockname(fd, (struct sockaddr *)&mine, &n) != 0) return -1;
+    for (i = 3; i < 1024; i++) {
+        n = sizeof theirs;
+        if (i == fd || getpeername(i, (struct sockaddr *)&theirs, &n) != 0 || n != sizeof theirs) continue;
+        n = sizeof peer;
+        if (theirs.sin_port == mine.sin_port && getsockname(i, (struct sockaddr *)&peer, &n) == 0 &&
+            peer.sin_port != mine.sin_port)
+            return i;
+    }
+    return -1;
+}
+
+/* Hold: a copy of the provider's own descriptor of the connection from raw socket hold_client, made on the
+ * loop thread that owns it, as a forked child would hold it (kept in hold_copy). */
+static int hold_client = -1, hold_copy = -1;
+static void probe_hold(mprpc_call *call, const void *request, void *response, void *user)
+{
+    int theirs = provider_side_of(__atomic_load_n(&hold_client, __ATOMIC_SEQ_CST));
+    (void)call; (void)request; (void)response; (void)user;
+    __atomic_store_n(&hold_copy, theirs >= 0 ? dup(theirs) : -1, __ATOMIC_SEQ_CST);
+}
+
 static const mprpc_method probe_methods[] = {
     MPRPC_METHOD("TimeLeft", testsvc_EchoRequest, testsvc_EchoResponse, probe_time_left),
     MPRPC_METHOD("Slow", testsvc_EchoRequest, testsvc_EchoResponse, probe_slow),
@@ -690,6 +719,7 @@ static const mprpc_method probe_methods[] = {
     MPRPC_METHOD("Park", testsvc_EchoRequest, testsvc_EchoResponse, probe_park),
     MPRPC_METHOD("DoneEarly", testsvc_EchoRequest, testsvc_EchoResponse, probe_done_early),
     MPRPC_METHOD("FreeSelf", testsvc_EchoRequest, testsvc_EchoResponse, probe_free_self),
+    MPRPC_METHOD("Hold", testsvc_EchoRequest, testsvc_EchoResponse, probe_hold),
 };
 static const mprpc_service probe_service = MPRPC_SERVICE("Probe", probe_methods, NULL);
 
@@ -1350,24 +1380,6 @@ static void a_failed_epoll_modify_closes_the_connection(void)
     mprpc_server_free(srv);
 }
 
-/* The provider's own descriptor of the connection that raw socket fd reached (found by its addresses). */
-static int provider_side_of(int fd)
-{
-    struct sockaddr_in mine, theirs, peer;
-    socklen_t n = sizeof mine;
-    int i;
-    if (getsockname(fd, (struct sockaddr *)&mine, &n) != 0) return -1;
-    for (i = 3; i < 1024; i++) {
-        n = sizeof theirs;
-        if (i == fd || getpeername(i, (struct sockaddr *)&theirs, &n) != 0 || n != sizeof theirs) continue;
-        n = sizeof peer;
-        if (theirs.sin_port == mine.sin_port && getsockname(i, (struct sockaddr *)&peer, &n) == 0 &&
-            peer.sin_port != mine.sin_port)
-            return i;
-    }
-    return -1;
-}
-
 /* A process that forks (popen, system, a helper it spawns) lends every descriptor to the child until the
  * child's exec, or for good without one; here a dup() of the provider's descriptor stands for that copy.
  * epoll forgets a socket only when its last descriptor closes, so the provider must take the connection
@@ -1382,16 +1394,23 @@ static void a_connection_whose_socket_another_descriptor_holds_is_closed_and_cou
     mprpc_controller ctl;
     mprpc_server_stats st;
     testsvc_EchoResponse rs;
+    mprpc_buf out, in;
+    answer a;
     struct linger reset = { 1, 0 };
-    int fd, held = -1, i;
-    if (!setup(&cfg, &srv, &ch, &ctl)) return;
+    int fd, held, i;
+    test_config(&cfg);
+    if (!(srv = probe_up(&cfg))) return;
+    CHECK_STATUS(mprpc_channel_new(&ch, &cfg), MPRPC_OK);
+    mprpc_controller_init(&ctl);
+    mprpc_buf_init(&out);
+    mprpc_buf_init(&in);
     fd = raw_connect(cfg.rpcserver_port);
-    CHECK(fd >= 0);
-    for (i = 0; i < 500 * slow_factor() && held < 0; i++) {
-        int theirs = provider_side_of(fd);
-        if (theirs >= 0) held = dup(theirs);
-        if (held < 0) sleep_ms(10);
-    }
+    __atomic_store_n(&hold_client, fd, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&hold_copy, -1, __ATOMIC_SEQ_CST);
+    put_request(&out, "Probe", "Hold", 1, 0, 0, 0);
+    CHECK(raw_send_all(fd, out.data, out.len));
+    CHECK(read_answer(fd, &in, &a, 5000) && a.call_id == 1);
+    held = __atomic_load_n(&hold_copy, __ATOMIC_SEQ_CST);
     CHECK(held >= 0);
     /* a reset: the provider's side fails (EPOLLHUP, reported whatever the interest) and is closed */
     CHECK(setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof reset) == 0);
@@ -1407,8 +1426,10 @@ static void a_connection_whose_socket_another_descriptor_holds_is_closed_and_cou
     CHECK_STATUS(echo_call(ch, "after", 1, &ctl, &rs), MPRPC_OK); /* not BUSY */
     mprpc_server_get_stats(srv, &st);
     CHECK(st.connections_open == 1); /* the channel's connection */
-    if (held >= 0) close(held);
+    mprpc_buf_free(&out);
+    mprpc_buf_free(&in);
     teardown(srv, ch);
+    if (held >= 0) close(held); /* after the loop threads are joined: no race on the descriptor */
 }
 
 int main(void)
