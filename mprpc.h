@@ -3549,15 +3549,16 @@ static void mprpc__buf_shrink(mprpc_buf *b)
 
 /* Closes the descriptor now. The struct is freed at the end of the loop
  * iteration (other events of this batch may still name it) and only once no
- * deferred call refers to it. */
+ * deferred call refers to it. It leaves the epoll set first: epoll drops a
+ * socket only when its last descriptor closes, and a child the program forked
+ * (popen, system) holds a copy until its exec, so the socket's events would
+ * go on naming the freed struct (closed again, open_conns below zero). */
 static void mprpc__conn_close(mprpc__conn *c)
 {
     mprpc__loop *l = c->loop;
     if (c->state == MPRPC__CONN_CLOSED) return;
     c->state = MPRPC__CONN_CLOSED;
-    /* Out of epoll before the close: a forked child may still hold a copy of
-     * the socket, and epoll reports a socket until every copy is closed. */
-    mprpc__ep_ctl(l, EPOLL_CTL_DEL, c->fd, 0, NULL);
+    mprpc__ep_ctl(l, EPOLL_CTL_DEL, c->fd, 0, NULL); /* ENOENT if never added: nothing to undo */
     close(c->fd);
     c->fd = -1;
     mprpc__list_unlink(&l->conns, c);

@@ -4,7 +4,8 @@
 # For each target T (binaries in build/cross/T/, run prefix from the environment variable run_T):
 #   1. the C test binaries build/cross/T/tests/test_* through tests/run.sh (MPRPC_TEST_WRAP = the qemu-user
 #      prefix, --no-compile-checks): each binary's MPRPC-TEST-SUMMARY cases are added up, a crash is a failure;
-#      a test named in $CROSS_TESTS whose binary is missing (did not build) is a failure too;
+#      a test named in $CROSS_TESTS whose binary is missing (did not build) is a failure too; each binary has
+#      MPRPC_TEST_TIMEOUT seconds (default 180: the slowest takes ~12 s under qemu), so a hang is a failure;
 #   2. wire vector: build/cross/T/wire_vector prints the encoded frames; they must equal
 #      cross/wire_vector.hex byte for byte (same bytes on little/big-endian, 32/64-bit CPUs);
 #   3. interop over 127.0.0.1: T's example provider answers the x86-64 example caller, and T's example caller
@@ -14,7 +15,8 @@
 #      -Wconversion -Wsign-conversion warnings (information only, not counted).
 # Env: CROSS_BUILD (default build/cross), CROSS_TESTS (test names expected per target), cc_T and CROSS_CFLAGS
 #      (compiler and flags of target T, for the compile checks),
-#      CROSS_JOBS (targets run at once, default 1; 2 cores run 2 targets in about half the time).
+#      CROSS_JOBS (targets run at once, default 1; 2 cores run 2 targets in about half the time),
+#      MPRPC_TEST_TIMEOUT (seconds per test binary, default 180).
 set -u
 cd "$(dirname "$0")/.."
 build=${CROSS_BUILD:-build/cross}
@@ -69,7 +71,8 @@ one_target() {  # one_target T: prints its report, last line "T: N passed, N fai
     [ -x "$build/$t/tests/$n" ] || { f=$((f + 1)); echo "FAIL $n: $build/$t/tests/$n was not built"; }
   done
   if [ -d "$build/$t/tests" ]; then
-    MPRPC_TEST_WRAP="$run" tests/run.sh "$build/$t/tests" --no-compile-checks >"$d/run.out" 2>&1
+    MPRPC_TEST_WRAP="$run" MPRPC_TEST_TIMEOUT=${MPRPC_TEST_TIMEOUT:-180} \
+      tests/run.sh "$build/$t/tests" --no-compile-checks >"$d/run.out" 2>&1
     cat "$d/run.out"
     line=$(tail -n 1 "$d/run.out")
     if [[ $line =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then

@@ -4,6 +4,8 @@
 # ends with one line "N passed, N failed". Exit status 1 on any failure.
 #   tests/run.sh BUILD_DIR [--no-compile-checks]
 # MPRPC_TEST_WRAP, if set, prefixes every test binary (e.g. valgrind).
+# MPRPC_TEST_TIMEOUT: each test binary's time limit in seconds (default 600 times MPRPC_TEST_SLOW); one
+# still running then is killed with its children and counted as a failure, so a hang never stalls the run.
 set -u
 cd "$(dirname "$0")/.."
 dir=${1:?usage: tests/run.sh BUILD_DIR [--no-compile-checks]}
@@ -37,10 +39,16 @@ compile_fails() {
   fi
 }
 
+limit=${MPRPC_TEST_TIMEOUT:-$((600 * ${MPRPC_TEST_SLOW:-1}))}
+
 # Each C test binary (and tests/test_cli.sh) reports its cases; a crash without a summary is one failure.
 tally() {
   local name=$1 rc=$2 summary p f
   sed 's/^/  /' "$log/$name.out" | grep -v '^  MPRPC-TEST-SUMMARY' || true
+  if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then  # timeout's TERM, or its KILL 10 s later (or the OOM killer)
+    failed=$((failed + 1)); echo "FAIL $name killed (exit $rc): still running after MPRPC_TEST_TIMEOUT=$limit s"
+    return
+  fi
   summary=$(grep '^MPRPC-TEST-SUMMARY' "$log/$name.out" | tail -n 1)
   if [ -n "$summary" ]; then
     p=$(sed -n 's/.*passed=\([0-9]*\).*/\1/p' <<<"$summary")
@@ -56,12 +64,12 @@ tally() {
 for bin in "$dir"/test_*; do
   [ -x "$bin" ] || continue
   name=$(basename "$bin")
-  ${MPRPC_TEST_WRAP:-} "$bin" >"$log/$name.out" 2>&1
+  timeout -k 10 "$limit" ${MPRPC_TEST_WRAP:-} "$bin" >"$log/$name.out" 2>&1
   tally "$name" $?
 done
 # mprpc-call against the example provider and ZooKeeper, as processes (build/provider, build/mprpc-call)
 if [ $extra -eq 1 ]; then
-  tests/test_cli.sh >"$log/test_cli.out" 2>&1
+  timeout -k 10 "$limit" tests/test_cli.sh >"$log/test_cli.out" 2>&1
   tally test_cli $?
 fi
 

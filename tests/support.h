@@ -37,6 +37,14 @@ static int slow_factor(void)
     return f > 0 ? f : 1;
 }
 
+/* Every wait in a test is bounded, so a defect fails the case instead of hanging the suite: polls cond
+ * every 5 ms for at most ms milliseconds (times MPRPC_TEST_SLOW); a CHECK after it names what never came. */
+#define WAIT_UNTIL(cond, ms)                                                           \
+    do {                                                                               \
+        int w_left_ = (ms) / 5 * slow_factor();                                        \
+        while (!(cond) && w_left_-- > 0) sleep_ms(5);                                  \
+    } while (0)
+
 /* ---- TestService ---- */
 
 static void echo(mprpc_call *call, const void *request, void *response, void *user)

@@ -395,14 +395,16 @@ static int read_exact(int fd, void *p, size_t n, int timeout_ms)
 static void seed_serve(recorder *rc, int fd)
 {
     uint32_t hlen;
-    uint8_t hdr[1024], body[4096], out[512];
+    uint8_t len4[4], hdr[1024], body[4096], out[512];
     mprpc_RpcHeader h;
     pb_istream_t is;
     pb_ostream_t os = pb_ostream_from_buffer(out, sizeof out);
     fixbug_LoginRequest rq = fixbug_LoginRequest_init_zero;
     fixbug_LoginResponse rs = fixbug_LoginResponse_init_zero;
     memset(&h, 0, sizeof h);
-    if (!read_exact(fd, &hlen, 4, 2000) || hlen > sizeof hdr || !read_exact(fd, hdr, hlen, 2000)) return;
+    if (!read_exact(fd, len4, 4, 2000)) return;
+    hlen = (uint32_t)len4[0] | (uint32_t)len4[1] << 8 | (uint32_t)len4[2] << 16 | (uint32_t)len4[3] << 24; /* LE */
+    if (hlen > sizeof hdr || !read_exact(fd, hdr, hlen, 2000)) return;
     is = pb_istream_from_buffer(hdr, hlen);
     if (!pb_decode(&is, mprpc_RpcHeader_fields, &h) || h.args_size > sizeof body ||
         !read_exact(fd, body, h.args_size, 2000))

@@ -74,11 +74,16 @@ static void a_runtime_built_without_pb_field_32bit_is_refused_with_the_fix(void)
     CHECK(sizeof(pb_size_t) == 4);
     CHECK_STATUS(mprpc_wire_check_nanopb(text, sizeof text), MPRPC_ERR_UNSUPPORTED);
     CHECK_CONTAINS(text, "this program's pb.h, which has PB_FIELD_32BIT (pb_size_t of 4 bytes)");
-    CHECK_CONTAINS(text, "encoded to 0a 02 00 00 18 07 20 01 (8 bytes) instead of 0a 02 61 62 18 07 20 01");
+    CHECK_CONTAINS(text, "instead of 0a 02 61 62 18 07 20 01");
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ /* the runtime reads the low half of the 4-byte size: 2, no bytes */
+    CHECK_CONTAINS(text, "encoded to 0a 02 00 00 18 07 20 01 (8 bytes)");
+#else /* the high half: 0, so the field is empty and the encoding fails */
+    CHECK_CONTAINS(text, "encoded to nothing (0 bytes)");
+#endif
     CHECK_CONTAINS(text, "Build the nanopb runtime from source with the same options");
     CHECK_CONTAINS(text, "max_size 65535 or less");
     CHECK_STATUS(mprpc_wire_check_nanopb(text, sizeof text), MPRPC_ERR_UNSUPPORTED); /* cached */
-    CHECK_CONTAINS(text, "encoded to 0a 02 00 00");
+    CHECK_CONTAINS(text, "instead of 0a 02 61 62 18 07 20 01");
     quiet_config(&cfg);
     CHECK_STATUS(mprpc_server_new(&srv, &cfg), MPRPC_ERR_UNSUPPORTED);
     CHECK(srv == NULL);

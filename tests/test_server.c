@@ -683,6 +683,35 @@ static void probe_free_self(mprpc_call *call, const void *request, void *respons
     mprpc_server_free(probe_srv);
 }
 
+
+/* The provider's own descriptor of the connection that raw socket fd reached (found by its addresses). */
+static int provider_side_of(int fd)
+{
+    struct sockaddr_in mine, theirs, peer;
+    socklen_t n = sizeof mine;
+    int i;
+    if (getsockname(fd, (struct sockaddr *)&mine, &n) != 0) return -1;
+    for (i = 3; i < 1024; i++) {
+        n = sizeof theirs;
+        if (i == fd || getpeername(i, (struct sockaddr *)&theirs, &n) != 0 || n != sizeof theirs) continue;
+        n = sizeof peer;
+        if (theirs.sin_port == mine.sin_port && getsockname(i, (struct sockaddr *)&peer, &n) == 0 &&
+            peer.sin_port != mine.sin_port)
+            return i;
+    }
+    return -1;
+}
+
+/* Hold: a copy of the provider's own descriptor of the connection from raw socket hold_client, made on the
+ * loop thread that owns it, as a forked child would hold it (kept in hold_copy). */
+static int hold_client = -1, hold_copy = -1;
+static void probe_hold(mprpc_call *call, const void *request, void *response, void *user)
+{
+    int theirs = provider_side_of(__atomic_load_n(&hold_client, __ATOMIC_SEQ_CST));
+    (void)call; (void)request; (void)response; (void)user;
+    __atomic_store_n(&hold_copy, theirs >= 0 ? dup(theirs) : -1, __ATOMIC_SEQ_CST);
+}
+
 static const mprpc_method probe_methods[] = {
     MPRPC_METHOD("TimeLeft", testsvc_EchoRequest, testsvc_EchoResponse, probe_time_left),
     MPRPC_METHOD("Slow", testsvc_EchoRequest, testsvc_EchoResponse, probe_slow),
@@ -690,6 +719,7 @@ static const mprpc_method probe_methods[] = {
     MPRPC_METHOD("Park", testsvc_EchoRequest, testsvc_EchoResponse, probe_park),
     MPRPC_METHOD("DoneEarly", testsvc_EchoRequest, testsvc_EchoResponse, probe_done_early),
     MPRPC_METHOD("FreeSelf", testsvc_EchoRequest, testsvc_EchoResponse, probe_free_self),
+    MPRPC_METHOD("Hold", testsvc_EchoRequest, testsvc_EchoResponse, probe_hold),
 };
 static const mprpc_service probe_service = MPRPC_SERVICE("Probe", probe_methods, NULL);
 
@@ -848,7 +878,8 @@ static void a_deferred_answer_after_the_deadline_is_dropped_and_counted(void)
     put_request(&out, "Probe", "Park", 1, 100, 0, 0);
     fd = raw_connect(cfg.rpcserver_port);
     CHECK(raw_send_all(fd, out.data, out.len));
-    while (__atomic_load_n(&nparked, __ATOMIC_SEQ_CST) < 1) sleep_ms(5);
+    WAIT_UNTIL(__atomic_load_n(&nparked, __ATOMIC_SEQ_CST) >= 1, 10000);
+    CHECK(__atomic_load_n(&nparked, __ATOMIC_SEQ_CST) >= 1);
     sleep_ms(200); /* past the deadline */
     CHECK(mprpc_call_time_left_ms(parked[0]) == 0);
     mprpc_call_done(parked[0]);
@@ -892,7 +923,8 @@ static void a_request_sent_after_the_stop_began_gets_shutdown(void)
     put_request(&out, "Probe", "Park", 1, 0, 0, 11);
     fd = raw_connect(cfg.rpcserver_port);
     CHECK(raw_send_all(fd, out.data, out.len));
-    while (__atomic_load_n(&nparked, __ATOMIC_SEQ_CST) < 1) sleep_ms(5);
+    WAIT_UNTIL(__atomic_load_n(&nparked, __ATOMIC_SEQ_CST) >= 1, 10000);
+    CHECK(__atomic_load_n(&nparked, __ATOMIC_SEQ_CST) >= 1);
     mprpc_server_stop(srv); /* the parked call keeps the drain going */
     sleep_ms(100);
     out.pos = out.len = 0;
@@ -1034,7 +1066,7 @@ static void stop_after_start_drains_by_itself(void)
  * (ASan: no use after free), twenty times. */
 static void free_from_another_thread_while_run_waits_is_safe(void)
 {
-    int round;
+    int round, i;
     for (round = 0; round < 20; round++) {
         mprpc_config cfg;
         mprpc_server *srv;
@@ -1045,7 +1077,8 @@ static void free_from_another_thread_while_run_waits_is_safe(void)
         rc.srv = srv;
         rc.returned = 0;
         pthread_create(&t, NULL, run_thread, &rc);
-        for (;;) { /* run has begun to wait (free before run would be the caller's bug) */
+        /* run has begun to wait (free before run would be the caller's bug) */
+        for (i = 0; i < 10000 * slow_factor(); i++) {
             int in_run;
             pthread_mutex_lock(&srv->life_mu);
             in_run = srv->runners > 0;
@@ -1104,7 +1137,8 @@ static void a_deferred_call_never_finished_is_abandoned_at_the_drain_timeout(voi
     put_request(&out, "Probe", "Park", 1, 0, 0, 0);
     fd = raw_connect(cfg.rpcserver_port);
     CHECK(raw_send_all(fd, out.data, out.len));
-    while (__atomic_load_n(&nparked, __ATOMIC_SEQ_CST) < 1) sleep_ms(5);
+    WAIT_UNTIL(__atomic_load_n(&nparked, __ATOMIC_SEQ_CST) >= 1, 10000);
+    CHECK(__atomic_load_n(&nparked, __ATOMIC_SEQ_CST) >= 1);
     rc.srv = srv;
     rc.returned = 0;
     pthread_create(&t, NULL, run_thread, &rc);
@@ -1290,7 +1324,8 @@ static void a_handler_blocking_its_loop_does_not_stop_accepting(void)
     put_request(&out, "Probe", "Slow", 1, 0, 2000, 0);
     slow = raw_connect(cfg.rpcserver_port); /* the first connection: loop 0 */
     CHECK(raw_send_all(slow, out.data, out.len));
-    while (!__atomic_load_n(&slow_running, __ATOMIC_SEQ_CST)) sleep_ms(5);
+    WAIT_UNTIL(__atomic_load_n(&slow_running, __ATOMIC_SEQ_CST), 10000);
+    CHECK(__atomic_load_n(&slow_running, __ATOMIC_SEQ_CST));
     out.pos = out.len = 0;
     put_request(&out, "TestService", "Echo", 2, 0, 0, 2);
     fresh = raw_connect(cfg.rpcserver_port); /* the second: loop 1 */
@@ -1345,6 +1380,58 @@ static void a_failed_epoll_modify_closes_the_connection(void)
     mprpc_server_free(srv);
 }
 
+/* A process that forks (popen, system, a helper it spawns) lends every descriptor to the child until the
+ * child's exec, or for good without one; here a dup() of the provider's descriptor stands for that copy.
+ * epoll forgets a socket only when its last descriptor closes, so the provider must take the connection
+ * out of its epoll set before closing it: otherwise the reset socket's events keep arriving for the freed
+ * connection, which was then closed again and again, open_conns went below zero, and every later caller
+ * was answered MPRPC_ERR_BUSY "at max_connections" (found under qemu-arm, in test_admin's popen calls). */
+static void a_connection_whose_socket_another_descriptor_holds_is_closed_and_counted_once(void)
+{
+    mprpc_config cfg;
+    mprpc_server *srv;
+    mprpc_channel *ch;
+    mprpc_controller ctl;
+    mprpc_server_stats st;
+    testsvc_EchoResponse rs;
+    mprpc_buf out, in;
+    answer a;
+    struct linger reset = { 1, 0 };
+    int fd, held, i;
+    test_config(&cfg);
+    if (!(srv = probe_up(&cfg))) return;
+    CHECK_STATUS(mprpc_channel_new(&ch, &cfg), MPRPC_OK);
+    mprpc_controller_init(&ctl);
+    mprpc_buf_init(&out);
+    mprpc_buf_init(&in);
+    fd = raw_connect(cfg.rpcserver_port);
+    __atomic_store_n(&hold_client, fd, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&hold_copy, -1, __ATOMIC_SEQ_CST);
+    put_request(&out, "Probe", "Hold", 1, 0, 0, 0);
+    CHECK(raw_send_all(fd, out.data, out.len));
+    CHECK(read_answer(fd, &in, &a, 5000) && a.call_id == 1);
+    held = __atomic_load_n(&hold_copy, __ATOMIC_SEQ_CST);
+    CHECK(held >= 0);
+    /* a reset: the provider's side fails (EPOLLHUP, reported whatever the interest) and is closed */
+    CHECK(setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof reset) == 0);
+    close(fd);
+    for (i = 0; i < 500 * slow_factor(); i++) {
+        mprpc_server_get_stats(srv, &st);
+        if (st.connections_open == 0) break;
+        sleep_ms(10);
+    }
+    sleep_ms(200); /* the loop goes round while the socket lives on in `held` */
+    mprpc_server_get_stats(srv, &st);
+    CHECK(st.connections_open == 0);
+    CHECK_STATUS(echo_call(ch, "after", 1, &ctl, &rs), MPRPC_OK); /* not BUSY */
+    mprpc_server_get_stats(srv, &st);
+    CHECK(st.connections_open == 1); /* the channel's connection */
+    mprpc_buf_free(&out);
+    mprpc_buf_free(&in);
+    teardown(srv, ch);
+    if (held >= 0) close(held); /* after the loop threads are joined: no race on the descriptor */
+}
+
 int main(void)
 {
     RUN(example_methods_answer_over_tcp);
@@ -1379,5 +1466,6 @@ int main(void)
     RUN(a_reply_never_reaches_another_connection_when_memory_runs_out);
     RUN(a_handler_blocking_its_loop_does_not_stop_accepting);
     RUN(a_failed_epoll_modify_closes_the_connection);
+    RUN(a_connection_whose_socket_another_descriptor_holds_is_closed_and_counted_once);
     return test_summary("test_server");
 }
