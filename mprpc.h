@@ -306,7 +306,9 @@ typedef struct mprpc_logger_stats {
 MPRPCDEF mprpc_status mprpc_logger_start(mprpc_config *cfg);
 /* Optional extra sink, e.g. syslog. Set before mprpc_logger_start. */
 MPRPCDEF void mprpc_logger_set_sink(mprpc_log_sink_fn fn, void *user);
-/* Writes everything still queued, joins the writer, closes the file. */
+/* Writes everything still queued (at most log_queue_size lines), joins the
+ * writer, closes the file. It waits for those writes: a log file on a disk
+ * that hangs holds it, while callers of mprpc_log never wait. */
 MPRPCDEF void mprpc_logger_stop(void);
 MPRPCDEF void mprpc_logger_get_stats(mprpc_logger_stats *out);
 MPRPCDEF int  mprpc_log_enabled(mprpc_log_level level);
@@ -631,7 +633,11 @@ MPRPCDEF void mprpc_server_stop(mprpc_server *srv);
 /* Stops (see mprpc_server_stop), waits for the drain and for every thread in
  * mprpc_server_run to return, then frees everything. Safe from any thread but
  * the server's own: called from a handler it is refused (logged, the server
- * is only told to stop, nothing is freed). NULL is a no-op. */
+ * is only told to stop, nothing is freed). NULL is a no-op. How long it
+ * waits: a start still registering (at most zookeeper_connect_timeout_ms),
+ * then drain_timeout_ms for deferred calls, then at most 1 s of linger per
+ * connection; a synchronous handler still running is waited for, since a
+ * thread cannot be stopped from outside: handlers that may block defer. */
 MPRPCDEF void mprpc_server_free(mprpc_server *srv);
 /* The port actually bound (useful with rpcserver_port = 0); 0 before start. */
 MPRPCDEF int  mprpc_server_port(const mprpc_server *srv);
