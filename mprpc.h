@@ -577,7 +577,8 @@ typedef struct mprpc_server_stats {
     uint64_t expired;               /* requests not run: the caller's deadline (timeout_ms) had
                                      * passed before the handler could run; answered TIMEOUT */
     uint64_t deadline_dropped;      /* deferred calls finished after their deadline: answer dropped */
-    uint64_t refused;               /* requests answered BUSY or SHUTDOWN without running */
+    uint64_t refused;               /* requests answered BUSY, SHUTDOWN or TLS (plaintext caller of
+                                     * a TLS provider) without running */
     uint64_t abandoned;             /* deferred calls given up at drain_timeout_ms */
     uint64_t deferred_pending;      /* deferred calls now waiting for mprpc_call_done; each holds one
                                      * call object (the largest request + response structs + ~400 B),
@@ -3080,7 +3081,8 @@ typedef struct mprpc__conn mprpc__conn;
 typedef enum mprpc__conn_state {
     MPRPC__CONN_SERVING,   /* reads requests and runs them */
     MPRPC__CONN_REFUSING,  /* reads requests and answers each with refuse_status (BUSY: over
-                              max_connections; SHUTDOWN: the server stops) without running it */
+                              max_connections; SHUTDOWN: the server stops; TLS: plaintext caller of a
+                              TLS provider) without running it */
     MPRPC__CONN_FINISHING, /* takes no new request; answers what it took, then shuts its write side */
     MPRPC__CONN_LINGERING, /* write side shut; reads and discards until EOF or a bound, so that
                               the close sends no RST while the peer may still read answers */
@@ -3100,7 +3102,8 @@ struct mprpc__conn {
     uint64_t          partial_since_ms; /* 0, or when an unfinished frame began waiting */
     uint64_t          until_ms;        /* REFUSING: close after; LINGERING: give up on EOF after */
     size_t            lingered;        /* bytes discarded while lingering */
-    int               refuse_status;   /* MPRPC_ERR_BUSY or MPRPC_ERR_SHUTDOWN */
+    int               refuse_status;   /* MPRPC_ERR_BUSY, MPRPC_ERR_SHUTDOWN, or MPRPC_ERR_TLS (a plaintext
+                                          caller of a TLS provider) */
     int               inflight;        /* deferred calls not yet finished */
     uint32_t          events;          /* current epoll interest */
     size_t            accounted;       /* in.cap + out.cap as counted in stats.buffer_bytes */
@@ -3108,6 +3111,7 @@ struct mprpc__conn {
     unsigned          failed : 1;      /* fact: the socket failed (reset, error): close at once */
     unsigned          counted_open : 1;/* counted in open_conns (not a refused connection) */
     unsigned          handshaking : 1; /* TLS: the handshake is not done; nothing is served */
+    unsigned          tls_checked : 1; /* TLS: the first bytes were a TLS record (not plaintext) */
     mprpc__tls       *tls;             /* NULL: plain TCP; freed with the struct (calls read its peer) */
     uint32_t          hs_want;         /* handshaking: EPOLLIN or EPOLLOUT */
     uint64_t          hs_deadline_ms;  /* handshaking: tls_handshake_timeout_ms after the accept */
@@ -3837,13 +3841,54 @@ static void mprpc__conn_on_readable(mprpc__conn *c)
              (c->events & EPOLLIN) && ++rounds < 16);
 }
 
+/* Do the first bytes of a new connection open a TLS session? Every TLS client starts with a
+ * handshake record (0x16, then major version 0x03); a plaintext mprpc caller starts with a frame's
+ * 4-byte header length (at most 1024, so 0x16 0x03 is a rare but possible frame: it fails the
+ * handshake as before). 1: TLS, 0: plaintext, -1: nothing to look at yet (or the peer has gone). */
+static int mprpc__conn_speaks_tls(const mprpc__conn *c)
+{
+    uint8_t b[2];
+    ssize_t n;
+    do n = recv(c->fd, b, sizeof b, MSG_PEEK); while (n < 0 && errno == EINTR);
+    if (n <= 0) return n == 0 ? 1 : -1; /* EOF: the handshake reports the close */
+    return b[0] == 0x16 && (n == 1 || b[1] == 0x03);
+}
+
+/* A plaintext caller of a TLS provider: served in plaintext as a refusing connection, so that each
+ * v1 request is answered MPRPC_ERR_TLS ("provider requires TLS"), not run, and the caller learns why
+ * instead of seeing a closed connection. A v0 caller has no error channel: it just sees the close. */
+static void mprpc__conn_refuse_plaintext(mprpc__conn *c)
+{
+    char peer[80];
+    mprpc__peer_text(c->fd, peer, sizeof peer);
+    MPRPC_LOG_WARN("TLS with %s: the peer speaks plaintext, not TLS: answering its requests "
+                   "MPRPC_ERR_TLS, then closing", peer);
+    MPRPC__ADD(&c->loop->stats.protocol_errors, 1);
+    mprpc__tls_io->free(c->tls); /* no call ever saw it */
+    c->tls = NULL;
+    c->handshaking = 0;
+    if (c->state == MPRPC__CONN_SERVING || c->state == MPRPC__CONN_REFUSING) {
+        c->state = MPRPC__CONN_REFUSING;
+        c->refuse_status = MPRPC_ERR_TLS;
+        c->until_ms = mprpc__now_ms() + MPRPC__BUSY_GRACE_MS;
+    }
+    mprpc__conn_on_readable(c);
+}
+
 /* One step of a TLS handshake; once done the connection serves (the peer's first request may already
- * be waiting inside the session). */
+ * be waiting inside the session). A peer whose first bytes are no TLS record is refused in plaintext. */
 static void mprpc__conn_handshake(mprpc__conn *c)
 {
     char why[200];
-    mprpc__hs hs = mprpc__tls_io->handshake(c->tls, why, sizeof why);
+    mprpc__hs hs;
+    int tls = c->tls_checked ? 1 : mprpc__conn_speaks_tls(c);
     c->last_active_ms = mprpc__now_ms();
+    if (tls <= 0) {
+        if (tls == 0) mprpc__conn_refuse_plaintext(c);
+        return;
+    }
+    c->tls_checked = 1;
+    hs = mprpc__tls_io->handshake(c->tls, why, sizeof why);
     if (hs == MPRPC__HS_FAILED) {
         mprpc__conn_tls_failed(c, why);
     } else if (hs == MPRPC__HS_DONE) {
@@ -4126,6 +4171,11 @@ static void mprpc__conn_refuse(mprpc__conn *c, const mprpc_RpcHeader *h)
         c->until_ms = mprpc__now_ms() + MPRPC__DRAIN_QUIET_MS;
         mprpc__reply_error(c, h->version, h->call_id, MPRPC_ERR_SHUTDOWN,
                            "provider is stopping: not executed");
+        return;
+    }
+    if (c->refuse_status == MPRPC_ERR_TLS) {
+        mprpc__reply_error(c, h->version, h->call_id, MPRPC_ERR_TLS,
+                           "provider requires TLS (tls_enable): not executed");
         return;
     }
     mprpc__reply_error(c, h->version, h->call_id, MPRPC_ERR_BUSY,
@@ -5745,9 +5795,11 @@ static void mprpc__take_reply(const char *addr, const mprpc_response_frame *f,
 {
     const mprpc_RpcResponseHeader *h = &f->header;
     if (h->status != MPRPC_OK) {
-        int known = h->status > 0 && h->status < MPRPC_AGAIN;
-        mprpc_controller_set_failed(ctl, known ? (mprpc_status)h->status : MPRPC_ERR_PROTOCOL, "%.*s",
-                                    (int)h->error_text.size, (const char *)h->error_text.bytes);
+        int tls = h->status == MPRPC_ERR_TLS; /* a TLS provider refused us, a plaintext caller: say which */
+        int known = (h->status > 0 && h->status < MPRPC_AGAIN) || tls;
+        mprpc_controller_set_failed(ctl, known ? (mprpc_status)h->status : MPRPC_ERR_PROTOCOL, "%s%s%.*s",
+                                    tls ? addr : "", tls ? ": " : "", (int)h->error_text.size,
+                                    (const char *)h->error_text.bytes);
         ctl->may_have_run = h->status == MPRPC_ERR_APPLICATION; /* other provider errors: not run */
         return;
     }
@@ -6330,7 +6382,9 @@ static void mprpc__retry(mprpc_channel *ch, mprpc__rec *r, mprpc_status last)
 }
 
 /* I/O thread. A v1 reply for c: complete its call, discard a late one, or retry a call the provider
- * refused (SHUTDOWN, BUSY: not executed; the connection takes no new calls). 0: c was closed. */
+ * refused (SHUTDOWN, BUSY: not executed; the connection takes no new calls). A TLS refusal (we speak
+ * plaintext to a TLS provider) fails the call, not run, and the connection takes no new calls either:
+ * the configuration is wrong, and trying elsewhere would only hide that. 0: c was closed. */
 static int mprpc__io_reply(mprpc_channel *ch, mprpc__pconn *c, const mprpc_response_frame *f)
 {
     int32_t status = f->header.status;
@@ -6349,8 +6403,8 @@ static int mprpc__io_reply(mprpc_channel *ch, mprpc__pconn *c, const mprpc_respo
     }
     mprpc__prov_ok(r->prov);
     mprpc__rec_unlink(r);
+    if ((refused || status == MPRPC_ERR_TLS) && c->state == MPRPC__PCONN_READY) c->state = MPRPC__PCONN_DRAINING;
     if (refused) {
-        if (c->state == MPRPC__PCONN_READY) c->state = MPRPC__PCONN_DRAINING;
         mprpc_controller_set_failed(r->ctl, (mprpc_status)status, "%s: %.*s", c->prov->addr,
                                     (int)f->header.error_text.size, (const char *)f->header.error_text.bytes);
         r->avoid = c->prov;

@@ -1,6 +1,6 @@
 /* TLS (built with MPRPC_TLS): providers and channels over real TLS sessions, with certificates made by
  * scripts/tls-certs.sh (the openssl command) in a fresh directory. Each failure must come as
- * MPRPC_ERR_TLS (or a lost connection for a plaintext caller) with the reason in words, never a hang. */
+ * MPRPC_ERR_TLS with the reason in words, never a hang. */
 #define MPRPC_IMPLEMENTATION
 #include "mprpc.h"
 #include "test.h"
@@ -187,18 +187,24 @@ static void a_tls_caller_facing_a_plaintext_provider_fails_fast(void)
     check_tls_failure(srv, "ca.crt", 0, NULL, "plaintext");
 }
 
-static void a_plaintext_caller_facing_a_tls_provider_fails_fast(void)
+/* The provider answers a plaintext request MPRPC_ERR_TLS instead of closing: the caller learns why, and
+ * that nothing ran. */
+static void a_plaintext_caller_facing_a_tls_provider_is_told_tls_is_required(void)
 {
     mprpc_server *srv = tls_provider("server.crt", 0, 0);
     mprpc_channel *ch;
     mprpc_controller ctl;
-    char id[200];
+    char id[200], addr[64];
     CHECK(srv != NULL);
     if (!srv) return;
+    snprintf(addr, sizeof addr, "127.0.0.1:%d: ", mprpc_server_port(srv));
     ch = tls_channel("127.0.0.1", mprpc_server_port(srv), NULL, 0, NULL);
-    /* the provider closes at the first bytes that are no TLS record: no waiting for the timeout */
-    CHECK_STATUS(whoami_call(ch, &ctl, id, sizeof id), MPRPC_ERR_CONNECTION_LOST);
-    CHECK_CONTAINS(mprpc_controller_error_text(&ctl), "closed the connection");
+    CHECK_STATUS(whoami_call(ch, &ctl, id, sizeof id), MPRPC_ERR_TLS);
+    CHECK_CONTAINS(mprpc_controller_error_text(&ctl), addr);
+    CHECK_CONTAINS(mprpc_controller_error_text(&ctl), "provider requires TLS (tls_enable): not executed");
+    CHECK(!mprpc_controller_may_have_run(&ctl));
+    CHECK_STATUS(whoami_call(ch, &ctl, id, sizeof id), MPRPC_ERR_TLS); /* again, on a fresh connection */
+    CHECK_CONTAINS(mprpc_controller_error_text(&ctl), "provider requires TLS");
     mprpc_channel_free(ch);
     mprpc_server_free(srv);
 }
@@ -392,7 +398,7 @@ int main(void)
     RUN(a_certificate_for_another_name_is_a_name_mismatch);
     RUN(a_caller_without_a_client_certificate_is_refused_by_mutual_tls);
     RUN(a_tls_caller_facing_a_plaintext_provider_fails_fast);
-    RUN(a_plaintext_caller_facing_a_tls_provider_fails_fast);
+    RUN(a_plaintext_caller_facing_a_tls_provider_is_told_tls_is_required);
     RUN(a_client_stalled_mid_handshake_does_not_stall_the_loop);
     RUN(handshake_garbage_neither_crashes_nor_stalls_the_provider);
     RUN(one_mib_messages_and_pipelined_async_calls_go_over_tls);
