@@ -3621,6 +3621,35 @@ static int mprpc__conn_has_frame(const mprpc__conn *c)
                                      c->loop->srv->cfg.max_message_size, &f) != MPRPC_AGAIN;
 }
 
+/* A failed TLS read, write or handshake: a log line naming the peer and the reason. A failed handshake
+ * ends like a finished connection (shut our side, discard what comes until the peer's EOF), so that the
+ * alert OpenSSL sent reaches the peer instead of being lost to a reset: the peer learns why. */
+static void mprpc__conn_tls_failed(mprpc__conn *c, const char *why)
+{
+    char peer[80];
+    mprpc__peer_text(c->fd, peer, sizeof peer);
+    MPRPC_LOG_WARN("TLS with %s: %s; closing", peer, why);
+    MPRPC__ADD(&c->loop->stats.protocol_errors, 1);
+    if (c->handshaking && c->state != MPRPC__CONN_LINGERING && shutdown(c->fd, SHUT_WR) == 0) {
+        mprpc__tls_io->free(c->tls); /* no call ever saw it */
+        c->tls = NULL;
+        c->handshaking = 0;
+        c->state = MPRPC__CONN_LINGERING;
+        c->until_ms = mprpc__now_ms() + MPRPC__LINGER_MS;
+        return;
+    }
+    c->failed = 1;
+}
+
+/* A recv or send that failed (errno set). A failed session (EPROTO) is logged with the TLS library's
+ * reason ("TLS write: bad record mac") and the peer's address; a reset or a vanished peer just ends
+ * the connection, as without TLS. */
+static void mprpc__conn_io_failed(mprpc__conn *c)
+{
+    if (c->tls && errno == EPROTO) mprpc__conn_tls_failed(c, mprpc__tls_io->error(c->tls));
+    else c->failed = 1;
+}
+
 /* Writes what it can of c->out; a peer that is gone is recorded as a fact. */
 static void mprpc__conn_flush(mprpc__conn *c)
 {
@@ -3634,7 +3663,7 @@ static void mprpc__conn_flush(mprpc__conn *c)
         }
         if (n < 0 && errno == EINTR) continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
-        c->failed = 1; /* EPIPE, ECONNRESET: the peer is gone */
+        mprpc__conn_io_failed(c); /* EPIPE, ECONNRESET: the peer is gone; EPROTO: the session failed */
         return;
     }
     mprpc__buf_shrink(&c->out);
@@ -3797,26 +3826,6 @@ static void mprpc__conn_received(mprpc__conn *c, int buffered, size_t n)
     mprpc__conn_settle(c, now);
 }
 
-/* A failed TLS read, write or handshake: a log line naming the peer and the reason. A failed handshake
- * ends like a finished connection (shut our side, discard what comes until the peer's EOF), so that the
- * alert OpenSSL sent reaches the peer instead of being lost to a reset: the peer learns why. */
-static void mprpc__conn_tls_failed(mprpc__conn *c, const char *why)
-{
-    char peer[80];
-    mprpc__peer_text(c->fd, peer, sizeof peer);
-    MPRPC_LOG_WARN("TLS with %s: %s; closing", peer, why);
-    MPRPC__ADD(&c->loop->stats.protocol_errors, 1);
-    if (c->handshaking && c->state != MPRPC__CONN_LINGERING && shutdown(c->fd, SHUT_WR) == 0) {
-        mprpc__tls_io->free(c->tls); /* no call ever saw it */
-        c->tls = NULL;
-        c->handshaking = 0;
-        c->state = MPRPC__CONN_LINGERING;
-        c->until_ms = mprpc__now_ms() + MPRPC__LINGER_MS;
-        return;
-    }
-    c->failed = 1;
-}
-
 static void mprpc__conn_on_readable(mprpc__conn *c)
 {
     uint8_t *dst;
@@ -3830,8 +3839,7 @@ static void mprpc__conn_on_readable(mprpc__conn *c)
         }
         do n = mprpc__xrecv(c->fd, c->tls, dst, room); while (n < 0 && errno == EINTR);
         if (n < 0) {
-            if (errno == EPROTO && c->tls) mprpc__conn_tls_failed(c, mprpc__tls_io->error(c->tls));
-            else if (errno != EAGAIN && errno != EWOULDBLOCK) c->failed = 1;
+            if (errno != EAGAIN && errno != EWOULDBLOCK) mprpc__conn_io_failed(c);
             mprpc__conn_settle(c, mprpc__now_ms());
             return;
         }
@@ -6468,14 +6476,29 @@ static int mprpc__io_frames(mprpc_channel *ch, mprpc__pconn *c)
     }
 }
 
-/* I/O thread. recv, or a TLS read under wmu (callers write the same session). */
-static ssize_t mprpc__pconn_recv(mprpc__pconn *c, void *buf, size_t n)
+/* wmu held. Why c's last recv/send failed: the TLS session's reason ("TLS write: bad record mac"),
+ * copied while no caller can overwrite it, else strerror(err). */
+static void mprpc__pconn_io_why(const mprpc__pconn *c, int err, char *why, size_t cap)
+{
+    mprpc__copy_str(why, cap, c->tls ? mprpc__tls_io->error(c->tls) : strerror(err));
+}
+
+/* I/O thread. recv, or a TLS read under wmu (callers write the same session); why on failure. */
+static ssize_t mprpc__pconn_recv(mprpc__pconn *c, void *buf, size_t n, char *why, size_t cap)
 {
     ssize_t k;
-    if (!c->tls) return recv(c->fd, buf, n, 0);
+    int err;
+    if (!c->tls) {
+        k = recv(c->fd, buf, n, 0);
+        if (k < 0) mprpc__pconn_io_why(c, errno, why, cap);
+        return k;
+    }
     pthread_mutex_lock(&c->wmu);
     k = mprpc__tls_io->read(c->tls, buf, n);
+    err = errno;
+    if (k < 0) mprpc__pconn_io_why(c, err, why, cap);
     pthread_mutex_unlock(&c->wmu);
+    errno = err;
     return k;
 }
 
@@ -6486,12 +6509,25 @@ static void mprpc__io_tls_failed(mprpc_channel *ch, mprpc__pconn *c, const char 
     mprpc__pconn_fail(ch, c, MPRPC_ERR_TLS, "TLS with %s: %s", c->prov->addr, why);
 }
 
+/* I/O thread. A recv or send on c failed with err (what: "receiving from", "sending to"), why from
+ * mprpc__pconn_io_why. A failed session (EPROTO) is MPRPC_ERR_TLS and a log line; a reset or a vanished
+ * peer loses the connection, as without TLS, with the TLS text when there is a session. */
+static void mprpc__io_failed(mprpc_channel *ch, mprpc__pconn *c, const char *what, int err, const char *why)
+{
+    if (c->tls && err == EPROTO) {
+        mprpc__io_tls_failed(ch, c, why);
+        return;
+    }
+    mprpc__pconn_fail(ch, c, MPRPC_ERR_CONNECTION_LOST, "%s %s: %s", what, c->prov->addr, why);
+}
+
 /* I/O thread. Reads what c has (a few chunks per event, for fairness) and handles it. */
 static void mprpc__io_read(mprpc_channel *ch, mprpc__pconn *c)
 {
     size_t max = c->seed ? (size_t)ch->cfg.max_message_size + 1 : mprpc__max_frame(ch->cfg.max_message_size) + 65536;
     int i;
     for (i = 0; i < 4; i++) {
+        char why[200];
         size_t room;
         ssize_t n;
         if (mprpc_buf_reserve(&c->in, 65536, max) != MPRPC_OK && mprpc_buf_reserve(&c->in, 1, max) != MPRPC_OK) {
@@ -6501,7 +6537,7 @@ static void mprpc__io_read(mprpc_channel *ch, mprpc__pconn *c)
             return;
         }
         room = c->in.cap - c->in.len;
-        n = mprpc__pconn_recv(c, c->in.data + c->in.len, room);
+        n = mprpc__pconn_recv(c, c->in.data + c->in.len, room, why, sizeof why);
         if (n > 0) {
             c->in.len += (size_t)n;
             if (c->seed && mprpc_buf_readable(&c->in) > ch->cfg.max_message_size) continue;
@@ -6514,9 +6550,7 @@ static void mprpc__io_read(mprpc_channel *ch, mprpc__pconn *c)
         if (n == 0 && c->seed) mprpc__io_seed_reply(ch, c);
         else if (n == 0) mprpc__pconn_fail(ch, c, MPRPC_ERR_CONNECTION_LOST, "%s closed the connection "
                                           "before replying", c->prov->addr);
-        else if (errno == EPROTO && c->tls) mprpc__io_tls_failed(ch, c, mprpc__tls_io->error(c->tls));
-        else mprpc__pconn_fail(ch, c, MPRPC_ERR_CONNECTION_LOST, "receiving from %s: %s", c->prov->addr,
-                              strerror(errno));
+        else mprpc__io_failed(ch, c, "receiving from", errno, why);
         return;
     }
 }
@@ -6525,16 +6559,17 @@ static void mprpc__io_read(mprpc_channel *ch, mprpc__pconn *c)
 static void mprpc__io_flush(mprpc_channel *ch, mprpc__pconn *c)
 {
     int failed = 0, err = 0;
+    char why[200];
     pthread_mutex_lock(&c->wmu);
     if (c->fd >= 0 && c->connected) {
         failed = mprpc__send_out(c) < 0;
         err = errno;
+        if (failed) mprpc__pconn_io_why(c, err, why, sizeof why);
         if (!failed) mprpc__pconn_arm(ch, c, mprpc_buf_readable(&c->out) > 0);
         if (!failed && mprpc_buf_readable(&c->out) == 0 && c->out.cap > MPRPC__BIG_BUF) mprpc_buf_free(&c->out);
     }
     pthread_mutex_unlock(&c->wmu);
-    if (failed)
-        mprpc__pconn_fail(ch, c, MPRPC_ERR_CONNECTION_LOST, "sending to %s: %s", c->prov->addr, strerror(err));
+    if (failed) mprpc__io_failed(ch, c, "sending to", err, why);
 }
 
 /* I/O thread. Dials the next address c's host name resolved to, in the place of the resolver's

@@ -63,24 +63,29 @@ static mprpc_server *tls_provider(const char *cert, int mtls, int port)
 
 /* A channel to `host`:port of the provider; TLS trusting `ca` (NULL: plaintext), with the client
  * certificate when client. */
+static void channel_cfg(mprpc_config *cfg, const char *host, int port, const char *ca, int client, const char *name)
+{
+    char list[96];
+    test_config(cfg);
+    cfg->rpc_timeout_ms = 5000;
+    snprintf(list, sizeof list, "%s:%d", host, port);
+    mprpc_config_set(cfg, "rpcserver_list", list);
+    if (ca) {
+        cfg->tls_enable = 1;
+        pem(cfg->tls_ca_file, sizeof cfg->tls_ca_file, ca);
+    }
+    if (client) {
+        pem(cfg->tls_cert_file, sizeof cfg->tls_cert_file, "client.crt");
+        pem(cfg->tls_key_file, sizeof cfg->tls_key_file, "client.key");
+    }
+    if (name) mprpc_config_set(cfg, "tls_server_name", name);
+}
+
 static mprpc_channel *tls_channel(const char *host, int port, const char *ca, int client, const char *name)
 {
     mprpc_config cfg;
     mprpc_channel *ch = NULL;
-    char list[96];
-    test_config(&cfg);
-    cfg.rpc_timeout_ms = 5000;
-    snprintf(list, sizeof list, "%s:%d", host, port);
-    mprpc_config_set(&cfg, "rpcserver_list", list);
-    if (ca) {
-        cfg.tls_enable = 1;
-        pem(cfg.tls_ca_file, sizeof cfg.tls_ca_file, ca);
-    }
-    if (client) {
-        pem(cfg.tls_cert_file, sizeof cfg.tls_cert_file, "client.crt");
-        pem(cfg.tls_key_file, sizeof cfg.tls_key_file, "client.key");
-    }
-    if (name) mprpc_config_set(&cfg, "tls_server_name", name);
+    channel_cfg(&cfg, host, port, ca, client, name);
     CHECK_STATUS(mprpc_channel_new(&ch, &cfg), MPRPC_OK);
     return ch;
 }
@@ -328,6 +333,227 @@ static void one_mib_messages_and_pipelined_async_calls_go_over_tls(void)
     mprpc_server_free(srv);
 }
 
+/* ---- a TLS peer of our own (OpenSSL directly), to do what mprpc.h never does ---- */
+
+static int peer_listen(int *port)
+{
+    struct sockaddr_in sa;
+    socklen_t len = sizeof sa;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(fd, 8) != 0 ||
+        getsockname(fd, (struct sockaddr *)&sa, &len) != 0) {
+        if (fd >= 0) close(fd);
+        return -1;
+    }
+    *port = ntohs(sa.sin_port);
+    return fd;
+}
+
+/* A blocking TLS session on fd: the server side with server.crt, or a client trusting ca.crt. */
+static SSL *peer_session(int fd, int server)
+{
+    char crt[128], key[128];
+    SSL_CTX *ctx = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
+    SSL *ssl;
+    pem(crt, sizeof crt, "server.crt");
+    pem(key, sizeof key, "server.key");
+    if (server && (SSL_CTX_use_certificate_chain_file(ctx, crt) != 1 ||
+                   SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1)) {
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    SSL_CTX_set_num_tickets(ctx, 0);
+    ssl = SSL_new(ctx);
+    SSL_CTX_free(ctx); /* the session holds its own reference */
+    SSL_set_fd(ssl, fd);
+    if ((server ? SSL_accept(ssl) : SSL_connect(ssl)) != 1) {
+        SSL_free(ssl);
+        return NULL;
+    }
+    return ssl;
+}
+
+/* Accepts one connection on lfd (within 5 s) and completes the server side of its handshake. */
+static SSL *peer_accept(int lfd, int *fd)
+{
+    struct pollfd pf;
+    SSL *ssl;
+    pf.fd = lfd;
+    pf.events = POLLIN;
+    if (poll(&pf, 1, 5000) != 1 || (*fd = accept(lfd, NULL, NULL)) < 0) return NULL;
+    if ((ssl = peer_session(*fd, 1)) == NULL) close(*fd);
+    return ssl;
+}
+
+static void peer_free(SSL *ssl, int fd)
+{
+    if (ssl) SSL_free(ssl);
+    if (fd >= 0) close(fd);
+}
+
+/* The channel's own socket to port (the one whose peer is port): what the library holds. */
+static int channel_fd_to(int port)
+{
+    int fd;
+    for (fd = 3; fd < 1024; fd++) {
+        struct sockaddr_in sa;
+        socklen_t len = sizeof sa;
+        if (getpeername(fd, (struct sockaddr *)&sa, &len) == 0 && sa.sin_family == AF_INET &&
+            ntohs(sa.sin_port) == port)
+            return fd;
+    }
+    return -1;
+}
+
+static int call_done;
+static void note_done(mprpc_controller *ctl, void *response, void *user)
+{
+    (void)ctl; (void)response; (void)user;
+    pthread_mutex_lock(&async_mu);
+    call_done++;
+    pthread_mutex_unlock(&async_mu);
+}
+
+static int wait_calls_done(int n)
+{
+    int i, done = 0;
+    for (i = 0; i < 1000 && done < n; i++) {
+        pthread_mutex_lock(&async_mu);
+        done = call_done;
+        pthread_mutex_unlock(&async_mu);
+        if (done < n) sleep_ms(10);
+    }
+    return done >= n;
+}
+
+/* A channel whose one connection to our peer is up (handshake done, its first call timed out unanswered). */
+static mprpc_channel *channel_to_peer(int lfd, int port, SSL **ssl, int *fd)
+{
+    mprpc_config cfg;
+    mprpc_channel *ch = NULL;
+    static testsvc_EchoRequest rq;
+    static testsvc_EchoResponse rs;
+    static mprpc_controller ctl;
+    channel_cfg(&cfg, "127.0.0.1", port, "ca.crt", 0, NULL);
+    cfg.channel_connections_per_provider = 1; /* every call on the connection our peer holds */
+    CHECK_STATUS(mprpc_channel_new(&ch, &cfg), MPRPC_OK);
+    pthread_mutex_lock(&async_mu);
+    call_done = 0;
+    pthread_mutex_unlock(&async_mu);
+    mprpc_controller_init(&ctl);
+    ctl.timeout_ms = 500;
+    CHECK_STATUS(MPRPC_CALL_ASYNC(ch, "TestService", "Echo", testsvc_EchoRequest, &rq, testsvc_EchoResponse, &rs,
+                                  &ctl, note_done, NULL), MPRPC_OK);
+    *ssl = peer_accept(lfd, fd);
+    CHECK(*ssl != NULL);
+    CHECK(wait_calls_done(1));
+    CHECK_STATUS(ctl.status, MPRPC_ERR_TIMEOUT);
+    return ch;
+}
+
+/* A send that fails inside the session says so ("TLS write: ..."), not only strerror. Our side of the
+ * socket is shut for writing under the channel, so its next send fails while nothing arrives to read;
+ * the call already sent on that connection is lost with that text (the unsent one is retried). */
+static void a_failed_tls_send_names_the_tls_write(void)
+{
+    int port, lfd = peer_listen(&port), fd = -1;
+    mprpc_channel *ch;
+    mprpc_controller sent, unsent;
+    SSL *ssl = NULL;
+    testsvc_EchoRequest rq = testsvc_EchoRequest_init_zero;
+    testsvc_EchoResponse rs1 = testsvc_EchoResponse_init_zero, rs2 = testsvc_EchoResponse_init_zero;
+    char buf[64];
+    CHECK(lfd >= 0);
+    if (lfd < 0) return;
+    ch = channel_to_peer(lfd, port, &ssl, &fd);
+    pthread_mutex_lock(&async_mu);
+    call_done = 0;
+    pthread_mutex_unlock(&async_mu);
+    mprpc_controller_init(&sent);
+    mprpc_controller_init(&unsent);
+    unsent.timeout_ms = 500;
+    CHECK_STATUS(MPRPC_CALL_ASYNC(ch, "TestService", "Echo", testsvc_EchoRequest, &rq, testsvc_EchoResponse, &rs1,
+                                  &sent, note_done, NULL), MPRPC_OK);
+    CHECK(SSL_read(ssl, buf, sizeof buf) > 0); /* the first request came, and is left unanswered */
+    CHECK(shutdown(channel_fd_to(port), SHUT_WR) == 0);
+    CHECK_STATUS(MPRPC_CALL_ASYNC(ch, "TestService", "Echo", testsvc_EchoRequest, &rq, testsvc_EchoResponse, &rs2,
+                                  &unsent, note_done, NULL), MPRPC_OK);
+    CHECK(wait_calls_done(2));
+    CHECK_STATUS(sent.status, MPRPC_ERR_CONNECTION_LOST);
+    CHECK_CONTAINS(mprpc_controller_error_text(&sent), "sending to 127.0.0.1:");
+    CHECK_CONTAINS(mprpc_controller_error_text(&sent), "TLS write: ");
+    mprpc_channel_free(ch);
+    peer_free(ssl, fd);
+    close(lfd);
+}
+
+/* A reset under a session: the text says the TLS read failed. */
+static void a_reset_under_a_tls_session_names_the_tls_read(void)
+{
+    int port, lfd = peer_listen(&port), fd = -1;
+    struct linger lg = { 1, 0 };
+    mprpc_channel *ch;
+    mprpc_controller ctl;
+    SSL *ssl = NULL;
+    testsvc_EchoRequest rq = testsvc_EchoRequest_init_zero;
+    testsvc_EchoResponse rs = testsvc_EchoResponse_init_zero;
+    char buf[64];
+    CHECK(lfd >= 0);
+    if (lfd < 0) return;
+    ch = channel_to_peer(lfd, port, &ssl, &fd);
+    pthread_mutex_lock(&async_mu);
+    call_done = 0;
+    pthread_mutex_unlock(&async_mu);
+    mprpc_controller_init(&ctl);
+    CHECK_STATUS(MPRPC_CALL_ASYNC(ch, "TestService", "Echo", testsvc_EchoRequest, &rq, testsvc_EchoResponse, &rs,
+                                  &ctl, note_done, NULL), MPRPC_OK);
+    CHECK(SSL_read(ssl, buf, sizeof buf) > 0); /* the request came */
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    peer_free(ssl, fd); /* RST */
+    CHECK(wait_calls_done(1));
+    CHECK_STATUS(ctl.status, MPRPC_ERR_CONNECTION_LOST);
+    CHECK_CONTAINS(mprpc_controller_error_text(&ctl), "receiving from 127.0.0.1:");
+    CHECK_CONTAINS(mprpc_controller_error_text(&ctl), "TLS read: ");
+    mprpc_channel_free(ch);
+    close(lfd);
+}
+
+/* A record that does not decrypt: MPRPC_ERR_TLS with OpenSSL's reason. */
+static void a_forged_tls_record_fails_the_calls_with_the_tls_reason(void)
+{
+    static const uint8_t forged[] = { 0x17, 0x03, 0x03, 0x00, 0x20, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13,
+                                      14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32 };
+    int port, lfd = peer_listen(&port), fd = -1;
+    mprpc_channel *ch;
+    mprpc_controller ctl;
+    SSL *ssl = NULL;
+    testsvc_EchoRequest rq = testsvc_EchoRequest_init_zero;
+    testsvc_EchoResponse rs = testsvc_EchoResponse_init_zero;
+    char buf[64];
+    CHECK(lfd >= 0);
+    if (lfd < 0) return;
+    ch = channel_to_peer(lfd, port, &ssl, &fd);
+    pthread_mutex_lock(&async_mu);
+    call_done = 0;
+    pthread_mutex_unlock(&async_mu);
+    mprpc_controller_init(&ctl);
+    CHECK_STATUS(MPRPC_CALL_ASYNC(ch, "TestService", "Echo", testsvc_EchoRequest, &rq, testsvc_EchoResponse, &rs,
+                                  &ctl, note_done, NULL), MPRPC_OK);
+    CHECK(SSL_read(ssl, buf, sizeof buf) > 0);
+    CHECK(raw_send_all(fd, forged, sizeof forged));
+    CHECK(wait_calls_done(1));
+    CHECK_STATUS(ctl.status, MPRPC_ERR_TLS);
+    CHECK_CONTAINS(mprpc_controller_error_text(&ctl), "TLS with 127.0.0.1:");
+    CHECK_CONTAINS(mprpc_controller_error_text(&ctl), "TLS read: ");
+    CHECK_CONTAINS(mprpc_controller_error_text(&ctl), "bad record mac");
+    mprpc_channel_free(ch);
+    peer_free(ssl, fd);
+    close(lfd);
+}
+
 static void a_provider_restart_under_a_live_channel_is_survived(void)
 {
     mprpc_server *srv = tls_provider("server.crt", 1, 0);
@@ -402,6 +628,9 @@ int main(void)
     RUN(a_client_stalled_mid_handshake_does_not_stall_the_loop);
     RUN(handshake_garbage_neither_crashes_nor_stalls_the_provider);
     RUN(one_mib_messages_and_pipelined_async_calls_go_over_tls);
+    RUN(a_failed_tls_send_names_the_tls_write);
+    RUN(a_reset_under_a_tls_session_names_the_tls_read);
+    RUN(a_forged_tls_record_fails_the_calls_with_the_tls_reason);
     RUN(a_provider_restart_under_a_live_channel_is_survived);
     RUN(openssl_s_client_completes_a_handshake_with_the_provider);
     RUN(a_provider_without_a_certificate_refuses_to_start);
