@@ -1423,8 +1423,10 @@ static void mprpc__peer_text(int fd, char *dst, size_t cap)
 /* ---- transport: TLS behind MPRPC_TLS -------------------------------------------------------------
  * The event loops see a connection's TLS session only through mprpc__tls_io, a table of functions
  * with socket-like results (bytes, 0 at the peer's end, -1 with errno EAGAIN when the session must
- * wait for the socket), so another library (mbedTLS on small boards) is one more table. A connection
- * without TLS has no session and uses recv/send directly (mprpc__xrecv, mprpc__xsend). */
+ * wait for the socket; `want` then says for which event: a read may have to write first, a TLS 1.3
+ * post-handshake reply into a full socket, and a write may have to read), so another library (mbedTLS
+ * on small boards) is one more table. A connection without TLS has no session and uses recv/send
+ * directly (mprpc__xrecv, mprpc__xsend). */
 
 typedef struct mprpc__tls     mprpc__tls;     /* one connection's session */
 typedef struct mprpc__tls_ctx mprpc__tls_ctx; /* a server's or a channel's certificates and policy */
@@ -1443,6 +1445,7 @@ typedef struct mprpc__tls_ops {
     ssize_t         (*write)(mprpc__tls *t, const void *buf, size_t n);
     size_t          (*pending)(mprpc__tls *t);  /* decrypted bytes waiting: no socket event will say so */
     const char     *(*error)(mprpc__tls *t);    /* why the last read or write failed */
+    mprpc__hs       (*want)(mprpc__tls *t);     /* after EAGAIN: MPRPC__HS_WANT_READ or _WANT_WRITE */
     const char     *(*peer)(mprpc__tls *t);     /* verified peer certificate's identity, or "" */
     void            (*shutdown)(mprpc__tls *t); /* close_notify, best effort, never waits */
     void            (*free)(mprpc__tls *t);
@@ -1455,8 +1458,9 @@ typedef struct mprpc__tls_ops {
 
 struct mprpc__tls_ctx { SSL_CTX *ctx; };
 struct mprpc__tls {
-    SSL  *ssl;
-    int   done;        /* handshake complete */
+    SSL      *ssl;
+    int       done;    /* handshake complete */
+    mprpc__hs want;    /* what the last EAGAIN waits for */
     char  why[200];
     char  peer[256];
 };
@@ -1684,6 +1688,7 @@ static ssize_t mprpc__ossl_result(mprpc__tls *t, int rc, const char *what)
 {
     int err = SSL_get_error(t->ssl, rc);
     if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
+        t->want = err == SSL_ERROR_WANT_WRITE ? MPRPC__HS_WANT_WRITE : MPRPC__HS_WANT_READ;
         errno = EAGAIN;
         return -1;
     }
@@ -1722,6 +1727,7 @@ static ssize_t mprpc__ossl_write(mprpc__tls *t, const void *buf, size_t n)
 
 static size_t mprpc__ossl_pending(mprpc__tls *t) { return (size_t)SSL_pending(t->ssl); }
 static const char *mprpc__ossl_error(mprpc__tls *t) { return t->why; }
+static mprpc__hs mprpc__ossl_want(mprpc__tls *t) { return t->want; }
 static const char *mprpc__ossl_peer(mprpc__tls *t) { return t->peer; }
 
 static void mprpc__ossl_shutdown(mprpc__tls *t)
@@ -1741,8 +1747,8 @@ static void mprpc__ossl_free(mprpc__tls *t)
 
 static const mprpc__tls_ops mprpc__tls_openssl = {
     mprpc__ossl_ctx_new, mprpc__ossl_ctx_free, mprpc__ossl_conn_new, mprpc__ossl_handshake,
-    mprpc__ossl_read, mprpc__ossl_write, mprpc__ossl_pending, mprpc__ossl_error, mprpc__ossl_peer,
-    mprpc__ossl_shutdown, mprpc__ossl_free,
+    mprpc__ossl_read, mprpc__ossl_write, mprpc__ossl_pending, mprpc__ossl_error, mprpc__ossl_want,
+    mprpc__ossl_peer, mprpc__ossl_shutdown, mprpc__ossl_free,
 };
 static const mprpc__tls_ops *const mprpc__tls_io = &mprpc__tls_openssl;
 #else
@@ -1758,6 +1764,13 @@ static ssize_t mprpc__xrecv(int fd, mprpc__tls *t, void *buf, size_t n)
 static ssize_t mprpc__xsend(int fd, mprpc__tls *t, const void *buf, size_t n)
 {
     return t ? mprpc__tls_io->write(t, buf, n) : send(fd, buf, n, MSG_NOSIGNAL);
+}
+
+/* After an EAGAIN from mprpc__xrecv/xsend: does the session wait for the other direction's event (a
+ * read for writability, a write for readability)? Never without TLS. */
+static int mprpc__xcrossed(mprpc__tls *t, int reading)
+{
+    return t && mprpc__tls_io->want(t) == (reading ? MPRPC__HS_WANT_WRITE : MPRPC__HS_WANT_READ);
 }
 
 /* A non-blocking socket connecting to sa; *connected when it already did. -1 with why on failure. */
@@ -3112,6 +3125,8 @@ struct mprpc__conn {
     unsigned          counted_open : 1;/* counted in open_conns (not a refused connection) */
     unsigned          handshaking : 1; /* TLS: the handshake is not done; nothing is served */
     unsigned          tls_checked : 1; /* TLS: the first bytes were a TLS record (not plaintext) */
+    unsigned          rd_crossed : 1;  /* TLS: the last read waits for the socket to be writable */
+    unsigned          wr_crossed : 1;  /* TLS: the last write waits for the socket to be readable */
     mprpc__tls       *tls;             /* NULL: plain TCP; freed with the struct (calls read its peer) */
     uint32_t          hs_want;         /* handshaking: EPOLLIN or EPOLLOUT */
     uint64_t          hs_deadline_ms;  /* handshaking: tls_handshake_timeout_ms after the accept */
@@ -3655,6 +3670,7 @@ static void mprpc__conn_flush(mprpc__conn *c)
 {
     while (mprpc_buf_readable(&c->out) > 0) {
         ssize_t n = mprpc__xsend(c->fd, c->tls, c->out.data + c->out.pos, mprpc_buf_readable(&c->out));
+        c->wr_crossed = n < 0 && errno == EAGAIN && mprpc__xcrossed(c->tls, 0);
         if (n > 0) { /* a peer reading a large reply slowly is not idle */
             mprpc_buf_consume(&c->out, (size_t)n);
             MPRPC__BUMP(&c->loop->bytes_out, (uint64_t)n);
@@ -3727,12 +3743,19 @@ static void mprpc__conn_advance(mprpc__conn *c, uint64_t now)
         mprpc__conn_close(c);
 }
 
+/* Does the connection want to read now? */
+static int mprpc__conn_reading(const mprpc__conn *c)
+{
+    return c->state == MPRPC__CONN_LINGERING || (!c->peer_eof && mprpc__conn_can_take(c));
+}
+
+/* Reading waits for EPOLLIN and writing for EPOLLOUT, except where a TLS session crossed them. */
 static uint32_t mprpc__conn_interest(const mprpc__conn *c)
 {
     uint32_t ev = 0;
     if (c->handshaking) return c->hs_want;
-    if (c->state == MPRPC__CONN_LINGERING || (!c->peer_eof && mprpc__conn_can_take(c))) ev |= EPOLLIN;
-    if (mprpc_buf_readable(&c->out) > 0) ev |= EPOLLOUT;
+    if (mprpc__conn_reading(c)) ev |= c->rd_crossed ? EPOLLOUT : EPOLLIN;
+    if (mprpc_buf_readable(&c->out) > 0) ev |= c->wr_crossed ? EPOLLIN : EPOLLOUT;
     return ev;
 }
 
@@ -3838,6 +3861,7 @@ static void mprpc__conn_on_readable(mprpc__conn *c)
             return;
         }
         do n = mprpc__xrecv(c->fd, c->tls, dst, room); while (n < 0 && errno == EINTR);
+        c->rd_crossed = n < 0 && errno == EAGAIN && mprpc__xcrossed(c->tls, 1);
         if (n < 0) {
             if (errno != EAGAIN && errno != EWOULDBLOCK) mprpc__conn_io_failed(c);
             mprpc__conn_settle(c, mprpc__now_ms());
@@ -3917,9 +3941,9 @@ static void mprpc__conn_on_event(mprpc__conn *c, uint32_t events)
     }
     if ((events & (EPOLLHUP | EPOLLERR)) && !(events & EPOLLIN))
         c->failed = 1; /* both directions gone: nobody can read our replies */
-    else if (events & EPOLLIN)
+    else if (mprpc__conn_reading(c) && (events & (c->rd_crossed ? EPOLLOUT : EPOLLIN)))
         mprpc__conn_on_readable(c);
-    mprpc__conn_settle(c, mprpc__now_ms()); /* EPOLLOUT: the settle writes */
+    mprpc__conn_settle(c, mprpc__now_ms()); /* EPOLLOUT (or EPOLLIN for a crossed write): the settle writes */
 }
 
 /* A connection the acceptor handed over starts here. */
@@ -5407,6 +5431,8 @@ struct mprpc__pconn {
     int               fd;           /* wmu to use or close; -1 once closed */
     int               connected;    /* wmu: sending allowed */
     int               out_armed;    /* wmu: EPOLLOUT is in the interest set */
+    int               rd_crossed;   /* wmu, set by the I/O thread: the TLS read waits for writability */
+    int               wr_crossed;   /* wmu: the TLS write waits for readability (EPOLLIN, always armed) */
     mprpc_buf         out;          /* wmu */
     uint64_t          written;      /* wmu: bytes sent since the connection opened */
     mprpc_buf         in;           /* I/O thread only */
@@ -6069,7 +6095,14 @@ static mprpc_status mprpc__resolve(mprpc_channel *ch, const mprpc__call_args *a,
 
 /* ---- connections ---- */
 
-/* wmu held. Tells epoll whether c wants EPOLLOUT (connecting, or output pending). */
+/* wmu held. Does connected c want EPOLLOUT: output pending (unless its TLS write waits to read), or a
+ * TLS read waiting to write? */
+static int mprpc__pconn_wants_out(const mprpc__pconn *c)
+{
+    return c->rd_crossed || (mprpc_buf_readable(&c->out) > 0 && !c->wr_crossed);
+}
+
+/* wmu held. Tells epoll whether c wants EPOLLOUT (connecting, or mprpc__pconn_wants_out). */
 static void mprpc__pconn_arm(mprpc_channel *ch, mprpc__pconn *c, int want)
 {
     struct epoll_event ev;
@@ -6259,6 +6292,7 @@ static int mprpc__send_out(mprpc__pconn *c)
 {
     while (mprpc_buf_readable(&c->out) > 0) {
         ssize_t n = mprpc__xsend(c->fd, c->tls, c->out.data + c->out.pos, mprpc_buf_readable(&c->out));
+        c->wr_crossed = n < 0 && errno == EAGAIN && mprpc__xcrossed(c->tls, 0);
         if (n > 0) {
             mprpc_buf_consume(&c->out, (size_t)n);
             c->written += (uint64_t)n;
@@ -6315,7 +6349,7 @@ static mprpc_status mprpc__enqueue(mprpc_channel *ch, mprpc__pconn *c, mprpc__re
         mprpc__pconn_arm(ch, c, 1); /* the I/O thread meets the error and deals with the calls */
         return MPRPC_OK;
     }
-    mprpc__pconn_arm(ch, c, c->connected ? mprpc_buf_readable(&c->out) > 0 : 1);
+    mprpc__pconn_arm(ch, c, c->connected ? mprpc__pconn_wants_out(c) : 1);
     return MPRPC_OK;
 }
 
@@ -6483,8 +6517,9 @@ static void mprpc__pconn_io_why(const mprpc__pconn *c, int err, char *why, size_
     mprpc__copy_str(why, cap, c->tls ? mprpc__tls_io->error(c->tls) : strerror(err));
 }
 
-/* I/O thread. recv, or a TLS read under wmu (callers write the same session); why on failure. */
-static ssize_t mprpc__pconn_recv(mprpc__pconn *c, void *buf, size_t n, char *why, size_t cap)
+/* I/O thread. recv, or a TLS read under wmu (callers write the same session); why on failure. A read
+ * that waits for writability arms EPOLLOUT for itself. */
+static ssize_t mprpc__pconn_recv(mprpc_channel *ch, mprpc__pconn *c, void *buf, size_t n, char *why, size_t cap)
 {
     ssize_t k;
     int err;
@@ -6497,6 +6532,8 @@ static ssize_t mprpc__pconn_recv(mprpc__pconn *c, void *buf, size_t n, char *why
     k = mprpc__tls_io->read(c->tls, buf, n);
     err = errno;
     if (k < 0) mprpc__pconn_io_why(c, err, why, cap);
+    c->rd_crossed = k < 0 && err == EAGAIN && mprpc__xcrossed(c->tls, 1);
+    mprpc__pconn_arm(ch, c, mprpc__pconn_wants_out(c));
     pthread_mutex_unlock(&c->wmu);
     errno = err;
     return k;
@@ -6537,7 +6574,7 @@ static void mprpc__io_read(mprpc_channel *ch, mprpc__pconn *c)
             return;
         }
         room = c->in.cap - c->in.len;
-        n = mprpc__pconn_recv(c, c->in.data + c->in.len, room, why, sizeof why);
+        n = mprpc__pconn_recv(ch, c, c->in.data + c->in.len, room, why, sizeof why);
         if (n > 0) {
             c->in.len += (size_t)n;
             if (c->seed && mprpc_buf_readable(&c->in) > ch->cfg.max_message_size) continue;
@@ -6555,17 +6592,18 @@ static void mprpc__io_read(mprpc_channel *ch, mprpc__pconn *c)
     }
 }
 
-/* I/O thread. Sends c's pending output; drops EPOLLOUT once it is all out. */
-static void mprpc__io_flush(mprpc_channel *ch, mprpc__pconn *c)
+/* I/O thread. Sends c's pending output; drops EPOLLOUT once it is all out. crossed_only: only if a TLS
+ * write waited for readability (c just became readable). */
+static void mprpc__io_flush(mprpc_channel *ch, mprpc__pconn *c, int crossed_only)
 {
     int failed = 0, err = 0;
     char why[200];
     pthread_mutex_lock(&c->wmu);
-    if (c->fd >= 0 && c->connected) {
+    if (c->fd >= 0 && c->connected && (!crossed_only || c->wr_crossed)) {
         failed = mprpc__send_out(c) < 0;
         err = errno;
         if (failed) mprpc__pconn_io_why(c, err, why, sizeof why);
-        if (!failed) mprpc__pconn_arm(ch, c, mprpc_buf_readable(&c->out) > 0);
+        if (!failed) mprpc__pconn_arm(ch, c, mprpc__pconn_wants_out(c));
         if (!failed && mprpc_buf_readable(&c->out) == 0 && c->out.cap > MPRPC__BIG_BUF) mprpc_buf_free(&c->out);
     }
     pthread_mutex_unlock(&c->wmu);
@@ -6691,7 +6729,7 @@ static void mprpc__io_ready(mprpc_channel *ch, mprpc__pconn *c)
     pthread_mutex_lock(&c->wmu);
     c->connected = 1;
     pthread_mutex_unlock(&c->wmu);
-    mprpc__io_flush(ch, c);
+    mprpc__io_flush(ch, c, 0);
 }
 
 static void mprpc__io_event(mprpc_channel *ch, mprpc__pconn *c, uint32_t events)
@@ -6711,8 +6749,10 @@ static void mprpc__io_event(mprpc_channel *ch, mprpc__pconn *c, uint32_t events)
         else if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) mprpc__io_connected(ch, c);
         return;
     }
-    if (events & (EPOLLIN | EPOLLERR | EPOLLHUP)) mprpc__io_read(ch, c);
-    if ((events & EPOLLOUT) && !c->io_closed) mprpc__io_flush(ch, c);
+    /* a TLS read may wait for EPOLLOUT and a TLS write for EPOLLIN (rd_crossed: this thread's own) */
+    if ((events & (EPOLLIN | EPOLLERR | EPOLLHUP)) || ((events & EPOLLOUT) && c->rd_crossed)) mprpc__io_read(ch, c);
+    if (!c->io_closed && (events & EPOLLOUT)) mprpc__io_flush(ch, c, 0);
+    else if (!c->io_closed && c->tls && (events & EPOLLIN)) mprpc__io_flush(ch, c, 1);
 }
 
 /* mu held. Whether r's request was queued on its connection (end_off is the connection's: a caller may
@@ -6875,7 +6915,7 @@ static void mprpc__io_turn_end(mprpc_channel *ch)
     while ((c = ch->flush) != NULL) {
         ch->flush = c->flush_next;
         c->flush_listed = 0;
-        mprpc__io_flush(ch, c);
+        mprpc__io_flush(ch, c, 0);
         mprpc__run_completions(ch); /* a failed flush may have completed calls */
     }
     while ((c = ch->dead) != NULL) {

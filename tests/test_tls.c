@@ -554,6 +554,80 @@ static void a_forged_tls_record_fails_the_calls_with_the_tls_reason(void)
     close(lfd);
 }
 
+/* Post-handshake messages under backpressure. Our client asks for a 1 MiB reply and does not read it,
+ * so the provider's socket fills; then it sends a TLS 1.3 KeyUpdate that asks the provider to update
+ * its keys too, and one more request. The provider must go on: both replies arrive, and its own
+ * KeyUpdate comes (a session may need to write while reading, or read while writing: the loops wait
+ * for the event the session names, not the one they expected). */
+static int keyupdates_seen;
+static void count_keyupdate(int write_p, int version, int type, const void *buf, size_t len, SSL *ssl, void *arg)
+{
+    (void)version; (void)ssl; (void)arg;
+    if (!write_p && type == SSL3_RT_HANDSHAKE && len > 0 && ((const uint8_t *)buf)[0] == SSL3_MT_KEY_UPDATE)
+        keyupdates_seen++;
+}
+
+/* Reads until n whole response frames are in buf (a socket read timeout bounds each wait). */
+static int read_frames(SSL *ssl, mprpc_buf *buf, mprpc_response_frame *f, int n)
+{
+    static uint8_t chunk[65536];
+    size_t off = 0;
+    int got = 0;
+    while (got < n) {
+        int k;
+        if (mprpc_wire_decode_response(buf->data + off, buf->len - off, 4u << 20, &f[got]) == MPRPC_OK) {
+            off += f[got++].frame_size;
+            continue;
+        }
+        if ((k = SSL_read(ssl, chunk, sizeof chunk)) <= 0 ||
+            mprpc_buf_append(buf, chunk, (size_t)k, SIZE_MAX) != MPRPC_OK)
+            return got;
+    }
+    return got;
+}
+
+static void a_key_update_while_the_provider_socket_is_full_keeps_the_connection(void)
+{
+    mprpc_server *srv = tls_provider("server.crt", 0, 0);
+    testsvc_BigRequest brq = testsvc_BigRequest_init_zero;
+    testsvc_EchoRequest erq = testsvc_EchoRequest_init_zero;
+    mprpc_response_frame f[2];
+    mprpc_buf big = { 0 }, small = { 0 }, in = { 0 };
+    struct timeval tv = { 10, 0 };
+    SSL *ssl = NULL;
+    int fd;
+    CHECK(srv != NULL);
+    if (!srv) return;
+    fd = raw_connect(mprpc_server_port(srv));
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    CHECK(fd >= 0 && (ssl = peer_session(fd, 0)) != NULL);
+    if (!ssl) goto out;
+    SSL_set_msg_callback(ssl, count_keyupdate);
+    keyupdates_seen = 0;
+    brq.size = 1u << 20;
+    brq.fill = 0x5a;
+    set_payload(&erq, "after");
+    CHECK_STATUS(mprpc_wire_encode_request(&big, 4u << 20, 1, "TestService", "Big", testsvc_BigRequest_fields,
+                                           &brq), MPRPC_OK);
+    CHECK_STATUS(mprpc_wire_encode_request(&small, 4u << 20, 2, "TestService", "Echo",
+                                           testsvc_EchoRequest_fields, &erq), MPRPC_OK);
+    CHECK(SSL_write(ssl, big.data, (int)big.len) == (int)big.len);
+    sleep_ms(200); /* the reply fills the provider's socket meanwhile: we read nothing */
+    CHECK(SSL_key_update(ssl, SSL_KEY_UPDATE_REQUESTED) == 1);
+    CHECK(SSL_write(ssl, small.data, (int)small.len) == (int)small.len);
+    CHECK(read_frames(ssl, &in, f, 2) == 2);
+    CHECK(f[0].header.call_id == 1 && f[0].header.status == MPRPC_OK && f[0].header.body_size > 1u << 20);
+    CHECK(f[1].header.call_id == 2 && f[1].header.status == MPRPC_OK);
+    CHECK(keyupdates_seen == 1); /* the provider updated its keys as asked */
+out:
+    mprpc_buf_free(&big);
+    mprpc_buf_free(&small);
+    mprpc_buf_free(&in);
+    peer_free(ssl, fd);
+    mprpc_server_free(srv);
+}
+
 static void a_provider_restart_under_a_live_channel_is_survived(void)
 {
     mprpc_server *srv = tls_provider("server.crt", 1, 0);
@@ -631,6 +705,7 @@ int main(void)
     RUN(a_failed_tls_send_names_the_tls_write);
     RUN(a_reset_under_a_tls_session_names_the_tls_read);
     RUN(a_forged_tls_record_fails_the_calls_with_the_tls_reason);
+    RUN(a_key_update_while_the_provider_socket_is_full_keeps_the_connection);
     RUN(a_provider_restart_under_a_live_channel_is_survived);
     RUN(openssl_s_client_completes_a_handshake_with_the_provider);
     RUN(a_provider_without_a_certificate_refuses_to_start);
