@@ -192,16 +192,54 @@ static void a_tls_caller_facing_a_plaintext_provider_fails_fast(void)
     check_tls_failure(srv, "ca.crt", 0, NULL, "plaintext");
 }
 
+/* Log lines, kept by a logger sink (the line is not NUL-terminated: its printable prefix is taken). */
+static pthread_mutex_t seen_mu = PTHREAD_MUTEX_INITIALIZER;
+static char seen[8192];
+static void keep_line(mprpc_log_level level, const char *line, void *user)
+{
+    size_t n = 0, have;
+    (void)level; (void)user;
+    while (n < MPRPC_LOG_LINE_MAX && line[n] >= 0x20 && line[n] < 0x7f) n++;
+    pthread_mutex_lock(&seen_mu);
+    have = strlen(seen);
+    if (have + n + 2 < sizeof seen) {
+        memcpy(seen + have, line, n);
+        memcpy(seen + have + n, "\n", 2);
+    }
+    pthread_mutex_unlock(&seen_mu);
+}
+
+static void log_start(void)
+{
+    mprpc_config cfg;
+    test_config(&cfg);
+    cfg.log_level = MPRPC_LOG_LEVEL_WARN;
+    seen[0] = '\0';
+    mprpc_logger_set_sink(keep_line, NULL);
+    CHECK_STATUS(mprpc_logger_start(&cfg), MPRPC_OK);
+}
+
+static void log_stop(void)
+{
+    mprpc_logger_stop();
+    mprpc_logger_set_sink(NULL, NULL);
+}
+
 /* The provider answers a plaintext request MPRPC_ERR_TLS instead of closing: the caller learns why, and
- * that nothing ran. */
+ * that nothing ran; the provider's log names the plaintext peer. */
 static void a_plaintext_caller_facing_a_tls_provider_is_told_tls_is_required(void)
 {
-    mprpc_server *srv = tls_provider("server.crt", 0, 0);
+    mprpc_server *srv;
     mprpc_channel *ch;
     mprpc_controller ctl;
     char id[200], addr[64];
+    log_start();
+    srv = tls_provider("server.crt", 0, 0);
     CHECK(srv != NULL);
-    if (!srv) return;
+    if (!srv) {
+        log_stop();
+        return;
+    }
     snprintf(addr, sizeof addr, "127.0.0.1:%d: ", mprpc_server_port(srv));
     ch = tls_channel("127.0.0.1", mprpc_server_port(srv), NULL, 0, NULL);
     CHECK_STATUS(whoami_call(ch, &ctl, id, sizeof id), MPRPC_ERR_TLS);
@@ -211,6 +249,28 @@ static void a_plaintext_caller_facing_a_tls_provider_is_told_tls_is_required(voi
     CHECK_STATUS(whoami_call(ch, &ctl, id, sizeof id), MPRPC_ERR_TLS); /* again, on a fresh connection */
     CHECK_CONTAINS(mprpc_controller_error_text(&ctl), "provider requires TLS");
     mprpc_channel_free(ch);
+    mprpc_server_free(srv);
+    log_stop();
+    CHECK_CONTAINS(seen, "TLS with [::ffff:127.0.0.1]:"); /* the provider listens on :: */
+    CHECK_CONTAINS(seen, "the peer speaks plaintext, not TLS");
+}
+
+/* A seed (v0) caller has no error channel: the TLS provider just closes its connection, at once. */
+static void a_seed_caller_facing_a_tls_provider_sees_the_connection_closed(void)
+{
+    mprpc_server *srv = tls_provider("server.crt", 0, 0);
+    testsvc_EchoRequest rq = testsvc_EchoRequest_init_zero;
+    mprpc_request_meta m = { "TestService", "Echo", 0, 0, 0 };
+    mprpc_buf req = { 0 };
+    int fd;
+    CHECK(srv != NULL);
+    if (!srv) return;
+    CHECK_STATUS(mprpc_wire_encode_request_meta(&req, 4u << 20, &m, testsvc_EchoRequest_fields, &rq), MPRPC_OK);
+    fd = raw_connect(mprpc_server_port(srv));
+    CHECK(fd >= 0 && raw_send_all(fd, req.data, req.len));
+    CHECK(raw_wait_closed(fd, 5000)); /* closed, with no answer to read */
+    if (fd >= 0) close(fd);
+    mprpc_buf_free(&req);
     mprpc_server_free(srv);
 }
 
@@ -699,6 +759,7 @@ int main(void)
     RUN(a_caller_without_a_client_certificate_is_refused_by_mutual_tls);
     RUN(a_tls_caller_facing_a_plaintext_provider_fails_fast);
     RUN(a_plaintext_caller_facing_a_tls_provider_is_told_tls_is_required);
+    RUN(a_seed_caller_facing_a_tls_provider_sees_the_connection_closed);
     RUN(a_client_stalled_mid_handshake_does_not_stall_the_loop);
     RUN(handshake_garbage_neither_crashes_nor_stalls_the_provider);
     RUN(one_mib_messages_and_pipelined_async_calls_go_over_tls);
