@@ -40,7 +40,7 @@ enum {
     EXIT_TIMEOUT = 4,     /* the call (or --list) did not finish within --timeout */
     EXIT_APPLICATION = 5, /* the handler failed the call (mprpc_call_fail) */
     EXIT_OTHER = 6        /* refused or broken otherwise: unknown service/method, the provider could not
-                             decode the request, too large, protocol violation, bad reply */
+                             decode the request, too large, protocol violation, bad reply, TLS */
 };
 
 #define INPUT_MAX (64u << 20) /* request text or bytes read, protoc output kept */
@@ -88,7 +88,7 @@ static void usage(FILE *f)
 "exit status: 0 ok (--health: SERVING); 1 --health answered NOT_SERVING or SERVICE_UNKNOWN;\n"
 "  2 usage, bad input, protoc missing or refusing the text; 3 no provider reached (connect,\n"
 "  unavailable, connection lost, shutting down, busy, ZooKeeper); 4 timed out; 5 application\n"
-"  error; 6 other (unknown service or method, undecodable request or reply, too large, protocol)\n",
+"  error; 6 other (unknown service or method, undecodable request or reply, too large, protocol, TLS)\n",
             prog, prog, prog, prog, prog);
 }
 
