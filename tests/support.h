@@ -232,6 +232,38 @@ static mprpc_status echo_call(mprpc_channel *ch, const char *text, uint64_t seq,
     return MPRPC_CALL(ch, "TestService", "Echo", testsvc_EchoRequest, &rq, testsvc_EchoResponse, rs, ctl);
 }
 
+/* ---- log lines, kept by a logger sink (mprpc_logger_set_sink(keep_line, NULL)) ---- */
+
+static pthread_mutex_t seen_mu = PTHREAD_MUTEX_INITIALIZER;
+static char seen[8192];
+
+/* The logger (section 4, as merged) hands its sink the slot's text without a
+ * terminating NUL (mprpc_log copies len bytes only), so a line is taken up
+ * to its first byte that is not printable ASCII, at most a slot's length. */
+static void keep_line(mprpc_log_level level, const char *line, void *user)
+{
+    size_t n = 0, have;
+    (void)level; (void)user;
+    while (n < MPRPC_LOG_LINE_MAX && line[n] >= 0x20 && line[n] < 0x7f) n++;
+    pthread_mutex_lock(&seen_mu);
+    have = strlen(seen);
+    if (have + n + 2 < sizeof seen) {
+        memcpy(seen + have, line, n);
+        seen[have + n] = '\n';
+        seen[have + n + 1] = '\0';
+    }
+    pthread_mutex_unlock(&seen_mu);
+}
+
+static int seen_has(const char *what)
+{
+    int yes;
+    pthread_mutex_lock(&seen_mu);
+    yes = strstr(seen, what) != NULL;
+    pthread_mutex_unlock(&seen_mu);
+    return yes;
+}
+
 /* ---- raw sockets ---- */
 
 static int raw_connect(int port)

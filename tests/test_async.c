@@ -757,37 +757,6 @@ static void stop_loaders(loader *l, pthread_t *th, int n)
     for (i = 0; i < n; i++) pthread_join(th[i], NULL);
 }
 
-/* Log lines kept for the ejection test. */
-static pthread_mutex_t seen_mu = PTHREAD_MUTEX_INITIALIZER;
-static char seen[8192];
-
-/* The logger (section 4, as merged) hands its sink the slot's text without a
- * terminating NUL (mprpc_log copies len bytes only), so a line is taken up
- * to its first byte that is not printable ASCII, at most a slot's length. */
-static void keep_line(mprpc_log_level level, const char *line, void *user)
-{
-    size_t n = 0, have;
-    (void)level; (void)user;
-    while (n < MPRPC_LOG_LINE_MAX && line[n] >= 0x20 && line[n] < 0x7f) n++;
-    pthread_mutex_lock(&seen_mu);
-    have = strlen(seen);
-    if (have + n + 2 < sizeof seen) {
-        memcpy(seen + have, line, n);
-        seen[have + n] = '\n';
-        seen[have + n + 1] = '\0';
-    }
-    pthread_mutex_unlock(&seen_mu);
-}
-
-static int seen_has(const char *what)
-{
-    int yes;
-    pthread_mutex_lock(&seen_mu);
-    yes = strstr(seen, what) != NULL;
-    pthread_mutex_unlock(&seen_mu);
-    return yes;
-}
-
 /* One of two providers SIGSTOPped (TCP alive, no answers): within two call
  * timeouts the callers are back to at least half their throughput; the
  * ejection is logged, and so is the provider's return once it answers a

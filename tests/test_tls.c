@@ -192,23 +192,6 @@ static void a_tls_caller_facing_a_plaintext_provider_fails_fast(void)
     check_tls_failure(srv, "ca.crt", 0, NULL, "plaintext");
 }
 
-/* Log lines, kept by a logger sink (the line is not NUL-terminated: its printable prefix is taken). */
-static pthread_mutex_t seen_mu = PTHREAD_MUTEX_INITIALIZER;
-static char seen[8192];
-static void keep_line(mprpc_log_level level, const char *line, void *user)
-{
-    size_t n = 0, have;
-    (void)level; (void)user;
-    while (n < MPRPC_LOG_LINE_MAX && line[n] >= 0x20 && line[n] < 0x7f) n++;
-    pthread_mutex_lock(&seen_mu);
-    have = strlen(seen);
-    if (have + n + 2 < sizeof seen) {
-        memcpy(seen + have, line, n);
-        memcpy(seen + have + n, "\n", 2);
-    }
-    pthread_mutex_unlock(&seen_mu);
-}
-
 static void log_start(void)
 {
     mprpc_config cfg;
@@ -251,8 +234,8 @@ static void a_plaintext_caller_facing_a_tls_provider_is_told_tls_is_required(voi
     mprpc_channel_free(ch);
     mprpc_server_free(srv);
     log_stop();
-    CHECK_CONTAINS(seen, "TLS with [::ffff:127.0.0.1]:"); /* the provider listens on :: */
-    CHECK_CONTAINS(seen, "the peer speaks plaintext, not TLS");
+    CHECK(seen_has("TLS with [::ffff:127.0.0.1]:")); /* the provider listens on :: */
+    CHECK(seen_has("the peer speaks plaintext, not TLS"));
 }
 
 /* A seed (v0) caller has no error channel: the TLS provider just closes its connection, at once. */
@@ -514,71 +497,97 @@ static mprpc_channel *channel_to_peer(int lfd, int port, SSL **ssl, int *fd)
     return ch;
 }
 
+/* Our TLS peer and the channel connected to it. */
+typedef struct peer_link {
+    int            lfd, port, fd;
+    SSL           *ssl;
+    mprpc_channel *ch;
+} peer_link;
+
+static void calls_done_reset(void)
+{
+    pthread_mutex_lock(&async_mu);
+    call_done = 0;
+    pthread_mutex_unlock(&async_mu);
+}
+
+/* Connected, the first call ended: note_done counts from 0 again. */
+static int link_open(peer_link *l)
+{
+    l->fd = -1;
+    l->ssl = NULL;
+    l->ch = NULL;
+    l->lfd = peer_listen(&l->port);
+    CHECK(l->lfd >= 0);
+    if (l->lfd >= 0) l->ch = channel_to_peer(l->lfd, l->port, &l->ssl, &l->fd);
+    calls_done_reset();
+    return l->ch != NULL && l->ssl != NULL;
+}
+
+static void link_close(peer_link *l)
+{
+    if (l->ch) mprpc_channel_free(l->ch);
+    peer_free(l->ssl, l->fd);
+    if (l->lfd >= 0) close(l->lfd);
+}
+
+/* An Echo call our peer reads (when `read`) and leaves unanswered; note_done counts it when it ends. */
+static void call_unanswered(peer_link *l, mprpc_controller *ctl, testsvc_EchoResponse *rs, int read)
+{
+    static const testsvc_EchoRequest rq = testsvc_EchoRequest_init_zero;
+    char buf[64];
+    CHECK_STATUS(MPRPC_CALL_ASYNC(l->ch, "TestService", "Echo", testsvc_EchoRequest, &rq, testsvc_EchoResponse, rs,
+                                  ctl, note_done, NULL), MPRPC_OK);
+    if (read) CHECK(SSL_read(l->ssl, buf, sizeof buf) > 0);
+}
+
+/* After n calls ended: ctl's failed with st, its text holding both a and b. */
+static void check_ended(int n, const mprpc_controller *ctl, mprpc_status st, const char *a, const char *b)
+{
+    CHECK(wait_calls_done(n));
+    CHECK_STATUS(ctl->status, st);
+    CHECK_CONTAINS(mprpc_controller_error_text(ctl), a);
+    CHECK_CONTAINS(mprpc_controller_error_text(ctl), b);
+}
+
+
 /* A send that fails inside the session says so ("TLS write: ..."), not only strerror. Our side of the
  * socket is shut for writing under the channel, so its next send fails while nothing arrives to read;
  * the call already sent on that connection is lost with that text (the unsent one is retried). */
 static void a_failed_tls_send_names_the_tls_write(void)
 {
-    int port, lfd = peer_listen(&port), fd = -1;
-    mprpc_channel *ch;
+    peer_link l;
     mprpc_controller sent, unsent;
-    SSL *ssl = NULL;
-    testsvc_EchoRequest rq = testsvc_EchoRequest_init_zero;
-    testsvc_EchoResponse rs1 = testsvc_EchoResponse_init_zero, rs2 = testsvc_EchoResponse_init_zero;
-    char buf[64];
-    CHECK(lfd >= 0);
-    if (lfd < 0) return;
-    ch = channel_to_peer(lfd, port, &ssl, &fd);
-    pthread_mutex_lock(&async_mu);
-    call_done = 0;
-    pthread_mutex_unlock(&async_mu);
-    mprpc_controller_init(&sent);
-    mprpc_controller_init(&unsent);
-    unsent.timeout_ms = 500;
-    CHECK_STATUS(MPRPC_CALL_ASYNC(ch, "TestService", "Echo", testsvc_EchoRequest, &rq, testsvc_EchoResponse, &rs1,
-                                  &sent, note_done, NULL), MPRPC_OK);
-    CHECK(SSL_read(ssl, buf, sizeof buf) > 0); /* the first request came, and is left unanswered */
-    CHECK(shutdown(channel_fd_to(port), SHUT_WR) == 0);
-    CHECK_STATUS(MPRPC_CALL_ASYNC(ch, "TestService", "Echo", testsvc_EchoRequest, &rq, testsvc_EchoResponse, &rs2,
-                                  &unsent, note_done, NULL), MPRPC_OK);
-    CHECK(wait_calls_done(2));
-    CHECK_STATUS(sent.status, MPRPC_ERR_CONNECTION_LOST);
-    CHECK_CONTAINS(mprpc_controller_error_text(&sent), "sending to 127.0.0.1:");
-    CHECK_CONTAINS(mprpc_controller_error_text(&sent), "TLS write: ");
-    mprpc_channel_free(ch);
-    peer_free(ssl, fd);
-    close(lfd);
+    testsvc_EchoResponse rs1, rs2;
+    if (link_open(&l)) {
+        mprpc_controller_init(&sent);
+        mprpc_controller_init(&unsent);
+        unsent.timeout_ms = 500;
+        call_unanswered(&l, &sent, &rs1, 1);
+        CHECK(shutdown(channel_fd_to(l.port), SHUT_WR) == 0);
+        call_unanswered(&l, &unsent, &rs2, 0);
+        check_ended(2, &sent, MPRPC_ERR_CONNECTION_LOST, "sending to 127.0.0.1:", "TLS write: ");
+    }
+    link_close(&l);
 }
 
 /* A reset under a session: the text says the TLS read failed. */
 static void a_reset_under_a_tls_session_names_the_tls_read(void)
 {
-    int port, lfd = peer_listen(&port), fd = -1;
     struct linger lg = { 1, 0 };
-    mprpc_channel *ch;
+    peer_link l;
     mprpc_controller ctl;
-    SSL *ssl = NULL;
-    testsvc_EchoRequest rq = testsvc_EchoRequest_init_zero;
-    testsvc_EchoResponse rs = testsvc_EchoResponse_init_zero;
-    char buf[64];
-    CHECK(lfd >= 0);
-    if (lfd < 0) return;
-    ch = channel_to_peer(lfd, port, &ssl, &fd);
-    pthread_mutex_lock(&async_mu);
-    call_done = 0;
-    pthread_mutex_unlock(&async_mu);
-    mprpc_controller_init(&ctl);
-    CHECK_STATUS(MPRPC_CALL_ASYNC(ch, "TestService", "Echo", testsvc_EchoRequest, &rq, testsvc_EchoResponse, &rs,
-                                  &ctl, note_done, NULL), MPRPC_OK);
-    CHECK(SSL_read(ssl, buf, sizeof buf) > 0); /* the request came */
-    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
-    peer_free(ssl, fd); /* RST */
-    CHECK(wait_calls_done(1));
-    CHECK_STATUS(ctl.status, MPRPC_ERR_CONNECTION_LOST);
-    CHECK_CONTAINS(mprpc_controller_error_text(&ctl), "receiving from 127.0.0.1:");
-    CHECK_CONTAINS(mprpc_controller_error_text(&ctl), "TLS read: ");
-    mprpc_channel_free(ch);
-    close(lfd);
+    testsvc_EchoResponse rs;
+    if (link_open(&l)) {
+        mprpc_controller_init(&ctl);
+        call_unanswered(&l, &ctl, &rs, 1);
+        setsockopt(l.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+        peer_free(l.ssl, l.fd); /* RST */
+        l.ssl = NULL;
+        l.fd = -1;
+        check_ended(1, &ctl, MPRPC_ERR_CONNECTION_LOST, "receiving from 127.0.0.1:", "TLS read: ");
+    }
+    link_close(&l);
 }
 
 /* A record that does not decrypt: MPRPC_ERR_TLS with OpenSSL's reason. */
@@ -586,32 +595,17 @@ static void a_forged_tls_record_fails_the_calls_with_the_tls_reason(void)
 {
     static const uint8_t forged[] = { 0x17, 0x03, 0x03, 0x00, 0x20, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13,
                                       14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32 };
-    int port, lfd = peer_listen(&port), fd = -1;
-    mprpc_channel *ch;
+    peer_link l;
     mprpc_controller ctl;
-    SSL *ssl = NULL;
-    testsvc_EchoRequest rq = testsvc_EchoRequest_init_zero;
-    testsvc_EchoResponse rs = testsvc_EchoResponse_init_zero;
-    char buf[64];
-    CHECK(lfd >= 0);
-    if (lfd < 0) return;
-    ch = channel_to_peer(lfd, port, &ssl, &fd);
-    pthread_mutex_lock(&async_mu);
-    call_done = 0;
-    pthread_mutex_unlock(&async_mu);
-    mprpc_controller_init(&ctl);
-    CHECK_STATUS(MPRPC_CALL_ASYNC(ch, "TestService", "Echo", testsvc_EchoRequest, &rq, testsvc_EchoResponse, &rs,
-                                  &ctl, note_done, NULL), MPRPC_OK);
-    CHECK(SSL_read(ssl, buf, sizeof buf) > 0);
-    CHECK(raw_send_all(fd, forged, sizeof forged));
-    CHECK(wait_calls_done(1));
-    CHECK_STATUS(ctl.status, MPRPC_ERR_TLS);
-    CHECK_CONTAINS(mprpc_controller_error_text(&ctl), "TLS with 127.0.0.1:");
-    CHECK_CONTAINS(mprpc_controller_error_text(&ctl), "TLS read: ");
-    CHECK_CONTAINS(mprpc_controller_error_text(&ctl), "bad record mac");
-    mprpc_channel_free(ch);
-    peer_free(ssl, fd);
-    close(lfd);
+    testsvc_EchoResponse rs;
+    if (link_open(&l)) {
+        mprpc_controller_init(&ctl);
+        call_unanswered(&l, &ctl, &rs, 1);
+        CHECK(raw_send_all(l.fd, forged, sizeof forged));
+        check_ended(1, &ctl, MPRPC_ERR_TLS, "TLS with 127.0.0.1:", "TLS read: ");
+        CHECK_CONTAINS(mprpc_controller_error_text(&ctl), "bad record mac");
+    }
+    link_close(&l);
 }
 
 /* Post-handshake messages under backpressure. Our client asks for a 1 MiB reply and does not read it,
