@@ -1461,8 +1461,8 @@ struct mprpc__tls {
     SSL      *ssl;
     int       done;    /* handshake complete */
     mprpc__hs want;    /* what the last EAGAIN waits for */
-    char  why[200];
-    char  peer[256];
+    char      why[200];
+    char      peer[256];
 };
 
 /* A socket BIO that sends with MSG_NOSIGNAL: OpenSSL's own writes with write(), and a peer that is gone
@@ -3943,7 +3943,7 @@ static void mprpc__conn_on_event(mprpc__conn *c, uint32_t events)
         c->failed = 1; /* both directions gone: nobody can read our replies */
     else if (mprpc__conn_reading(c) && (events & (c->rd_crossed ? EPOLLOUT : EPOLLIN)))
         mprpc__conn_on_readable(c);
-    mprpc__conn_settle(c, mprpc__now_ms()); /* EPOLLOUT (or EPOLLIN for a crossed write): the settle writes */
+    mprpc__conn_settle(c, mprpc__now_ms()); /* EPOLLOUT (EPOLLIN for a crossed write): the settle writes */
 }
 
 /* A connection the acceptor handed over starts here. */
@@ -6445,7 +6445,8 @@ static int mprpc__io_reply(mprpc_channel *ch, mprpc__pconn *c, const mprpc_respo
     }
     mprpc__prov_ok(r->prov);
     mprpc__rec_unlink(r);
-    if ((refused || status == MPRPC_ERR_TLS) && c->state == MPRPC__PCONN_READY) c->state = MPRPC__PCONN_DRAINING;
+    if ((refused || status == MPRPC_ERR_TLS) && c->state == MPRPC__PCONN_READY)
+        c->state = MPRPC__PCONN_DRAINING;
     if (refused) {
         mprpc_controller_set_failed(r->ctl, (mprpc_status)status, "%s: %.*s", c->prov->addr,
                                     (int)f->header.error_text.size, (const char *)f->header.error_text.bytes);
@@ -6519,7 +6520,8 @@ static void mprpc__pconn_io_why(const mprpc__pconn *c, int err, char *why, size_
 
 /* I/O thread. recv, or a TLS read under wmu (callers write the same session); why on failure. A read
  * that waits for writability arms EPOLLOUT for itself. */
-static ssize_t mprpc__pconn_recv(mprpc_channel *ch, mprpc__pconn *c, void *buf, size_t n, char *why, size_t cap)
+static ssize_t mprpc__pconn_recv(mprpc_channel *ch, mprpc__pconn *c, void *buf, size_t n, char *why,
+                                 size_t cap)
 {
     ssize_t k;
     int err;
@@ -6750,7 +6752,8 @@ static void mprpc__io_event(mprpc_channel *ch, mprpc__pconn *c, uint32_t events)
         return;
     }
     /* a TLS read may wait for EPOLLOUT and a TLS write for EPOLLIN (rd_crossed: this thread's own) */
-    if ((events & (EPOLLIN | EPOLLERR | EPOLLHUP)) || ((events & EPOLLOUT) && c->rd_crossed)) mprpc__io_read(ch, c);
+    if ((events & (EPOLLIN | EPOLLERR | EPOLLHUP)) || ((events & EPOLLOUT) && c->rd_crossed))
+        mprpc__io_read(ch, c);
     if (!c->io_closed && (events & EPOLLOUT)) mprpc__io_flush(ch, c, 0);
     else if (!c->io_closed && c->tls && (events & EPOLLIN)) mprpc__io_flush(ch, c, 1);
 }
