@@ -933,7 +933,7 @@ static void garbage_records_after_a_good_handshake_end_only_that_connection(void
     mprpc_buf req, slow, in;
     testsvc_EchoRequest rq = testsvc_EchoRequest_init_zero;
     mprpc_response_frame f;
-    int i, closed = 0, served = 0;
+    int i, closed = 0, served = 0, gone = 0;
     if (!(srv = hostile_provider(&cfg))) return;
     mprpc_channel_new(&ch, &cfg);
     hello = tls_client_hello(peer_tls_ctx, &hello_len);
@@ -959,12 +959,13 @@ static void garbage_records_after_a_good_handshake_end_only_that_connection(void
         raw_send_all(p.fd, b, n); /* around the session, straight onto the socket */
         if (peer_wait_closed(&p, 5000 * slow_factor())) closed++;
         else fprintf(stderr, "  shape %d was not closed\n", i);
-        peer_close(&p);
         served += good_call(ch, (uint64_t)i);
+        gone += wait_open_connections(srv, 1, 5000 * slow_factor()); /* before our side closes */
+        peer_close(&p);
     }
     CHECK(closed == SHAPES);
     CHECK(served == SHAPES);
-    CHECK(wait_open_connections(srv, 1, 5000 * slow_factor()));
+    CHECK(gone == SHAPES);
     mprpc_buf_free(&req);
     mprpc_buf_free(&slow);
     mprpc_buf_free(&in);

@@ -225,13 +225,21 @@ static ssize_t peer_recv(peer *p, void *b, size_t n, int timeout_ms)
     }
 }
 
-/* 1 if the provider ended the connection within timeout_ms (after any data). */
+/* 1 if the provider ended the connection within timeout_ms (after any data): its TCP end, not
+ * just the end of a TLS session (an alert, a close_notify), which it could send and stay open. */
 static int peer_wait_closed(peer *p, int timeout_ms)
 {
     uint8_t junk[4096];
     ssize_t k;
     while ((k = peer_recv(p, junk, sizeof junk, timeout_ms)) > 0) {}
-    return k == 0;
+    if (k != 0) return 0;
+#ifdef MPRPC_TLS
+    if (p->ssl) {
+        while ((k = recv(p->fd, junk, sizeof junk, 0)) > 0 || (k < 0 && errno == EAGAIN && peer_poll(p, POLLIN, timeout_ms))) {}
+        return k == 0 || (k < 0 && errno == ECONNRESET);
+    }
+#endif
+    return 1;
 }
 
 /* Reads one response frame into in (64 KiB at a time: replies can be large); MPRPC_OK and f, or why
