@@ -328,6 +328,57 @@ static void pipeline_depth_bounds_calls_in_flight(void)
     mprpc_server_free(srv);
 }
 
+/* A connection paused (max_pipeline_depth 1, deferred calls) in the middle
+ * of what one read brought is resumed from what it already holds, however
+ * the bytes came: over TLS, a read into a small input buffer (a small
+ * max_message_size) takes part of a record and the session keeps the rest
+ * decrypted, where no socket event announces it. Two writes: a request and
+ * half of the next, then the other half and 300 more (one 16 KiB TLS
+ * record); every request is answered. */
+static void a_connection_paused_mid_read_is_resumed_from_what_it_holds(void)
+{
+    enum { N = 302 };
+    mprpc_config cfg;
+    mprpc_server *srv;
+    mprpc_buf out, in;
+    size_t first = 0, split;
+    peer p;
+    int i, answered = 0;
+    hostile_config(&cfg);
+    cfg.max_message_size = 300;
+    cfg.max_pipeline_depth = 1;
+    srv = start_provider(&cfg, 0);
+    CHECK(srv != NULL);
+    if (!srv) return;
+    mprpc_buf_init(&out);
+    mprpc_buf_init(&in);
+    for (i = 0; i < N; i++) {
+        testsvc_EchoRequest rq = testsvc_EchoRequest_init_zero;
+        rq.delay_ms = 1;
+        rq.seq = (uint64_t)i;
+        mprpc_wire_encode_request(&out, 1u << 20, (uint64_t)i + 1, "TestService", "Deferred",
+                                  testsvc_EchoRequest_fields, &rq);
+        if (i == 0) first = out.len;
+    }
+    split = first + first / 2;
+    CHECK(out.len - split < 16384); /* the second write is one TLS record */
+    CHECK(peer_connect(&p, cfg.rpcserver_port));
+    CHECK(peer_send_all(&p, out.data, split));
+    CHECK(peer_send_all(&p, out.data + split, out.len - split));
+    for (i = 0; i < N; i++) {
+        mprpc_response_frame f;
+        if (peer_read_frame(&p, &in, &f, 3000 * slow_factor()) != MPRPC_OK) break;
+        answered += f.header.status == 0;
+        mprpc_buf_consume(&in, f.frame_size);
+    }
+    CHECK(answered == N);
+    if (answered != N) fprintf(stderr, "  %d of %d answered\n", answered, N);
+    peer_close(&p);
+    mprpc_buf_free(&out);
+    mprpc_buf_free(&in);
+    mprpc_server_free(srv);
+}
+
 /* Half a frame then shutdown(SHUT_WR): closed (a half frame never
  * completes). Whole frames then SHUT_WR: answered, then closed. A reset
  * (SO_LINGER 0) mid-frame, or while replies are queued: the provider drops
@@ -1070,6 +1121,7 @@ int main(void)
     RUN(pipeliner_that_never_reads_is_paused_not_buffered);
     RUN(small_requests_with_large_replies_stay_within_pending_output);
     RUN(pipeline_depth_bounds_calls_in_flight);
+    RUN(a_connection_paused_mid_read_is_resumed_from_what_it_holds);
     RUN(half_open_and_reset_connections_mid_frame);
     RUN(a_connection_closed_while_a_forked_child_holds_its_socket_is_forgotten);
     RUN(max_connections_is_enforced);
