@@ -144,7 +144,7 @@ $(call tls_test,test_hostile_tls,tests/test_hostile.c,-DHOSTILE_OVER_TLS)
 # flags and libraries of a target built with MPRPC_TLS.
 FUZZ_TARGETS = provider channel config tls_handshake
 FUZZ_TLS_tls_handshake = -DMPRPC_TLS $(TLS_LIBS)
-$(TBUILD)/test_fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c $(TEST_DEPS)
+$(TBUILD)/test_fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c tests/fuzz/fuzz_loop.h $(TEST_DEPS)
 	@mkdir -p $(TBUILD)
 	$(CC) $(TEST_CFLAGS) -DFUZZ_TARGET='"$*"' $< tests/fuzz/replay.c $(TEST_PROTOS) $(LIBS) $(ZK_LIBS) $(FUZZ_TLS_$*) -o $@
 
@@ -174,7 +174,7 @@ FBUILD = $(BUILD)/fuzz
 FUZZ_CFLAGS = $(WARN) -O1 -g -fno-omit-frame-pointer \
               -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all $(INCS) -Itests
 
-$(FBUILD)/fuzz_%: tests/fuzz/fuzz_%.c $(TEST_DEPS)
+$(FBUILD)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_loop.h $(TEST_DEPS)
 	@mkdir -p $(FBUILD)
 	clang $(FUZZ_CFLAGS) $< $(TEST_PROTOS) $(LIBS) $(ZK_LIBS) $(FUZZ_TLS_$*) -o $@
 

@@ -19,6 +19,7 @@
 #include <string.h>
 #include "support.h"
 #include "tls_support.h"
+#include "fuzz_loop.h"
 
 #include <sys/epoll.h>
 #include <sys/socket.h>
@@ -38,23 +39,7 @@ static void fz_init(void)
     if (mprpc_server_new(&srv, &cfg) != MPRPC_OK || mprpc_server_add_service(srv, &test_service) != MPRPC_OK ||
         mprpc__routes_build(srv) != MPRPC_OK || (srv->tls = mprpc__tls_io->ctx_new(&srv->cfg, 1, why, sizeof why)) == NULL)
         abort();
-    loop = (mprpc__loop *)calloc(1, sizeof *loop);
-    if (!loop || mprpc__loop_init(srv, loop, 1) != MPRPC_OK) abort(); /* index 1: no listener */
-    srv->loops = loop;
-    srv->nloops = 1;
-}
-
-static uint32_t rng;
-static uint32_t fz_next(void)
-{
-    rng ^= rng << 13; rng ^= rng >> 17; rng ^= rng << 5;
-    return rng;
-}
-
-static void fz_drain_peer(int peer)
-{
-    uint8_t sink[65536];
-    while (recv(peer, sink, sizeof sink, MSG_DONTWAIT) > 0) {}
+    loop = fz_loop_new(srv);
 }
 
 /* The event the loop would see next for c. */
@@ -76,15 +61,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t off = 1;
     if (!srv) fz_init();
     if (size < 1) return 0;
-    rng = 0x9e3779b9u ^ ((uint32_t)data[0] * 2654435761u);
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0) abort();
-    c = (mprpc__conn *)calloc(1, sizeof *c);
-    if (!c) abort();
-    c->fd = sv[0]; /* the connection closes it */
-    c->counted_open = 1;
-    MPRPC__ADD(&srv->open_conns, 1);
-    if (!mprpc__accept_tls(srv, c)) abort();
-    mprpc__conn_attach(loop, c);
+    c = fz_conn_new(loop, 1, data[0], sv);
     while (c->state != MPRPC__CONN_CLOSED && off < size) {
         uint32_t r = fz_next();
         size_t want = (r >> 8) % 4 == 0 ? 1 : (r >> 8) % 4 == 1 ? size - off : 1 + (r >> 12) % 300;
