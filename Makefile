@@ -105,14 +105,16 @@ demo-zk: deps ## two providers and the caller through a local ZooKeeper server
 
 # ---- tests -----------------------------------------------------------------
 TEST_NAMES = test_config test_logger test_wire test_server test_channel test_async test_hostile test_registry \
-             test_stubs test_nanopb_check test_nanopb_check32 test_arena test_admin test_address test_tls
+             test_stubs test_nanopb_check test_nanopb_check32 test_arena test_admin test_address test_tls \
+             test_hostile_tls
 TEST_PROTOS = $(GEN)/user.pb.c $(GEN)/testsvc.pb.c
+TEST_DEPS = tests/test.h tests/support.h tests/tls_support.h mprpc.h $(TEST_PROTOS) $(TEST_PROTOS:.c=.h)
 TBUILD = $(BUILD)/tests$(SAN)
 SANFLAGS_asan = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 SANFLAGS_tsan = -fsanitize=thread
 TEST_CFLAGS = $(WARN) -O1 -g $(SANFLAGS$(SAN)) $(INCS) -Itests
 
-$(TBUILD)/%: tests/%.c tests/test.h tests/support.h mprpc.h $(TEST_PROTOS) $(TEST_PROTOS:.c=.h)
+$(TBUILD)/%: tests/%.c $(TEST_DEPS)
 	@mkdir -p $(TBUILD)
 	$(CC) $(TEST_CFLAGS) $< $(TEST_PROTOS) $(LIBS) $(ZK_LIBS) -o $@
 
@@ -126,16 +128,25 @@ $(TBUILD)/test_nanopb_check32: tests/test_nanopb_check.c tests/test.h mprpc.h
 	$(CC) $(TEST_CFLAGS) -DPB_FIELD_32BIT $< $(LIBS) $(ZK_LIBS) -o $@
 # test_admin runs build/mprpc-call as a process.
 $(TBUILD)/test_admin: $(BUILD)/mprpc-call
-# TLS: the same tests/test_X.c rule, built with MPRPC_TLS and OpenSSL (libssl-dev).
-$(TBUILD)/test_tls: tests/test_tls.c tests/test.h tests/support.h mprpc.h $(TEST_PROTOS) $(TEST_PROTOS:.c=.h)
-	@mkdir -p $(TBUILD)
-	$(CC) $(TEST_CFLAGS) -DMPRPC_TLS $< $(TEST_PROTOS) $(LIBS) $(ZK_LIBS) $(TLS_LIBS) -o $@
+# TLS: the same tests/test_X.c rule, built with MPRPC_TLS and OpenSSL (libssl-dev); test_hostile_tls is
+# tests/test_hostile.c with its peers speaking TLS (HOSTILE_OVER_TLS).
+# $(call tls_test,NAME,SOURCE,FLAGS) makes $(TBUILD)/NAME.
+define TLS_TEST
+$$(TBUILD)/$(1): $(2) $$(TEST_DEPS)
+	@mkdir -p $$(TBUILD)
+	$$(CC) $$(TEST_CFLAGS) -DMPRPC_TLS $(3) $$< $$(TEST_PROTOS) $$(LIBS) $$(ZK_LIBS) $$(TLS_LIBS) -o $$@
+endef
+tls_test = $(eval $(call TLS_TEST,$(1),$(2),$(3)))
+$(call tls_test,test_tls,tests/test_tls.c,)
+$(call tls_test,test_hostile_tls,tests/test_hostile.c,-DHOSTILE_OVER_TLS)
 
-# The fuzz targets' corpus replayed without libFuzzer (tests/fuzz/replay.c).
-FUZZ_TARGETS = provider channel config
-$(TBUILD)/test_fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c tests/test.h tests/support.h mprpc.h $(TEST_PROTOS) $(TEST_PROTOS:.c=.h)
+# The fuzz targets' corpus replayed without libFuzzer (tests/fuzz/replay.c). FUZZ_TLS_<target>: the
+# flags and libraries of a target built with MPRPC_TLS.
+FUZZ_TARGETS = provider channel config tls_handshake
+FUZZ_TLS_tls_handshake = -DMPRPC_TLS $(TLS_LIBS)
+$(TBUILD)/test_fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c tests/fuzz/fuzz_loop.h $(TEST_DEPS)
 	@mkdir -p $(TBUILD)
-	$(CC) $(TEST_CFLAGS) -DFUZZ_TARGET='"$*"' $< tests/fuzz/replay.c $(TEST_PROTOS) $(LIBS) $(ZK_LIBS) -o $@
+	$(CC) $(TEST_CFLAGS) -DFUZZ_TARGET='"$*"' $< tests/fuzz/replay.c $(TEST_PROTOS) $(LIBS) $(ZK_LIBS) $(FUZZ_TLS_$*) -o $@
 
 test-build: $(addprefix $(TBUILD)/,$(TEST_NAMES)) $(addprefix $(TBUILD)/test_fuzz_,$(FUZZ_TARGETS)) ## build the C test binaries (SAN=_asan|_tsan)
 
@@ -163,13 +174,13 @@ FBUILD = $(BUILD)/fuzz
 FUZZ_CFLAGS = $(WARN) -O1 -g -fno-omit-frame-pointer \
               -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all $(INCS) -Itests
 
-$(FBUILD)/fuzz_%: tests/fuzz/fuzz_%.c tests/test.h tests/support.h mprpc.h $(TEST_PROTOS) $(TEST_PROTOS:.c=.h)
+$(FBUILD)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_loop.h $(TEST_DEPS)
 	@mkdir -p $(FBUILD)
-	clang $(FUZZ_CFLAGS) $< $(TEST_PROTOS) $(LIBS) $(ZK_LIBS) -o $@
+	clang $(FUZZ_CFLAGS) $< $(TEST_PROTOS) $(LIBS) $(ZK_LIBS) $(FUZZ_TLS_$*) -o $@
 
 fuzz-build: $(addprefix $(FBUILD)/fuzz_,$(FUZZ_TARGETS)) ## build the libFuzzer targets (clang)
 
-fuzz: deps-test ## libFuzzer on provider input, caller replies and config files (FUZZ_SECONDS)
+fuzz: deps-test ## libFuzzer on provider input, caller replies, config files and TLS handshakes (FUZZ_SECONDS)
 	@scripts/deps.sh fuzz
 	@$(MAKE) --no-print-directory fuzz-build
 	@FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_JOBS=$(FUZZ_JOBS) scripts/fuzz.sh $(FBUILD) $(FUZZ_TARGETS)
@@ -195,8 +206,9 @@ scale: deps-test ## ZooKeeper discovery at scale: writes docs/scale.png, results
 
 # Regenerates the seed inputs in tests/fuzz/corpus/ (crash-* inputs are kept).
 fuzz-corpus: $(TEST_PROTOS) $(TEST_PROTOS:.c=.h) ## regenerate the seed inputs in tests/fuzz/corpus/
-	@mkdir -p $(BUILD) tests/fuzz/corpus/provider tests/fuzz/corpus/channel tests/fuzz/corpus/config
-	$(CC) $(WARN) -O1 -g $(INCS) tests/fuzz/make_corpus.c $(TEST_PROTOS) $(LIBS) -o $(BUILD)/make_corpus
+	@mkdir -p $(BUILD) $(addprefix tests/fuzz/corpus/,$(FUZZ_TARGETS))
+	$(CC) $(WARN) -O1 -g -DMPRPC_TLS $(INCS) -Itests tests/fuzz/make_corpus.c $(TEST_PROTOS) $(LIBS) $(ZK_LIBS) \
+	  $(TLS_LIBS) -o $(BUILD)/make_corpus
 	$(BUILD)/make_corpus
 
 clean: ## remove build/

@@ -3194,6 +3194,7 @@ struct mprpc__loop {
     int              nfree;
     uint8_t         *rbuf;
     int              draining;
+    int              tls_held;        /* a connection that may read has decrypted bytes in its TLS session */
     int              tick_ms;
     uint64_t         drain_deadline_ms;
     uint64_t         next_sweep_ms;
@@ -3773,6 +3774,10 @@ static void mprpc__conn_settle(mprpc__conn *c, uint64_t now)
     if (c->state == MPRPC__CONN_CLOSED) return;
     mprpc__conn_account(c);
     want = mprpc__conn_interest(c);
+    /* bytes a read took off the socket but left decrypted in the session (it paused mid-record): no
+     * socket event will announce them, so the loop reads them itself (mprpc__loop_read_held) */
+    if ((want & EPOLLIN) && c->tls && !c->handshaking && mprpc__tls_io->pending(c->tls) > 0)
+        c->loop->tls_held = 1;
     if (want == c->events) return;
     if (mprpc__ep_mod(c->loop, c->fd, want, c) != 0) { /* interest unknown: the connection cannot go on */
         MPRPC_LOG_WARN("fd %d: epoll_ctl modify to events 0x%x: %s; closing", c->fd, (unsigned)want,
@@ -4424,6 +4429,20 @@ static void mprpc__loop_dispatch(mprpc__loop *l, struct epoll_event *evs, int n)
     }
 }
 
+/* Connections that may read while their TLS session holds decrypted bytes: read as the socket would
+ * have announced (it cannot: the bytes left it already). */
+static void mprpc__loop_read_held(mprpc__loop *l)
+{
+    mprpc__conn *c, *next;
+    if (!l->tls_held) return;
+    l->tls_held = 0;
+    for (c = l->conns; c; c = next) {
+        next = c->next;
+        if (c->tls && !c->handshaking && (c->events & EPOLLIN) && mprpc__tls_io->pending(c->tls) > 0)
+            mprpc__conn_on_event(c, EPOLLIN);
+    }
+}
+
 /* The event loop: one per thread. Each iteration waits for events (at most
  * until the next sweep), handles them, frees the connections closed during
  * the iteration, then runs the timers. */
@@ -4436,7 +4455,7 @@ static void *mprpc__loop_main(void *arg)
     pthread_sigmask(SIG_BLOCK, &all, NULL);
     for (;;) {
         uint64_t now, woke_us;
-        int n = mprpc__ep_wait(l, evs, 64, l->draining ? 20 : l->tick_ms);
+        int n = mprpc__ep_wait(l, evs, 64, l->tls_held ? 0 : l->draining ? 20 : l->tick_ms);
         woke_us = mprpc__now_us();
         if (n < 0) {
             MPRPC_LOG_ERROR("loop %d: epoll_wait: %s; the loop stops", l->index, strerror(errno));
@@ -4444,6 +4463,7 @@ static void *mprpc__loop_main(void *arg)
             break;
         }
         mprpc__loop_dispatch(l, evs, n);
+        mprpc__loop_read_held(l);
         mprpc__conn_free_dead(l);
         now = mprpc__now_ms();
         if (now >= l->next_sweep_ms || l->draining) {

@@ -164,7 +164,7 @@ $(call mprpcgen_rule,proto,$(CROSS_BUILD)/gen)
 CROSS_TEST_EXCLUDE ?= test_registry test_tls
 CROSS_TESTS := $(filter-out $(CROSS_TEST_EXCLUDE),$(notdir $(basename $(wildcard tests/test_*.c))))
 CROSS_MPRPC_CFLAGS := -I. -Itests -I$(CROSS_BUILD)/gen -pthread
-CROSS_TEST_DEPS := mprpc.h tests/test.h tests/support.h $(CROSS_BUILD)/gen/user.pb.c $(CROSS_BUILD)/gen/user.pb.h \
+CROSS_TEST_DEPS := mprpc.h tests/test.h tests/support.h tests/tls_support.h $(CROSS_BUILD)/gen/user.pb.c $(CROSS_BUILD)/gen/user.pb.h \
   $(CROSS_BUILD)/gen/testsvc.pb.c $(CROSS_BUILD)/gen/testsvc.pb.h $(CROSS_BUILD)/gen/user.mprpc.h \
   $(CROSS_BUILD)/gen/testsvc.mprpc.h
 $(foreach n,$(CROSS_TESTS),$(call cross_program,tests/$(n),tests/$(n).c $(CROSS_TEST_DEPS),$(CROSS_MPRPC_CFLAGS)))

@@ -188,15 +188,20 @@ static void test_config(mprpc_config *cfg)
     cfg->log_level = MPRPC_LOG_LEVEL_OFF;
 }
 
-/* A provider with the test configuration on a free port; NULL (after
- * recording a failure) if it could not start. */
-static mprpc_server *provider_up(mprpc_config *cfg)
+/* A provider with configuration cfg on a free port; NULL (after recording a
+ * failure) if it could not start. */
+static mprpc_server *provider_up_as(mprpc_config *cfg)
 {
-    mprpc_server *srv;
-    test_config(cfg);
-    srv = start_provider(cfg, 0);
+    mprpc_server *srv = start_provider(cfg, 0);
     CHECK(srv != NULL);
     return srv;
+}
+
+/* The same with the test configuration. */
+static mprpc_server *provider_up(mprpc_config *cfg)
+{
+    test_config(cfg);
+    return provider_up_as(cfg);
 }
 
 /* The usual start of a test: a provider on a free port, a channel to it and a

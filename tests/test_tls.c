@@ -5,13 +5,7 @@
 #include "mprpc.h"
 #include "test.h"
 #include "support.h"
-
-static char dir[64];
-
-static void pem(char *dst, size_t cap, const char *name)
-{
-    snprintf(dst, cap, "%s/%s", dir, name);
-}
+#include "tls_support.h"
 
 /* Whoami: the payload of the reply is the caller's verified identity. */
 static void whoami(mprpc_call *call, const void *request, void *response, void *user)
@@ -36,10 +30,10 @@ static void provider_cfg(mprpc_config *cfg, const char *cert, int mtls)
     test_config(cfg);
     mprpc_config_set(cfg, "rpcserver_ip", "::"); /* callers on 127.0.0.1 and ::1 alike */
     cfg->tls_enable = 1;
-    pem(cfg->tls_cert_file, sizeof cfg->tls_cert_file, cert);
-    pem(path, sizeof path, strcmp(cert, "other.crt") == 0 ? "other.key" : "server.key");
+    tls_pem(cfg->tls_cert_file, sizeof cfg->tls_cert_file, cert);
+    tls_pem(path, sizeof path, strcmp(cert, "other.crt") == 0 ? "other.key" : "server.key");
     snprintf(cfg->tls_key_file, sizeof cfg->tls_key_file, "%s", path);
-    if (mtls) pem(cfg->tls_ca_file, sizeof cfg->tls_ca_file, "ca.crt");
+    if (mtls) tls_pem(cfg->tls_ca_file, sizeof cfg->tls_ca_file, "ca.crt");
     /* the default; valgrind (MPRPC_TEST_SLOW) makes a first handshake slow */
     cfg->tls_handshake_timeout_ms = 5000 * (getenv("MPRPC_TEST_SLOW") ? atoi(getenv("MPRPC_TEST_SLOW")) : 1);
 }
@@ -72,11 +66,11 @@ static void channel_cfg(mprpc_config *cfg, const char *host, int port, const cha
     mprpc_config_set(cfg, "rpcserver_list", list);
     if (ca) {
         cfg->tls_enable = 1;
-        pem(cfg->tls_ca_file, sizeof cfg->tls_ca_file, ca);
+        tls_pem(cfg->tls_ca_file, sizeof cfg->tls_ca_file, ca);
     }
     if (client) {
-        pem(cfg->tls_cert_file, sizeof cfg->tls_cert_file, "client.crt");
-        pem(cfg->tls_key_file, sizeof cfg->tls_key_file, "client.key");
+        tls_pem(cfg->tls_cert_file, sizeof cfg->tls_cert_file, "client.crt");
+        tls_pem(cfg->tls_key_file, sizeof cfg->tls_key_file, "client.key");
     }
     if (name) mprpc_config_set(cfg, "tls_server_name", name);
 }
@@ -401,8 +395,8 @@ static SSL *peer_session(int fd, int server)
     char crt[128], key[128];
     SSL_CTX *ctx = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
     SSL *ssl;
-    pem(crt, sizeof crt, "server.crt");
-    pem(key, sizeof key, "server.key");
+    tls_pem(crt, sizeof crt, "server.crt");
+    tls_pem(key, sizeof key, "server.key");
     if (server && (SSL_CTX_use_certificate_chain_file(ctx, crt) != 1 ||
                    SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1)) {
         SSL_CTX_free(ctx);
@@ -713,10 +707,10 @@ static void openssl_s_client_completes_a_handshake_with_the_provider(void)
     if (!srv) return;
     snprintf(cmd, sizeof cmd, "echo | timeout 20 openssl s_client -connect 127.0.0.1:%d -CAfile %s/ca.crt "
              "-cert %s/client.crt -key %s/client.key -verify_hostname localhost -verify_return_error -brief "
-             ">%s/s_client.out 2>&1", mprpc_server_port(srv), dir, dir, dir, dir);
+             ">%s/s_client.out 2>&1", mprpc_server_port(srv), tls_dir, tls_dir, tls_dir, tls_dir);
     CHECK(system(cmd) == 0);
     snprintf(cmd, sizeof cmd, "grep -q 'Protocol version: TLSv1.3' %s/s_client.out && "
-             "grep -q 'Verification: OK' %s/s_client.out", dir, dir);
+             "grep -q 'Verification: OK' %s/s_client.out", tls_dir, tls_dir);
     CHECK(system(cmd) == 0);
     mprpc_server_free(srv);
 }
@@ -737,11 +731,7 @@ static void a_provider_without_a_certificate_refuses_to_start(void)
 
 int main(void)
 {
-    char cmd[160];
-    snprintf(dir, sizeof dir, "/tmp/mprpc-tls-%d", (int)getpid());
-    snprintf(cmd, sizeof cmd, "scripts/tls-certs.sh %s >/dev/null", dir);
-    if (system(cmd) != 0) {
-        fprintf(stderr, "scripts/tls-certs.sh failed (run from the repository root)\n");
+    if (!tls_certs_make()) {
         CHECK(0);
         return test_summary("test_tls");
     }
@@ -764,7 +754,6 @@ int main(void)
     RUN(a_provider_restart_under_a_live_channel_is_survived);
     RUN(openssl_s_client_completes_a_handshake_with_the_provider);
     RUN(a_provider_without_a_certificate_refuses_to_start);
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
+    tls_certs_remove();
     return test_summary("test_tls");
 }

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "support.h"
+#include "fuzz_loop.h"
 
 #include <sys/epoll.h>
 #include <sys/socket.h>
@@ -80,23 +81,7 @@ static void fz_init(void)
     if (mprpc_server_new(&srv, &cfg) != MPRPC_OK || mprpc_server_add_service(srv, &fz_service) != MPRPC_OK ||
         mprpc_server_add_service(srv, &user_service) != MPRPC_OK || mprpc__routes_build(srv) != MPRPC_OK)
         abort();
-    loop = (mprpc__loop *)calloc(1, sizeof *loop);
-    if (!loop || mprpc__loop_init(srv, loop, 1) != MPRPC_OK) abort(); /* index 1: no listener */
-    srv->loops = loop;
-    srv->nloops = 1;
-}
-
-static uint32_t rng;
-static uint32_t fz_next(void)
-{
-    rng ^= rng << 13; rng ^= rng >> 17; rng ^= rng << 5;
-    return rng;
-}
-
-static void fz_drain_peer(int peer)
-{
-    uint8_t sink[65536];
-    while (recv(peer, sink, sizeof sink, MSG_DONTWAIT) > 0) {}
+    loop = fz_loop_new(srv);
 }
 
 /* One round of what the loop would do besides reading: finished deferred
@@ -146,14 +131,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     srv->cfg.max_pipeline_depth = depth[(data[0] >> 2) & 3];
     srv->cfg.max_pending_output = (data[0] & 16) ? 1024 : 1u << 20;
     slow_reader = (data[0] & 32) != 0;
-    rng = 0x9e3779b9u ^ ((uint32_t)data[1] * 2654435761u);
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0) abort();
-    c = (mprpc__conn *)calloc(1, sizeof *c);
-    if (!c) abort();
-    c->fd = sv[0]; /* the connection closes it */
-    c->counted_open = 1;
-    MPRPC__ADD(&srv->open_conns, 1);
-    mprpc__conn_attach(loop, c);
+    c = fz_conn_new(loop, 0, data[1], sv);
     while (c->state != MPRPC__CONN_CLOSED && off < size) {
         uint8_t *dst;
         size_t room, want, n;

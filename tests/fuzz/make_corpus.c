@@ -6,6 +6,8 @@
 #include "mprpc.h"
 #include "testsvc.pb.h"
 #include "user.pb.h"
+#include "support.h"
+#include "tls_support.h" /* built with MPRPC_TLS: tls_client_hello */
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -214,10 +216,44 @@ static void config(void)
     }
 }
 
+/* What a client sends before any key is agreed: its ClientHello (TLS 1.3, and 1.2 only), cut short,
+ * twice, followed by a record it cannot have keys for, and what no TLS client sends. */
+static void tls_handshake(void)
+{
+    static const uint8_t too_long[] = { 0x16, 0x03, 0x01, 0xff, 0xff, 0x01, 0x00 };
+    static const uint8_t alert_first[] = { 0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28 };
+    static const uint8_t appdata[] = { 0x17, 0x03, 0x03, 0x00, 0x08, 1, 2, 3, 4, 5, 6, 7, 8 };
+    static const char http[] = "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    SSL_CTX *ctx13 = SSL_CTX_new(TLS_client_method()), *ctx12 = SSL_CTX_new(TLS_client_method());
+    size_t n13, n12;
+    uint8_t *h13, *h12;
+    mprpc_buf b;
+    if (!ctx13 || !ctx12 || SSL_CTX_set_max_proto_version(ctx12, TLS1_2_VERSION) != 1) exit(1);
+    h13 = tls_client_hello(ctx13, &n13);
+    h12 = tls_client_hello(ctx12, &n12);
+    if (!h13 || !h12) exit(1);
+    mprpc_buf_init(&b);
+    raw(&b, h13, n13); put("tls_handshake", "hello", 0x10, 0, 1, &b);
+    put("tls_handshake", "hello-then-silence", 0x11, 0, 1, &b);
+    raw(&b, h13, n13); put("tls_handshake", "hello-twice", 0x12, 0, 1, &b);
+    b.len = n13; raw(&b, appdata, sizeof appdata); put("tls_handshake", "hello-then-appdata", 0x14, 0, 1, &b);
+    b.len = n13 / 2; put("tls_handshake", "hello-truncated", 0x16, 0, 1, &b);
+    b.len = 0; raw(&b, h12, n12); put("tls_handshake", "hello-tls12", 0x18, 0, 1, &b);
+    b.len = 0; raw(&b, too_long, sizeof too_long); put("tls_handshake", "record-too-long", 0x20, 0, 1, &b);
+    b.len = 0; raw(&b, alert_first, sizeof alert_first); put("tls_handshake", "alert-first", 0x22, 0, 1, &b);
+    b.len = 0; raw(&b, http, sizeof http - 1); put("tls_handshake", "http-request", 0x24, 0, 1, &b);
+    mprpc_buf_free(&b);
+    free(h13);
+    free(h12);
+    SSL_CTX_free(ctx13);
+    SSL_CTX_free(ctx12);
+}
+
 int main(void)
 {
     provider();
     channel();
     config();
+    tls_handshake();
     return 0;
 }
