@@ -950,10 +950,13 @@ static void a_request_sent_after_the_stop_began_gets_shutdown(void)
 /* Eight raw clients pipeline Echo calls (8 in flight each) while the provider
  * is stopped. Each client stops sending at its first SHUTDOWN answer, as a
  * channel does. Every request sent gets exactly one answer, OK or SHUTDOWN,
- * and every connection ends with a FIN. */
+ * and every connection ends with a FIN. The clients send until the stop
+ * comes (PIPE_MAX only bounds a stop that never does), however fast the
+ * machine. */
+#define PIPE_MAX (1 << 20)
 typedef struct pipe_client {
     int port, sent, answered, shutdowns, dup_or_bad, clean_close;
-    uint8_t seen[4096];
+    uint8_t seen[PIPE_MAX];
 } pipe_client;
 
 static void *pipe_client_main(void *arg)
@@ -963,9 +966,9 @@ static void *pipe_client_main(void *arg)
     int fd = raw_connect(pc->port), stop_sending = 0;
     mprpc_buf_init(&out);
     mprpc_buf_init(&in);
-    while (fd >= 0 && pc->answered < 4096) {
+    while (fd >= 0 && pc->answered < PIPE_MAX) {
         answer a;
-        while (!stop_sending && pc->sent - pc->answered < 8 && pc->sent < 4096) {
+        while (!stop_sending && pc->sent - pc->answered < 8 && pc->sent < PIPE_MAX) {
             out.pos = out.len = 0;
             put_request(&out, "TestService", "Echo", (uint64_t)pc->sent + 1, 0, 0, (uint64_t)pc->sent + 1);
             if (!raw_send_all(fd, out.data, out.len)) break;
@@ -973,7 +976,7 @@ static void *pipe_client_main(void *arg)
         }
         if (pc->answered == pc->sent) break;
         if (!read_answer(fd, &in, &a, 10000)) break;
-        pc->answered++;
+        __atomic_add_fetch(&pc->answered, 1, __ATOMIC_RELAXED); /* the test thread watches it */
         if (a.call_id == 0 || a.call_id > (uint64_t)pc->sent || pc->seen[a.call_id - 1]++ ||
             (a.status != MPRPC_OK && a.status != MPRPC_ERR_SHUTDOWN) ||
             (a.status == MPRPC_OK && a.seq != a.call_id))
@@ -1001,7 +1004,7 @@ static void a_provider_stopped_under_pipelining_clients_answers_every_request_on
     pthread_t t[8];
     run_ctx rc;
     pthread_t rt;
-    int i, shutdowns = 0;
+    int i, waited, shutdowns = 0;
     test_config(&cfg);
     if (!(srv = probe_up(&cfg))) return;
     rc.srv = srv;
@@ -1012,7 +1015,11 @@ static void a_provider_stopped_under_pipelining_clients_answers_every_request_on
         pc[i].port = cfg.rpcserver_port;
         pthread_create(&t[i], NULL, pipe_client_main, &pc[i]);
     }
-    sleep_ms(200);
+    for (i = 0, waited = 0; i < 8 && waited < 5000; i++) /* every client in full flow before the stop */
+        while (__atomic_load_n(&pc[i].answered, __ATOMIC_RELAXED) < 100 && waited < 5000) {
+            sleep_ms(5);
+            waited += 5;
+        }
     mprpc_server_stop(srv);
     for (i = 0; i < 8; i++) {
         pthread_join(t[i], NULL);
