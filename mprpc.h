@@ -1565,7 +1565,7 @@ static mprpc__tls_ctx *mprpc__ossl_ctx_new(const mprpc_config *cfg, int server, 
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION); /* the highest both speak wins: 1.3 */
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION);
     /* the loops write from buffers that move (realloc) and take partial writes */
-    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
     if (server) SSL_CTX_set_num_tickets(ctx, 0); /* callers keep connections; no resumption */
     /* One recv takes every record the socket holds, not a 5-byte header and then a body: half the
      * syscalls. The loops then ask pending() (SSL_has_pending), since epoll cannot see those bytes. */
