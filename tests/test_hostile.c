@@ -1100,6 +1100,67 @@ static void provider_fuzz_corpus_in_place_of_the_handshake_is_refused(void)
     mprpc_channel_free(ch);
     mprpc_server_free(srv);
 }
+/* The peer's next request as one TLS record, encrypted but not sent: the
+ * session writes into memory for a moment, then to its socket again. */
+static size_t sealed_record(peer *p, const mprpc_buf *req, uint8_t *out, size_t cap)
+{
+    BIO *sock = SSL_get_wbio(p->ssl), *mem = BIO_new(BIO_s_mem());
+    char *data;
+    long n;
+    BIO_up_ref(sock);
+    SSL_set0_wbio(p->ssl, mem);
+    n = SSL_write(p->ssl, req->data, (int)req->len) == (int)req->len ? BIO_get_mem_data(mem, &data) : 0;
+    if (n > 0 && (size_t)n <= cap) memcpy(out, data, (size_t)n);
+    SSL_set0_wbio(p->ssl, sock); /* frees mem */
+    return n > 0 && (size_t)n <= cap ? (size_t)n : 0;
+}
+
+static long process_cpu_ms(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000L + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1000;
+}
+
+/* Half a TLS record, then silence: the provider's session holds bytes it
+ * read ahead, but they are no whole record, so only the socket can bring
+ * the rest. The loop waits for it (idle: a loop that took held bytes for
+ * readable ones would spin a core for the whole second), then answers the
+ * request once the other half comes. */
+static void half_a_record_waits_for_the_rest_without_spinning(void)
+{
+    mprpc_config cfg;
+    mprpc_server *srv;
+    mprpc_buf req, in;
+    mprpc_response_frame f;
+    testsvc_EchoRequest rq = testsvc_EchoRequest_init_zero;
+    uint8_t rec[2048];
+    size_t n;
+    long cpu;
+    int window = 1000 * slow_factor();
+    peer p;
+    if (!(srv = hostile_provider(&cfg))) return;
+    mprpc_buf_init(&req);
+    mprpc_buf_init(&in);
+    set_payload(&rq, "sent in two halves");
+    mprpc_wire_encode_request(&req, 1u << 20, 1, "TestService", "Echo", testsvc_EchoRequest_fields, &rq);
+    CHECK(peer_connect(&p, cfg.rpcserver_port));
+    n = sealed_record(&p, &req, rec, sizeof rec);
+    CHECK(n > 10);
+    CHECK(raw_send_all(p.fd, rec, n / 2));
+    cpu = process_cpu_ms();
+    sleep_ms(window);
+    cpu = process_cpu_ms() - cpu;
+    CHECK(cpu < window * 4 / 10);
+    if (cpu >= window * 4 / 10) fprintf(stderr, "  %ld ms of CPU in %d ms of waiting\n", cpu, window);
+    CHECK(raw_send_all(p.fd, rec + n / 2, n - n / 2));
+    CHECK_STATUS(peer_read_frame(&p, &in, &f, 5000), MPRPC_OK);
+    CHECK(f.header.status == MPRPC_OK && f.header.call_id == 1);
+    peer_close(&p);
+    mprpc_buf_free(&req);
+    mprpc_buf_free(&in);
+    mprpc_server_free(srv);
+}
 #endif
 
 int main(void)
@@ -1127,6 +1188,7 @@ int main(void)
 #ifdef HOSTILE_OVER_TLS
     RUN(handshake_garbage_of_every_shape_is_closed_and_the_provider_serves_on);
     RUN(garbage_records_after_a_good_handshake_end_only_that_connection);
+    RUN(half_a_record_waits_for_the_rest_without_spinning);
     RUN(clients_stopped_mid_handshake_hold_slots_only_until_the_timeout);
     RUN(provider_fuzz_corpus_in_place_of_the_handshake_is_refused);
     SSL_CTX_free(peer_tls_ctx);
