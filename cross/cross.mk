@@ -11,7 +11,7 @@
 #   CROSS_CC_T            the compiler
 #   CROSS_RUN_T           the run prefix: empty for x86_64/musl, `qemu-<arch> -L /usr/<triplet>` for the others
 #                         (explicit qemu-user, no binfmt registration needed)
-#   CROSS_NANOPB_CFLAGS_T nanopb include flags
+#   CROSS_TARGET_CFLAGS_T the target's own flags: the nanopb include for musl; a 64-bit off_t for armhf
 #   CROSS_NANOPB_LIBS_T   nanopb runtime to link (Debian's libprotobuf-nanopb.a for T; for musl, the one that
 #                         cross/setup.sh builds from Debian's source package)
 #   CROSS_LDFLAGS_T       extra link flags (-static for musl)
@@ -75,11 +75,14 @@ CROSS_RUN_musl    :=
 
 # Debian's cross gcc searches /usr/include after its own /usr/<triplet>/include, so the (architecture-independent,
 # Multi-Arch: same) pb*.h installed by libnanopb-dev are found with no flag. Only the .a differs per architecture.
-CROSS_NANOPB_CFLAGS_x86_64  :=
-CROSS_NANOPB_CFLAGS_aarch64 :=
-CROSS_NANOPB_CFLAGS_armhf   :=
-CROSS_NANOPB_CFLAGS_s390x   :=
-CROSS_NANOPB_CFLAGS_musl    := -I$(CROSS_BUILD)/musl/include
+# armhf is built as 32-bit Debian builds its own packages, with a 64-bit off_t: without it readdir() and stat()
+# fail with EOVERFLOW on a host file system whose inode numbers do not fit 32 bits (CI's did: test_hostile read
+# no corpus file under qemu-arm).
+CROSS_TARGET_CFLAGS_x86_64  :=
+CROSS_TARGET_CFLAGS_aarch64 :=
+CROSS_TARGET_CFLAGS_armhf   := -D_FILE_OFFSET_BITS=64
+CROSS_TARGET_CFLAGS_s390x   :=
+CROSS_TARGET_CFLAGS_musl    := -I$(CROSS_BUILD)/musl/include
 
 CROSS_NANOPB_LIBS_x86_64  := /usr/lib/x86_64-linux-gnu/libprotobuf-nanopb.a
 CROSS_NANOPB_LIBS_aarch64 := /usr/lib/aarch64-linux-gnu/libprotobuf-nanopb.a
@@ -105,7 +108,7 @@ $(foreach t,x86_64 aarch64 armhf s390x,$(CROSS_NANOPB_LIBS_$(t))):
 define CROSS_PROGRAM_template
 $(CROSS_BUILD)/$(1)/$(2): $(3) $(CROSS_NANOPB_LIBS_$(1))
 	@mkdir -p $$(@D)
-	$$(CROSS_CC_$(1)) $$(CROSS_CFLAGS) $$(CROSS_NANOPB_CFLAGS_$(1)) $(4) $$(CROSS_LDFLAGS_$(1)) -o $$@ \
+	$$(CROSS_CC_$(1)) $$(CROSS_CFLAGS) $$(CROSS_TARGET_CFLAGS_$(1)) $(4) $$(CROSS_LDFLAGS_$(1)) -o $$@ \
 	  $$(filter %.c,$$^) $$(CROSS_NANOPB_LIBS_$(1)) $$(CROSS_LDLIBS)
 endef
 cross_program = $(foreach t,$(CROSS_TARGETS),$(eval $(call CROSS_PROGRAM_template,$(t),$(1),$(2),$(3))))
@@ -201,7 +204,7 @@ test-cross: ## cross-setup, cross, then every target's tests, wire vector and in
 	@$(CROSS_SUBMAKE) -k cross >$(CROSS_BUILD)/cross-build.log 2>&1 || \
 	  { echo "make cross failed for some target (log: $(CROSS_BUILD)/cross-build.log):"; \
 	    grep -E 'error|Error' $(CROSS_BUILD)/cross-build.log | head -20; }
-	@$(foreach t,$(CROSS_TARGETS),run_$(t)='$(CROSS_RUN_$(t))' cc_$(t)='$(CROSS_CC_$(t)) $(CROSS_NANOPB_CFLAGS_$(t))') \
+	@$(foreach t,$(CROSS_TARGETS),run_$(t)='$(CROSS_RUN_$(t))' cc_$(t)='$(CROSS_CC_$(t)) $(CROSS_TARGET_CFLAGS_$(t))') \
 	  CROSS_BUILD=$(CROSS_BUILD) CROSS_CFLAGS='$(CROSS_CFLAGS)' CROSS_TESTS='$(CROSS_TESTS)' \
 	  cross/test-cross.sh $(CROSS_TARGETS)
 
