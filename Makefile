@@ -85,7 +85,7 @@ demo: deps ## build and run the example provider and caller (scripts/demo.sh)
 	@scripts/demo.sh
 
 # The same example programs built with MPRPC_TLS (the README's build line plus -DMPRPC_TLS -lssl -lcrypto).
-$(BUILD)/tls/%: examples/%.c mprpc.h $(GEN)/user.pb.c $(GEN)/user.pb.h
+$(BUILD)/tls/%: examples/%.c mprpc.h $(GEN)/user.pb.c $(GEN)/user.pb.h $(GEN)/user.mprpc.h
 	@mkdir -p $(BUILD)/tls
 	$(CC) $(WARN) $(CFLAGS) -DMPRPC_TLS $(INCS) $< $(GEN)/user.pb.c $(LIBS) $(ZK_LIBS) $(TLS_LIBS) -o $@
 
