@@ -21,7 +21,8 @@
 # with a full TLS 1.3 handshake per connection, or mprpc_echo_server in
 # plaintext); medians of connections/s, their TLS/plaintext ratio and the
 # provider's CPU per connection (--quick: one short run each;
-# --no-handshakes skips them; --systems "" --no-docs runs only them).
+# --no-handshakes skips them; --systems "" --no-idle --no-docs runs only
+# them).
 # A run during which other processes used more than --max-foreign % (10) of
 # the machine's CPU is repeated up to --retries (2) times (30 in all at
 # most); the quietest try is kept and its foreign share is reported.
