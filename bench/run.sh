@@ -342,6 +342,9 @@ hs_line=$(awk -v table="$hs_table" '
     ratio = p[5] > 0 ? sprintf("%.2f", t[5] / p[5]) : "-"
     if (p[5] > 0 && p[10] > 0)
       printf "\nTLS / plaintext: %s of the connection rate, %.1f times the provider CPU per connection.\n", ratio, t[10] / p[10] >> table
+    # The client shares the cores: the rate is bounded by its CPU as much as by the provider.
+    if (t[10] > 0)
+      printf "The provider did %d TLS connections per CPU-second (1 / its CPU per connection); the client, on the same cores, used %.1f times the provider CPU per connection.\n", 1e6 / t[10], t[13] / t[10] >> table
     printf "%d %s %s\n", t[5], ratio, t[10]
   }' "$hs_summary")
 
