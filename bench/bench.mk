@@ -46,7 +46,7 @@ bench-build: $(BENCH_BINS) ## raw/mprpc/gRPC echo servers and the load generator
 bench: bench-build ## the full benchmark matrix; writes docs/BENCHMARKS.md, docs/bench.png
 	bench/run.sh --no-build
 
-bench-quick: bench-build ## one short point per system, prints the table only
+bench-quick: bench-build ## one short point per system and one TLS/plaintext new-connections pair, prints the tables only
 	bench/run.sh --no-build --quick
 
 bench-idle: bench-build ## 10,000 idle connections against the mprpc provider

@@ -13,7 +13,7 @@
  * mprpc_wire_decode_response) calling EchoService.Echo, replies matched by
  * call id, so D > 1 may be answered in any order.
  *
- * Three clients are not plug-ins (chosen with --proto or --system NAME;
+ * Five clients are not plug-ins (chosen with --proto or --system NAME;
  * depth 1, -t ignored):
  *   "raw-blocking"   C threads, each with its own blocking connection to
  *                    raw_echo_server: send one raw frame, recv the echo, again
@@ -26,6 +26,13 @@
  *                    latency and issues the slot's next call from inside the
  *                    callback.  Built only when mprpc.h has the async API
  *                    (--list-protos tells).
+ *   "connect"        new connections per second: C threads, each looping
+ *                    connect, ONE EchoService.Echo call in the "mprpc"
+ *                    frame, close (against mprpc_echo_server).
+ *   "tls-connect"    the same with a full TLS 1.3 handshake before the call
+ *                    (against mprpc_echo_server_tls).  Both are built only
+ *                    with MPRPC_TLS (mprpc_bench_tls): one binary runs the
+ *                    same loop with and without TLS.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -49,6 +56,12 @@
 #include "echo.pb.h"
 
 #include "bench_common.h"
+
+#ifdef MPRPC_TLS
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#endif
 
 /* ======================================================================
  * Protocol plug-ins
@@ -876,6 +889,254 @@ static int run_async(void)
 }
 #endif /* MPRPC_CALL_ASYNC */
 
+#ifdef MPRPC_TLS
+/* ======================================================================
+ * connect / tls-connect: new connections per second
+ *
+ * T = C threads, each looping: TCP connect, (tls-connect: a blocking
+ * SSL_connect, a full TLS 1.3 handshake), ONE call in the "mprpc" proto's
+ * frame, the whole reply read and checked, close.  One call per connection,
+ * so the RESULT line's qps is connections per second, its latency runs from
+ * connect to the reply, and server_cpu_us_per_call is the provider's CPU
+ * per connection.
+ * ====================================================================== */
+
+/* A connect, handshake or reply that takes longer fails the connection
+ * (a hung provider must not hang the client). */
+#define CX_TIMEOUT_S 5
+
+typedef struct cx_worker {
+    pthread_t th;
+    int index;
+    const struct sockaddr_in *addr;
+    SSL_CTX *tls;               /* this thread's, made once; NULL = plaintext */
+    char session[128];          /* what the first handshake negotiated */
+    uint64_t errors;
+    hist h;
+} cx_worker;
+
+typedef struct cx_link {
+    int fd;
+    SSL *ssl;                   /* NULL = plaintext */
+} cx_link;
+
+/* Counts a failed connection; the first few say why (the OpenSSL reason
+ * when there is one, else errno). */
+static void cx_error(cx_worker *w, const char *what)
+{
+    char why[256] = "";
+#ifdef MPRPC_TLS
+    unsigned long e = ERR_peek_last_error();
+    if (e)
+        ERR_error_string_n(e, why, sizeof why);
+    ERR_clear_error();
+#endif
+    if (!why[0])
+        snprintf(why, sizeof why, "%s", errno ? strerror(errno) : "closed by the provider");
+    if (w->errors++ < 5)
+        fprintf(stderr, "%s: %s: %s\n", opts.system, what, why);
+}
+
+/* TLS 1.3 only, the provider's certificate checked against the CA
+ * scripts/tls-certs.sh made and for the IP address dialled; no tickets, no
+ * session cache: every connection is a full handshake. */
+static SSL_CTX *cx_tls_new(void)
+{
+    const char *dir = getenv("MPRPC_BENCH_TLS_DIR");
+    char ca[4096];
+    SSL_CTX *ctx;
+
+    if (!dir) {
+        fprintf(stderr, "tls-connect: MPRPC_BENCH_TLS_DIR (scripts/tls-certs.sh's directory) is not set\n");
+        exit(2);
+    }
+    snprintf(ca, sizeof ca, "%s/ca.crt", dir);
+    ctx = SSL_CTX_new(TLS_client_method());
+    if (!ctx || SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION) != 1 ||
+        SSL_CTX_load_verify_locations(ctx, ca, NULL) != 1 ||
+        X509_VERIFY_PARAM_set1_ip_asc(SSL_CTX_get0_param(ctx), opts.host) != 1) {
+        ERR_print_errors_fp(stderr);
+        exit(1);
+    }
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    return ctx;
+}
+
+static int cx_handshake(cx_worker *w, cx_link *l)
+{
+    l->ssl = SSL_new(w->tls);
+    if (!l->ssl || SSL_set_fd(l->ssl, l->fd) != 1 || SSL_connect(l->ssl) != 1)
+        return -1;
+    if (!w->session[0])
+        snprintf(w->session, sizeof w->session, "%s %s %s", SSL_get_version(l->ssl),
+                 SSL_CIPHER_get_name(SSL_get_current_cipher(l->ssl)),
+                 SSL_group_to_name(l->ssl, SSL_get_negotiated_group(l->ssl)));
+    return 0;
+}
+
+/* Both write and read whole messages: the socket blocks, partial writes are off. */
+static ssize_t cx_tls_write(SSL *ssl, const uint8_t *p, size_t n)
+{
+    return SSL_write(ssl, p, (int)n) == (int)n ? 0 : -1;
+}
+
+static ssize_t cx_tls_read(SSL *ssl, uint8_t *p, size_t n)
+{
+    return SSL_read(ssl, p, (int)n);
+}
+
+/* close_notify sent, the provider's not waited for. */
+static void cx_tls_free(SSL *ssl)
+{
+    SSL_shutdown(ssl);
+    SSL_free(ssl);
+}
+
+/* TCP connect (and the handshake): 0, or -1 with the error counted. */
+static int cx_open(cx_worker *w, cx_link *l)
+{
+    struct timeval tv = {CX_TIMEOUT_S, 0};
+    int one = 1;
+
+    l->ssl = NULL;
+    l->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (l->fd < 0) {
+        cx_error(w, "socket");
+        return -1;
+    }
+    setsockopt(l->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    setsockopt(l->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(l->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    if (connect(l->fd, (const struct sockaddr *)w->addr, sizeof *w->addr) < 0) {
+        cx_error(w, "connect");
+        return -1;
+    }
+    if (w->tls && cx_handshake(w, l) < 0) {
+        cx_error(w, "TLS handshake");
+        return -1;
+    }
+    return 0;
+}
+
+static void cx_close(cx_link *l)
+{
+    if (l->ssl)
+        cx_tls_free(l->ssl);
+    if (l->fd >= 0)
+        close(l->fd);
+}
+
+static ssize_t cx_read(const cx_link *l, uint8_t *p, size_t n)
+{
+    ssize_t k;
+    if (l->ssl)
+        return cx_tls_read(l->ssl, p, n);
+    do
+        k = recv(l->fd, p, n, 0);
+    while (k < 0 && errno == EINTR);
+    return k;
+}
+
+/* Sends call id, reads the whole reply into buf (cap bytes) and checks it:
+ * 0, or -1 with the error counted. */
+static int cx_call(cx_worker *w, const cx_link *l, uint32_t id, uint8_t *buf, size_t cap)
+{
+    const uint8_t *payload = bench_payload(pattern, id), *got = NULL;
+    size_t n = mprpc_encode_request(buf, cap, id, payload, opts.size), have = 0, used = 0;
+    size_t got_len = 0;
+    uint32_t got_id = 0;
+    int rc = PROTO_NEED_MORE;
+
+    if (n == 0 || (l->ssl ? cx_tls_write(l->ssl, buf, n) : rb_send_all(l->fd, buf, n)) < 0) {
+        cx_error(w, "sending the call");
+        return -1;
+    }
+    while (rc == PROTO_NEED_MORE && have < cap) {
+        ssize_t k = cx_read(l, buf + have, cap - have);
+        if (k <= 0) {
+            cx_error(w, "reading the reply");
+            return -1;
+        }
+        have += (size_t)k;
+        rc = mprpc_decode_response(buf, have, &used, &got_id, &got, &got_len);
+    }
+    if (rc != PROTO_OK || used != have || got_id != id || got_len != opts.size ||
+        memcmp(got, payload, got_len) != 0) {
+        errno = 0;
+        cx_error(w, "a wrong reply");
+        return -1;
+    }
+    return 0;
+}
+
+static void *cx_worker_main(void *arg)
+{
+    cx_worker *w = (cx_worker *)arg;
+    size_t cap = 2 * mprpc_max_request_size(opts.size);   /* a reply is smaller than a request */
+    uint8_t *buf = (uint8_t *)xmalloc(cap);
+    uint32_t id = (uint32_t)w->index * 7919u;
+
+    while (bench_phase_get(&phase) != BENCH_STOP) {
+        cx_link l;
+        uint64_t t0 = bench_now_ns(), t1;
+        int ok;
+
+        errno = 0;
+        ok = cx_open(w, &l) == 0 && cx_call(w, &l, id++, buf, cap) == 0;
+        t1 = bench_now_ns();
+        cx_close(&l);
+        if (ok && bench_phase_get(&phase) == BENCH_MEASURE)
+            hist_record(&w->h, t1 - t0);
+    }
+    free(buf);
+    return NULL;
+}
+
+static int run_connect(const struct sockaddr_in *addr, int tls)
+{
+    cx_worker *ws;
+    hist *total;
+    uint64_t errors = 0;
+    bench_window win;
+    int t;
+
+    opts.threads = opts.conns;      /* T = C: one thread per connection at a time */
+    if (opts.depth != 1) {
+        fprintf(stderr, "%s: one call per connection (-q 1)\n", opts.system);
+        return 2;
+    }
+    ws = (cx_worker *)calloc((size_t)opts.conns, sizeof *ws);
+    if (!ws)
+        die("calloc");
+    for (t = 0; t < opts.conns; t++) {
+        ws[t].index = t;
+        ws[t].addr = addr;
+        ws[t].tls = tls ? cx_tls_new() : NULL;
+        hist_init(&ws[t].h);
+    }
+    for (t = 0; t < opts.conns; t++)
+        if (pthread_create(&ws[t].th, NULL, cx_worker_main, &ws[t]) != 0)
+            die("pthread_create");
+    bench_run_window(&opts, &phase, &win);
+    total = (hist *)xmalloc(sizeof *total);
+    hist_init(total);
+    for (t = 0; t < opts.conns; t++) {
+        pthread_join(ws[t].th, NULL);
+        hist_merge(total, &ws[t].h);
+        errors += ws[t].errors;
+        if (ws[t].tls)
+            SSL_CTX_free(ws[t].tls);
+    }
+    printf("  one call per connection: qps = new connections/s, server CPU per call = per connection\n");
+    if (ws[0].session[0])
+        printf("  TLS session %s\n", ws[0].session);
+    bench_report(&opts, total, errors, &win);
+    return 0;
+}
+#endif /* MPRPC_TLS */
+
 /* The clients that are not protocol plug-ins are chosen by --proto or --system. */
 static int is_mode(const char *name)
 {
@@ -897,6 +1158,9 @@ int main(int argc, char **argv)
         for (i = 0; i < NPROTOS; i++)
             printf("%s\n", protos[i].name);
         printf("raw-blocking\nmprpc-channel\n");
+#ifdef MPRPC_TLS
+        printf("connect\ntls-connect\n");
+#endif
 #ifdef HAVE_MPRPC_ASYNC
         printf("mprpc-async\n");
 #endif
@@ -928,6 +1192,14 @@ int main(int argc, char **argv)
     }
     if (is_mode("raw-blocking"))
         return run_raw_blocking(&addr);
+    if (is_mode("connect") || is_mode("tls-connect")) {
+#ifdef MPRPC_TLS
+        return run_connect(&addr, is_mode("tls-connect"));
+#else
+        fprintf(stderr, "%s: %s is in the MPRPC_TLS build (mprpc_bench_tls)\n", argv[0], opts.proto);
+        return 2;
+#endif
+    }
 
     for (i = 0; i < NPROTOS; i++)
         if (strcmp(protos[i].name, opts.proto) == 0)
