@@ -1563,7 +1563,8 @@ static mprpc__tls_ctx *mprpc__ossl_ctx_new(const mprpc_config *cfg, int server, 
         goto fail;
     }
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION); /* the highest both speak wins: 1.3 */
-    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION);
+    /* the provider's suite order below decides, not the client's (OpenSSL's own lists AES-256 first) */
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | (server ? SSL_OP_CIPHER_SERVER_PREFERENCE : 0));
     /* the loops write from buffers that move (realloc) and take partial writes */
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
     if (server) SSL_CTX_set_num_tickets(ctx, 0); /* callers keep connections; no resumption */

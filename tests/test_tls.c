@@ -699,19 +699,46 @@ static void a_provider_restart_under_a_live_channel_is_survived(void)
     mprpc_server_free(srv);
 }
 
-static void openssl_s_client_completes_a_handshake_with_the_provider(void)
+/* openssl s_client, with extra options, completes a mutual-TLS handshake
+ * with the provider and its -brief report holds every line of want[]. */
+static int s_client_reports(mprpc_server *srv, const char *extra, const char *const *want, int nwant)
 {
-    mprpc_server *srv = tls_provider("server.crt", 1, 0);
-    char cmd[512];
-    CHECK(srv != NULL);
-    if (!srv) return;
+    char cmd[768];
+    int i;
     snprintf(cmd, sizeof cmd, "echo | timeout 20 openssl s_client -connect 127.0.0.1:%d -CAfile %s/ca.crt "
              "-cert %s/client.crt -key %s/client.key -verify_hostname localhost -verify_return_error -brief "
-             ">%s/s_client.out 2>&1", mprpc_server_port(srv), tls_dir, tls_dir, tls_dir, tls_dir);
-    CHECK(system(cmd) == 0);
-    snprintf(cmd, sizeof cmd, "grep -q 'Protocol version: TLSv1.3' %s/s_client.out && "
-             "grep -q 'Verification: OK' %s/s_client.out", tls_dir, tls_dir);
-    CHECK(system(cmd) == 0);
+             "%s >%s/s_client.out 2>&1", mprpc_server_port(srv), tls_dir, tls_dir, tls_dir, extra, tls_dir);
+    if (system(cmd) != 0) return 0;
+    for (i = 0; i < nwant; i++) {
+        snprintf(cmd, sizeof cmd, "grep -q '%s' %s/s_client.out", want[i], tls_dir);
+        if (system(cmd) != 0) {
+            fprintf(stderr, "  s_client %s: no '%s' in %s/s_client.out\n", extra, want[i], tls_dir);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static void openssl_s_client_completes_a_handshake_with_the_provider(void)
+{
+    static const char *const want[] = { "Protocol version: TLSv1.3", "Verification: OK" };
+    mprpc_server *srv = tls_provider("server.crt", 1, 0);
+    CHECK(srv != NULL);
+    if (!srv) return;
+    CHECK(s_client_reports(srv, "", want, 2));
+    mprpc_server_free(srv);
+}
+
+/* AES-128-GCM costs the provider less per byte than AES-256-GCM, and the
+ * provider's order decides: a client that lists AES-256 first (OpenSSL's
+ * own default) still gets AES-128. */
+static void the_provider_picks_aes_128_gcm_whatever_the_client_lists_first(void)
+{
+    static const char *const want[] = { "Ciphersuite: TLS_AES_128_GCM_SHA256" };
+    mprpc_server *srv = tls_provider("server.crt", 1, 0);
+    CHECK(srv != NULL);
+    if (!srv) return;
+    CHECK(s_client_reports(srv, "-ciphersuites TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256", want, 1));
     mprpc_server_free(srv);
 }
 
@@ -753,6 +780,7 @@ int main(void)
     RUN(a_key_update_while_the_provider_socket_is_full_keeps_the_connection);
     RUN(a_provider_restart_under_a_live_channel_is_survived);
     RUN(openssl_s_client_completes_a_handshake_with_the_provider);
+    RUN(the_provider_picks_aes_128_gcm_whatever_the_client_lists_first);
     RUN(a_provider_without_a_certificate_refuses_to_start);
     tls_certs_remove();
     return test_summary("test_tls");
