@@ -3851,8 +3851,9 @@ static void mprpc__conn_keep(mprpc__conn *c, const uint8_t *p, size_t n, uint64_
 }
 
 /* Handles n bytes that just landed at the read target (n == 0: the peer
- * shut its side). Everything a peer sends passes through here; the fuzz
- * target tests/fuzz/fuzz_provider.c drives it without a socket. */
+ * shut its side): serves the whole requests, keeps the rest; the caller
+ * settles. Everything a peer sends passes through here; the fuzz target
+ * tests/fuzz/fuzz_provider.c drives it without a socket. */
 static void mprpc__conn_received(mprpc__conn *c, int buffered, size_t n)
 {
     mprpc__loop *l = c->loop;
@@ -3873,31 +3874,30 @@ static void mprpc__conn_received(mprpc__conn *c, int buffered, size_t n)
         used = mprpc__conn_serve(c, l->rbuf, n, now, c->state == MPRPC__CONN_SERVING ? SIZE_MAX : 0);
         if (used < n) mprpc__conn_keep(c, l->rbuf + used, n - used, now);
     }
-    mprpc__conn_settle(c, now);
 }
 
+/* Reads once, and again while a TLS session holds records it read ahead (one TLS read gives one
+ * record), then settles once: the replies to all of them leave in one write and the epoll interest
+ * is decided once, not per record (two epoll_ctl and a send per record cost more than the crypto). */
 static void mprpc__conn_on_readable(mprpc__conn *c)
 {
     uint8_t *dst;
     size_t room;
     int buffered, rounds = 0;
     ssize_t n;
-    do { /* TLS may hold decrypted bytes the socket will not announce again: take them too */
-        if (!mprpc__conn_read_target(c, &dst, &room, &buffered)) {
-            mprpc__conn_settle(c, mprpc__now_ms());
-            return;
-        }
+    do {
+        if (!mprpc__conn_read_target(c, &dst, &room, &buffered)) break;
         do n = mprpc__xrecv(c->fd, c->tls, dst, room); while (n < 0 && errno == EINTR);
         c->rd_crossed = n < 0 && errno == EAGAIN && mprpc__xcrossed(c->tls, 1);
         if (n < 0) {
             if (errno != EAGAIN && errno != EWOULDBLOCK) mprpc__conn_io_failed(c);
-            mprpc__conn_settle(c, mprpc__now_ms());
-            return;
+            break;
         }
         MPRPC__BUMP(&c->loop->bytes_in, (uint64_t)n);
         mprpc__conn_received(c, buffered, (size_t)n);
-    } while (n > 0 && c->state != MPRPC__CONN_CLOSED && mprpc__conn_tls_held(c) && mprpc__conn_reading(c) &&
-             ++rounds < 16);
+    } while (n > 0 && !c->failed && c->state != MPRPC__CONN_CLOSED && mprpc__conn_tls_held(c) &&
+             mprpc__conn_reading(c) && ++rounds < 16);
+    mprpc__conn_settle(c, mprpc__now_ms());
 }
 
 /* Do the first bytes of a new connection open a TLS session? Every TLS client starts with a

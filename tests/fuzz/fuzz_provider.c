@@ -1,6 +1,6 @@
 /* Fuzz target: the provider's input path. Arbitrary bytes from a peer go
  * through exactly the code the event loop runs for a readable connection
- * (mprpc__conn_read_target + mprpc__conn_received: framing, RpcHeader,
+ * (mprpc__conn_read_target, mprpc__conn_received, mprpc__conn_settle: framing, RpcHeader,
  * routing, request decode, dispatch to the test services, replies queued,
  * pausing at max_pipeline_depth / max_pending_output, EOF), split at
  * arbitrary points, without a TCP socket: the replies go to one end of a
@@ -152,6 +152,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         memcpy(dst, data + off, n);
         off += n;
         mprpc__conn_received(c, buffered, n);
+        mprpc__conn_settle(c, mprpc__now_ms());
         fz_check(c);
     }
     /* the peer shuts its side once the loop would read again */
@@ -160,7 +161,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         uint8_t *dst;
         size_t room;
         int buffered;
-        if (mprpc__conn_read_target(c, &dst, &room, &buffered)) mprpc__conn_received(c, buffered, 0);
+        if (mprpc__conn_read_target(c, &dst, &room, &buffered)) {
+            mprpc__conn_received(c, buffered, 0);
+            mprpc__conn_settle(c, mprpc__now_ms());
+        }
     }
     while (c->state != MPRPC__CONN_CLOSED && (npending || (c->events & EPOLLOUT))) fz_events(c, sv[1], 1);
     fz_check(c);
