@@ -1462,6 +1462,8 @@ typedef struct mprpc__tls_ops {
 struct mprpc__tls_ctx { SSL_CTX *ctx; };
 struct mprpc__tls {
     SSL      *ssl;
+    int       fd;
+    int       more;    /* the record being written is not the last of the caller's bytes */
     int       done;    /* handshake complete */
     int       starved; /* the last read wanted the socket: what is read ahead is not a whole record */
     mprpc__hs want;    /* what the last EAGAIN waits for */
@@ -1470,12 +1472,15 @@ struct mprpc__tls {
 };
 
 /* A socket BIO that sends with MSG_NOSIGNAL: OpenSSL's own writes with write(), and a peer that is gone
- * would raise SIGPIPE in the program. */
+ * would raise SIGPIPE in the program. A record that more of the caller's bytes follow goes with
+ * MSG_MORE: the kernel sends the records of one burst together (one TLS write is one record of at
+ * most 16 KiB), and the loops always write on until they hold nothing, the last record without it. */
 static int mprpc__bio_write(BIO *b, const char *d, int n)
 {
+    const mprpc__tls *t = (const mprpc__tls *)BIO_get_data(b);
     ssize_t k;
     BIO_clear_retry_flags(b);
-    do k = send((int)(intptr_t)BIO_get_data(b), d, (size_t)n, MSG_NOSIGNAL); while (k < 0 && errno == EINTR);
+    do k = send(t->fd, d, (size_t)n, MSG_NOSIGNAL | (t->more ? MSG_MORE : 0)); while (k < 0 && errno == EINTR);
     if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) BIO_set_retry_write(b);
     return (int)k;
 }
@@ -1484,7 +1489,7 @@ static int mprpc__bio_read(BIO *b, char *d, int n)
 {
     ssize_t k;
     BIO_clear_retry_flags(b);
-    do k = recv((int)(intptr_t)BIO_get_data(b), d, (size_t)n, 0); while (k < 0 && errno == EINTR);
+    do k = recv(((const mprpc__tls *)BIO_get_data(b))->fd, d, (size_t)n, 0); while (k < 0 && errno == EINTR);
     if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) BIO_set_retry_read(b);
     return (int)k;
 }
@@ -1513,12 +1518,12 @@ static void mprpc__bio_init(void)
         BIO_meth_free(m);
 }
 
-static BIO *mprpc__bio_new(int fd)
+static BIO *mprpc__bio_new(mprpc__tls *t)
 {
     BIO *b;
     pthread_once(&mprpc__bio_once, mprpc__bio_init);
     if (!mprpc__bio_method || (b = BIO_new(mprpc__bio_method)) == NULL) return NULL;
-    BIO_set_data(b, (void *)(intptr_t)fd);
+    BIO_set_data(b, t);
     return b;
 }
 
@@ -1608,7 +1613,7 @@ static mprpc__tls *mprpc__ossl_conn_new(mprpc__tls_ctx *ctx, int fd, const char 
 {
     mprpc__tls *t = (mprpc__tls *)mprpc__zalloc(sizeof *t);
     BIO *b = NULL;
-    if (!t || (t->ssl = SSL_new(ctx->ctx)) == NULL || (b = mprpc__bio_new(fd)) == NULL ||
+    if (!t || (t->ssl = SSL_new(ctx->ctx)) == NULL || (b = mprpc__bio_new(t)) == NULL ||
         (name && !mprpc__ossl_expect(t->ssl, name))) {
         mprpc__ossl_why(why, whylen, "TLS: a new session");
         if (b) BIO_free(b);
@@ -1616,6 +1621,7 @@ static mprpc__tls *mprpc__ossl_conn_new(mprpc__tls_ctx *ctx, int fd, const char 
         MPRPC_FREE(t);
         return NULL;
     }
+    t->fd = fd;
     SSL_set_bio(t->ssl, b, b); /* the session owns the BIO now */
     if (name) SSL_set_connect_state(t->ssl);
     else SSL_set_accept_state(t->ssl);
@@ -1734,7 +1740,9 @@ static ssize_t mprpc__ossl_write(mprpc__tls *t, const void *buf, size_t n)
     int rc;
     ERR_clear_error();
     errno = 0;
+    t->more = n > SSL3_RT_MAX_PLAIN_LENGTH;
     rc = SSL_write(t->ssl, buf, n > INT_MAX ? INT_MAX : (int)n);
+    t->more = 0;
     return rc > 0 ? rc : mprpc__ossl_result(t, rc, "TLS write");
 }
 
