@@ -1487,9 +1487,10 @@ static int mprpc__bio_write(BIO *b, const char *d, int n)
 
 static int mprpc__bio_read(BIO *b, char *d, int n)
 {
+    const mprpc__tls *t = (const mprpc__tls *)BIO_get_data(b);
     ssize_t k;
     BIO_clear_retry_flags(b);
-    do k = recv(((const mprpc__tls *)BIO_get_data(b))->fd, d, (size_t)n, 0); while (k < 0 && errno == EINTR);
+    do k = recv(t->fd, d, (size_t)n, 0); while (k < 0 && errno == EINTR);
     if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) BIO_set_retry_read(b);
     return (int)k;
 }

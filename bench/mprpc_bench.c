@@ -925,12 +925,10 @@ typedef struct cx_link {
 static void cx_error(cx_worker *w, const char *what)
 {
     char why[256] = "";
-#ifdef MPRPC_TLS
     unsigned long e = ERR_peek_last_error();
     if (e)
         ERR_error_string_n(e, why, sizeof why);
     ERR_clear_error();
-#endif
     if (!why[0])
         snprintf(why, sizeof why, "%s", errno ? strerror(errno) : "closed by the provider");
     if (w->errors++ < 5)

@@ -75,9 +75,9 @@ CROSS_RUN_musl    :=
 
 # Debian's cross gcc searches /usr/include after its own /usr/<triplet>/include, so the (architecture-independent,
 # Multi-Arch: same) pb*.h installed by libnanopb-dev are found with no flag. Only the .a differs per architecture.
-# armhf is built as 32-bit Debian builds its own packages, with a 64-bit off_t: without it readdir() and stat()
-# fail with EOVERFLOW on a host file system whose inode numbers do not fit 32 bits (CI's did: test_hostile read
-# no corpus file under qemu-arm).
+# armhf is built as 32-bit Debian builds its own packages, with a 64-bit off_t: without it readdir() fails with
+# EOVERFLOW when an inode number or a directory offset does not fit 32 bits, and under qemu-arm ext4 hands out
+# 64-bit hashed directory offsets (CI's test_hostile read no corpus file; reproduced here with small inodes).
 CROSS_TARGET_CFLAGS_x86_64  :=
 CROSS_TARGET_CFLAGS_aarch64 :=
 CROSS_TARGET_CFLAGS_armhf   := -D_FILE_OFFSET_BITS=64

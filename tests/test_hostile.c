@@ -794,8 +794,9 @@ static int corpus_next(DIR *d, corpus_input *in)
         fclose(f);
         return 1;
     }
-    /* A 32-bit build without a 64-bit off_t gets EOVERFLOW here on a file
-     * system with large inode numbers: say so rather than read nothing. */
+    /* A 32-bit build without a 64-bit off_t gets EOVERFLOW here when a
+     * directory offset does not fit 32 bits (ext4 under qemu-arm): say so
+     * rather than read nothing. */
     if (errno != 0) fprintf(stderr, "  readdir tests/fuzz/corpus/provider: %s\n", strerror(errno));
     return 0;
 }
